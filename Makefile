@@ -1,0 +1,27 @@
+# make setup: the environment alone; make test: set-up + the whole suite; make demo: set-up + the demo.
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export AMENT_PREFIX_PATH := $(VENV)
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export FASTRTPS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_localhost_shm.xml
+
+.PHONY: setup test test-slow demo metadrive clean
+setup:
+	@VENV=$(VENV) bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m "slow or not slow"
+
+demo: setup
+	@if [ ! -f models/demo/vla.safetensors ]; then \
+	  echo "make demo: the demo model does not exist yet (models/demo/vla.safetensors); train it with deead_train first"; exit 1; fi
+	$(PY) -m deead_ros.tools.demo
+
+metadrive:
+	@bash scripts/setup_metadrive.sh
+
+clean:
+	rm -rf build *.egg-info .pytest_cache

@@ -1,0 +1,180 @@
+"""Multi-hop exit controller: which layers to check, and when to stop (DeeAD, Sec. 3.3).
+
+The controller drives any layer chain that has `run_layers(state, start, stop)` and
+`head(state) -> (T, 2)`; it never knows which backend that is. A policy looks at each checkpoint
+and says whether to exit there and, if not, how many layers to run before the next look.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+
+class ExitReason(IntEnum):
+    """Why a frame stopped where it did (mirrors deead_ros_msgs/ExitDiagnostics REASON_*)."""
+
+    PRIOR_MATCHED = 0
+    LAST_LAYER = 1
+    NO_PRIOR = 2
+    FIXED_LAYER = 3
+    PATIENCE = 4
+    FULL_POLICY = 5
+    ORACLE = 6
+
+
+@dataclass(frozen=True, slots=True)
+class StrideTable:
+    """Layers to skip as a function of how far the head's trajectory is from the prior.
+
+    Run `strides[i]` layers when deviation > `multiples[i]` * delta (first match wins), else
+    `strides[-1]`. The paper's table: 8 / 4 / 2 / 1 layers for deviation > 8 / 4 / 2 x delta.
+    """
+
+    multiples: tuple[float, ...] = (8.0, 4.0, 2.0)
+    strides: tuple[int, ...] = (8, 4, 2, 1)
+
+    def problem(self) -> str | None:
+        """Return why this table is invalid, or None when it is usable."""
+        if len(self.strides) != len(self.multiples) + 1:
+            return (f"exit.strides needs one more entry than exit.stride_multiples "
+                    f"(got {len(self.strides)} strides, {len(self.multiples)} multiples)")
+        if any(s < 1 for s in self.strides):
+            return f"exit.strides must all be >= 1 layer (got {list(self.strides)})"
+        if any(a < b for a, b in zip(self.strides, self.strides[1:])):
+            return f"exit.strides must not increase (got {list(self.strides)}), e.g. [8, 4, 2, 1]"
+        if any(m <= 0 for m in self.multiples):
+            return f"exit.stride_multiples must be > 0 (got {list(self.multiples)})"
+        if any(a <= b for a, b in zip(self.multiples, self.multiples[1:])):
+            return f"exit.stride_multiples must strictly decrease (got {list(self.multiples)}), e.g. [8, 4, 2]"
+        return None
+
+    def stride(self, deviation_m: float, delta_m: float) -> int:
+        """Return the layers to run before the next check for this deviation."""
+        for multiple, stride in zip(self.multiples, self.strides):
+            if deviation_m > multiple * delta_m:
+                return stride
+        return self.strides[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One look through the shared action head."""
+
+    layer: int                   # layers run so far (1-based)
+    trajectory_m: np.ndarray     # (T, 2) ego-frame waypoints read at this layer; owned by the trace
+    deviation_m: float           # what the policy measured here (m); nan when it measured nothing
+    next_stride: int             # layers run before the next check; 0 where the frame stopped
+    elapsed_ms: float            # head read + policy decision
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A policy's answer at one checkpoint."""
+
+    should_exit: bool
+    reason: ExitReason           # when not exiting: the reason to report if the frame ends here anyway
+    deviation_m: float
+    next_layer: int              # where to look next when not exiting (clamped to the last layer)
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameContext:
+    """What a policy may look at for one frame besides the head's trajectory."""
+
+    num_layers: int
+    prior_m: np.ndarray | None   # (T, 2) planner prior in the ego frame, None when there is none
+    dt_s: float                  # time between waypoints
+    ground_truth_m: np.ndarray | None = None   # (T, 2), evaluation only (oracle policy)
+
+
+class ExitPolicy(Protocol):
+    """Decides where to look first, and what to do at each look. Stateless between frames."""
+
+    name: str
+
+    def first_check(self, ctx: FrameContext) -> int:
+        """Return the first layer (1-based) at which to read the head."""
+        ...
+
+    def judge(self, layer: int, trajectory_m: np.ndarray, previous: Checkpoint | None,
+              ctx: FrameContext) -> Verdict:
+        """Return whether to exit at `layer`, and if not, where to look next."""
+        ...
+
+
+class LayerChainLike(Protocol):
+    """The part of an engine chain the controller drives (see deead_ros.engines.protocol)."""
+
+    def run_layers(self, state: Any, start: int, stop: int) -> Any: ...
+
+    def head(self, state: Any) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExitTrace:
+    """What happened in one frame: the published trajectory and every checkpoint on the way."""
+
+    trajectory_m: np.ndarray                  # (T, 2) from the exit layer
+    exit_layer: int
+    num_layers: int
+    reason: ExitReason
+    reason_text: str
+    checkpoints: tuple[Checkpoint, ...]
+    layers_ms: float                          # time in decoder layers
+    checks_ms: float                          # time in head reads and decisions
+    policy: str = ""
+
+    @property
+    def exited_early(self) -> bool:
+        return self.exit_layer < self.num_layers
+
+    @property
+    def layers_run(self) -> int:
+        return self.exit_layer
+
+
+def clamp_layer(layer: int, num_layers: int) -> int:
+    """Clamp a 1-based layer index into [1, num_layers]."""
+    return max(1, min(int(layer), num_layers))
+
+
+def run_with_exit(chain: LayerChainLike, state: Any, policy: ExitPolicy, ctx: FrameContext) -> ExitTrace:
+    """Run the chain from the stem's `state`, looking through the head where the policy says.
+
+    Layers after the exit are never computed. The last layer always ends the frame.
+    """
+    n = ctx.num_layers
+    layer = 0
+    target = clamp_layer(policy.first_check(ctx), n)
+    checkpoints: list[Checkpoint] = []
+    layers_ms = checks_ms = 0.0
+    while True:
+        t0 = time.perf_counter()
+        state = chain.run_layers(state, layer, target)
+        t1 = time.perf_counter()
+        layers_ms += (t1 - t0) * 1e3
+        layer = target
+
+        trajectory = np.array(chain.head(state), dtype=np.float32, copy=True)
+        previous = checkpoints[-1] if checkpoints else None
+        verdict = policy.judge(layer, trajectory, previous, ctx)
+        is_last = layer >= n
+        stop = verdict.should_exit or is_last
+        next_layer = layer if stop else clamp_layer(max(verdict.next_layer, layer + 1), n)
+        elapsed_ms = (time.perf_counter() - t1) * 1e3
+        checks_ms += elapsed_ms
+        checkpoints.append(Checkpoint(layer, trajectory, verdict.deviation_m, next_layer - layer, elapsed_ms))
+        if stop:
+            return ExitTrace(trajectory, layer, n, verdict.reason, verdict.text, tuple(checkpoints),
+                             layers_ms, checks_ms, policy.name)
+        target = next_layer
+
+
+def checked_layers(trace: ExitTrace) -> Sequence[int]:
+    """Layers at which the head was read, in order."""
+    return [c.layer for c in trace.checkpoints]

@@ -1,0 +1,68 @@
+"""Every exit parameter in one frozen value, its validation, and the policy it builds.
+
+The ROS layer fills an ExitSettings from its parameters, asks `problem()` before accepting a
+change, and swaps the policy built by `build_policy()` in one reference assignment.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from deead_ros.exit.controller import ExitPolicy, StrideTable
+from deead_ros.exit.policies import (POLICY_NAMES, AnyOfPolicy, DeeadPolicy, FixedPolicy, FullPolicy,
+                                     PatiencePolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitSettings:
+    """Exit controller parameters (names match the ROS parameters under `exit.`)."""
+
+    policy: str = "deead"                 # deead | full | fixed | patience | deead_or_patience
+    delta_m: float = 2.0                  # exit when the head is within this of the prior, m
+    first_checkpoint: int = 13            # first layer whose output is read through the head
+    min_exit_layer: int = 1               # never exit before this layer
+    horizon_s: float = 2.0                # deviation averaged over waypoints within this time, s
+    stride_multiples: tuple[float, ...] = (8.0, 4.0, 2.0)
+    strides: tuple[int, ...] = (8, 4, 2, 1)
+    fixed_exit_layer: int = 24            # `fixed` policy: static exit layer
+    patience_tolerance_m: float = 0.5     # `patience`: successive checkpoints agree within this, m
+    patience_stride: int = 1              # `patience`: layers between checks
+
+    def with_updates(self, updates: dict[str, Any]) -> "ExitSettings":
+        """Return a copy with `updates` applied (keys are field names); lists become tuples."""
+        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in updates.items()}
+        return replace(self, **clean)
+
+    def problem(self, num_layers: int) -> str | None:
+        """Return why these settings cannot drive a model of `num_layers` layers, or None."""
+        if self.policy not in POLICY_NAMES:
+            return f"exit.policy='{self.policy}' is unknown; use one of {', '.join(POLICY_NAMES)}"
+        if not math.isfinite(self.delta_m) or self.delta_m < 0:
+            return f"exit.delta_m={self.delta_m} must be a finite number >= 0 (metres)"
+        if not math.isfinite(self.horizon_s) or self.horizon_s <= 0:
+            return f"exit.horizon_s={self.horizon_s} must be > 0 s"
+        if not math.isfinite(self.patience_tolerance_m) or self.patience_tolerance_m < 0:
+            return f"exit.patience_tolerance_m={self.patience_tolerance_m} must be >= 0 m"
+        for name in ("first_checkpoint", "min_exit_layer", "fixed_exit_layer"):
+            value = getattr(self, name)
+            if not 1 <= value <= num_layers:
+                return f"exit.{name}={value} is outside the model's layers [1, {num_layers}]"
+        if self.patience_stride < 1:
+            return f"exit.patience_stride={self.patience_stride} must be >= 1"
+        return StrideTable(self.stride_multiples, self.strides).problem()
+
+    def build_policy(self) -> ExitPolicy:
+        """Return the policy these settings describe (call `problem()` first)."""
+        deead = DeeadPolicy(self.delta_m, self.first_checkpoint, self.min_exit_layer, self.horizon_s,
+                            StrideTable(self.stride_multiples, self.strides))
+        patience = PatiencePolicy(self.patience_tolerance_m, self.first_checkpoint, self.patience_stride,
+                                  self.min_exit_layer, self.horizon_s)
+        policies: dict[str, ExitPolicy] = {
+            "deead": deead,
+            "full": FullPolicy(),
+            "fixed": FixedPolicy(self.fixed_exit_layer),
+            "patience": patience,
+            "deead_or_patience": AnyOfPolicy((deead, patience), name="deead_or_patience"),
+        }
+        return policies[self.policy]

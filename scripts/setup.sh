@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One idempotent set-up of the main environment: .venv with ROS 2 Jazzy wheels and the pinned
+# requirements, the deead_ros_msgs interfaces built with CMake into the venv, deead_ros installed
+# (non-editable, so its share/ files exist), and the demo model exported to per-layer ONNX.
+# Each step is skipped when the hash of its inputs matches the last run: a second run takes seconds.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+STAMPS="$VENV/.deead_stamps"
+SECONDS=0
+
+log() { printf '[setup %3ds] %s\n' "$SECONDS" "$*"; }
+inputs_hash() { (cd "$ROOT" && cat "$@" 2>/dev/null | sha256sum | cut -c1-16); }
+up_to_date() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
+mark_done() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV with $($PY --version)"
+  "$PY" -m venv "$VENV"
+fi
+
+h=$(inputs_hash requirements.txt)
+if ! up_to_date requirements "$h"; then
+  log "installing pinned requirements (ROS 2 Jazzy wheels, torch CPU, onnxruntime, rosbags, ...)"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt"
+  mark_done requirements "$h"
+fi
+
+h=$(inputs_hash requirements.txt msg/*.msg deead_ros_msgs/CMakeLists.txt deead_ros_msgs/package.xml)
+if ! up_to_date interfaces "$h"; then
+  log "building deead_ros_msgs (rosidl, CMake) into $VENV"
+  BUILD="$ROOT/build/deead_ros_msgs"
+  rm -rf "$BUILD"; mkdir -p "$ROOT/build"
+  export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV"
+  cmake -S "$ROOT/deead_ros_msgs" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+    -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+    -DPython3_EXECUTABLE="$VENV/bin/python" > "$ROOT/build/deead_ros_msgs.configure.log" 2>&1 \
+    || { echo "interface configure failed: see build/deead_ros_msgs.configure.log"; exit 1; }
+  cmake --build "$BUILD" -j"$(nproc)" > "$ROOT/build/deead_ros_msgs.build.log" 2>&1 \
+    || { echo "interface build failed: see build/deead_ros_msgs.build.log"; exit 1; }
+  cmake --install "$BUILD" > /dev/null
+  mark_done interfaces "$h"
+fi
+
+h=$(inputs_hash setup.py setup.cfg package.xml $(cd "$ROOT" && git ls-files -co --exclude-standard deead_ros config launch models | sort))
+if ! up_to_date package "$h"; then
+  log "installing deead_ros into $VENV"
+  rm -rf "$ROOT/build/lib" "$ROOT/build/bdist."* "$ROOT"/*.egg-info
+  "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT"
+  mark_done package "$h"
+fi
+
+if [ -f "$ROOT/models/demo/vla.safetensors" ]; then
+  h=$(inputs_hash models/demo/vla.safetensors models/demo/config.json deead_ros/model/*.py)
+  if ! up_to_date export "$h"; then
+    log "exporting the demo model to per-layer ONNX (build/models/demo)"
+    "$VENV/bin/deead_export" --weights "$ROOT/models/demo/vla.safetensors" --out "$ROOT/build/models/demo"
+    mark_done export "$h"
+  fi
+fi
+log "environment ready: $VENV"
