@@ -1,0 +1,71 @@
+"""Invariants of the exit controller over arbitrary deviation traces (Hypothesis)."""
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from deead_ros.exit import ExitReason, ExitSettings, FrameContext, run_with_exit
+from deead_ros.exit.controller import checked_layers
+from test.strategies import DT_S, TraceChain, converging_traces, deviation_traces
+
+deltas = st.floats(0.0, 20.0, allow_nan=False)
+
+
+def run(dev: np.ndarray, delta_m: float, first: int = 13, min_exit: int = 1) -> tuple:
+    first = min(first, len(dev))
+    chain = TraceChain(dev)
+    settings = ExitSettings(delta_m=delta_m, first_checkpoint=first, min_exit_layer=min(min_exit, len(dev)),
+                            horizon_s=3.0)
+    return run_with_exit(chain, 0, settings.build_policy(), FrameContext(len(dev), chain.prior_m, DT_S)), chain
+
+
+@given(deviation_traces(), deltas, st.integers(1, 40))
+def test_checks_stay_between_first_checkpoint_and_last_layer(dev, delta, first):
+    trace, chain = run(dev, delta, first)
+    layers = checked_layers(trace)
+    assert layers[0] == min(first, len(dev)), f"first check at {layers[0]}, configured {first}"
+    assert all(a < b for a, b in zip(layers, layers[1:])), f"checks not increasing: {layers}"
+    assert layers[-1] == trace.exit_layer <= len(dev)
+    assert chain.computed == list(range(trace.exit_layer)), "each layer up to the exit runs exactly once"
+
+
+@given(deviation_traces(), deltas)
+def test_exits_iff_deviation_under_delta(dev, delta):
+    trace, _ = run(dev, delta)
+    for c in trace.checkpoints[:-1]:
+        assert not c.deviation_m < delta, f"kept going at layer {c.layer} with {c.deviation_m} < {delta}"
+    last = trace.checkpoints[-1]
+    assert (last.deviation_m < delta) == (trace.reason == ExitReason.PRIOR_MATCHED)
+    if trace.exit_layer < len(dev):
+        assert last.deviation_m < delta
+
+
+@given(deviation_traces())
+def test_delta_zero_means_full_depth(dev):
+    trace, chain = run(dev, 0.0)
+    assert trace.exit_layer == len(dev) and len(chain.computed) == len(dev)
+
+
+@given(deviation_traces(), deltas, st.integers(1, 40))
+def test_min_exit_layer_is_respected(dev, delta, min_exit):
+    trace, _ = run(dev, delta, first=1, min_exit=min_exit)
+    assert trace.exit_layer >= min(min_exit, len(dev))
+
+
+@given(converging_traces(), deltas, deltas)
+def test_bigger_delta_never_exits_later_on_converging_traces(dev, a, b):
+    lo, hi = sorted((a, b))
+    late, early = (run(dev, d)[0].exit_layer for d in (lo, hi))
+    assert early <= late, f"delta {hi} exited at {early}, delta {lo} at {late}"
+
+
+@given(deviation_traces(), deltas, deltas)
+def test_bigger_delta_never_exits_later_with_unit_strides(dev, a, b):
+    """Without skipping (a full scan), the property holds on any trace."""
+    lo, hi = sorted((a, b))
+    exits = []
+    for delta in (lo, hi):
+        chain = TraceChain(dev)
+        settings = ExitSettings(delta_m=delta, first_checkpoint=1, strides=(1, 1, 1, 1), horizon_s=3.0)
+        exits.append(run_with_exit(chain, 0, settings.build_policy(),
+                                   FrameContext(len(dev), chain.prior_m, DT_S)).exit_layer)
+    assert exits[1] <= exits[0]

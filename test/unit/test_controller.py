@@ -1,0 +1,109 @@
+"""Unit tests of the multi-hop exit controller and its policies on real (synthetic) layer chains."""
+import numpy as np
+import pytest
+
+from deead_ros.exit import (ExitReason, ExitSettings, FixedPolicy, FrameContext, FullPolicy, OraclePolicy,
+                            PatiencePolicy, StrideTable, run_with_exit)
+from deead_ros.exit.controller import checked_layers
+from test.strategies import DT_S, HORIZON, TraceChain
+
+
+def run(deviations, settings=ExitSettings(), prior=True, policy=None):
+    chain = TraceChain(np.asarray(deviations, np.float32))
+    ctx = FrameContext(chain.num_layers, chain.prior_m if prior else None, DT_S)
+    trace = run_with_exit(chain, 0, policy or settings.build_policy(), ctx)
+    return trace, chain
+
+
+def test_paper_strides_from_layer_13_of_32():
+    # deviation 20 m at delta 2 m: > 8x delta -> jump 8; then 9 m (> 4x) -> 4; 5 m (> 2x) -> 2; 3 m -> 1; 1 m exits
+    dev = np.full(32, 50.0)
+    dev[12], dev[20], dev[24], dev[26], dev[27] = 20.0, 9.0, 5.0, 3.0, 1.0
+    trace, chain = run(dev)
+    assert checked_layers(trace) == [13, 21, 25, 27, 28]
+    assert trace.exit_layer == 28 and trace.reason == ExitReason.PRIOR_MATCHED
+    assert chain.computed == list(range(28)), "layers after the exit must never run"
+    assert [c.next_stride for c in trace.checkpoints] == [8, 4, 2, 1, 0]
+
+
+def test_runs_to_last_layer_when_never_close():
+    trace, chain = run(np.full(32, 3.0))
+    assert trace.exit_layer == 32 and not trace.exited_early
+    assert trace.reason == ExitReason.LAST_LAYER
+    assert checked_layers(trace)[-1] == 32 and len(chain.computed) == 32
+
+
+def test_stride_never_overshoots_last_layer():
+    trace, _ = run(np.full(16, 100.0), ExitSettings(first_checkpoint=13))
+    assert checked_layers(trace) == [13, 16]
+
+
+def test_no_prior_means_full_depth_with_one_check():
+    trace, chain = run(np.zeros(32), prior=False)
+    assert trace.exit_layer == 32 and trace.reason == ExitReason.NO_PRIOR
+    assert checked_layers(trace) == [32] and len(chain.computed) == 32
+
+
+def test_min_exit_layer_defers_the_exit():
+    trace, _ = run(np.zeros(32), ExitSettings(first_checkpoint=5, min_exit_layer=20))
+    assert trace.exit_layer == 20
+
+
+def test_full_fixed_patience_oracle():
+    dev = np.linspace(10, 0, 32)
+    assert run(dev, policy=FullPolicy())[0].exit_layer == 32
+    fixed, chain = run(dev, policy=FixedPolicy(exit_layer=18))
+    assert fixed.exit_layer == 18 and fixed.reason == ExitReason.FIXED_LAYER and len(chain.computed) == 18
+    # successive checkpoints one layer apart differ by 10/31 m < 0.5 m: patience exits at its second look
+    patience, _ = run(dev, policy=PatiencePolicy(tolerance_m=0.5, first_checkpoint=13))
+    assert patience.exit_layer == 14 and patience.reason == ExitReason.PATIENCE
+    chain = TraceChain(dev.astype(np.float32))
+    truth = chain.prior_m + np.array([0.0, 3.0], np.float32)      # ground truth 3 m to the left
+    oracle = run_with_exit(chain, 0, OraclePolicy(delta_m=2.0), FrameContext(32, chain.prior_m, DT_S, truth))
+    assert oracle.reason == ExitReason.ORACLE
+    assert abs(dev[oracle.exit_layer - 1] - 3.0) < 2.0 and abs(dev[oracle.exit_layer - 2] - 3.0) >= 2.0
+
+
+def test_deead_or_patience_exits_on_either():
+    converged_far = np.r_[np.full(13, 30.0), np.full(19, 10.0)]   # converges, but 10 m from the prior
+    settings = ExitSettings(policy="deead_or_patience", patience_tolerance_m=0.5, delta_m=2.0)
+    trace, _ = run(converged_far, settings)
+    assert trace.reason == ExitReason.PATIENCE and trace.exit_layer == 15
+    deead_only, _ = run(converged_far, ExitSettings(delta_m=2.0))
+    assert deead_only.exit_layer == 32, "deead alone never exits where the plan differs from the prior"
+
+
+def test_trace_reports_time_and_text():
+    trace, _ = run(np.r_[np.full(12, 9.0), np.full(20, 0.5)])
+    assert trace.exit_layer == 13 and "prior matched" in trace.reason_text
+    assert trace.layers_ms >= 0 and trace.checks_ms >= 0 and len(trace.trajectory_m) == HORIZON
+
+
+@pytest.mark.parametrize("table, message", [
+    (StrideTable((8.0, 4.0), (8, 4, 2, 1)), "one more entry"),
+    (StrideTable((8.0, 4.0, 2.0), (2, 4, 8, 1)), "must not increase"),
+    (StrideTable((2.0, 4.0, 8.0), (8, 4, 2, 1)), "strictly decrease"),
+    (StrideTable((8.0, 4.0, 2.0), (8, 4, 2, 0)), ">= 1"),
+])
+def test_bad_stride_tables_say_why(table, message):
+    assert message in table.problem()
+
+
+@pytest.mark.parametrize("updates, message", [
+    ({"policy": "fastest"}, "unknown"),
+    ({"delta_m": -1.0}, ">= 0"),
+    ({"delta_m": float("nan")}, "finite"),
+    ({"first_checkpoint": 33}, "outside the model's layers [1, 32]"),
+    ({"first_checkpoint": 0}, "outside"),
+    ({"min_exit_layer": 40}, "outside"),
+    ({"fixed_exit_layer": 0}, "outside"),
+    ({"horizon_s": 0.0}, "> 0"),
+    ({"strides": [1, 2, 4, 8]}, "must not increase"),
+    ({"patience_stride": 0}, ">= 1"),
+])
+def test_settings_problems(updates, message):
+    assert message in ExitSettings().with_updates(updates).problem(num_layers=32)
+
+
+def test_default_settings_are_valid():
+    assert ExitSettings().problem(32) is None
