@@ -19,3 +19,7 @@ class BackendUnavailableError(DeeadError):
 
 class EngineBuildError(DeeadError):
     """Building an engine failed."""
+
+
+class BadInputError(DeeadError):
+    """A message cannot be used (wrong encoding, corrupt data, NaN, unknown frame); the frame is dropped."""

@@ -1,0 +1,268 @@
+"""deead_node: plans a trajectory per camera frame with action-guided early exit.
+
+Thin by design: subscription callbacks only store the newest message; one worker thread owns the
+engines, converts the newest frame, calls the runner and publishes. Frames that arrive while the
+model is busy replace the waiting one and are counted as superseded, so latency stays bounded.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path as FsPath
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry, Path
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.utilities import remove_ros_args
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64, String
+
+from deead_ros.engines import make_engine
+from deead_ros.engines.inputs import FrameInputs
+from deead_ros.errors import BadInputError, ConfigError, DeeadError
+from deead_ros.geometry import to_ego_frame
+from deead_ros.health import FrameStats, assess
+from deead_ros.ros import ros_io
+from deead_ros.ros.params import NodeConfig, candidate_values, config_from_values, declare_all
+from deead_ros.runner import Runner
+
+CAMERA_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+ROUTE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+_THROTTLE_S = 5.0
+
+
+def default_model_path() -> str:
+    """The demo model that `make setup` exports into the package's share directory."""
+    from ament_index_python.packages import get_package_share_directory
+    return str(FsPath(get_package_share_directory("deead_ros")) / "models" / "demo" / "onnx" / "manifest.json")
+
+
+def build_runner(config: NodeConfig) -> Runner:
+    """Load the engines the configuration names and wrap them in a Runner (fails with a clear error)."""
+    chain = make_engine(config.backend, config.model_file_path or default_model_path(),
+                        num_threads=config.num_threads, precision=config.precision,
+                        engine_cache_dir=config.engine_cache_dir or None,
+                        force_engine_update=config.force_engine_update)
+    return Runner(chain, config.exit, config.prior)
+
+
+class Mailbox:
+    """A one-slot mailbox: put() replaces what waits there; take() waits for the next item."""
+
+    def __init__(self) -> None:
+        self._item: Any = None
+        self._ready = threading.Condition()
+
+    def put(self, item: Any) -> bool:
+        """Store item; return True when it replaced one nobody took (a superseded frame)."""
+        with self._ready:
+            replaced = self._item is not None
+            self._item = item
+            self._ready.notify()
+        return replaced
+
+    def take(self, timeout_s: float) -> Any:
+        with self._ready:
+            if self._item is None:
+                self._ready.wait(timeout_s)
+            item, self._item = self._item, None
+        return item
+
+
+class DeeadNode(Node):
+    """Subscribes to camera, route, odometry and command; publishes the early-exit trajectory."""
+
+    def __init__(self, runner: Runner | None = None, **kwargs: Any) -> None:
+        super().__init__("deead_node", **kwargs)
+        self._values = declare_all(self)
+        self._config = config_from_values(self._values)
+        if self._config.camera_format not in ("raw", "compressed"):
+            raise ConfigError(f"camera_format='{self._config.camera_format}' must be raw or compressed")
+        self._runner = runner or build_runner(self._config)
+        self._runner.configure(self._config.exit, self._config.prior)
+        self._manifest = self._runner.chain.manifest
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.stats = FrameStats(window_s=self._config.io.diagnostics_window_s)
+        self._mailbox = Mailbox()
+        self._latest: dict[str, Any] = {}
+        image_type = Image if self._config.camera_format == "raw" else CompressedImage
+        self.create_subscription(image_type, "~/input/image", self._on_image, CAMERA_QOS)
+        self.create_subscription(Path, "~/input/route", lambda m: self._store("route", m), ROUTE_QOS)
+        self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, INPUT_QOS)
+        self.create_subscription(String, "~/input/command", lambda m: self._store("command", m), ROUTE_QOS)
+        self.create_subscription(Path, "~/input/external_prior", lambda m: self._store("external", m), INPUT_QOS)
+        self._trajectory_pub = self.create_publisher(Path, "~/output/trajectory", OUTPUT_QOS)
+        self._exit_pub = self.create_publisher(ros_io.ExitDiagnostics, "~/output/exit_diagnostics", OUTPUT_QOS)
+        self._prior_pub = self.create_publisher(Path, "~/debug/prior", OUTPUT_QOS)
+        self._time_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self._config.io.diagnostics_period_s, self._publish_diagnostics)
+
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="deead_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"planning with {self._runner.chain.backend} on {self._runner.num_layers} layers "
+            f"(model {self._manifest.model_version}); policy {self._config.exit.policy}, "
+            f"delta {self._config.exit.delta_m} m, prior {self._config.prior.source}")
+
+    # -- parameters -------------------------------------------------------------------------------
+    def _on_set_parameters(self, params: list) -> SetParametersResult:
+        values = candidate_values(self._values, params)
+        try:
+            config = config_from_values(values)
+        except (TypeError, ValueError) as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        problem = config.problem(self._runner.num_layers)
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
+        self._runner.configure(config.exit, config.prior)
+        self._values, self._config = values, config
+        return SetParametersResult(successful=True)
+
+    # -- inputs: store the newest message, nothing else --------------------------------------------
+    def _store(self, key: str, msg: Any) -> None:
+        self.stats.note_input(key)
+        self._latest[key] = msg
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        self.stats.note_input("odometry")
+        try:
+            self._latest["odometry"] = ros_io.ego_state(msg)
+        except BadInputError as err:
+            self.get_logger().warning(f"odometry rejected: {err}", throttle_duration_sec=_THROTTLE_S)
+            self.stats.note_rejected_input("odometry")
+
+    def _on_image(self, msg: Any) -> None:
+        self.stats.note_input("image")
+        if self._mailbox.put(msg):
+            self.stats.note_dropped("superseded")
+
+    # -- the worker: sole user of the engines ------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            msg = self._mailbox.take(timeout_s=0.1)
+            if msg is None:
+                continue
+            try:
+                self._plan(msg)
+            except BadInputError as err:
+                self.stats.note_dropped("bad_input")
+                self.get_logger().warning(f"camera frame rejected: {err}", throttle_duration_sec=_THROTTLE_S)
+            except Exception as err:   # the thread boundary: an engine failure must not end planning
+                self.stats.note_dropped("engine_error")
+                self.get_logger().error(f"planning failed ({type(err).__name__}: {err}); frame dropped",
+                                        throttle_duration_sec=_THROTTLE_S)
+
+    def _plan(self, msg: Any) -> None:
+        config = self._config
+        camera_s = ros_io.stamp_s(msg.header.stamp)
+        if config.io.max_frame_age_s > 0:
+            age_s = self.get_clock().now().nanoseconds * 1e-9 - camera_s
+            if age_s > config.io.max_frame_age_s:
+                self.stats.note_dropped("stale_frame")
+                self.get_logger().warning(
+                    f"dropping frame {age_s * 1e3:.0f} ms old (> io.max_frame_age_s={config.io.max_frame_age_s}); "
+                    "check camera clock sync", throttle_duration_sec=_THROTTLE_S)
+                return
+        image = ros_io.decode_image(msg) if config.camera_format == "raw" else ros_io.decode_compressed(msg)
+        ego = self._fresh_odometry(camera_s, config)
+        route = self._path_in_ego_frame("route", ego, camera_s, config)
+        external = self._path_in_ego_frame("external", ego, camera_s, config) \
+            if config.prior.source == "external" else None
+        command = self._latest.get("command")
+        frame = FrameInputs(image, route, ego.speed_mps if ego else 0.0, ego.yaw_rate_rps if ego else 0.0,
+                            command.data if command is not None else "")
+        result = self._runner.plan(frame, ego_motion_known=ego is not None, external_ego_m=external)
+        prior_age_s = camera_s - ego.stamp_s if ego else -1.0
+        frame_id = config.io.frame_id
+        self._trajectory_pub.publish(ros_io.trajectory_path(result.trajectory_m, msg.header.stamp, frame_id))
+        self._exit_pub.publish(ros_io.exit_diagnostics(
+            result, msg.header.stamp, frame_id, config.exit.delta_m, prior_age_s, self._runner.chain.backend,
+            self._manifest.model_version))
+        if result.prior.is_valid:
+            self._prior_pub.publish(ros_io.trajectory_path(result.prior.trajectory_m, msg.header.stamp, frame_id))
+        self._time_pub.publish(Float64(data=result.total_ms))
+        self.stats.note_planned(result.trace.exit_layer, result.trace.num_layers, result.total_ms, result.prior.source)
+
+    def _fresh_odometry(self, camera_s: float, config: NodeConfig) -> ros_io.EgoState | None:
+        ego = self._latest.get("odometry")
+        if ego is None or abs(camera_s - ego.stamp_s) > config.io.max_input_age_s:
+            return None
+        return ego
+
+    def _path_in_ego_frame(self, key: str, ego: ros_io.EgoState | None, camera_s: float,
+                           config: NodeConfig) -> np.ndarray | None:
+        """The newest route (or external path) in the ego frame, or None when missing, stale or unusable."""
+        msg = self._latest.get(key)
+        if msg is None:
+            return None
+        stamp = ros_io.stamp_s(msg.header.stamp)
+        if stamp > 0 and abs(camera_s - stamp) > config.io.max_input_age_s:
+            return None                                     # stamp 0: a static route that never goes stale
+        points = ros_io.path_points(msg)
+        frame = msg.header.frame_id
+        if frame == config.io.frame_id:
+            ego_points = points
+        elif ego is not None and frame == ego.frame_id:
+            ego_points = to_ego_frame(points, ego.x, ego.y, ego.yaw)
+        else:
+            known = config.io.frame_id + (f" or {ego.frame_id}" if ego else "")
+            self._reject_input(key, f"{key} in frame '{frame}'; expected {known} (no TF lookup in this node)")
+            return None
+        if len(ego_points) == 0 or not np.isfinite(ego_points).all():
+            self._reject_input(key, f"{key} is empty or has NaN/inf points")
+            return None
+        return ego_points
+
+    def _reject_input(self, key: str, reason: str) -> None:
+        self.stats.note_rejected_input(key)
+        self.get_logger().warning(f"{reason}; planning without it", throttle_duration_sec=_THROTTLE_S)
+
+    # -- diagnostics -------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        statuses = assess(self.stats.snapshot(), self._config.io.latency_deadline_ms, self._runner.chain.backend,
+                          self._manifest.model_version)
+        self._diag_pub.publish(ros_io.diagnostic_array(statuses, self.get_clock().now().to_msg(), self.get_name()))
+
+    def shutdown(self) -> None:
+        """Stop and join the worker before the node is destroyed."""
+        self._stop.set()
+        self._worker.join(timeout=5.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run deead_node: `deead_node --ros-args --params-file config/deead.yaml [-p name:=value]`."""
+    argv = sys.argv if argv is None else argv
+    remove_ros_args(argv)
+    rclpy.init(args=argv)
+    try:
+        node = DeeadNode()
+    except DeeadError as err:
+        print(f"deead_node: cannot start: {err}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
