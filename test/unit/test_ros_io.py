@@ -1,0 +1,108 @@
+"""Message conversions: images, odometry, paths; bad input is a clear BadInputError."""
+import io
+import math
+
+import numpy as np
+import pytest
+from nav_msgs.msg import Odometry, Path
+from PIL import Image as PilImage
+from sensor_msgs.msg import CompressedImage, Image
+
+from deead_ros.errors import BadInputError
+from deead_ros.ros import ros_io
+
+
+def raw(pixels, encoding, step=None):
+    h, w = pixels.shape[:2]
+    msg = Image(height=h, width=w, encoding=encoding)
+    msg.step = step or pixels.strides[0]
+    msg.data = pixels.tobytes()
+    return msg
+
+
+RGB = np.random.default_rng(0).integers(0, 255, (6, 8, 3), dtype=np.uint8)
+
+
+def test_raw_encodings_decode_to_rgb():
+    np.testing.assert_array_equal(ros_io.decode_image(raw(RGB, "rgb8")), RGB)
+    np.testing.assert_array_equal(ros_io.decode_image(raw(RGB[..., ::-1].copy(), "bgr8")), RGB)
+    mono = ros_io.decode_image(raw(RGB[..., 0].copy(), "mono8"))
+    assert mono.shape == (6, 8, 3) and np.array_equal(mono[..., 2], RGB[..., 0])
+
+
+def test_padded_rows_are_cropped():
+    padded = np.zeros((6, 30), np.uint8)               # 8 px x 3 bytes = 24 bytes of pixels + 6 of padding
+    padded[:, :24] = RGB.reshape(6, 24)
+    msg = Image(height=6, width=8, encoding="rgb8", step=30)
+    msg.data = padded.tobytes()
+    np.testing.assert_array_equal(ros_io.decode_image(msg), RGB)
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    (lambda m: setattr(m, "encoding", "yuv422"), "unsupported"),
+    (lambda m: setattr(m, "step", 3), "step 3 < width"),
+    (lambda m: setattr(m, "height", 0), "outside"),
+    (lambda m: setattr(m, "data", m.data[:10]), "needs"),
+])
+def test_bad_raw_images_say_why(mutate, reason):
+    msg = raw(RGB, "rgb8")
+    mutate(msg)
+    with pytest.raises(BadInputError, match=reason):
+        ros_io.decode_image(msg)
+
+
+def jpeg_bytes(pixels):
+    buffer = io.BytesIO()
+    PilImage.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_jpeg_and_png_decode():
+    big = np.repeat(np.repeat(RGB, 8, axis=0), 8, axis=1)
+    decoded = ros_io.decode_compressed(CompressedImage(format="jpeg", data=jpeg_bytes(big)))
+    assert decoded.shape == big.shape and np.abs(decoded.astype(int) - big).mean() < 20
+    buffer = io.BytesIO()
+    PilImage.fromarray(RGB).save(buffer, format="PNG")
+    np.testing.assert_array_equal(ros_io.decode_compressed(CompressedImage(format="png", data=buffer.getvalue())), RGB)
+
+
+@pytest.mark.parametrize("data, fmt, reason", [
+    (jpeg_bytes(RGB)[:40], "jpeg", "cannot be decoded"),
+    (b"not an image", "jpeg", "cannot be decoded"),
+    (b"", "png", "cannot be decoded"),
+    (jpeg_bytes(RGB), "theora", "unsupported"),
+])
+def test_corrupt_compressed_images_say_why(data, fmt, reason):
+    with pytest.raises(BadInputError, match=reason):
+        ros_io.decode_compressed(CompressedImage(format=fmt, data=data))
+
+
+def odometry(x=1.0, y=2.0, yaw=0.3, vx=5.0, wz=0.1):
+    msg = Odometry()
+    msg.header.frame_id = "map"
+    msg.header.stamp.sec = 10
+    msg.pose.pose.position.x, msg.pose.pose.position.y = x, y
+    msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+    msg.twist.twist.linear.x, msg.twist.twist.angular.z = vx, wz
+    return msg
+
+
+def test_odometry_to_ego_state():
+    ego = ros_io.ego_state(odometry())
+    assert (ego.x, ego.y, ego.frame_id, ego.stamp_s) == (1.0, 2.0, "map", 10.0)
+    assert ego.yaw == pytest.approx(0.3) and ego.speed_mps == 5.0 and ego.yaw_rate_rps == 0.1
+
+
+@pytest.mark.parametrize("kwargs", [{"x": float("nan")}, {"vx": float("inf")}, {"wz": float("nan")}])
+def test_odometry_with_nan_is_rejected(kwargs):
+    with pytest.raises(BadInputError, match="NaN or inf"):
+        ros_io.ego_state(odometry(**kwargs))
+
+
+def test_trajectory_path_round_trip():
+    points = np.stack([np.arange(1, 7) * 5.0, np.arange(6) * 0.5], axis=1)
+    stamp = odometry().header.stamp
+    path = ros_io.trajectory_path(points, stamp, "base_link")
+    assert isinstance(path, Path) and path.header.frame_id == "base_link" and path.header.stamp.sec == 10
+    np.testing.assert_allclose(ros_io.path_points(path), points)
+    assert ros_io.path_points(Path()).shape == (0, 2)
