@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
@@ -24,13 +23,13 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, String
 
 from deead_ros.engines import make_engine
-from deead_ros.engines.inputs import FrameInputs
 from deead_ros.errors import BadInputError, ConfigError, DeeadError
-from deead_ros.geometry import to_ego_frame
+from deead_ros.frame_assembly import LatestInputs, stamp_s
 from deead_ros.health import FrameStats, assess
 from deead_ros.ros import ros_io
 from deead_ros.ros.params import NodeConfig, candidate_values, config_from_values, declare_all
 from deead_ros.runner import Runner
+from deead_ros_msgs.msg import ExitDiagnostics
 
 CAMERA_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -93,15 +92,17 @@ class DeeadNode(Node):
 
         self.stats = FrameStats(window_s=self._config.io.diagnostics_window_s)
         self._mailbox = Mailbox()
-        self._latest: dict[str, Any] = {}
+        self._inputs = LatestInputs(frame_id=self._config.io.frame_id, on_rejected=self._reject_input)
         image_type = Image if self._config.camera_format == "raw" else CompressedImage
-        self.create_subscription(image_type, "~/input/image", self._on_image, CAMERA_QOS)
-        self.create_subscription(Path, "~/input/route", lambda m: self._store("route", m), ROUTE_QOS)
-        self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, INPUT_QOS)
-        self.create_subscription(String, "~/input/command", lambda m: self._store("command", m), ROUTE_QOS)
-        self.create_subscription(Path, "~/input/external_prior", lambda m: self._store("external", m), INPUT_QOS)
+        subscriptions = (("image", image_type, self._mailbox_put, CAMERA_QOS),
+                         ("route", Path, self._inputs.set_route, ROUTE_QOS),
+                         ("odometry", Odometry, self._inputs.set_odometry, INPUT_QOS),
+                         ("command", String, self._inputs.set_command, ROUTE_QOS),
+                         ("external_prior", Path, self._inputs.set_external, INPUT_QOS))
+        for name, msg_type, store, qos in subscriptions:
+            self.create_subscription(msg_type, f"~/input/{name}", self._counted(name, store), qos)
         self._trajectory_pub = self.create_publisher(Path, "~/output/trajectory", OUTPUT_QOS)
-        self._exit_pub = self.create_publisher(ros_io.ExitDiagnostics, "~/output/exit_diagnostics", OUTPUT_QOS)
+        self._exit_pub = self.create_publisher(ExitDiagnostics, "~/output/exit_diagnostics", OUTPUT_QOS)
         self._prior_pub = self.create_publisher(Path, "~/debug/prior", OUTPUT_QOS)
         self._time_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -118,34 +119,29 @@ class DeeadNode(Node):
     # -- parameters -------------------------------------------------------------------------------
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         values = candidate_values(self._values, params)
-        try:
-            config = config_from_values(values)
-        except (TypeError, ValueError) as err:
-            return SetParametersResult(successful=False, reason=str(err))
+        config = config_from_values(values)
         problem = config.problem(self._runner.num_layers)
         if problem:
             return SetParametersResult(successful=False, reason=problem)
         self._runner.configure(config.exit, config.prior)
+        self._inputs.frame_id = config.io.frame_id
         self._values, self._config = values, config
         return SetParametersResult(successful=True)
 
     # -- inputs: store the newest message, nothing else --------------------------------------------
-    def _store(self, key: str, msg: Any) -> None:
-        self.stats.note_input(key)
-        self._latest[key] = msg
+    def _counted(self, topic: str, store: Callable[[Any], None]) -> Callable[[Any], None]:
+        def callback(msg: Any) -> None:
+            self.stats.note_input(topic)
+            store(msg)
+        return callback
 
-    def _on_odometry(self, msg: Odometry) -> None:
-        self.stats.note_input("odometry")
-        try:
-            self._latest["odometry"] = ros_io.ego_state(msg)
-        except BadInputError as err:
-            self.get_logger().warning(f"odometry rejected: {err}", throttle_duration_sec=_THROTTLE_S)
-            self.stats.note_rejected_input("odometry")
-
-    def _on_image(self, msg: Any) -> None:
-        self.stats.note_input("image")
+    def _mailbox_put(self, msg: Any) -> None:
         if self._mailbox.put(msg):
             self.stats.note_dropped("superseded")
+
+    def _reject_input(self, topic: str, reason: str) -> None:
+        self.stats.note_rejected_input(topic)
+        self.get_logger().warning(f"{reason}; planning without it", throttle_duration_sec=_THROTTLE_S)
 
     # -- the worker: sole user of the engines ------------------------------------------------------
     def _work(self) -> None:
@@ -165,68 +161,27 @@ class DeeadNode(Node):
 
     def _plan(self, msg: Any) -> None:
         config = self._config
-        camera_s = ros_io.stamp_s(msg.header.stamp)
         if config.io.max_frame_age_s > 0:
-            age_s = self.get_clock().now().nanoseconds * 1e-9 - camera_s
+            age_s = self.get_clock().now().nanoseconds * 1e-9 - stamp_s(msg.header.stamp)
             if age_s > config.io.max_frame_age_s:
                 self.stats.note_dropped("stale_frame")
                 self.get_logger().warning(
                     f"dropping frame {age_s * 1e3:.0f} ms old (> io.max_frame_age_s={config.io.max_frame_age_s}); "
                     "check camera clock sync", throttle_duration_sec=_THROTTLE_S)
                 return
-        image = ros_io.decode_image(msg) if config.camera_format == "raw" else ros_io.decode_compressed(msg)
-        ego = self._fresh_odometry(camera_s, config)
-        route = self._path_in_ego_frame("route", ego, camera_s, config)
-        external = self._path_in_ego_frame("external", ego, camera_s, config) \
-            if config.prior.source == "external" else None
-        command = self._latest.get("command")
-        frame = FrameInputs(image, route, ego.speed_mps if ego else 0.0, ego.yaw_rate_rps if ego else 0.0,
-                            command.data if command is not None else "")
-        result = self._runner.plan(frame, ego_motion_known=ego is not None, external_ego_m=external)
-        prior_age_s = camera_s - ego.stamp_s if ego else -1.0
-        frame_id = config.io.frame_id
-        self._trajectory_pub.publish(ros_io.trajectory_path(result.trajectory_m, msg.header.stamp, frame_id))
+        frame = self._inputs.assemble(msg, config.camera_format == "raw", config.io.max_input_age_s,
+                                      use_external=config.prior.source == "external")
+        result = self._runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known,
+                                   external_ego_m=frame.external_ego_m)
+        frame_id, stamp = config.io.frame_id, msg.header.stamp
+        self._trajectory_pub.publish(ros_io.trajectory_path(result.trajectory_m, stamp, frame_id))
         self._exit_pub.publish(ros_io.exit_diagnostics(
-            result, msg.header.stamp, frame_id, config.exit.delta_m, prior_age_s, self._runner.chain.backend,
+            result, stamp, frame_id, config.exit.delta_m, frame.prior_age_s, self._runner.chain.backend,
             self._manifest.model_version))
         if result.prior.is_valid:
-            self._prior_pub.publish(ros_io.trajectory_path(result.prior.trajectory_m, msg.header.stamp, frame_id))
+            self._prior_pub.publish(ros_io.trajectory_path(result.prior.trajectory_m, stamp, frame_id))
         self._time_pub.publish(Float64(data=result.total_ms))
         self.stats.note_planned(result.trace.exit_layer, result.trace.num_layers, result.total_ms, result.prior.source)
-
-    def _fresh_odometry(self, camera_s: float, config: NodeConfig) -> ros_io.EgoState | None:
-        ego = self._latest.get("odometry")
-        if ego is None or abs(camera_s - ego.stamp_s) > config.io.max_input_age_s:
-            return None
-        return ego
-
-    def _path_in_ego_frame(self, key: str, ego: ros_io.EgoState | None, camera_s: float,
-                           config: NodeConfig) -> np.ndarray | None:
-        """The newest route (or external path) in the ego frame, or None when missing, stale or unusable."""
-        msg = self._latest.get(key)
-        if msg is None:
-            return None
-        stamp = ros_io.stamp_s(msg.header.stamp)
-        if stamp > 0 and abs(camera_s - stamp) > config.io.max_input_age_s:
-            return None                                     # stamp 0: a static route that never goes stale
-        points = ros_io.path_points(msg)
-        frame = msg.header.frame_id
-        if frame == config.io.frame_id:
-            ego_points = points
-        elif ego is not None and frame == ego.frame_id:
-            ego_points = to_ego_frame(points, ego.x, ego.y, ego.yaw)
-        else:
-            known = config.io.frame_id + (f" or {ego.frame_id}" if ego else "")
-            self._reject_input(key, f"{key} in frame '{frame}'; expected {known} (no TF lookup in this node)")
-            return None
-        if len(ego_points) == 0 or not np.isfinite(ego_points).all():
-            self._reject_input(key, f"{key} is empty or has NaN/inf points")
-            return None
-        return ego_points
-
-    def _reject_input(self, key: str, reason: str) -> None:
-        self.stats.note_rejected_input(key)
-        self.get_logger().warning(f"{reason}; planning without it", throttle_duration_sec=_THROTTLE_S)
 
     # -- diagnostics -------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

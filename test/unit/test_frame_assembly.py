@@ -1,4 +1,4 @@
-"""Message conversions: images, odometry, paths; bad input is a clear BadInputError."""
+"""Message conversions into runner frames: images, odometry, paths; bad input is a clear BadInputError."""
 import io
 import math
 
@@ -9,6 +9,7 @@ from PIL import Image as PilImage
 from sensor_msgs.msg import CompressedImage, Image
 
 from deead_ros.errors import BadInputError
+from deead_ros import frame_assembly as fa
 from deead_ros.ros import ros_io
 
 
@@ -24,9 +25,9 @@ RGB = np.random.default_rng(0).integers(0, 255, (6, 8, 3), dtype=np.uint8)
 
 
 def test_raw_encodings_decode_to_rgb():
-    np.testing.assert_array_equal(ros_io.decode_image(raw(RGB, "rgb8")), RGB)
-    np.testing.assert_array_equal(ros_io.decode_image(raw(RGB[..., ::-1].copy(), "bgr8")), RGB)
-    mono = ros_io.decode_image(raw(RGB[..., 0].copy(), "mono8"))
+    np.testing.assert_array_equal(fa.decode_image(raw(RGB, "rgb8")), RGB)
+    np.testing.assert_array_equal(fa.decode_image(raw(RGB[..., ::-1].copy(), "bgr8")), RGB)
+    mono = fa.decode_image(raw(RGB[..., 0].copy(), "mono8"))
     assert mono.shape == (6, 8, 3) and np.array_equal(mono[..., 2], RGB[..., 0])
 
 
@@ -35,7 +36,7 @@ def test_padded_rows_are_cropped():
     padded[:, :24] = RGB.reshape(6, 24)
     msg = Image(height=6, width=8, encoding="rgb8", step=30)
     msg.data = padded.tobytes()
-    np.testing.assert_array_equal(ros_io.decode_image(msg), RGB)
+    np.testing.assert_array_equal(fa.decode_image(msg), RGB)
 
 
 @pytest.mark.parametrize("mutate, reason", [
@@ -48,7 +49,7 @@ def test_bad_raw_images_say_why(mutate, reason):
     msg = raw(RGB, "rgb8")
     mutate(msg)
     with pytest.raises(BadInputError, match=reason):
-        ros_io.decode_image(msg)
+        fa.decode_image(msg)
 
 
 def jpeg_bytes(pixels):
@@ -59,11 +60,11 @@ def jpeg_bytes(pixels):
 
 def test_jpeg_and_png_decode():
     big = np.repeat(np.repeat(RGB, 8, axis=0), 8, axis=1)
-    decoded = ros_io.decode_compressed(CompressedImage(format="jpeg", data=jpeg_bytes(big)))
+    decoded = fa.decode_compressed(CompressedImage(format="jpeg", data=jpeg_bytes(big)))
     assert decoded.shape == big.shape and np.abs(decoded.astype(int) - big).mean() < 20
     buffer = io.BytesIO()
     PilImage.fromarray(RGB).save(buffer, format="PNG")
-    np.testing.assert_array_equal(ros_io.decode_compressed(CompressedImage(format="png", data=buffer.getvalue())), RGB)
+    np.testing.assert_array_equal(fa.decode_compressed(CompressedImage(format="png", data=buffer.getvalue())), RGB)
 
 
 @pytest.mark.parametrize("data, fmt, reason", [
@@ -74,7 +75,7 @@ def test_jpeg_and_png_decode():
 ])
 def test_corrupt_compressed_images_say_why(data, fmt, reason):
     with pytest.raises(BadInputError, match=reason):
-        ros_io.decode_compressed(CompressedImage(format=fmt, data=data))
+        fa.decode_compressed(CompressedImage(format=fmt, data=data))
 
 
 def odometry(x=1.0, y=2.0, yaw=0.3, vx=5.0, wz=0.1):
@@ -88,7 +89,7 @@ def odometry(x=1.0, y=2.0, yaw=0.3, vx=5.0, wz=0.1):
 
 
 def test_odometry_to_ego_state():
-    ego = ros_io.ego_state(odometry())
+    ego = fa.ego_state(odometry())
     assert (ego.x, ego.y, ego.frame_id, ego.stamp_s) == (1.0, 2.0, "map", 10.0)
     assert ego.yaw == pytest.approx(0.3) and ego.speed_mps == 5.0 and ego.yaw_rate_rps == 0.1
 
@@ -96,7 +97,7 @@ def test_odometry_to_ego_state():
 @pytest.mark.parametrize("kwargs", [{"x": float("nan")}, {"vx": float("inf")}, {"wz": float("nan")}])
 def test_odometry_with_nan_is_rejected(kwargs):
     with pytest.raises(BadInputError, match="NaN or inf"):
-        ros_io.ego_state(odometry(**kwargs))
+        fa.ego_state(odometry(**kwargs))
 
 
 def test_trajectory_path_round_trip():
@@ -104,5 +105,45 @@ def test_trajectory_path_round_trip():
     stamp = odometry().header.stamp
     path = ros_io.trajectory_path(points, stamp, "base_link")
     assert isinstance(path, Path) and path.header.frame_id == "base_link" and path.header.stamp.sec == 10
-    np.testing.assert_allclose(ros_io.path_points(path), points)
-    assert ros_io.path_points(Path()).shape == (0, 2)
+    np.testing.assert_allclose(fa.path_points(path), points)
+    assert fa.path_points(Path()).shape == (0, 2)
+
+
+def path_msg(points, frame_id, sec=10):
+    msg = ros_io.trajectory_path(np.asarray(points, float), odometry().header.stamp, frame_id)
+    msg.header.stamp.sec = sec
+    return msg
+
+
+def camera(sec=10):
+    msg = CompressedImage(format="jpeg", data=jpeg_bytes(np.zeros((16, 16, 3), np.uint8)))
+    msg.header.stamp.sec = sec
+    return msg
+
+
+def test_route_in_the_odometry_frame_is_moved_into_the_ego_frame():
+    inputs = fa.LatestInputs()
+    inputs.set_odometry(odometry(x=10.0, y=0.0, yaw=0.0, vx=4.0))
+    inputs.set_route(path_msg([[10.0, 0.0], [20.0, 0.0], [30.0, 0.0]], "map"))
+    frame = inputs.assemble(camera(), raw_image=False, max_input_age_s=0.5, use_external=False)
+    assert frame.ego_motion_known and frame.inputs.speed_mps == 4.0 and frame.prior_age_s == 0.0
+    np.testing.assert_allclose(frame.inputs.route_ego_m, [[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]], atol=1e-9)
+
+
+def test_stale_odometry_and_unknown_frames_are_left_out_with_a_reason():
+    rejected = []
+    inputs = fa.LatestInputs(on_rejected=lambda topic, reason: rejected.append((topic, reason)))
+    inputs.set_odometry(odometry())
+    inputs.set_route(path_msg([[0.0, 0.0], [10.0, 0.0]], "utm", sec=12))
+    frame = inputs.assemble(camera(sec=12), raw_image=False, max_input_age_s=0.5, use_external=False)
+    assert not frame.ego_motion_known and frame.prior_age_s == -1.0, "2 s old odometry is stale"
+    assert frame.inputs.route_ego_m is None and rejected[0][0] == "route" and "'utm'" in rejected[0][1]
+    inputs.set_odometry(odometry(x=float("nan")))
+    assert rejected[-1] == ("odometry", "odometry has NaN or inf in pose or twist")
+
+
+def test_route_in_the_ego_frame_is_used_as_is_and_static_routes_never_expire():
+    inputs = fa.LatestInputs()
+    inputs.set_route(path_msg([[0.0, 0.0], [5.0, 1.0]], "base_link", sec=0))
+    frame = inputs.assemble(camera(sec=1000), raw_image=False, max_input_age_s=0.5, use_external=False)
+    np.testing.assert_allclose(frame.inputs.route_ego_m, [[0.0, 0.0], [5.0, 1.0]])
