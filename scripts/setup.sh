@@ -54,10 +54,11 @@ if ! up_to_date package "$h"; then
 fi
 
 if [ -f "$ROOT/models/demo/vla.safetensors" ]; then
-  h=$(inputs_hash models/demo/vla.safetensors models/demo/config.json deead_ros/model/*.py)
+  h=$(inputs_hash models/demo/vla.safetensors models/demo/config.json deead_ros/model/*.py deead_ros/engines/*.py)
   if ! up_to_date export "$h"; then
-    log "exporting the demo model to per-layer ONNX (build/models/demo)"
-    "$VENV/bin/deead_export" --weights "$ROOT/models/demo/vla.safetensors" --out "$ROOT/build/models/demo"
+    log "exporting the demo model to per-layer ONNX (share/deead_ros/models/demo/onnx)"
+    "$VENV/bin/deead_export" --weights "$ROOT/models/demo/vla.safetensors" \
+      --out "$VENV/share/deead_ros/models/demo/onnx"
     mark_done export "$h"
   fi
 fi

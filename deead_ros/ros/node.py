@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path as FsPath
 from typing import Any, Callable
 
 import rclpy
@@ -25,6 +24,7 @@ from std_msgs.msg import Float64, String
 from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, ConfigError, DeeadError
 from deead_ros.frame_assembly import LatestInputs, stamp_s
+from deead_ros.paths import demo_manifest_path
 from deead_ros.health import FrameStats, assess
 from deead_ros.ros import ros_io
 from deead_ros.ros.params import NodeConfig, candidate_values, config_from_values, declare_all
@@ -38,15 +38,9 @@ OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 _THROTTLE_S = 5.0
 
 
-def default_model_path() -> str:
-    """The demo model that `make setup` exports into the package's share directory."""
-    from ament_index_python.packages import get_package_share_directory
-    return str(FsPath(get_package_share_directory("deead_ros")) / "models" / "demo" / "onnx" / "manifest.json")
-
-
 def build_runner(config: NodeConfig) -> Runner:
     """Load the engines the configuration names and wrap them in a Runner (fails with a clear error)."""
-    chain = make_engine(config.backend, config.model_file_path or default_model_path(),
+    chain = make_engine(config.backend, config.model_file_path or demo_manifest_path(),
                         num_threads=config.num_threads, precision=config.precision,
                         engine_cache_dir=config.engine_cache_dir or None,
                         force_engine_update=config.force_engine_update)

@@ -1,0 +1,181 @@
+"""deead_eval: run the planner over a bag without the middleware and report exits, errors and time.
+
+The same Runner and the same input assembly as the live node, fed straight from the bag (exact
+and fast: no transport, no dropped frames). For each delta and for full depth it writes a
+per-frame CSV, a summary JSON and plots, and prints the table side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from rosbags.highlevel import AnyReader
+from rosbags.typesys import Stores, get_typestore
+
+from deead_ros.engines import make_engine
+from deead_ros.errors import BadInputError, DeeadError
+from deead_ros.exit import ExitSettings, FullPolicy, PriorSettings
+from deead_ros.exit.metrics import l2_at_m
+from deead_ros.frame_assembly import LatestInputs, path_points, stamp_s
+from deead_ros.paths import demo_manifest_path
+from deead_ros.runner import PlanResult, Runner
+from deead_ros.tools import bag_topics as topics
+
+
+def iterate_bag(bag: Path):
+    """Yield (topic, message) in recorded order, messages deserialised to rosbags' ROS 2 types."""
+    with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        for connection, _, raw in reader.messages():
+            yield connection.topic, reader.deserialize(raw, connection.msgtype)
+
+
+def evaluate(runner: Runner, bag: Path, deltas: list[float], max_frames: int = 0) -> list[dict]:
+    """Plan every camera frame of the bag at full depth and at each delta; return one row per frame and setting."""
+    base_exit, _ = runner.settings
+    settings = {"full": FullPolicy(), **{f"delta_{d:g}": replace(base_exit, delta_m=d).build_policy() for d in deltas}}
+    inputs = LatestInputs()
+    truths: dict[float, np.ndarray] = {}
+    rows: list[dict] = []
+    frame_index = 0
+    for topic, msg in iterate_bag(bag):
+        if topic == topics.ROUTE:
+            inputs.set_route(msg)
+        elif topic == topics.ODOMETRY:
+            inputs.set_odometry(msg)
+        elif topic == topics.COMMAND:
+            inputs.set_command(msg)
+        elif topic == topics.GROUND_TRUTH:
+            truths[stamp_s(msg.header.stamp)] = path_points(msg)
+        elif topic in (topics.CAMERA_COMPRESSED, topics.CAMERA_RAW):
+            try:
+                frame = inputs.assemble(msg, topic == topics.CAMERA_RAW, max_input_age_s=1.0, use_external=False)
+            except BadInputError as err:
+                print(f"[eval] frame {frame_index} skipped: {err}", file=sys.stderr)
+                continue
+            truth = truths.pop(frame.camera_stamp_s, None)
+            for name, policy in settings.items():
+                result = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known, policy=policy)
+                rows.append(_row(frame_index, name, result, truth, runner.dt_s))
+            frame_index += 1
+            if frame_index % 50 == 0:
+                print(f"[eval] {frame_index} frames", flush=True)
+            if max_frames and frame_index >= max_frames:
+                break
+    return rows
+
+
+def _row(frame: int, setting: str, result: PlanResult, truth: np.ndarray | None, dt_s: float) -> dict:
+    trace = result.trace
+    row = {"frame": frame, "setting": setting, "exit_layer": trace.exit_layer, "num_layers": trace.num_layers,
+           "reason": trace.reason.name.lower(), "checks": len(trace.checkpoints),
+           "checkpoint_layers": " ".join(str(c.layer) for c in trace.checkpoints),
+           "checkpoint_deviations_m": " ".join(f"{c.deviation_m:.3f}" for c in trace.checkpoints),
+           "prior_source": result.prior.source, "stem_ms": result.stem_ms, "layers_ms": trace.layers_ms,
+           "checks_ms": trace.checks_ms, "total_ms": result.total_ms}
+    for t in (1.0, 2.0, 3.0):
+        row[f"l2_{t:g}s_m"] = l2_at_m(trace.trajectory_m, truth, dt_s, t) if truth is not None else float("nan")
+    return row
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    """Per setting: frames, mean exit layer, sparsity, checks, latency p50/p95, L2 at 1/2/3 s, ratios to full."""
+    summary = {}
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        sel = [r for r in rows if r["setting"] == setting]
+        layers = np.array([r["exit_layer"] for r in sel])
+        total = np.array([r["total_ms"] for r in sel])
+        summary[setting] = {
+            "frames": len(sel), "mean_exit_layer": float(layers.mean()),
+            "layer_sparsity": float(1 - layers.sum() / sum(r["num_layers"] for r in sel)),
+            "checks_per_frame": float(np.mean([r["checks"] for r in sel])),
+            "latency_p50_ms": float(np.median(total)), "latency_p95_ms": float(np.percentile(total, 95)),
+            "check_time_share": float(sum(r["checks_ms"] for r in sel) / total.sum()),
+            **{f"l2_{t}s_m": float(np.nanmean([r[f"l2_{t}s_m"] for r in sel])) for t in (1, 2, 3)},
+        }
+    full = summary.get("full")
+    for values in summary.values():
+        values["latency_ratio_vs_full"] = values["latency_p50_ms"] / full["latency_p50_ms"] if full else float("nan")
+    return summary
+
+
+def print_table(summary: dict[str, dict]) -> None:
+    columns = [("mean_exit_layer", "exit layer", ".1f"), ("layer_sparsity", "sparsity", ".1%"),
+               ("checks_per_frame", "checks", ".2f"), ("latency_p50_ms", "p50 ms", ".2f"),
+               ("latency_p95_ms", "p95 ms", ".2f"), ("latency_ratio_vs_full", "vs full", ".2f"),
+               ("l2_1s_m", "L2 1s", ".3f"), ("l2_2s_m", "L2 2s", ".3f"), ("l2_3s_m", "L2 3s", ".3f")]
+    print(f"{'setting':>12} " + " ".join(f"{title:>10}" for _, title, _ in columns))
+    for setting, values in summary.items():
+        print(f"{setting:>12} " + " ".join(f"{values[key]:>10{fmt}}" for key, _, fmt in columns))
+
+
+def plot(rows: list[dict], summary: dict[str, dict], out: Path) -> None:
+    """Exit-layer histograms, deviation per checkpoint, latency per frame."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    settings = list(summary)
+    num_layers = rows[0]["num_layers"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for setting in settings:
+        layers = [r["exit_layer"] for r in rows if r["setting"] == setting]
+        axes[0].hist(layers, bins=np.arange(0.5, num_layers + 1.5), alpha=0.5, label=setting)
+        axes[2].plot([r["total_ms"] for r in rows if r["setting"] == setting], label=setting, lw=0.8)
+    for r in rows:
+        if r["setting"] != "full" and r["checkpoint_layers"]:
+            layers = [int(v) for v in r["checkpoint_layers"].split()]
+            devs = [float(v) for v in r["checkpoint_deviations_m"].split()]
+            axes[1].plot(layers, devs, color="tab:blue", alpha=0.05)
+    axes[0].set(title="exit layer", xlabel="layer", ylabel="frames")
+    axes[1].set(title="deviation from the prior at each checkpoint", xlabel="layer", ylabel="m", yscale="log")
+    axes[2].set(title="latency per frame", xlabel="frame", ylabel="ms")
+    axes[0].legend()
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(out / "eval.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deead_eval", description=__doc__.splitlines()[0])
+    parser.add_argument("bag", type=Path, help="rosbag2 folder (mcap or sqlite3) with the project's topics")
+    parser.add_argument("--model", default="", help="manifest.json (default: the demo model installed by make setup)")
+    parser.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime", "tensorrt"))
+    parser.add_argument("--delta", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="thresholds to compare, m")
+    parser.add_argument("--first-checkpoint", type=int, default=10)
+    parser.add_argument("--num-threads", type=int, default=1)
+    parser.add_argument("--max-frames", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for CSV, JSON and plots")
+    args = parser.parse_args(argv)
+    try:
+        chain = make_engine(args.backend, args.model or demo_manifest_path(), num_threads=args.num_threads)
+        runner = Runner(chain, ExitSettings(first_checkpoint=args.first_checkpoint), PriorSettings())
+    except DeeadError as err:
+        print(f"deead_eval: {err}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    rows = evaluate(runner, args.bag, args.delta, args.max_frames)
+    if not rows:
+        print(f"deead_eval: no camera frames in {args.bag}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "frames.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarise(rows)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot(rows, summary, args.out)
+    print_table(summary)
+    print(f"[eval] {len(rows)} plans in {time.perf_counter() - start:.1f} s; wrote {args.out}/frames.csv, "
+          "summary.json, eval.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""deead_train: train the demo VLA on the simulator data set, on the CPU, resumable.
+
+Loss: the mean displacement (L2, metres) of the trajectory read through the shared head after
+every layer, weighted by depth (LayerSkip/DEED-style early-exit loss; the final layer weighs
+most). With --final-only, only the last layer is trained: the variant that shows why the
+early-exit loss is needed (intermediate layers then do not produce usable trajectories).
+Checkpoints every --checkpoint-every steps; a run that is cut off resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deead_ros.engines.inputs import FrameInputs, InputSpec, encode_batch, normalise_images
+from deead_ros.model.vla import DeeadVLA, VLAConfig
+from deead_ros.model.weights import save_pretrained
+from deead_ros.tools.dataset_format import load_episode, world_to_ego
+
+MODEL_VERSION = "deead-vla-1 metadrive"
+
+
+def encode_split(files: list[Path], spec: InputSpec) -> dict[str, np.ndarray]:
+    """Load episodes and encode everything but the image normalisation (done per batch, in torch)."""
+    parts: dict[str, list] = {k: [] for k in ("images", "route", "ego", "command_ids", "future", "episode")}
+    for i, path in enumerate(files):
+        ep = load_episode(path)
+        keep = ep["has_full_future"]
+        frames = []
+        for t in np.nonzero(keep)[0]:
+            valid = max(int(ep["route_valid"][t]), 0)
+            route = world_to_ego(ep["route_world"][t, :valid], ep["pose"][t]) if valid >= 2 else None
+            frames.append(FrameInputs(ep["images"][t], route, float(ep["speed"][t]), float(ep["yaw_rate"][t]),
+                                      str(ep["command"][t])))
+        if not frames:
+            continue
+        encoded = encode_batch(frames, spec)        # the normalised image is redone per batch from uint8
+        parts["images"].append(ep["images"][keep])
+        for key in ("route", "ego", "command_ids"):
+            parts[key].append(encoded[key])
+        parts["future"].append(ep["future_ego"][keep].astype(np.float32))
+        parts["episode"].append(np.full(len(frames), i, np.int32))
+    return {k: np.concatenate(v) for k, v in parts.items()} if parts["future"] else {}
+
+
+def layer_weights(num_layers: int, final_only: bool) -> torch.Tensor:
+    """Per-layer loss weights: rising with depth, the final layer the largest; normalised to sum 1."""
+    if final_only:
+        w = torch.zeros(num_layers)
+        w[-1] = 1.0
+        return w
+    w = torch.linspace(0.2, 1.0, num_layers)
+    w[-1] = 2.0
+    return w / w.sum()
+
+
+def per_layer_ade(pred: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+    """(B, L, T, 2) predictions vs (B, T, 2) ground truth -> (L,) mean displacement, m."""
+    return (pred - future[:, None]).norm(dim=-1).mean(dim=(0, 2))
+
+
+def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, spec: InputSpec) -> tuple[torch.Tensor, ...]:
+    image = torch.from_numpy(normalise_images(data["images"][idx], spec))
+    return (image, torch.from_numpy(data["route"][idx]), torch.from_numpy(data["ego"][idx]),
+            torch.from_numpy(data["command_ids"][idx]), torch.from_numpy(data["future"][idx]))
+
+
+@torch.no_grad()
+def evaluate(model: DeeadVLA, data: dict[str, np.ndarray], spec: InputSpec, batch: int = 256) -> np.ndarray:
+    """Per-layer mean displacement (L,) on a data set."""
+    model.eval()
+    total, count = None, 0
+    for start in range(0, len(data["future"]), batch):
+        idx = np.arange(start, min(start + batch, len(data["future"])))
+        *inputs, future = batch_tensors(data, idx, spec)
+        ade = per_layer_ade(model.forward_all_layers(*inputs), future) * len(idx)
+        total = ade if total is None else total + ade
+        count += len(idx)
+    model.train()
+    return (total / count).numpy()
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deead_train", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data/metadrive"), help="collector output (train/, val/)")
+    parser.add_argument("--run", type=Path, default=Path("runs/train"), help="checkpoints and logs (resumable)")
+    parser.add_argument("--out", type=Path, default=Path("models/demo"), help="where the trained weights go")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=150)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--final-only", action="store_true", help="train the last layer only (ablation)")
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--max-train-episodes", type=int, default=0, help="0: all")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    spec = InputSpec()
+    train_files = sorted((args.data / "train").glob("ep_*.npz"))
+    if args.max_train_episodes:
+        train_files = train_files[: args.max_train_episodes]
+    val_files = sorted((args.data / "val").glob("ep_*.npz"))
+    if not train_files or not val_files:
+        print(f"deead_train: no episodes under {args.data}/train or {args.data}/val; collect them first "
+              "(make metadrive, then python -m deead_ros.tools.collect_metadrive)", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    train, val = encode_split(train_files, spec), encode_split(val_files, spec)
+    print(f"[train] {len(train['future'])} train frames ({len(train_files)} episodes), {len(val['future'])} val "
+          f"frames; encoded in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    model = DeeadVLA(VLAConfig(n_layer=args.layers))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    weights = layer_weights(args.layers, args.final_only)
+    args.run.mkdir(parents=True, exist_ok=True)
+    checkpoint = args.run / "checkpoint.pt"
+    step = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, rng = state["step"], state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"[train] resumed from {checkpoint} at step {step}", flush=True)
+    log_path = args.run / "log.csv"
+    log_new = not log_path.exists()
+    log = open(log_path, "a", newline="")
+    writer = csv.writer(log)
+    if log_new:
+        writer.writerow(["step", "loss", "final_ade_m", "lr", "elapsed_s", "val_final_ade_m"])
+    model.train()
+    start, start_step = time.perf_counter(), step
+    while step < args.steps:
+        lr = learning_rate(step, args.steps, args.lr, args.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = rng.integers(0, len(train["future"]), args.batch)
+        *inputs, future = batch_tensors(train, idx, spec)
+        ade = per_layer_ade(model.forward_all_layers(*inputs), future)
+        loss = (weights * ade).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        val_ade = ""
+        if step % args.eval_every == 0 or step == args.steps:
+            val_ade = f"{evaluate(model, val, spec)[-1]:.4f}"
+        writer.writerow([step, f"{loss.item():.4f}", f"{ade[-1].item():.4f}", f"{lr:.2e}",
+                         f"{time.perf_counter() - start:.0f}", val_ade])
+        if step % 20 == 0 or val_ade:
+            rate = (step - start_step) / (time.perf_counter() - start)
+            print(f"[train] step {step}/{args.steps} loss {loss.item():.3f} final ADE {ade[-1].item():.3f} m "
+                  f"lr {lr:.1e} {rate:.2f} steps/s ETA {(args.steps - step) / rate / 60:.1f} min"
+                  + (f" | val final ADE {val_ade} m" if val_ade else ""), flush=True)
+            log.flush()
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            tmp = checkpoint.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": rng,
+                        "torch_rng": torch.get_rng_state()}, tmp)
+            tmp.replace(checkpoint)
+    log.close()
+    per_layer = evaluate(model, val, spec)
+    (args.run / "val_per_layer_ade.json").write_text(json.dumps([float(x) for x in per_layer]))
+    variant = "final-layer loss only" if args.final_only else "early-exit loss"
+    weights_path = save_pretrained(model, spec, args.out, f"{MODEL_VERSION} ({variant}, {args.steps} steps)")
+    print(f"[train] val ADE per layer: {np.round(per_layer, 2).tolist()}")
+    print(f"[train] saved {weights_path} ({weights_path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
