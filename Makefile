@@ -18,7 +18,7 @@ test-slow: setup
 demo: setup
 	@if [ ! -f models/demo/vla.safetensors ]; then \
 	  echo "make demo: the demo model does not exist yet (models/demo/vla.safetensors); train it with deead_train first"; exit 1; fi
-	$(PY) -m deead_ros.tools.demo
+	$(PY) -m deead_ros.ros.demo
 
 metadrive:
 	@bash scripts/setup_metadrive.sh

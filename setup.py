@@ -15,6 +15,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/models/demo", glob("models/demo/*")),
+        (f"share/{PACKAGE}/bags/demo", glob("bags/demo/*")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

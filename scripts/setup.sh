@@ -45,7 +45,7 @@ if ! up_to_date interfaces "$h"; then
   mark_done interfaces "$h"
 fi
 
-h=$(inputs_hash setup.py setup.cfg package.xml $(cd "$ROOT" && git ls-files -co --exclude-standard deead_ros config launch models | sort))
+h=$(inputs_hash setup.py setup.cfg package.xml $(cd "$ROOT" && git ls-files -co --exclude-standard deead_ros config launch models bags | sort))
 if ! up_to_date package "$h"; then
   log "installing deead_ros into $VENV"
   rm -rf "$ROOT/build/lib" "$ROOT/build/bdist."* "$ROOT"/*.egg-info
