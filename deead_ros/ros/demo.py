@@ -30,7 +30,7 @@ from deead_ros.exit.metrics import l2_at_m
 from deead_ros.frame_assembly import path_points, stamp_s
 from deead_ros.engines.manifest import load_manifest
 from deead_ros.paths import demo_manifest_path, share_dir
-from deead_ros.tools import bag_topics as topics
+from deead_ros.tools import bags as topics
 from deead_ros_msgs.msg import ExitDiagnostics
 
 NODE = "deead_node"

@@ -15,8 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from rosbags.highlevel import AnyReader
-from rosbags.typesys import Stores, get_typestore
 
 from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, DeeadError
@@ -25,14 +23,8 @@ from deead_ros.exit.metrics import l2_at_m
 from deead_ros.frame_assembly import LatestInputs, path_points, stamp_s
 from deead_ros.paths import demo_manifest_path
 from deead_ros.runner import PlanResult, Runner
-from deead_ros.tools import bag_topics as topics
-
-
-def iterate_bag(bag: Path):
-    """Yield (topic, message) in recorded order, messages deserialised to rosbags' ROS 2 types."""
-    with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
-        for connection, _, raw in reader.messages():
-            yield connection.topic, reader.deserialize(raw, connection.msgtype)
+from deead_ros.tools import bags as topics
+from deead_ros.tools.bags import iterate_bag
 
 
 def evaluate(runner: Runner, bag: Path, deltas: list[float], max_frames: int = 0) -> list[dict]:

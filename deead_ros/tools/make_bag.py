@@ -19,7 +19,7 @@ from PIL import Image as PilImage
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from deead_ros.tools import bag_topics as topics
+from deead_ros.tools import bags as topics
 from deead_ros.tools.dataset_format import load_episode
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)

@@ -1,0 +1,25 @@
+"""The project's bags: topic names, frames, and reading them without the middleware."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from rosbags.highlevel import AnyReader
+from rosbags.typesys import Stores, get_typestore
+
+CAMERA_COMPRESSED = "/camera/image/compressed"
+CAMERA_RAW = "/camera/image/raw"
+ROUTE = "/planning/route"
+ODOMETRY = "/localization/odometry"
+COMMAND = "/planning/command"
+GROUND_TRUTH = "/ground_truth/trajectory"      # the expert's future, ego frame, stamped like the camera
+
+WORLD_FRAME = "map"
+EGO_FRAME = "base_link"
+
+
+def iterate_bag(bag: Path) -> Iterator[tuple[str, Any]]:
+    """Yield (topic, message) in recorded order, deserialised to rosbags' ROS 2 Jazzy types."""
+    with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        for connection, _, raw in reader.messages():
+            yield connection.topic, reader.deserialize(raw, connection.msgtype)
