@@ -32,7 +32,7 @@ def encode_split(files: list[Path], spec: InputSpec) -> dict[str, np.ndarray]:
     parts: dict[str, list] = {k: [] for k in ("images", "route", "ego", "command_ids", "future", "episode")}
     for i, path in enumerate(files):
         ep = load_episode(path)
-        keep = ep["has_full_future"]
+        keep = ep["has_full_future"] & ep["future_clean"]       # no crash or off-road within the 3 s future
         frames = []
         for t in np.nonzero(keep)[0]:
             valid = max(int(ep["route_valid"][t]), 0)

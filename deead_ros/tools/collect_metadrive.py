@@ -1,0 +1,692 @@
+"""Collect the MetaDrive driving data set: IDM expert drives, front RGB camera, route, future plan.
+
+Run it in the MetaDrive venv (``scripts/setup_metadrive.sh``)::
+
+    .venv-metadrive/bin/python -m deead_ros.tools.collect_metadrive --out data/metadrive \\
+        --test-seeds 2000:2014 --val-seeds 1000:1010 --train-seeds 0:110 --workers 2
+
+One map seed is one episode: MetaDrive 0.2.6 builds a procedural map from a block sequence drawn
+from the seed (3-5 blocks after the entrance, at least one intersection, T-junction or roundabout
+among the first two), traffic density 0.12-0.30, two or three lanes, a random spawn lane, spawn
+offset, initial speed and IDM target speed, so speeds and situations vary between episodes. The ego
+is driven by MetaDrive's ``IDMPolicy`` (the action given to ``step`` is ignored); each 0.1 s step
+records the camera image, the ego state, the route ahead (the centre line of the ego's own lane,
+continued through the lanes of its navigation checkpoints), a command derived from that route, a
+scenario label and the simulator's safety flags. After the episode the expert's future positions
+at 0.5 ... 3.0 s are expressed in each frame's ego frame; the last 30 steps (no full future) are
+dropped. The file format is documented in ``deead_ros/tools/dataset_format.py``.
+
+Coordinates. MetaDrive 0.2.6 keeps its 2-D world as Panda3D's frame with y negated
+(``metadrive_position = (x, -y_panda)``, ``heading_theta`` likewise mirrored): a left-handed frame
+in which turning left *decreases* heading_theta. Every position, heading and route point stored here
+is converted to a right-handed frame: ``x = x_md, y = -y_md, yaw = -heading_theta`` (this is
+Panda3D's ground plane). Checked by ``--check-frame``: moving forward adds (cos yaw, sin yaw) per
+metre and a left turn increases yaw. ``vehicle.speed`` is km/h in 0.2.6; speed is stored in m/s.
+
+Rendering on a CPU (Mesa llvmpipe via EGL) is only usable with: no terrain, no skybox, offscreen
+render, multisampling off and no ``threading-model`` Panda3D line (patched in before the engine
+starts), and a small main window.
+
+Output: ``<out>/{train,val,test}/ep_<seed:05d>.npz``, written atomically. An existing complete file
+is skipped (resumable). An episode whose simulation raises is retried once, then logged to
+``<out>/skipped.txt`` and skipped. Only numpy, MetaDrive and ``dataset_format`` are imported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import queue
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deead_ros.tools import dataset_format as fmt
+
+IMAGE_W, IMAGE_H = 160, 96
+MAX_STEPS = 300                   # episode cap (simulated steps, 30 s)
+JUNCTION_BLOCKS = ("X", "T", "O")
+LOOKAHEAD_COMMAND_M = 40.0        # junction / lane change within this distance sets the command
+LOOKAHEAD_SCENARIO_M = 20.0       # junction within this distance sets the scenario label
+TURN_DEG = 30.0                   # net heading change through a junction that counts as a turn
+CURVE_DEG = 10.0                  # heading change over the next 30 m of route that counts as a curve
+LEAD_GAP_M = 20.0                 # lead vehicle within this bumper gap in the ego lane
+STOPPED_MPS = 0.5
+VEHICLE_LENGTH_M = 4.5
+
+
+# --------------------------------------------------------------------------- per-seed scenario
+def episode_config(seed: int) -> dict[str, Any]:
+    """Draw the map and traffic of one seed deterministically from it (stored in `meta`)."""
+    rng = np.random.default_rng(1_000_003 + seed)
+    n_blocks = int(rng.integers(3, 6))
+    pool, weights = ["C", "S", "X", "T", "O"], np.array([0.32, 0.13, 0.22, 0.2, 0.13])
+    blocks = list(rng.choice(pool, size=n_blocks, p=weights / weights.sum()))
+    if not any(b in JUNCTION_BLOCKS for b in blocks[:2]):
+        blocks[int(rng.integers(0, 2))] = str(rng.choice(["X", "T", "O"], p=[0.4, 0.35, 0.25]))
+    return {
+        "blocks": "".join(blocks),
+        "lane_num": int(rng.choice([2, 3, 3])),
+        "traffic_density": round(float(rng.uniform(0.12, 0.30)), 3),
+        "traffic_mode": "trigger" if rng.random() < 0.6 else "respawn",
+        "target_speed_kmh": round(float(rng.uniform(20.0, 45.0)), 1),
+        "spawn_longitude": round(float(rng.uniform(1.0, 8.0)), 2),
+        "initial_speed_frac": round(float(rng.uniform(0.0, 0.8)), 2),
+    }
+
+
+def _patch_panda3d() -> None:
+    """Apply the Panda3D settings that make CPU rendering usable: no multisampling, no render threads."""
+    from panda3d.core import loadPrcFileData
+    import metadrive.engine.core.engine_core as engine_core
+
+    if getattr(engine_core, "_deead_patched", False):
+        return
+    original = engine_core.loadPrcFileData
+
+    def filtered(name: str, data: str) -> None:
+        key = data.strip().split(" ")[0]
+        if key == "threading-model":
+            return
+        if key in ("framebuffer-multisample", "multisamples"):
+            data = f"{key} 0"
+        original(name, data)
+
+    engine_core.loadPrcFileData = filtered
+    loadPrcFileData("", "framebuffer-multisample 0")
+    loadPrcFileData("", "multisamples 0")
+    engine_core._deead_patched = True
+
+
+def make_env(seed: int, ep: dict[str, Any], width: int, height: int):
+    """Build a MetaDrive env for exactly this seed (`start_seed`, one scenario), expert-driven."""
+    _patch_panda3d()
+    from metadrive.envs.metadrive_env import MetaDriveEnv
+    from metadrive.component.map.base_map import BaseMap
+    from metadrive.component.map.pg_map import MapGenerateMethod
+    from metadrive.policy.idm_policy import IDMPolicy
+
+    class ExpertIDM(IDMPolicy):
+        NORMAL_SPEED = ep["target_speed_kmh"]          # km/h, as IDMPolicy compares it with speed
+
+    config = dict(
+        use_render=False, offscreen_render=True, show_terrain=False, show_skybox=False,
+        show_interface=False, show_logo=False, show_fps=False, window_size=(width, height),
+        start_seed=seed, environment_num=1,
+        map_config={BaseMap.GENERATE_TYPE: MapGenerateMethod.BIG_BLOCK_SEQUENCE,
+                    BaseMap.GENERATE_CONFIG: ep["blocks"], BaseMap.LANE_NUM: ep["lane_num"],
+                    BaseMap.LANE_WIDTH: 3.5},
+        traffic_density=ep["traffic_density"], traffic_mode=ep["traffic_mode"],
+        random_spawn_lane_index=True, agent_policy=ExpertIDM, rgb_clip=False,
+        vehicle_config=dict(
+            image_source="rgb_camera", rgb_camera=(width, height), stack_size=1, rgb_clip=False,
+            show_navi_mark=False, spawn_longitude=ep["spawn_longitude"],
+        ),
+    )
+    return MetaDriveEnv(config)
+
+
+# --------------------------------------------------------------------------- route and labels
+def _lane_points(lane, s0: float, s1: float, step: float = 0.5) -> np.ndarray:
+    """Sample centre-line points of a MetaDrive lane between arc lengths s0 and s1 (MetaDrive frame)."""
+    n = max(2, int(math.ceil((s1 - s0) / step)) + 1)
+    return np.array([lane.position(s, 0.0) for s in np.linspace(s0, s1, n)], dtype=np.float64)
+
+
+def _to_rh(xy: np.ndarray) -> np.ndarray:
+    """Convert MetaDrive (left-handed) points to the right-handed world: negate y."""
+    out = np.array(xy, dtype=np.float64, copy=True)
+    out[..., 1] *= -1.0
+    return out
+
+
+def _block_of(lane) -> str:
+    """Return the id of the block a lane belongs to (X, T, O, S, C, ... or ? if unknown)."""
+    from metadrive.component.road_network import Road
+    try:
+        return Road(lane.index[0], lane.index[1]).block_ID()
+    except (AttributeError, TypeError, IndexError):      # a node name without a block id
+        return "?"
+
+
+def _next_lane(cur, candidates):
+    """Pick the lane of the next road that continues `cur`: (lane, jump), jump True for a lane change."""
+    for lane in candidates:
+        if cur.is_previous_lane_of(lane):
+            return lane, False
+    end = np.asarray(cur.end)
+    dists = [float(np.linalg.norm(np.asarray(lane.start) - end)) for lane in candidates]
+    best = int(np.argmin(dists))
+    return candidates[best], dists[best] > 0.5
+
+
+def _heading_rh(lane, s: float) -> float:
+    """Return the right-handed heading [rad] of a MetaDrive lane at arc length s."""
+    return -float(lane.heading_theta_at(float(np.clip(s, 0.0, lane.length))))
+
+
+def _entry_heading(net, ckpts: list, k: int, block: str) -> float | None:
+    """Return the heading at the end of the last road before the junction block of road k."""
+    from metadrive.component.road_network import Road
+    j = k
+    while j > 0 and Road(ckpts[j - 1], ckpts[j]).block_ID() == block:
+        j -= 1
+    if j == 0:
+        return None
+    lanes = net.graph[ckpts[j - 1]][ckpts[j]]
+    lane = lanes[0]
+    return _heading_rh(lane, lane.length)
+
+
+def route_ahead(vehicle, length_m: float) -> dict[str, Any]:
+    """Walk the ego's own lane forward through the navigation checkpoints.
+
+    Starts on ``navigation.current_lane`` (the lane the ego is on, as MetaDrive localises it) at the
+    point abreast of the ego and continues, road by road along ``navigation.checkpoints``, with the
+    lane that continues it geometrically (or, where lanes end, the nearest one: a lane jump). Returns
+    the dense centre line (right-handed world frame) and per-lane pieces as dicts: s_a, s_b (arc
+    length along the route), block id, jump flag, h_end (heading at the lane end); plus the ego lane's
+    width and, when the ego is inside a junction block, the heading at that junction's entry.
+    """
+    nav = vehicle.navigation
+    net = nav.map.road_network
+    lane = nav.current_lane
+    ref = list(nav.current_ref_lanes or [])
+    nxt = list(nav.next_ref_lanes or [])
+    if lane not in ref and lane not in nxt and ref:
+        # off the route's lanes (rare): take the route lane closest to the ego
+        lane = min(ref, key=lambda ln: abs(ln.local_coordinates(vehicle.position)[1]))
+    lane_width = float(lane.width)
+    s_ego = float(np.clip(lane.local_coordinates(vehicle.position)[0], 0.0, lane.length))
+    ckpts = list(nav.checkpoints)
+    k = None                                       # index of the lane's road in the checkpoints
+    for i in range(len(ckpts) - 1):
+        if ckpts[i] == lane.index[0] and ckpts[i + 1] == lane.index[1]:
+            k = i
+            break
+    first_block = _block_of(lane)
+    entry_heading = None
+    if first_block in JUNCTION_BLOCKS and k is not None:
+        entry_heading = _entry_heading(net, ckpts, k, first_block)
+    pieces, pts, total = [], [], 0.0
+    s0, jump = s_ego, False
+    while True:
+        if lane.length - s0 > 1e-3:
+            seg = _to_rh(_lane_points(lane, s0, lane.length))
+        else:
+            seg = _to_rh(np.asarray([lane.position(lane.length, 0.0)], dtype=np.float64))
+        seg_len = poly_len(seg)
+        pieces.append({"s_a": total, "s_b": total + seg_len, "block": _block_of(lane), "jump": jump,
+                       "h_end": _heading_rh(lane, lane.length)})
+        pts.append(seg if (not pts or jump) else seg[1:])
+        total += seg_len
+        if total >= length_m or k is None or k + 2 >= len(ckpts):
+            break
+        lane, jump = _next_lane(lane, list(net.graph[ckpts[k + 1]][ckpts[k + 2]]))
+        s0, k = 0.0, k + 1
+    return {"points": np.concatenate(pts, axis=0), "pieces": pieces, "lane_width": lane_width,
+            "entry_heading": entry_heading, "ego_heading_on_lane": _heading_rh(nav.current_lane, s_ego)}
+
+
+def sample_route(dense: np.ndarray) -> tuple[np.ndarray, int]:
+    """Resample the dense route every ROUTE_SPACING_M; pad with the last point. Returns (R,2), valid."""
+    total = poly_len(dense)
+    valid = int(min(fmt.ROUTE_POINTS, math.floor(total / fmt.ROUTE_SPACING_M + 1e-6) + 1))
+    q = np.arange(fmt.ROUTE_POINTS) * fmt.ROUTE_SPACING_M
+    q = np.minimum(q, (valid - 1) * fmt.ROUTE_SPACING_M)
+    return fmt.resample_polyline(dense, q), valid
+
+
+def _heading_change(poly: np.ndarray, s_a: float, s_b: float) -> float:
+    """Measure the signed heading change [deg] of a polyline from s_a to s_b (left = positive)."""
+    total = poly_len(poly)
+    if total < 1e-6:
+        return 0.0
+
+    def heading_at(sq: float) -> float:
+        sq = float(np.clip(sq, 0.0, total))
+        a, b = fmt.resample_polyline(poly, [max(sq - 1.0, 0.0), min(sq + 1.0, total)])
+        return math.atan2(b[1] - a[1], b[0] - a[0])
+
+    return math.degrees(float(fmt.wrap_angle(heading_at(s_b) - heading_at(s_a))))
+
+
+def route_labels(route: dict[str, Any], ego_yaw: float) -> dict[str, Any]:
+    """Derive the command and route facts: junction ahead and its turn, lane jump, curvature.
+
+    The turn of a junction is the heading change of the route from the lane before the junction
+    block to the last lane of that block (> +TURN_DEG left, < -TURN_DEG right, else straight).
+    """
+    poly, pieces = route["points"], route["pieces"]
+    junction = None                                # (distance to entry, turn [deg], block)
+    for i, pc in enumerate(pieces):
+        if pc["block"] not in JUNCTION_BLOCKS:
+            continue
+        j = i
+        while j + 1 < len(pieces) and pieces[j + 1]["block"] == pc["block"] and not pieces[j + 1]["jump"]:
+            j += 1
+        if i > 0:
+            h_in = pieces[i - 1]["h_end"]
+        elif route["entry_heading"] is not None:
+            h_in = route["entry_heading"]
+        else:
+            h_in = route["ego_heading_on_lane"]
+        turn = math.degrees(float(fmt.wrap_angle(pieces[j]["h_end"] - h_in)))
+        junction = (pc["s_a"], turn, pc["block"])
+        break
+    lane_change = None                             # (distance, +1 left / -1 right)
+    for pc in pieces:
+        if pc["jump"]:
+            s_a = pc["s_a"]
+            before, after = fmt.resample_polyline(poly, [max(s_a - 0.5, 0.0), s_a + 0.5])
+            d = fmt.world_to_ego(after[None], np.array([before[0], before[1], ego_yaw]))[0]
+            lane_change = (s_a, 1 if d[1] > 0 else -1)
+            break
+    if junction is not None and junction[0] <= LOOKAHEAD_COMMAND_M:
+        turn = junction[1]
+        command = ("turn left at the junction" if turn > TURN_DEG else
+                   "turn right at the junction" if turn < -TURN_DEG else "go straight at the junction")
+    elif lane_change is not None and lane_change[0] <= LOOKAHEAD_COMMAND_M:
+        command = "change lane to the left" if lane_change[1] > 0 else "change lane to the right"
+    else:
+        command = "follow the lane"
+    curve = abs(_heading_change(poly, 0.0, 30.0))
+    return {"command": command, "junction": junction, "lane_change": lane_change, "curve_deg": curve}
+
+
+def poly_len(poly: np.ndarray) -> float:
+    """Return the length [m] of a polyline (M, 2)."""
+    return float(fmt.polyline_arclength(poly)[-1]) if len(poly) > 1 else 0.0
+
+
+def lead_gap(route_xy: np.ndarray, lane_width: float, ego_xy: np.ndarray, others_xy: np.ndarray) -> float:
+    """Return the bumper gap [m] to the nearest vehicle ahead in the ego's route lane (inf if none)."""
+    if len(others_xy) == 0 or len(route_xy) < 2:
+        return math.inf
+    _, s_ego, _ = fmt.project_to_polyline(ego_xy, route_xy)
+    best = math.inf
+    for p in others_xy:
+        if np.linalg.norm(p - ego_xy) > LEAD_GAP_M + 30.0:
+            continue
+        d, s, _ = fmt.project_to_polyline(p, route_xy)
+        if d < 0.5 * lane_width and s > s_ego:
+            best = min(best, s - s_ego - VEHICLE_LENGTH_M)
+    return best
+
+
+def scenario_label(speed: float, lead: float, labels: dict[str, Any], in_block: str,
+                   lane_change_soon: bool) -> str:
+    """Label one frame, by priority (see dataset_format.SCENARIOS)."""
+    if speed < STOPPED_MPS:
+        return "stopped"
+    if lead <= LEAD_GAP_M:
+        return "following_traffic"
+    j = labels["junction"]
+    if in_block == "O" or (j is not None and j[2] == "O" and j[0] <= LOOKAHEAD_SCENARIO_M):
+        return "roundabout"
+    if j is not None and j[0] <= LOOKAHEAD_SCENARIO_M:
+        return "junction_left" if j[1] > TURN_DEG else "junction_right" if j[1] < -TURN_DEG \
+            else "junction_straight"
+    if lane_change_soon:
+        return "lane_change"
+    if labels["curve_deg"] > CURVE_DEG:
+        return "curve"
+    return "straight"
+
+
+# --------------------------------------------------------------------------- one episode
+def run_episode(seed: int, max_steps: int, width: int, height: int) -> dict[str, Any]:
+    """Drive one seed with the expert and return the episode dict (tail without future dropped)."""
+    ep = episode_config(seed)
+    env = make_env(seed, ep, width, height)
+    try:
+        t_reset = time.time()
+        obs = env.reset()
+        vehicle = env.vehicle
+        v0 = ep["initial_speed_frac"] * ep["target_speed_kmh"] / 3.6
+        if v0 > 0.1:
+            vehicle.set_velocity(vehicle.heading, v0)
+        reset_s = time.time() - t_reset
+        rec: dict[str, list] = {k: [] for k in (
+            "images", "pose", "speed", "route_world", "route_valid", "command", "labels", "lead",
+            "block", "lane_key", "crash_vehicle", "crash_object", "out_of_road")}
+        info: dict[str, Any] = {}
+        end_reason = "max_steps"
+        t0 = time.time()
+        from metadrive.component.vehicle.base_vehicle import BaseVehicle
+        for step in range(max_steps):
+            if step > 0:
+                obs, _r, done, info = env.step([0.0, 0.0])
+            img = np.asarray(obs["image"])[..., -1]            # (H, W, 3) BGR floats 0..255
+            rec["images"].append(np.clip(img[..., ::-1], 0, 255).astype(np.uint8))
+            pos = np.asarray(vehicle.position, dtype=np.float64)
+            xy = np.array([pos[0], -pos[1]])
+            yaw = -float(vehicle.heading_theta)
+            rec["pose"].append([xy[0], xy[1], float(fmt.wrap_angle(yaw))])
+            rec["speed"].append(float(vehicle.speed) / 3.6)
+            route = route_ahead(vehicle, (fmt.ROUTE_POINTS - 1) * fmt.ROUTE_SPACING_M + 2.0)
+            pts, valid = sample_route(route["points"])
+            rec["route_world"].append(pts)
+            rec["route_valid"].append(valid)
+            labels = route_labels(route, yaw)
+            rec["command"].append(labels["command"])
+            rec["labels"].append(labels)
+            others = [o for o in env.engine.get_objects(lambda o: isinstance(o, BaseVehicle)).values()
+                      if o is not vehicle]
+            others_xy = _to_rh(np.array([np.asarray(o.position)[:2] for o in others])) if others \
+                else np.zeros((0, 2))
+            rec["lead"].append(lead_gap(pts[:valid], route["lane_width"], xy, others_xy))
+            rec["block"].append(route["pieces"][0]["block"])
+            lane = vehicle.navigation.current_lane
+            rec["lane_key"].append(f"{lane.index[0]}|{lane.index[1]}|{lane.index[2]}")
+            rec["crash_vehicle"].append(bool(info.get("crash_vehicle", False)))
+            rec["crash_object"].append(bool(info.get("crash_object", False)))
+            rec["out_of_road"].append(bool(info.get("out_of_road", False)))
+            if step > 0 and done:
+                end_reason = next((k for k in ("arrive_dest", "crash_vehicle", "crash_object",
+                                               "crash_building", "out_of_road", "max_step")
+                                   if info.get(k)), "done")
+                break
+        sim_s = time.time() - t0
+    finally:
+        env.close()
+    return finish_episode(seed, ep, rec, end_reason, reset_s, sim_s, width, height, max_steps)
+
+
+def finish_episode(seed, ep, rec, end_reason, reset_s, sim_s, width, height, max_steps) -> dict[str, Any]:
+    """Post-process one recorded episode: yaw rate, future, scenario labels, tail drop."""
+    n_sim = len(rec["pose"])
+    pose = np.asarray(rec["pose"], dtype=np.float64)
+    horizon = max(fmt.FUTURE_STEPS)
+    n = n_sim - horizon
+    yaw_rate = fmt.yaw_rate_from_yaw(pose[:, 2])
+    future = fmt.future_in_ego(pose)
+    bad = np.asarray(rec["crash_vehicle"]) | np.asarray(rec["crash_object"]) | np.asarray(rec["out_of_road"])
+    bad_from = np.array([bad[t:t + horizon + 1].any() for t in range(max(n, 0))], dtype=bool)
+    lanes = rec["lane_key"]
+    scenario = []
+    for t in range(max(n, 0)):
+        # an actual lane change of the expert within the next 3 s on the same road
+        road_t = lanes[t].rsplit("|", 1)[0]
+        lc = any(lanes[u].rsplit("|", 1)[0] == road_t and lanes[u] != lanes[t]
+                 for u in range(t + 1, t + horizon + 1))
+        lc = lc or (rec["labels"][t]["lane_change"] is not None
+                    and rec["labels"][t]["lane_change"][0] <= LOOKAHEAD_SCENARIO_M)
+        scenario.append(scenario_label(rec["speed"][t], rec["lead"][t], rec["labels"][t],
+                                       rec["block"][t], lc))
+    sl = slice(0, max(n, 0))
+    data = {
+        "images": np.asarray(rec["images"][sl], dtype=np.uint8).reshape(-1, height, width, 3),
+        "pose": pose[sl],
+        "speed": np.asarray(rec["speed"][sl], dtype=np.float32),
+        "yaw_rate": yaw_rate[sl].astype(np.float32),
+        "route_world": np.asarray(rec["route_world"][sl], dtype=np.float32).reshape(-1, fmt.ROUTE_POINTS, 2),
+        "route_valid": np.asarray(rec["route_valid"][sl], dtype=np.int16),
+        "command": np.asarray(rec["command"][sl], dtype=np.str_).reshape(-1),
+        "scenario": np.asarray(scenario, dtype=np.str_).reshape(-1),
+        "future_ego": future.astype(np.float32).reshape(-1, len(fmt.FUTURE_STEPS), 2),
+        "has_full_future": np.ones(max(n, 0), dtype=bool),
+        "future_clean": ~bad_from,
+        "crash_vehicle": np.asarray(rec["crash_vehicle"][sl], dtype=bool),
+        "crash_object": np.asarray(rec["crash_object"][sl], dtype=bool),
+        "out_of_road": np.asarray(rec["out_of_road"][sl], dtype=bool),
+        "timestamp": np.arange(max(n, 0), dtype=np.float64) * fmt.DT_S,
+        "map_seed": int(seed),
+    }
+    if data["command"].dtype.kind != "U":                       # empty episode
+        data["command"] = data["command"].astype("<U1")
+        data["scenario"] = data["scenario"].astype("<U1")
+    data["meta"] = json.dumps({
+        "collector": "deead_ros.tools.collect_metadrive", "simulator": "metadrive-simulator 0.2.6.0",
+        "expert": "IDMPolicy", "episode": ep, "image_wh": [width, height], "dt_s": fmt.DT_S,
+        "max_steps": max_steps, "steps_simulated": n_sim, "steps_dropped_tail": n_sim - max(n, 0),
+        "end_reason": end_reason, "frame": "right-handed world (x, -y_metadrive), yaw = -heading_theta",
+        "route_points": fmt.ROUTE_POINTS, "route_spacing_m": fmt.ROUTE_SPACING_M,
+        "future_times_s": list(fmt.FUTURE_TIMES_S), "reset_s": round(reset_s, 2),
+        "sim_s": round(sim_s, 2), "sim_fps": round(n_sim / max(sim_s, 1e-6), 2),
+    }, sort_keys=True)
+    return data
+
+
+# --------------------------------------------------------------------------- workers
+def _parse_seeds(text: str | None) -> list[int]:
+    """Parse '0:100' (end exclusive), '5,7,9' or '' into a list of seeds."""
+    if not text:
+        return []
+    if ":" in text:
+        a, b = text.split(":")
+        return list(range(int(a), int(b)))
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _worker(worker_id: int, inbox, results, args_dict) -> None:
+    """Run the episodes sent to `inbox` (split, seed, attempt) until None, a failure or the recycle count.
+
+    A worker exits after a failed episode (the engine may be half torn down) and after
+    `episodes_per_worker` episodes (bounds native memory growth); the supervisor starts a new one.
+    """
+    out = Path(args_dict["out"])
+    for _ in range(args_dict["episodes_per_worker"]):
+        job = inbox.get()
+        if job is None:
+            return
+        split, seed, attempt = job
+        t0 = time.time()
+        try:
+            data = run_episode(seed, args_dict["max_steps"], args_dict["width"], args_dict["height"])
+            fmt.save_episode(fmt.episode_path(out, split, seed), data)
+        except Exception:             # any simulator failure: report it; the supervisor retries once
+            err = traceback.format_exc()
+            print(f"[worker {worker_id}] {split} seed {seed} attempt {attempt + 1} failed:\n{err}", flush=True)
+            results.put(("fail", worker_id, job, 0, 0, time.time() - t0, err.strip().splitlines()[-1]))
+            return
+        meta = json.loads(data["meta"])
+        results.put(("ok", worker_id, job, len(data["pose"]), meta["steps_simulated"], time.time() - t0,
+                     meta["end_reason"]))
+
+
+def collect(args) -> int:
+    """Supervise worker processes over the seed plan (test, then val, then train); resumable."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = [("test", s) for s in _parse_seeds(args.test_seeds)] + \
+           [("val", s) for s in _parse_seeds(args.val_seeds)] + \
+           [("train", s) for s in _parse_seeds(args.train_seeds)]
+    seen: dict[int, str] = {}
+    for split, s in plan:
+        if s in seen and seen[s] != split:
+            raise SystemExit(f"seed {s} is in both {seen[s]} and {split}: splits must not share maps")
+        seen[s] = split
+    for split, s in plan:                              # and no map of another split already on disk
+        for other in fmt.SPLITS:
+            if other != split and fmt.episode_path(out, other, s).exists():
+                raise SystemExit(f"seed {s} requested for {split} but {out}/{other} already has it")
+    todo = [(sp, s, 0) for sp, s in plan if not fmt.is_complete(fmt.episode_path(out, sp, s))]
+    print(f"[collect] {len(plan)} episodes planned, {len(plan) - len(todo)} already complete, "
+          f"{len(todo)} to run with {args.workers} worker(s); out={out}", flush=True)
+    if not todo:
+        return 0
+    (out / "collect_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    args_dict = {"out": str(out), "max_steps": args.max_steps, "width": args.width, "height": args.height,
+                 "episodes_per_worker": args.episodes_per_worker}
+    pending = list(todo)
+    n_total = len(todo)
+    workers: dict[int, dict[str, Any]] = {}          # id -> {proc, inbox, job, assigned}
+    next_id = 0
+
+    def spawn() -> None:
+        nonlocal next_id
+        inbox = ctx.Queue()
+        proc = ctx.Process(target=_worker, args=(next_id, inbox, results, args_dict), daemon=True)
+        proc.start()
+        workers[next_id] = {"proc": proc, "inbox": inbox, "job": None, "assigned": 0}
+        next_id += 1
+
+    t_start = time.time()
+    done = frames = sim_steps = skipped = 0
+    resolved: set = set()                            # jobs already counted (messages may race deaths)
+
+    def failed(job, note: str) -> None:
+        nonlocal done, skipped
+        if job in resolved:
+            return
+        resolved.add(job)
+        split, seed, attempt = job
+        if attempt == 0:
+            print(f"[collect] {split} seed {seed} failed ({note}); retrying once", flush=True)
+            pending.insert(0, (split, seed, 1))
+            return
+        done += 1
+        skipped += 1
+        with open(out / "skipped.txt", "a") as f:
+            f.write(f"{split} {seed} {note}\n")
+        print(f"[collect] {done}/{n_total} {split} seed {seed} SKIPPED after 2 attempts: {note}", flush=True)
+
+    def succeeded(job, n: int, n_sim: int, dt: float, note: str) -> None:
+        nonlocal done, frames, sim_steps
+        if job in resolved:
+            return
+        resolved.add(job)
+        split, seed, _attempt = job
+        done += 1
+        frames += n
+        sim_steps += n_sim
+        elapsed = time.time() - t_start
+        rate = frames / max(elapsed, 1e-6)
+        eta = elapsed / done * (n_total - done)
+        print(f"[collect] {done}/{n_total} {split} seed {seed}: {n} frames (sim {n_sim}, end {note}) "
+              f"in {dt:.0f}s | total {frames} frames, {rate:.1f} frames/s, elapsed {elapsed / 60:.1f} min, "
+              f"ETA {eta / 60:.1f} min", flush=True)
+
+    while done < n_total:
+        # keep `args.workers` live workers, each with one job
+        for wid in list(workers):
+            w = workers[wid]
+            if not w["proc"].is_alive():
+                w["proc"].join()
+                job = w["job"]
+                if job is not None:                      # died before its result was read
+                    path = fmt.episode_path(out, job[0], job[1])
+                    if fmt.is_complete(path):
+                        ep = fmt.load_episode(path, images=False)
+                        succeeded(job, len(ep["pose"]), ep["meta"]["steps_simulated"], 0.0,
+                                  ep["meta"]["end_reason"])
+                    else:
+                        failed(job, f"worker died (exit code {w['proc'].exitcode})")
+                del workers[wid]
+        usable = [w for w in workers.values() if w["assigned"] < args.episodes_per_worker or w["job"]]
+        while len(usable) < args.workers and len(pending) > sum(w["job"] is None for w in usable):
+            spawn()
+            usable.append(workers[next_id - 1])
+        for w in workers.values():
+            if w["job"] is None and pending and w["assigned"] < args.episodes_per_worker:
+                w["assigned"] += 1
+                w["job"] = pending.pop(0)
+                w["inbox"].put(w["job"])
+        if not workers:
+            break
+        try:
+            status, wid, job, n, n_sim, dt, note = results.get(timeout=5)
+        except queue.Empty:
+            continue
+        job = tuple(job)
+        if wid in workers and workers[wid]["job"] == job:
+            workers[wid]["job"] = None
+        if status == "ok":
+            succeeded(job, n, n_sim, dt, note)
+        else:
+            failed(job, note)
+    for w in workers.values():
+        w["inbox"].put(None)
+    for w in workers.values():
+        w["proc"].join(timeout=60)
+    print(f"[collect] done: {frames} frames in {done - skipped} episodes, {skipped} skipped, "
+          f"{(time.time() - t_start) / 60:.1f} min", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- frame check
+def check_frame(seed: int, steps: int = 300) -> int:
+    """Drive one seed and verify the stored frame convention against the simulator itself.
+
+    Checks: (1) motion is along (cos yaw, sin yaw); (2) over 1 s windows the motion direction and
+    yaw turn the same way (so the frame is consistent); (3) the opposing carriageway, which the
+    camera shows on the left (right-hand traffic, yellow centre line on the left), has y > 0 in the
+    ego frame: the converted frame is right-handed with y to the left, so a left turn raises yaw.
+    """
+    from metadrive.component.road_network import Road
+    ep = episode_config(seed)
+    env = make_env(seed, ep, IMAGE_W, IMAGE_H)
+    opposing_y = []
+    try:
+        env.reset()
+        v = env.vehicle
+        poses = []
+        net = v.navigation.map.road_network
+        for _ in range(steps):
+            env.step([0.0, 0.0])
+            p = np.asarray(v.position)
+            pose = np.array([p[0], -p[1], -v.heading_theta])
+            poses.append((pose[0], pose[1], pose[2], v.speed / 3.6))
+            lane = v.navigation.current_lane
+            neg = -Road(lane.index[0], lane.index[1])
+            if neg.start_node in net.graph and neg.end_node in net.graph[neg.start_node]:
+                opp = net.graph[neg.start_node][neg.end_node][0]
+                long, _ = opp.local_coordinates(v.position)
+                q = _to_rh(np.asarray(opp.position(long, 0.0)))
+                opposing_y.append(float(fmt.world_to_ego(q[None], pose)[0, 1]))
+    finally:
+        env.close()
+    a = np.asarray(poses)
+    d = np.diff(a[:, :2], axis=0)
+    mov = np.linalg.norm(d, axis=1) > 0.2
+    fwd = (d[mov, 0] * np.cos(a[:-1][mov, 2]) + d[mov, 1] * np.sin(a[:-1][mov, 2])) / np.linalg.norm(d[mov], axis=1)
+    k = 10
+    d10 = a[k:, :2] - a[:-k, :2]
+    ok = np.linalg.norm(d10, axis=1) > 2.0
+    mdir = np.unwrap(np.arctan2(d10[:, 1], d10[:, 0]))
+    dm = mdir[k:] - mdir[:-k]
+    yaw = np.unwrap(a[:, 2])
+    dy = (yaw[2 * k:] - yaw[k:-k])
+    turning = ok[k:] & ok[:-k] & (np.abs(dm) > np.radians(5))
+    agree = float(np.mean(np.sign(dm[turning]) == np.sign(dy[turning]))) if turning.any() else float("nan")
+    spd = np.linalg.norm(d, axis=1) / fmt.DT_S
+    opp = float(np.mean(np.asarray(opposing_y) > 0)) if opposing_y else float("nan")
+    print(f"forward component of motion along (cos yaw, sin yaw): mean {fwd.mean():.3f} (1 = consistent)")
+    print(f"1 s windows turning > 5 deg: {int(turning.sum())}, yaw turns the same way in {agree:.3f}")
+    print(f"opposing carriageway on the left (y > 0 in ego frame) in {opp:.3f} of {len(opposing_y)} frames")
+    print(f"speed from positions vs stored speed: mean abs diff {np.abs(spd[mov] - a[1:, 3][mov]).mean():.3f} m/s")
+    good = fwd.mean() > 0.95 and (not turning.any() or agree > 0.95) and (not opposing_y or opp > 0.95)
+    print("frame check", "PASSED" if good else "FAILED")
+    return 0 if good else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="data/metadrive", help="output root (default: %(default)s)")
+    p.add_argument("--train-seeds", default="0:110", help="'a:b' (b exclusive) or comma list")
+    p.add_argument("--val-seeds", default="1000:1010")
+    p.add_argument("--test-seeds", default="2000:2014")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--max-steps", type=int, default=MAX_STEPS, help="episode cap in 0.1 s steps")
+    p.add_argument("--episodes-per-worker", type=int, default=20,
+                   help="a worker process is replaced after this many episodes")
+    p.add_argument("--width", type=int, default=IMAGE_W)
+    p.add_argument("--height", type=int, default=IMAGE_H)
+    p.add_argument("--check-frame", type=int, metavar="SEED", default=None,
+                   help="only verify the coordinate convention on this seed and exit")
+    args = p.parse_args(argv)
+    if args.check_frame is not None:
+        return check_frame(args.check_frame)
+    return collect(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
