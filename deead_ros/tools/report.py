@@ -1,0 +1,235 @@
+"""deead_report: the demo model's open-loop report on the held-out test maps, with plots.
+
+Reads every layer's trajectory through the shared head (torch, batched), and shows:
+- L2 at 1/2/3 s of the full-depth model vs the route prior vs constant velocity;
+- the per-layer curve (L2 to ground truth and to the prior, mean and quartiles): DeeAD's
+  "trajectory saturation", for the shipped model and, if given, the final-layer-only variant;
+- exit-layer histograms at delta 0.5 / 1 / 2 m with the default controller, replayed on the
+  recorded per-layer trajectories (the controller's decisions depend on nothing else).
+Writes docs/model_report.md, docs/model_report.json and docs/*.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deead_ros.engines.inputs import FrameInputs, encode_batch
+from deead_ros.exit import ExitSettings, FrameContext, PriorSettings, run_with_exit, select_prior
+from deead_ros.exit.metrics import l2_at_m
+from deead_ros.exit.prior import constant_turn_rate_prior
+from deead_ros.model.weights import load_pretrained
+from deead_ros.tools.dataset_format import load_episode, world_to_ego
+
+DELTAS = (0.5, 1.0, 2.0)
+
+
+@dataclass
+class RecordedChain:
+    """A layer chain over trajectories already read at every layer: replays the controller's choices."""
+
+    per_layer_m: np.ndarray          # (L, T, 2)
+
+    def run_layers(self, state: int, start: int, stop: int) -> int:
+        return stop
+
+    def head(self, state: int) -> np.ndarray:
+        return self.per_layer_m[state - 1]
+
+
+def test_frames(files: list[Path]) -> tuple[list[FrameInputs], np.ndarray, list[str]]:
+    frames, futures, scenarios = [], [], []
+    for path in files:
+        ep = load_episode(path)
+        for t in np.nonzero(ep["has_full_future"] & ep["future_clean"])[0]:
+            valid = int(ep["route_valid"][t])
+            route = world_to_ego(ep["route_world"][t, :valid], ep["pose"][t]) if valid >= 2 else None
+            frames.append(FrameInputs(ep["images"][t], route, float(ep["speed"][t]), float(ep["yaw_rate"][t]),
+                                      str(ep["command"][t])))
+            futures.append(ep["future_ego"][t])
+            scenarios.append(str(ep["scenario"][t]))
+    return frames, np.asarray(futures, np.float32), scenarios
+
+
+@torch.no_grad()
+def per_layer_trajectories(weights: Path, frames: list[FrameInputs], batch: int = 128) -> np.ndarray:
+    """(N, L, T, 2) trajectories read through the shared head after every layer."""
+    pretrained = load_pretrained(weights)
+    out = []
+    for start in range(0, len(frames), batch):
+        encoded = encode_batch(frames[start:start + batch], pretrained.inputs)
+        tensors = [torch.from_numpy(encoded[k]) for k in ("image", "route", "ego", "command_ids")]
+        out.append(pretrained.model.forward_all_layers(*tensors).numpy())
+    return np.concatenate(out)
+
+
+def l2_table(pred: np.ndarray, truth: np.ndarray, dt_s: float) -> dict[str, float]:
+    return {f"l2_{t}s": float(np.mean([l2_at_m(p, g, dt_s, t) for p, g in zip(pred, truth)])) for t in (1, 2, 3)}
+
+
+def quartiles(values: np.ndarray) -> dict[str, list[float]]:
+    """values (N, L) -> mean and quartiles per layer."""
+    return {"mean": values.mean(0).tolist(), "q25": np.percentile(values, 25, 0).tolist(),
+            "median": np.median(values, 0).tolist(), "q75": np.percentile(values, 75, 0).tolist()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deead_report", description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, default=Path("models/demo"), help="the shipped model")
+    parser.add_argument("--ablation-weights", type=Path, default=None, help="final-layer-only variant (optional)")
+    parser.add_argument("--data", type=Path, default=Path("data/metadrive"))
+    parser.add_argument("--first-checkpoint", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args(argv)
+    frames, truth, scenarios = test_frames(sorted((args.data / "test").glob("ep_*.npz")))
+    if not frames:
+        print(f"deead_report: no test episodes under {args.data}/test", flush=True)
+        return 2
+    print(f"[report] {len(frames)} test frames", flush=True)
+    dt_s = 0.5
+    times = dt_s * np.arange(1, truth.shape[1] + 1)
+    priors = [select_prior(PriorSettings(fallback_to_constant_velocity=False), times, f.speed_mps, f.yaw_rate_rps,
+                           f.route_ego_m) for f in frames]
+    has_route = np.array([p.is_valid for p in priors])
+    route_prior = np.stack([p.trajectory_m if p.is_valid else np.full((len(times), 2), np.nan, np.float32)
+                            for p in priors])
+    cv_prior = np.stack([constant_turn_rate_prior(f.speed_mps, f.yaw_rate_rps, times).trajectory_m for f in frames])
+
+    variants = {"early-exit loss (shipped)": args.weights}
+    if args.ablation_weights:
+        variants["final layer only"] = args.ablation_weights
+    curves, per_layer = {}, {}
+    for name, weights in variants.items():
+        trajectories = per_layer_trajectories(weights, frames)
+        per_layer[name] = trajectories
+        to_truth = np.linalg.norm(trajectories - truth[:, None], axis=-1).mean(-1)             # (N, L) ADE
+        to_final = np.linalg.norm(trajectories - trajectories[:, -1:], axis=-1).mean(-1)
+        to_prior = np.linalg.norm(trajectories[has_route] - route_prior[has_route][:, None], axis=-1)[..., :4].mean(-1)
+        curves[name] = {"ade_to_truth": quartiles(to_truth), "ade_to_final_layer": quartiles(to_final),
+                        "dev_to_route_prior_2s": quartiles(to_prior)}
+        print(f"[report] {name}: ADE to truth per layer {np.round(to_truth.mean(0), 2).tolist()}", flush=True)
+    shipped = per_layer["early-exit loss (shipped)"]
+    num_layers = shipped.shape[1]
+    table = {"model (full depth)": l2_table(shipped[:, -1], truth, dt_s),
+             "route prior": l2_table(route_prior[has_route], truth[has_route], dt_s),
+             "model on frames with a route": l2_table(shipped[has_route, -1], truth[has_route], dt_s),
+             "constant velocity": l2_table(cv_prior, truth, dt_s)}
+
+    exits = {}
+    for delta in DELTAS:
+        policy = ExitSettings(delta_m=delta, first_checkpoint=args.first_checkpoint).build_policy()
+        layers, preds = [], []
+        for i in range(len(frames)):
+            ctx = FrameContext(num_layers, route_prior[i] if has_route[i] else None, dt_s)
+            trace = run_with_exit(RecordedChain(shipped[i]), 0, policy, ctx)
+            layers.append(trace.exit_layer)
+            preds.append(trace.trajectory_m)
+        exits[delta] = {"exit_layers": layers, "mean_exit_layer": float(np.mean(layers)),
+                        "layer_sparsity": float(1 - np.mean(layers) / num_layers),
+                        **l2_table(np.asarray(preds), truth, dt_s)}
+    plan_differs = np.array([np.linalg.norm(route_prior[i] - truth[i], axis=-1).mean() > 1.0 if has_route[i] else True
+                             for i in range(len(frames))])
+    by_scenario = {s: float(plan_differs[np.array(scenarios) == s].mean()) for s in sorted(set(scenarios))}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    weights_mb = sum(f.stat().st_size for f in Path(args.weights).glob("*.safetensors")) / 1e6
+    summary = {"l2_3s_model": table["model (full depth)"]["l2_3s"], "l2_3s_route_prior": table["route prior"]["l2_3s"],
+               "l2_3s_constant_velocity": table["constant velocity"]["l2_3s"], "test_frames": len(frames),
+               "num_layers": num_layers, "weights_mb": round(weights_mb, 2),
+               "frames_with_route": int(has_route.sum()), "open_loop": table,
+               "exits": {str(d): {k: v for k, v in e.items() if k != "exit_layers"} for d, e in exits.items()},
+               "expert_differs_from_route_prior_by_1m": by_scenario, "per_layer": curves}
+    (args.out / "model_report.json").write_text(json.dumps(summary, indent=1))
+    plot(curves, exits, num_layers, args.out)
+    write_markdown(summary, args.out)
+    print(f"[report] wrote {args.out}/model_report.md, model_report.json, per_layer.png, exit_histogram.png")
+    return 0
+
+
+def plot(curves: dict, exits: dict, num_layers: int, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    layers = np.arange(1, num_layers + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=False)
+    for ax, key, title in ((axes[0], "ade_to_truth", "ADE to ground truth"),
+                           (axes[1], "dev_to_route_prior_2s", "deviation from the route prior (first 2 s)")):
+        for name, curve in curves.items():
+            c = curve[key]
+            line, = ax.plot(layers, c["mean"], label=f"{name}: mean")
+            ax.fill_between(layers, c["q25"], c["q75"], alpha=0.2, color=line.get_color(), label=f"{name}: quartiles")
+        ax.set(title=title, xlabel="layer read through the shared head", ylabel="m", yscale="log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "per_layer.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for delta, e in exits.items():
+        ax.hist(e["exit_layers"], bins=np.arange(0.5, num_layers + 1.5), alpha=0.5,
+                label=f"delta {delta} m: mean {e['mean_exit_layer']:.1f}")
+    ax.set(title="exit layer (route prior, multi-hop controller)", xlabel="exit layer", ylabel="test frames")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "exit_histogram.png", dpi=110)
+    plt.close(fig)
+
+
+def write_markdown(s: dict, out: Path) -> None:
+    rows = "\n".join(f"| {name} | {v['l2_1s']:.2f} | {v['l2_2s']:.2f} | {v['l2_3s']:.2f} |"
+                     for name, v in s["open_loop"].items())
+    exit_rows = "\n".join(f"| {d} | {e['mean_exit_layer']:.1f} | {e['layer_sparsity']:.0%} | {e['l2_3s']:.2f} |"
+                          for d, e in s["exits"].items())
+    scen = "\n".join(f"| {k} | {v:.0%} |" for k, v in s["expert_differs_from_route_prior_by_1m"].items())
+    curves = s["per_layer"]
+    layer_rows = "\n".join(
+        f"| {name} | " + " | ".join(f"{c['ade_to_truth']['mean'][i]:.2f}" for i in (0, 5, 9, 15, s["num_layers"] - 1))
+        + " |" for name, c in curves.items())
+    text = f"""# Demo model report
+
+Regenerate: `python -m deead_ros.tools.report --ablation-weights runs/final_only/weights`
+(needs the collected data set; see docs/dataset_card.md).
+
+Model: {s['num_layers']} layers, {s['weights_mb']} MB of fp16 weights. Test set: {s['test_frames']} frames of
+held-out maps ({s['frames_with_route']} with a usable route). L2 at t = mean displacement over the
+waypoints up to t.
+
+## Open loop (held-out test maps)
+
+| | L2 1 s (m) | L2 2 s (m) | L2 3 s (m) |
+|---|---|---|---|
+{rows}
+
+## Trajectory saturation: the shared head read at every layer
+
+![per layer](per_layer.png)
+
+ADE to ground truth (m) read at layers 1, 6, 10, 16 and {s['num_layers']}:
+
+| variant | L1 | L6 | L10 | L16 | L{s['num_layers']} |
+|---|---|---|---|---|---|
+{layer_rows}
+
+## Early exit with the route prior (default controller, first checkpoint 10)
+
+![exit histogram](exit_histogram.png)
+
+| delta (m) | mean exit layer | layer sparsity | L2 3 s (m) |
+|---|---|---|---|
+{exit_rows}
+
+## How often the expert's plan differs from the route prior by more than 1 m
+
+| scenario | share of frames |
+|---|---|
+{scen}
+"""
+    (out / "model_report.md").write_text(text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
