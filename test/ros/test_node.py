@@ -1,0 +1,202 @@
+"""deead_node end to end: in-process and as its own process, on a small exported model (onnxruntime)."""
+import io
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image as PilImage
+
+pytestmark = pytest.mark.ros
+
+import rclpy  # noqa: E402  (after the marker: conftest skips without rclpy)
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from nav_msgs.msg import Odometry, Path  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CompressedImage  # noqa: E402
+
+from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
+from test.conftest import REPO_ROOT  # noqa: E402
+
+NUM_LAYERS = 6
+FIRST_CHECKPOINT = 2
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A 6-layer demo VLA with random weights, exported to per-layer ONNX."""
+    import torch
+    from deead_ros.engines.inputs import InputSpec
+    from deead_ros.model.export_onnx import export_vla
+    from deead_ros.model.vla import DeeadVLA, VLAConfig
+    from deead_ros.model.weights import save_pretrained
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("model")
+    weights = save_pretrained(DeeadVLA(VLAConfig(n_layer=NUM_LAYERS)), InputSpec(), root / "weights")
+    return export_vla(weights, root / "onnx", fused=False, log=lambda _: None)
+
+
+def jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (96, 160, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    PilImage.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+class Driver:
+    """Plays the vehicle: publishes camera, odometry and route; records what deead_node publishes."""
+
+    def __init__(self, context, node_name="deead_node"):
+        self.node = rclpy.create_node("test_driver", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.camera = self.node.create_publisher(CompressedImage, f"/{node_name}/input/image", 10)
+        self.odometry = self.node.create_publisher(Odometry, f"/{node_name}/input/odometry", 10)
+        self.route = self.node.create_publisher(Path, f"/{node_name}/input/route", latched)
+        self.trajectories, self.exits, self.diagnostics = {}, {}, []
+        stamp = lambda m: (m.header.stamp.sec, m.header.stamp.nanosec)  # noqa: E731
+        self.node.create_subscription(Path, f"/{node_name}/output/trajectory",
+                                      lambda m: self.trajectories.__setitem__(stamp(m), m), 50)
+        self.node.create_subscription(ExitDiagnostics, f"/{node_name}/output/exit_diagnostics",
+                                      lambda m: self.exits.__setitem__(stamp(m), m), 50)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.set_params = self.node.create_client(SetParameters, f"/{node_name}/set_parameters")
+
+    def spin_until(self, condition, timeout_s=20.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not condition():
+            self.executor.spin_once(timeout_sec=0.05)
+        return condition()
+
+    def wait_for_node(self, extra=None):
+        matched = lambda: (self.camera.get_subscription_count() > 0 and self.odometry.get_subscription_count() > 0  # noqa: E731
+                           and len(self.node.get_publisher_names_and_types_by_node("deead_node", "/")) > 0)
+        assert self.spin_until(matched, 30.0), "deead_node did not come up within 30 s"
+
+    def send_frame(self, sec: int, data: bytes | None = None, speed=8.0):
+        odom = Odometry()
+        odom.header.frame_id, odom.header.stamp.sec = "map", sec
+        odom.pose.pose.orientation.w = 1.0
+        odom.twist.twist.linear.x = speed
+        self.odometry.publish(odom)
+        route = Path()
+        route.header.frame_id, route.header.stamp.sec = "map", sec
+        for x in np.arange(-10.0, 120.0, 2.0):
+            route.poses.append(_pose(x))
+        self.route.publish(route)
+        self.spin_until(lambda: False, 0.05)                 # let inputs land before the camera frame
+        image = CompressedImage(format="jpeg", data=data if data is not None else jpeg(sec))
+        image.header.stamp.sec = sec
+        self.camera.publish(image)
+
+    def set(self, **values):
+        request = SetParameters.Request(parameters=[Parameter(k.replace("__", "."), value=v).to_parameter_msg()
+                                                    for k, v in values.items()])
+        assert self.set_params.wait_for_service(timeout_sec=10.0)
+        future = self.set_params.call_async(request)
+        assert self.spin_until(future.done, 10.0), "set_parameters did not answer"
+        return future.result().results
+
+
+def _pose(x):
+    from geometry_msgs.msg import PoseStamped
+    pose = PoseStamped()
+    pose.pose.position.x = float(x)
+    pose.pose.orientation.w = 1.0
+    return pose
+
+
+def plan_frames(driver, seconds, timeout_s=20.0):
+    for sec in seconds:
+        driver.send_frame(sec)
+        assert driver.spin_until(lambda: (sec, 0) in driver.exits, timeout_s), f"no plan for the frame at {sec} s"
+    return [driver.exits[(sec, 0)] for sec in seconds]
+
+
+def check_plans(driver, seconds):
+    for sec in seconds:
+        exit_msg, path = driver.exits[(sec, 0)], driver.trajectories[(sec, 0)]
+        assert path.header.frame_id == "base_link" and len(path.poses) == 6
+        assert exit_msg.layers_run == exit_msg.exit_layer <= exit_msg.num_layers == NUM_LAYERS
+        assert exit_msg.checkpoints[-1].layer == exit_msg.exit_layer
+        assert exit_msg.prior_source == "route" and exit_msg.backend == "onnxruntime"
+        assert all(math.isfinite(p.pose.position.x) for p in path.poses)
+
+
+def test_node_in_process_plans_tunes_and_survives_bad_input(small_model, ros_context):
+    from deead_ros.ros.node import DeeadNode
+    overrides = [Parameter("model_file_path", value=str(small_model)),
+                 Parameter("exit.first_checkpoint", value=FIRST_CHECKPOINT),
+                 Parameter("exit.fixed_exit_layer", value=3), Parameter("exit.delta_m", value=20.0),
+                 Parameter("diagnostics.period_s", value=0.2)]
+    node = DeeadNode(context=ros_context, parameter_overrides=overrides)
+    driver = Driver(ros_context)
+    driver.executor.add_node(node)
+    try:
+        driver.wait_for_node()
+        wide = plan_frames(driver, [1, 2, 3])
+        check_plans(driver, [1, 2, 3])
+        assert all(m.exit_layer == FIRST_CHECKPOINT and m.exited_early for m in wide), \
+            f"delta 20 m: expected exits at layer {FIRST_CHECKPOINT}, got {[m.exit_layer for m in wide]}"
+        assert all(m.reason == ExitDiagnostics.REASON_PRIOR_MATCHED for m in wide)
+
+        results = driver.set(exit__delta_m=0.0)
+        assert results[0].successful
+        strict = plan_frames(driver, [4, 5])
+        assert [m.exit_layer for m in strict] == [NUM_LAYERS] * 2, "delta 0 must run to full depth"
+
+        refused = driver.set(exit__first_checkpoint=NUM_LAYERS + 3)
+        assert not refused[0].successful and "outside the model's layers [1, 6]" in refused[0].reason
+        refused = driver.set(exit__strides=[1, 2, 4, 8])
+        assert not refused[0].successful and "must not increase" in refused[0].reason
+        assert list(node.get_parameter("exit.strides").value) == [8, 4, 2, 1], "a refused batch changes nothing"
+        assert not driver.set(backend="torch")[0].successful, "read-only parameters cannot change"
+
+        driver.send_frame(6, data=b"\xff\xd8 this is no jpeg")
+        assert driver.spin_until(lambda: node.stats.snapshot().drops.get("bad_input", 0) == 1, 10.0)
+        assert driver.set(exit__policy="fixed")[0].successful
+        fixed = plan_frames(driver, [7])
+        assert fixed[0].exit_layer == 3 and fixed[0].reason == ExitDiagnostics.REASON_FIXED_LAYER
+
+        assert driver.spin_until(lambda: any(s.name.endswith("drops") for a in driver.diagnostics for s in a.status))
+        snap = node.stats.snapshot()
+        assert snap.received == snap.planned + snap.dropped, f"unaccounted frames: {snap}"
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        driver.node.destroy_node()
+
+
+def test_node_as_its_own_process(small_model, ros_context):
+    env = dict(os.environ)
+    command = [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
+               str(REPO_ROOT / "config" / "deead.yaml"), "-p", f"model_file_path:={small_model}",
+               "-p", f"exit.first_checkpoint:={FIRST_CHECKPOINT}", "-p", "exit.fixed_exit_layer:=3"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = Driver(ros_context)
+    try:
+        driver.wait_for_node()
+        plan_frames(driver, [11, 12, 13, 14], timeout_s=30.0)
+        check_plans(driver, [11, 12, 13, 14])
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+        driver.node.destroy_node()
+    assert "planning with onnxruntime on 6 layers" in output, output
+
+
+def test_node_refuses_to_start_without_a_model(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "-p",
+                             f"model_file_path:={tmp_path / 'missing' / 'manifest.json'}"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "cannot start" in result.stderr and "missing" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
