@@ -76,9 +76,9 @@ class Driver:
             self.executor.spin_once(timeout_sec=0.05)
         return condition()
 
-    def wait_for_node(self, extra=None):
+    def wait_for_node(self):
         matched = lambda: (self.camera.get_subscription_count() > 0 and self.odometry.get_subscription_count() > 0  # noqa: E731
-                           and len(self.node.get_publisher_names_and_types_by_node("deead_node", "/")) > 0)
+                           and self.set_params.service_is_ready())
         assert self.spin_until(matched, 30.0), "deead_node did not come up within 30 s"
 
     def send_frame(self, sec: int, data: bytes | None = None, speed=8.0):
