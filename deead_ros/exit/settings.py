@@ -44,7 +44,8 @@ class ExitSettings:
             return f"exit.horizon_s={self.horizon_s} must be > 0 s"
         if not math.isfinite(self.patience_tolerance_m) or self.patience_tolerance_m < 0:
             return f"exit.patience_tolerance_m={self.patience_tolerance_m} must be >= 0 m"
-        for name in ("first_checkpoint", "min_exit_layer", "fixed_exit_layer"):
+        layer_settings = ("first_checkpoint", "min_exit_layer") + (("fixed_exit_layer",) if self.policy == "fixed" else ())
+        for name in layer_settings:
             value = getattr(self, name)
             if not 1 <= value <= num_layers:
                 return f"exit.{name}={value} is outside the model's layers [1, {num_layers}]"

@@ -22,24 +22,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
-from test.conftest import REPO_ROOT  # noqa: E402
+from test.conftest import REPO_ROOT, SMALL_MODEL_LAYERS  # noqa: E402
 
-NUM_LAYERS = 6
+NUM_LAYERS = SMALL_MODEL_LAYERS
 FIRST_CHECKPOINT = 2
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    """A 6-layer demo VLA with random weights, exported to per-layer ONNX."""
-    import torch
-    from deead_ros.engines.inputs import InputSpec
-    from deead_ros.model.export_onnx import export_vla
-    from deead_ros.model.vla import DeeadVLA, VLAConfig
-    from deead_ros.model.weights import save_pretrained
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("model")
-    weights = save_pretrained(DeeadVLA(VLAConfig(n_layer=NUM_LAYERS)), InputSpec(), root / "weights")
-    return export_vla(weights, root / "onnx", fused=False, log=lambda _: None)
 
 
 def jpeg(seed: int) -> bytes:

@@ -96,7 +96,8 @@ def test_bad_stride_tables_say_why(table, message):
     ({"first_checkpoint": 33}, "outside the model's layers [1, 32]"),
     ({"first_checkpoint": 0}, "outside"),
     ({"min_exit_layer": 40}, "outside"),
-    ({"fixed_exit_layer": 0}, "outside"),
+    ({"fixed_exit_layer": 0, "policy": "fixed"}, "outside"),
+    ({"fixed_exit_layer": 40, "policy": "fixed"}, "outside"),
     ({"horizon_s": 0.0}, "> 0"),
     ({"strides": [1, 2, 4, 8]}, "must not increase"),
     ({"patience_stride": 0}, ">= 1"),
@@ -107,3 +108,8 @@ def test_settings_problems(updates, message):
 
 def test_default_settings_are_valid():
     assert ExitSettings().problem(32) is None
+
+
+def test_fixed_exit_layer_only_matters_to_the_fixed_policy():
+    assert ExitSettings(fixed_exit_layer=24).problem(num_layers=16) is None
+    assert "fixed_exit_layer=24" in ExitSettings(policy="fixed", fixed_exit_layer=24).problem(num_layers=16)
