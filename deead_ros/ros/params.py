@@ -37,7 +37,7 @@ PARAMETERS: tuple[Spec, ...] = (
     Spec("model_file_path", T.PARAMETER_STRING, "",
          "model manifest.json written by deead_export; empty: the demo model installed by `make setup`",
          read_only=True),
-    Spec("engine_cache_dir", T.PARAMETER_STRING, "", "TensorRT engine cache; empty: ~/.cache/deead_ros/engines",
+    Spec("engine_cache_dir", T.PARAMETER_STRING, "", "TensorRT engine cache; empty: trt_cache/ beside the model manifest",
          read_only=True),
     Spec("precision", T.PARAMETER_STRING, "fp32", "engine precision: fp32 | fp16 (fp16: tensorrt only)",
          read_only=True),
