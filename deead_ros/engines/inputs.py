@@ -1,0 +1,176 @@
+"""One encoding of a camera frame + route + ego state + command into the stem's input tensors.
+
+Every backend and the trainer call `encode`/`encode_batch`, so the model sees the same numbers in
+training, in the torch reference and in every engine. numpy only (plus deead_ros.geometry).
+
+Stem inputs (batch B; shapes for the default spec):
+    image        (B, 3, 96, 160) float32   RGB resized to the model's size, (x/255 - mean) / std
+    route        (B, K, 2)       float32   route ahead in the ego frame (x forward, y left) / route_scale_m
+    ego          (B, 3)          float32   speed / speed_scale_mps, yaw rate / yaw_rate_scale_rps, route valid
+    command_ids  (B, C)          int32     word ids of the text command, <pad>=0 after the last word
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Sequence
+
+import numpy as np
+
+from deead_ros.geometry import closest_arc_length, distinct_points, sample_at_arc_lengths
+
+STEM_INPUT_NAMES = ("image", "route", "ego", "command_ids")
+PAD, UNK = "<pad>", "<unk>"
+
+# Words of the data set's commands (deead_ros.tools.dataset_format.COMMANDS) and of the commands a
+# route planner or a person is likely to send; anything else encodes as <unk>.
+DEFAULT_VOCABULARY = (
+    PAD, UNK,
+    "follow", "the", "lane", "turn", "left", "right", "at", "junction", "go", "straight", "change", "to",
+    "keep", "stay", "in", "continue", "ahead", "stop", "slow", "down", "yield", "merge", "take", "exit",
+    "first", "second", "third", "roundabout", "intersection", "next", "and", "on", "into", "of",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameInputs:
+    """What the model sees of one frame, in the units the node receives them."""
+
+    image_rgb: np.ndarray              # (H, W, 3) uint8, RGB, any size (resized to the model's)
+    route_ego_m: np.ndarray | None     # (N, 2) route in the ego frame, driving order, m; None: no route
+    speed_mps: float                   # ego speed
+    yaw_rate_rps: float                # ego yaw rate, positive = turning left
+    command: str = ""                  # short text command, e.g. "turn left at the junction"
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """How frames become stem inputs; stored in the model's config.json and in manifest.json."""
+
+    image_hw: tuple[int, int] = (96, 160)                   # (H, W) fed to the stem
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)   # per RGB channel, on x / 255
+    image_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    route_points: int = 12                                  # K route tokens
+    route_spacing_m: float = 4.0                            # arc length between them, from the closest point
+    route_scale_m: float = 20.0                             # route coordinates are divided by this
+    speed_scale_mps: float = 10.0
+    yaw_rate_scale_rps: float = 0.5
+    max_command_tokens: int = 8                             # C; longer commands are truncated
+    vocabulary: tuple[str, ...] = DEFAULT_VOCABULARY        # id = index; <pad>=0, <unk>=1
+
+    def __post_init__(self) -> None:
+        if self.vocabulary[:2] != (PAD, UNK):
+            raise ValueError(f"vocabulary must start with {PAD!r}, {UNK!r} (got {self.vocabulary[:2]})")
+        if len(set(self.vocabulary)) != len(self.vocabulary):
+            raise ValueError("vocabulary has duplicate words")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        """Inverse of to_dict; unknown keys are an error so that a typo cannot pass silently."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown input spec keys {unknown}; known: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def stem_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the stem inputs at batch 1, by name."""
+        h, w = self.image_hw
+        return {"image": (1, 3, h, w), "route": (1, self.route_points, 2), "ego": (1, 3),
+                "command_ids": (1, self.max_command_tokens)}
+
+
+def resize_rgb(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, 3) image to `hw` as float32: box-average by the integer factor, then bilinear.
+
+    The box step makes large downscales average pixels (like area resampling) instead of skipping
+    them; the bilinear step uses pixel centres (align_corners=False).
+    """
+    img = np.asarray(image, dtype=np.float32)
+    h, w = hw
+    fy, fx = max(img.shape[0] // h, 1), max(img.shape[1] // w, 1)
+    if fy > 1 or fx > 1:
+        hh, ww = img.shape[0] // fy, img.shape[1] // fx
+        img = img[:hh * fy, :ww * fx].reshape(hh, fy, ww, fx, 3).mean(axis=(1, 3))
+    if img.shape[:2] == (h, w):
+        return img
+    y0, y1, wy = _bilinear_taps(img.shape[0], h)
+    x0, x1, wx = _bilinear_taps(img.shape[1], w)
+    rows = img[y0] * (1.0 - wy)[:, None, None] + img[y1] * wy[:, None, None]       # (h, W, 3)
+    return rows[:, x0] * (1.0 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]  # (h, w, 3)
+
+
+def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    centres = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0.0, size_in - 1)
+    lo = np.floor(centres).astype(np.int64)
+    hi = np.minimum(lo + 1, size_in - 1)
+    return lo, hi, (centres - lo).astype(np.float32)
+
+
+def normalise_images(images_rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(B, H, W, 3) images at the model's size (uint8 or float 0..255) -> (B, 3, H, W) float32."""
+    x = np.asarray(images_rgb, dtype=np.float32) * np.float32(1.0 / 255.0)
+    x = (x - np.asarray(spec.image_mean, np.float32)) / np.asarray(spec.image_std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def route_tokens(route_ego_m: np.ndarray | None, spec: InputSpec) -> tuple[np.ndarray, bool]:
+    """Resample the route ahead: from the point closest to the ego, every route_spacing_m.
+
+    Returns:
+        (K, 2) float32 points / route_scale_m (zeros when unusable), and whether the route was usable
+        (present, (N, 2), finite, at least 2 distinct points). Past its end the route goes straight on.
+    """
+    empty = np.zeros((spec.route_points, 2), np.float32)
+    if route_ego_m is None:
+        return empty, False
+    route = np.asarray(route_ego_m, dtype=np.float64)
+    if route.ndim != 2 or route.shape[1] != 2 or len(route) < 2 or not np.all(np.isfinite(route)):
+        return empty, False
+    route = distinct_points(route)
+    if len(route) < 2:
+        return empty, False
+    s_closest, _ = closest_arc_length(route)
+    points = sample_at_arc_lengths(route, s_closest + spec.route_spacing_m * np.arange(spec.route_points))
+    return (points / spec.route_scale_m).astype(np.float32), True
+
+
+def tokenize(command: str, spec: InputSpec) -> np.ndarray:
+    """Word ids (C,) int32 of a command: lowercase, split on non-letters, <unk> for unknown words."""
+    index = {word: i for i, word in enumerate(spec.vocabulary)}
+    words = re.findall(r"[a-z]+", command.lower())[:spec.max_command_tokens]
+    ids = np.zeros(spec.max_command_tokens, np.int32)
+    ids[:len(words)] = [index.get(word, 1) for word in words]
+    return ids
+
+
+def check_image(image_rgb: np.ndarray) -> None:
+    """Raise ValueError unless the image is (H, W, 3) uint8."""
+    if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB; got {image_rgb.shape} {image_rgb.dtype}")
+
+
+def encode_batch(frames: Sequence[FrameInputs], spec: InputSpec) -> dict[str, np.ndarray]:
+    """Encode B frames into the stem's named inputs (batch B), see the module docstring."""
+    if not frames:
+        raise ValueError("encode_batch needs at least one frame")
+    for frame in frames:
+        check_image(frame.image_rgb)
+    images = np.stack([f.image_rgb if f.image_rgb.shape[:2] == spec.image_hw else resize_rgb(f.image_rgb, spec.image_hw)
+                       for f in frames])
+    routes, valid = zip(*(route_tokens(f.route_ego_m, spec) for f in frames))
+    ego = np.array([[f.speed_mps / spec.speed_scale_mps, f.yaw_rate_rps / spec.yaw_rate_scale_rps, float(ok)]
+                    for f, ok in zip(frames, valid)], dtype=np.float32)
+    if not np.all(np.isfinite(ego)):
+        raise ValueError(f"ego speed / yaw rate must be finite; got {ego[:, :2].tolist()}")
+    return {"image": normalise_images(images, spec), "route": np.stack(routes), "ego": ego,
+            "command_ids": np.stack([tokenize(f.command, spec) for f in frames])}
+
+
+def encode(frame: FrameInputs, spec: InputSpec) -> dict[str, np.ndarray]:
+    """Encode one frame into the stem's named inputs at batch 1."""
+    return encode_batch([frame], spec)

@@ -1,0 +1,87 @@
+"""The input encoding every backend and the trainer share: image, route, ego state, command words."""
+import numpy as np
+import pytest
+
+from deead_ros.engines.inputs import (FrameInputs, InputSpec, encode, encode_batch, resize_rgb, route_tokens,
+                                      tokenize)
+
+SPEC = InputSpec()
+DATASET_COMMANDS = ("follow the lane", "turn left at the junction", "turn right at the junction",
+                    "go straight at the junction", "change lane to the left", "change lane to the right")
+
+
+def frame(h=96, w=160, route=None, command="follow the lane"):
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return FrameInputs(image, route, speed_mps=5.0, yaw_rate_rps=0.1, command=command)
+
+
+def test_tokenizer_is_word_level_with_pad_and_unk():
+    ids = tokenize("Turn LEFT at the junction!", SPEC)
+    words = [SPEC.vocabulary[i] for i in ids if i]
+    assert words == ["turn", "left", "at", "the", "junction"]
+    assert ids.dtype == np.int32 and ids.shape == (SPEC.max_command_tokens,) and list(ids[5:]) == [0, 0, 0]
+    assert tokenize("teleport home", SPEC)[:2].tolist() == [1, 1]
+    assert (tokenize("", SPEC) == 0).all()
+    assert len(tokenize("go " * 20, SPEC)) == SPEC.max_command_tokens
+
+
+def test_every_data_set_command_word_is_in_the_vocabulary():
+    for command in DATASET_COMMANDS:
+        assert 1 not in tokenize(command, SPEC), command
+    assert len({tuple(tokenize(c, SPEC)) for c in DATASET_COMMANDS}) == len(DATASET_COMMANDS)
+
+
+def test_resize_keeps_a_constant_image_and_averages_on_downscale():
+    flat = np.full((192, 320, 3), 77, np.uint8)
+    assert np.allclose(resize_rgb(flat, (96, 160)), 77.0)
+    stripes = np.zeros((96, 160, 3), np.uint8)
+    stripes[:, ::2] = 200                      # 1-pixel stripes average to 100 at half width
+    assert np.allclose(resize_rgb(stripes, (96, 80)), 100.0)
+    up = resize_rgb(np.arange(4, dtype=np.uint8).reshape(2, 2, 1).repeat(3, axis=2), (4, 4))
+    assert up.shape == (4, 4, 3) and up.min() >= 0 and up.max() <= 3
+
+
+def test_route_is_resampled_from_the_closest_point_at_fixed_spacing():
+    route = np.stack([np.linspace(-10, 60, 71), np.full(71, 1.5)], axis=1)     # straight, 1.5 m to the left
+    points, valid = route_tokens(route, SPEC)
+    assert valid and points.shape == (SPEC.route_points, 2)
+    metres = points * SPEC.route_scale_m
+    np.testing.assert_allclose(metres[:, 0], SPEC.route_spacing_m * np.arange(SPEC.route_points), atol=1e-5)
+    np.testing.assert_allclose(metres[:, 1], 1.5, atol=1e-5)
+
+
+@pytest.mark.parametrize("route", [None, np.zeros((0, 2)), np.zeros((5, 2)), np.full((4, 2), np.nan),
+                                   np.zeros((3, 3))])
+def test_unusable_routes_encode_as_zeros_and_invalid(route):
+    points, valid = route_tokens(route, SPEC)
+    assert not valid and not points.any()
+
+
+def test_encode_shapes_dtypes_and_normalisation():
+    out = encode(frame(120, 200, route=np.array([[0.0, 0.0], [10.0, 0.0]])), SPEC)
+    assert {k: (v.shape, v.dtype.name) for k, v in out.items()} == {
+        "image": ((1, 3, 96, 160), "float32"), "route": ((1, 12, 2), "float32"), "ego": ((1, 3), "float32"),
+        "command_ids": ((1, 8), "int32")}
+    assert out["ego"].tolist() == [[pytest.approx(0.5), pytest.approx(0.2), 1.0]]
+    assert -2.0 - 1e-6 <= out["image"].min() and out["image"].max() <= 2.0 + 1e-6   # (x/255 - 0.5) / 0.25
+
+
+def test_batch_equals_single_frames():
+    frames = [frame(command="turn left at the junction"), frame(140, 220, route=np.array([[0, 0], [5, 1.0]]))]
+    batch = encode_batch(frames, SPEC)
+    for i, f in enumerate(frames):
+        for name, value in encode(f, SPEC).items():
+            np.testing.assert_array_equal(batch[name][i:i + 1], value)
+
+
+def test_bad_input_is_rejected_with_the_reason():
+    with pytest.raises(ValueError, match="uint8"):
+        encode(FrameInputs(np.zeros((96, 160, 3), np.float32), None, 1.0, 0.0), SPEC)
+    with pytest.raises(ValueError, match="finite"):
+        encode(FrameInputs(np.zeros((96, 160, 3), np.uint8), None, float("nan"), 0.0), SPEC)
+
+
+def test_spec_round_trips_through_json_form_and_rejects_unknown_keys():
+    assert InputSpec.from_dict(SPEC.to_dict()) == SPEC
+    with pytest.raises(ValueError, match="unknown input spec keys"):
+        InputSpec.from_dict({**SPEC.to_dict(), "image_size": [1, 2]})

@@ -1,0 +1,86 @@
+"""The demo VLA: token layout, the shared head after every layer, and fp16 save/load."""
+import json
+
+import pytest
+import torch
+
+from deead_ros.engines.inputs import InputSpec
+from deead_ros.errors import ModelFileError
+from deead_ros.model.vla import DeeadVLA, VLAConfig
+from deead_ros.model.weights import CONFIG_FILE, WEIGHTS_FILE, check_compatible, load_pretrained, save_pretrained
+
+SMALL = VLAConfig(n_layer=3, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp_ratio=2)
+
+
+def inputs(cfg: VLAConfig, batch: int = 2) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(batch, 3, *cfg.image_hw, generator=g), torch.randn(batch, cfg.route_points, 2, generator=g),
+            torch.randn(batch, 3, generator=g),
+            torch.randint(0, cfg.vocab_size, (batch, cfg.max_command_tokens), generator=g, dtype=torch.int32))
+
+
+def test_default_config_matches_the_default_input_encoding():
+    cfg = VLAConfig()
+    assert check_compatible(cfg, InputSpec()) is None
+    assert cfg.image_grid == (3, 5) and cfg.n_tokens == 15 + 12 + 1 + 8 + 1
+    assert cfg.n_layer == 24
+
+
+def test_stem_layers_head_compose_to_forward_and_every_layer_feeds_the_head():
+    torch.manual_seed(0)
+    model = DeeadVLA(SMALL).eval()
+    x = inputs(SMALL)
+    with torch.no_grad():
+        h = model.stem(*x)
+        assert h.shape == (2, SMALL.n_tokens, SMALL.d_model)
+        per_layer = []
+        for block in model.blocks:
+            h = block(h)
+            per_layer.append(model.trajectory_at(h))
+        all_layers = model.forward_all_layers(*x)
+        full = model(*x)
+    assert all_layers.shape == (2, SMALL.n_layer, SMALL.horizon, 2)
+    torch.testing.assert_close(all_layers, torch.stack(per_layer, dim=1))
+    torch.testing.assert_close(all_layers[:, -1], full)
+
+
+def test_planning_token_sees_the_command():
+    torch.manual_seed(0)
+    model = DeeadVLA(SMALL).eval()
+    image, route, ego, ids = inputs(SMALL, batch=1)
+    with torch.no_grad():
+        a = model(image, route, ego, ids)
+        b = model(image, route, ego, (ids + 1) % SMALL.vocab_size)
+    assert not torch.allclose(a, b), "changing the command did not change the plan"
+
+
+def test_save_load_round_trip_in_fp16(tmp_path):
+    torch.manual_seed(0)
+    model = DeeadVLA(SMALL).eval()
+    save_pretrained(model, InputSpec(), tmp_path, model_version="test-1")
+    loaded = load_pretrained(tmp_path / WEIGHTS_FILE)
+    assert loaded.model_version == "test-1" and loaded.inputs == InputSpec() and loaded.model.cfg == SMALL
+    for key, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[key], tensor.half().float())
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert config["model"]["n_layer"] == 3 and config["inputs"]["vocabulary"][:2] == ["<pad>", "<unk>"]
+
+
+def test_load_names_the_file_and_the_fix(tmp_path):
+    save_pretrained(DeeadVLA(SMALL), InputSpec(), tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    config["model"]["d_model"] = 64
+    config["model"]["n_head"] = 4
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match=r"vla.safetensors: \S+ has shape \(32,\), config.json implies \(64,\)"):
+        load_pretrained(tmp_path)
+    (tmp_path / CONFIG_FILE).unlink()
+    with pytest.raises(ModelFileError, match="config.json is missing"):
+        load_pretrained(tmp_path)
+
+
+def test_load_rejects_a_damaged_weights_file(tmp_path):
+    save_pretrained(DeeadVLA(SMALL), InputSpec(), tmp_path)
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelFileError, match="cannot be read"):
+        load_pretrained(tmp_path)
