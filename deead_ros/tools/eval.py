@@ -11,14 +11,16 @@ import csv
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, DeeadError
-from deead_ros.exit import ExitSettings, FullPolicy, PriorSettings
+from deead_ros.engines.inputs import FrameInputs
+from deead_ros.exit import ExitPolicy, ExitSettings, FullPolicy, PriorSettings
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.frame_assembly import LatestInputs, path_points, stamp_s
 from deead_ros.paths import demo_manifest_path
@@ -27,14 +29,19 @@ from deead_ros.tools import bags as topics
 from deead_ros.tools.bags import iterate_bag
 
 
-def evaluate(runner: Runner, bag: Path, deltas: list[float], max_frames: int = 0) -> list[dict]:
-    """Plan every camera frame of the bag at full depth and at each delta; return one row per frame and setting."""
-    base_exit, _ = runner.settings
-    settings = {"full": FullPolicy(), **{f"delta_{d:g}": replace(base_exit, delta_m=d).build_policy() for d in deltas}}
+@dataclass(frozen=True, slots=True)
+class EvalFrame:
+    """One frame to plan, with its ground truth when the source has it."""
+
+    inputs: FrameInputs
+    ego_motion_known: bool
+    truth_m: np.ndarray | None       # (T, 2) expert's future, ego frame
+
+
+def bag_frames(bag: Path) -> Iterator[EvalFrame]:
+    """Frames of a bag assembled exactly as the live node assembles them."""
     inputs = LatestInputs()
     truths: dict[float, np.ndarray] = {}
-    rows: list[dict] = []
-    frame_index = 0
     for topic, msg in iterate_bag(bag):
         if topic == topics.ROUTE:
             inputs.set_route(msg)
@@ -48,18 +55,31 @@ def evaluate(runner: Runner, bag: Path, deltas: list[float], max_frames: int = 0
             try:
                 frame = inputs.assemble(msg, topic == topics.CAMERA_RAW, max_input_age_s=1.0, use_external=False)
             except BadInputError as err:
-                print(f"[eval] frame {frame_index} skipped: {err}", file=sys.stderr)
+                print(f"[eval] camera frame at {stamp_s(msg.header.stamp):.2f} s skipped: {err}", file=sys.stderr)
                 continue
-            truth = truths.pop(frame.camera_stamp_s, None)
-            for name, policy in settings.items():
-                result = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known, policy=policy)
-                rows.append(_row(frame_index, name, result, truth, runner.dt_s))
-            frame_index += 1
-            if frame_index % 50 == 0:
-                print(f"[eval] {frame_index} frames", flush=True)
-            if max_frames and frame_index >= max_frames:
-                break
+            yield EvalFrame(frame.inputs, frame.ego_motion_known, truths.pop(frame.camera_stamp_s, None))
+
+
+def evaluate(runner: Runner, frames: Iterable[EvalFrame], settings: dict[str, ExitPolicy],
+             max_frames: int = 0) -> list[dict]:
+    """Plan every frame under every setting (same frame, back to back); one row per frame and setting."""
+    rows: list[dict] = []
+    for index, frame in enumerate(frames):
+        if max_frames and index >= max_frames:
+            break
+        for name, policy in settings.items():
+            result = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known, policy=policy,
+                                 ground_truth_m=frame.truth_m)
+            rows.append(_row(index, name, result, frame.truth_m, runner.dt_s))
+        if (index + 1) % 50 == 0:
+            print(f"[eval] {index + 1} frames", flush=True)
     return rows
+
+
+def delta_settings(runner: Runner, deltas: Iterable[float]) -> dict[str, ExitPolicy]:
+    """Full depth plus the configured policy at each delta."""
+    base_exit, _ = runner.settings
+    return {"full": FullPolicy(), **{f"delta_{d:g}": replace(base_exit, delta_m=d).build_policy() for d in deltas}}
 
 
 def _row(frame: int, setting: str, result: PlanResult, truth: np.ndarray | None, dt_s: float) -> dict:
@@ -151,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deead_eval: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    rows = evaluate(runner, args.bag, args.delta, args.max_frames)
+    rows = evaluate(runner, bag_frames(args.bag), delta_settings(runner, args.delta), args.max_frames)
     if not rows:
         print(f"deead_eval: no camera frames in {args.bag}", file=sys.stderr)
         return 2
