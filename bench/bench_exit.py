@@ -1,0 +1,125 @@
+"""Open-loop sweep of the exit policies on the held-out test maps, with the multi-hop ablation.
+
+Every setting plans the same frames with the same runner (ONNX Runtime, one thread), back to back,
+so latency ratios come from one run. Prints the tables, writes docs/bench_exit.json and
+docs/bench_exit.png, and ends with one JSON line:
+`latency_ratio_delta2`, `l2_3s_change_delta2`, `check_time_share`, `layers_over_oracle`.
+
+    python bench/bench_exit.py [--frames 400] [--model MANIFEST] [--data data/metadrive]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
+
+from deead_ros.engines import make_engine  # noqa: E402
+from deead_ros.exit import AnyOfPolicy, ExitSettings, FixedPolicy, FullPolicy, OraclePolicy, PriorSettings  # noqa: E402
+from deead_ros.paths import demo_manifest_path  # noqa: E402
+from deead_ros.runner import Runner  # noqa: E402
+from deead_ros.tools.eval import EvalFrame, evaluate, summarise  # noqa: E402
+from deead_ros.tools.report import test_frames  # noqa: E402
+
+DELTAS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="", help="manifest.json (default: the installed demo model)")
+    parser.add_argument("--data", type=Path, default=Path("data/metadrive"))
+    parser.add_argument("--frames", type=int, default=400, help="test frames (evenly spaced over the test set)")
+    parser.add_argument("--first-checkpoint", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args(argv)
+    frames, truth, _ = test_frames(sorted((args.data / "test").glob("ep_*.npz")))
+    if not frames:
+        print(f"bench_exit: no test episodes under {args.data}/test; collect them first", file=sys.stderr)
+        return 2
+    pick = np.linspace(0, len(frames) - 1, min(args.frames, len(frames))).astype(int)
+    eval_frames = [EvalFrame(frames[i], True, truth[i]) for i in pick]
+    runner = Runner(make_engine("onnxruntime", args.model or demo_manifest_path(), num_threads=1),
+                    ExitSettings(first_checkpoint=args.first_checkpoint), PriorSettings())
+    base, _ = runner.settings
+    n = runner.num_layers
+
+    # pass 1: deead at delta 2 fixes the depth of the Fixed-EE baseline
+    probe = summarise(evaluate(runner, eval_frames, {"deead_2": replace(base, delta_m=2.0).build_policy()}))
+    fixed_layer = int(round(probe["deead_2"]["mean_exit_layer"]))
+    settings = {"full": FullPolicy(), f"fixed_{fixed_layer}": FixedPolicy(fixed_layer),
+                "patience": replace(base, policy="patience").build_policy()}
+    for d in DELTAS:
+        deead = replace(base, delta_m=d).build_policy()
+        settings[f"deead_{d:g}"] = deead
+        settings[f"deead_or_patience_{d:g}"] = AnyOfPolicy((deead, settings["patience"]), name="deead_or_patience")
+        settings[f"oracle_{d:g}"] = OraclePolicy(delta_m=d, first_checkpoint=args.first_checkpoint)
+    ablation = {"scan_from_layer_1": replace(base, first_checkpoint=1, strides=(1, 1, 1, 1)).build_policy(),
+                f"scan_from_layer_{args.first_checkpoint}": replace(base, strides=(1, 1, 1, 1)).build_policy()}
+    settings.update(ablation)
+    for _ in range(2):                                              # warm-up of every engine
+        runner.plan(frames[0])
+    rows = evaluate(runner, eval_frames, settings)
+    summary = summarise(rows)
+    full = summary["full"]
+    for name, s in summary.items():
+        s["l2_3s_change_vs_full"] = s["l2_3s_m"] / full["l2_3s_m"] - 1.0
+        histogram = np.bincount([r["exit_layer"] for r in rows if r["setting"] == name], minlength=n + 1)[1:]
+        s["exit_histogram"] = histogram.tolist()
+
+    print(f"{len(eval_frames)} test frames, {n} layers, onnxruntime 1 thread; fixed exit layer {fixed_layer} "
+          f"= deead@2 m mean depth")
+    header = ("setting", "exit", "sparsity", "checks", "p50 ms", "p95 ms", "vs full", "check %", "L2 1s", "L2 2s",
+              "L2 3s", "dL2 3s")
+    print(" ".join(f"{h:>22}" if i == 0 else f"{h:>8}" for i, h in enumerate(header)))
+    for name, s in summary.items():
+        values = (s["mean_exit_layer"], s["layer_sparsity"] * 100, s["checks_per_frame"], s["latency_p50_ms"],
+                  s["latency_p95_ms"], s["latency_ratio_vs_full"], s["check_time_share"] * 100, s["l2_1s_m"],
+                  s["l2_2s_m"], s["l2_3s_m"], s["l2_3s_change_vs_full"] * 100)
+        print(f"{name:>22} " + " ".join(f"{v:>8.2f}" for v in values))
+    oracle_layers = summary["oracle_2"]["mean_exit_layer"]
+    headline = {"latency_ratio_delta2": round(summary["deead_2"]["latency_ratio_vs_full"], 3),
+                "l2_3s_change_delta2": round(summary["deead_2"]["l2_3s_change_vs_full"], 4),
+                "check_time_share": round(summary["deead_2"]["check_time_share"], 4),
+                "layers_over_oracle": round(summary["deead_2"]["mean_exit_layer"] / oracle_layers, 3)}
+    print("multi-hop ablation at delta 2 m (latency ms / checks per frame / sparsity):")
+    for name in (*ablation, "deead_2"):
+        s = summary[name]
+        print(f"  {name:>22}: {s['latency_p50_ms']:.2f} ms, {s['checks_per_frame']:.2f} checks, "
+              f"{s['layer_sparsity']:.1%} sparsity, check time {s['check_time_share']:.1%}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_exit.json").write_text(json.dumps({"headline": headline, "settings": summary}, indent=1))
+    plot_tradeoff(summary, args.out / "bench_exit.png")
+    print(json.dumps(headline))
+    return 0
+
+
+def plot_tradeoff(summary: dict, path: Path) -> None:
+    """Sparsity vs latency ratio vs L2: one curve per policy family over delta."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for family in ("deead", "deead_or_patience", "oracle"):
+        names = [f"{family}_{d:g}" for d in DELTAS]
+        for ax, key in ((axes[0], "latency_ratio_vs_full"), (axes[1], "l2_3s_m")):
+            ax.plot([summary[n]["layer_sparsity"] for n in names], [summary[n][key] for n in names], "o-",
+                    label=family)
+    for name in summary:
+        if name.startswith(("fixed", "patience", "full")):
+            for ax, key in ((axes[0], "latency_ratio_vs_full"), (axes[1], "l2_3s_m")):
+                ax.plot(summary[name]["layer_sparsity"], summary[name][key], "s", label=name)
+    axes[0].set(xlabel="layer sparsity", ylabel="latency / full depth", title="latency (points: delta 0.25 .. 4 m)")
+    axes[1].set(xlabel="layer sparsity", ylabel="L2 at 3 s (m)", title="accuracy")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
