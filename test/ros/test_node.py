@@ -186,3 +186,58 @@ def test_node_refuses_to_start_without_a_model(tmp_path):
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "missing" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def invalid_values(spec):
+    """Values a parameter must refuse: the wrong type, and beyond its range."""
+    from rcl_interfaces.msg import ParameterType as T
+    wrong_type = {T.PARAMETER_STRING: 3, T.PARAMETER_BOOL: "yes", T.PARAMETER_INTEGER: "ten",
+                  T.PARAMETER_DOUBLE: "two", T.PARAMETER_DOUBLE_ARRAY: ["a", "b"], T.PARAMETER_INTEGER_ARRAY: [0.5]}
+    values = [wrong_type[spec.type]]
+    if spec.range:
+        values.append(type(spec.default)(spec.range[1]) * 2 + 1)
+        values.append(type(spec.default)(spec.range[0]) - 1)
+    return values
+
+
+CROSS_FIELD = [
+    ({"exit.strides": [1, 2, 4, 8]}, "must not increase"),
+    ({"exit.strides": [8, 4, 2]}, "one more entry"),
+    ({"exit.stride_multiples": [2.0, 4.0, 8.0]}, "strictly decrease"),
+    ({"exit.stride_multiples": [8.0, 4.0, -2.0]}, "> 0"),
+    ({"exit.first_checkpoint": NUM_LAYERS + 1}, "outside the model's layers"),
+    ({"exit.min_exit_layer": NUM_LAYERS + 1}, "outside the model's layers"),
+    ({"exit.policy": "fixed", "exit.fixed_exit_layer": NUM_LAYERS + 2}, "fixed_exit_layer"),
+    ({"exit.policy": "fastest"}, "unknown"),
+    ({"prior.source": "lidar"}, "unknown"),
+]
+
+
+def test_every_parameter_refuses_invalid_values_atomically(small_model, ros_context):
+    from deead_ros.ros.node import DeeadNode
+    from deead_ros.ros.params import PARAMETERS
+    node = DeeadNode(context=ros_context, parameter_overrides=[Parameter("model_file_path", value=str(small_model)),
+                                                               Parameter("exit.first_checkpoint", value=2)])
+    try:
+        before = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+        refused = 0
+        for spec in PARAMETERS:
+            for value in invalid_values(spec):
+                result = node.set_parameters_atomically([Parameter(spec.name, value=value)])
+                assert not result.successful, f"{spec.name}={value!r} was accepted"
+                assert result.reason, f"{spec.name}={value!r} refused without a reason"
+                refused += 1
+        for changes, reason in CROSS_FIELD:
+            batch = [Parameter("exit.delta_m", value=7.5)] + [Parameter(k, value=v) for k, v in changes.items()]
+            result = node.set_parameters_atomically(batch)
+            assert not result.successful and reason in result.reason, f"{changes}: {result.reason!r}"
+            refused += 1
+        after = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+        assert after == before, "a refused batch must change nothing (exit.delta_m rode along with each)"
+        assert refused > 2 * len(PARAMETERS)
+        ok = node.set_parameters_atomically([Parameter("exit.delta_m", value=0.5), Parameter("exit.strides",
+                                                                                              value=[4, 2, 1, 1])])
+        assert ok.successful and node._runner.settings[0].strides == (4, 2, 1, 1)
+    finally:
+        node.shutdown()
+        node.destroy_node()
