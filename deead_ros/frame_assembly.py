@@ -158,6 +158,9 @@ class LatestInputs:
         if stamp > 0 and abs(camera_s - stamp) > max_age_s:
             return None
         points = path_points(msg)
+        if len(points) == 0 or not np.isfinite(points).all():
+            self.on_rejected(key, f"{key} is empty or has NaN/inf points")
+            return None
         frame = msg.header.frame_id
         if frame == self.frame_id:
             ego_points = points
@@ -166,8 +169,5 @@ class LatestInputs:
         else:
             known = self.frame_id + (f" or {ego.frame_id}" if ego else " (or the odometry frame, once odometry arrives)")
             self.on_rejected(key, f"{key} in frame '{frame}'; expected {known} (no TF lookup in this node)")
-            return None
-        if len(ego_points) == 0 or not np.isfinite(ego_points).all():
-            self.on_rejected(key, f"{key} is empty or has NaN/inf points")
             return None
         return ego_points
