@@ -241,3 +241,29 @@ def test_every_parameter_refuses_invalid_values_atomically(small_model, ros_cont
     finally:
         node.shutdown()
         node.destroy_node()
+
+
+def test_overload_latest_frame_wins_and_every_frame_is_accounted_for(small_model, ros_context):
+    from deead_ros.ros.node import DeeadNode
+    node = DeeadNode(context=ros_context, parameter_overrides=[Parameter("model_file_path", value=str(small_model)),
+                                                               Parameter("exit.first_checkpoint", value=2),
+                                                               Parameter("exit.policy", value="full")])
+    driver = Driver(ros_context)
+    driver.executor.add_node(node)
+    try:
+        driver.wait_for_node()
+        data = jpeg(0)
+        for i in range(300):                       # far faster than the model plans
+            image = CompressedImage(format="jpeg", data=data)
+            image.header.stamp.sec, image.header.stamp.nanosec = 100 + i // 1000, (i % 1000) * 1_000_000
+            driver.camera.publish(image)
+            driver.executor.spin_once(timeout_sec=0.0005)
+        settled = lambda: (lambda s: s.received > 0 and s.received == s.planned + s.dropped)(node.stats.snapshot())  # noqa: E731
+        assert driver.spin_until(settled, 20.0), f"frames unaccounted for: {node.stats.snapshot()}"
+        snap = node.stats.snapshot()
+        assert snap.drops.get("superseded", 0) > 0, f"a slow model must drop superseded frames: {snap}"
+        assert snap.planned >= 1 and set(snap.drops) <= {"superseded"}
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        driver.node.destroy_node()
