@@ -36,6 +36,19 @@ from deead_ros_msgs.msg import ExitDiagnostics
 NODE = "deead_node"
 
 
+def node_command(parameters: dict[str, object]) -> list[str]:
+    """deead_node as a process with the installed defaults, its inputs remapped to the bag's topics."""
+    command = [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
+               str(share_dir() / "config" / "deead.yaml")]
+    for name, value in parameters.items():
+        command += ["-p", f"{name}:={value}"]
+    remaps = {"image": topics.CAMERA_COMPRESSED, "route": topics.ROUTE, "odometry": topics.ODOMETRY,
+              "command": topics.COMMAND}
+    for name, topic in remaps.items():
+        command += ["-r", f"~/input/{name}:={topic}"]
+    return command
+
+
 class Listener(Node):
     """Collects the node's outputs and the bag's ground truth, keyed by camera stamp."""
 
@@ -128,13 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deead_demo: no bag at {args.bag}; run `make setup` (it installs bags/demo)", file=sys.stderr)
         return 2
     frames = count_camera_frames(args.bag)
-    config = share_dir() / "config" / "deead.yaml"
-    remaps = {"image": topics.CAMERA_COMPRESSED, "route": topics.ROUTE, "odometry": topics.ODOMETRY,
-              "command": topics.COMMAND}
-    command = [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file", str(config),
-               "-p", "camera_format:=compressed", "-p", "exit.policy:=full"]
-    for name, topic in remaps.items():
-        command += ["-r", f"~/input/{name}:={topic}"]
+    command = node_command({"camera_format": "compressed", "exit.policy": "full"})
     print(f"[demo] starting {NODE} (onnxruntime, the committed demo model); replaying {args.bag} ({frames} frames) "
           "twice: full depth, then early exit", flush=True)
     node_process = subprocess.Popen(command, env=os.environ.copy())

@@ -11,6 +11,7 @@ import threading
 from typing import Any, Callable
 
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
@@ -192,8 +193,12 @@ class DeeadNode(Node):
 def main(argv: list[str] | None = None) -> int:
     """Run deead_node: `deead_node --ros-args --params-file config/deead.yaml [-p name:=value]`."""
     argv = sys.argv if argv is None else argv
-    remove_ros_args(argv)
-    rclpy.init(args=argv)
+    try:
+        remove_ros_args(argv)
+        rclpy.init(args=argv)
+    except RCLError as err:        # e.g. a --params-file that does not exist or is not YAML
+        print(f"deead_node: cannot start: bad ROS arguments: {err}", file=sys.stderr)
+        return 2
     try:
         node = DeeadNode()
     except DeeadError as err:

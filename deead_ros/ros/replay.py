@@ -21,6 +21,7 @@ from rosgraph_msgs.msg import Clock
 # Routes and commands are latched (transient local) as a route planner publishes them; the rest is
 # reliable with a small queue so a burst at the bag's start is not lost.
 LATCHED_TYPES = {"nav_msgs/msg/Path", "std_msgs/msg/String"}
+CAMERA_TYPES = {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"}
 
 
 def message_class(msgtype: str) -> type:
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--remap", nargs="*", default=[], help="topic remaps OLD:=NEW")
     parser.add_argument("--clock", action="store_true", help="publish /clock with the bag's time (use_sim_time)")
     parser.add_argument("--wait-for-subscribers", type=float, default=0.0,
-                        help="wait up to this many seconds for a subscriber on every topic before playing")
+                        help="wait up to this many seconds for a subscriber on the camera topics before playing")
     return parser
 
 
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
                 publishers[c.id] = node.create_publisher(message_class(c.msgtype), remaps.get(c.topic, c.topic), qos)
             clock_pub = node.create_publisher(Clock, "/clock", 10) if args.clock else None
-            _wait_for_subscribers(node, publishers.values(), args.wait_for_subscribers)
+            cameras = [publishers[c.id] for c in connections if c.msgtype in CAMERA_TYPES]
+            _wait_for_subscribers(cameras or list(publishers.values()), args.wait_for_subscribers)
             count = _play(reader, connections, publishers, clock_pub, args)
     finally:
         node.destroy_node()
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _wait_for_subscribers(node, publishers, timeout_s: float) -> None:
+def _wait_for_subscribers(publishers: list, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(p.get_subscription_count() == 0 for p in publishers):
         time.sleep(0.05)

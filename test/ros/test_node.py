@@ -267,3 +267,10 @@ def test_overload_latest_frame_wins_and_every_frame_is_accounted_for(small_model
         node.shutdown()
         node.destroy_node()
         driver.node.destroy_node()
+
+
+def test_node_with_a_missing_params_file_says_so(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
+                             str(tmp_path / "nope.yaml")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "bad ROS arguments" in result.stderr and "nope.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
