@@ -32,6 +32,20 @@ DEFAULT_VOCABULARY = (
 )
 
 
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A frozen config dataclass in JSON-ready form (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def config_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """Inverse of config_to_dict; unknown keys are an error so that a typo cannot pass silently."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; known: {sorted(known)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
 @dataclass(frozen=True, slots=True)
 class FrameInputs:
     """What the model sees of one frame, in the units the node receives them."""
@@ -66,16 +80,12 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
         """Inverse of to_dict; unknown keys are an error so that a typo cannot pass silently."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown input spec keys {unknown}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return config_from_dict(cls, data, "input spec")
 
     def stem_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of the stem inputs at batch 1, by name."""

@@ -9,14 +9,14 @@ The layer boundaries (`stem`, `blocks[i]`, `trajectory_at`) are where export and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deead_ros.engines.inputs import InputSpec
+from deead_ros.engines.inputs import InputSpec, config_from_dict, config_to_dict
 
 _INPUTS = InputSpec()            # shape fields below default to the default input encoding
 
@@ -52,15 +52,11 @@ class VLAConfig:
         return rows * cols + self.route_points + 1 + self.max_command_tokens + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VLAConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return config_from_dict(cls, data, "model config")
 
 
 class VisionStem(nn.Module):

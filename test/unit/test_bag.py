@@ -2,10 +2,8 @@
 import numpy as np
 import pytest
 
-from deead_ros.frame_assembly import LatestInputs, path_points, stamp_s
-from deead_ros.tools import bags as topics
 from deead_ros.tools.dataset_format import load_episode
-from deead_ros.tools.bags import iterate_bag
+from deead_ros.tools.eval import bag_frames
 from deead_ros.tools.make_bag import write_bag
 from test.conftest import REPO_ROOT
 
@@ -17,26 +15,14 @@ def test_bag_round_trip_gives_consistent_frames(tmp_path, storage, raw):
     episode = load_episode(EPISODE)
     frames = write_bag([EPISODE], tmp_path / "bag", raw=raw, storage=storage)
     assert frames == len(episode["pose"])
-    inputs, truths, assembled = LatestInputs(), {}, []
-    camera_topic = topics.CAMERA_RAW if raw else topics.CAMERA_COMPRESSED
-    for topic, msg in iterate_bag(tmp_path / "bag"):
-        if topic == topics.ROUTE:
-            inputs.set_route(msg)
-        elif topic == topics.ODOMETRY:
-            inputs.set_odometry(msg)
-        elif topic == topics.COMMAND:
-            inputs.set_command(msg)
-        elif topic == topics.GROUND_TRUTH:
-            truths[stamp_s(msg.header.stamp)] = path_points(msg)
-        elif topic == camera_topic:
-            assembled.append((inputs.assemble(msg, raw, max_input_age_s=0.05, use_external=False), truths))
+    assembled = list(bag_frames(tmp_path / "bag"))
     assert len(assembled) == frames
-    for i, (frame, truth) in enumerate(assembled):
-        assert frame.ego_motion_known and frame.prior_age_s == 0.0, "odometry shares the camera stamp"
+    for i, frame in enumerate(assembled):
+        assert frame.ego_motion_known, "odometry shares the camera stamp"
         assert frame.inputs.image_rgb.shape == episode["images"][i].shape
         if raw:
             np.testing.assert_array_equal(frame.inputs.image_rgb, episode["images"][i])
-        np.testing.assert_allclose(truth[frame.camera_stamp_s], episode["future_ego"][i], atol=1e-4)
+        np.testing.assert_allclose(frame.truth_m, episode["future_ego"][i], atol=1e-4)
         assert frame.inputs.command == episode["command"][i]
         route = frame.inputs.route_ego_m
         nearest = np.min(np.linalg.norm(route, axis=1))
