@@ -133,7 +133,7 @@ def count_camera_frames(bag: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deead_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--bag", type=Path, default=share_dir() / "bags" / "demo", help="rosbag2 to replay")
-    parser.add_argument("--rate", type=float, default=1.0, help="replay speed factor")
+    parser.add_argument("--rate", type=float, default=2.0, help="replay speed factor (20 Hz camera at 2)")
     parser.add_argument("--delta", type=float, default=2.0, help="exit threshold of the early-exit pass, m")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds per pass")
     args = parser.parse_args(argv)
