@@ -274,3 +274,30 @@ def test_node_with_a_missing_params_file_says_so(tmp_path):
                              str(tmp_path / "nope.yaml")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "bad ROS arguments" in result.stderr and "nope.yaml" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_without_odometry_the_node_plans_at_full_depth_and_recovers(small_model, ros_context):
+    from deead_ros.ros.node import DeeadNode
+    node = DeeadNode(context=ros_context, parameter_overrides=[
+        Parameter("model_file_path", value=str(small_model)), Parameter("exit.first_checkpoint", value=2),
+        Parameter("exit.delta_m", value=20.0), Parameter("diagnostics.period_s", value=0.2)])
+    driver = Driver(ros_context)
+    driver.executor.add_node(node)
+    try:
+        driver.wait_for_node()
+        image = CompressedImage(format="jpeg", data=jpeg(1))
+        image.header.stamp.sec = 50
+        driver.camera.publish(image)                     # no odometry, no route yet
+        assert driver.spin_until(lambda: (50, 0) in driver.exits)
+        blind = driver.exits[(50, 0)]
+        assert blind.exit_layer == NUM_LAYERS and blind.reason == ExitDiagnostics.REASON_NO_PRIOR
+        assert blind.prior_source == "none" and blind.prior_age_s == -1.0
+        assert driver.spin_until(lambda: any(s.name.endswith("planning") and s.level == b"\x01"
+                                             for a in driver.diagnostics for s in a.status)), \
+            "/diagnostics must WARN while frames run without a prior"
+        recovered = plan_frames(driver, [51])[0]           # odometry and route are back
+        assert recovered.exit_layer == 2 and recovered.prior_source == "route"
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        driver.node.destroy_node()
