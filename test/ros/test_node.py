@@ -179,13 +179,27 @@ def test_node_as_its_own_process(small_model, ros_context):
     assert "planning with onnxruntime on 6 layers" in output, output
 
 
-def test_node_refuses_to_start_without_a_model(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "-p",
-                             f"model_file_path:={tmp_path / 'missing' / 'manifest.json'}"],
+def start_fails(args: list[str]) -> str:
+    result = subprocess.run([sys.executable, "-m", "deead_ros.ros.node", "--ros-args", *args],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert "cannot start" in result.stderr and "missing" in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2, f"expected exit code 2, got {result.returncode}: {result.stderr}"
+    assert "cannot start" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_node_refuses_to_start_on_bad_model_files_and_settings(small_model, tmp_path):
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(small_model.parent, model)
+    assert "missing" in start_fails(["-p", f"model_file_path:={tmp_path / 'nothing' / 'manifest.json'}"])
+    layer = model / "layer_03.onnx"
+    layer.write_bytes(layer.read_bytes()[:-100])
+    assert "layer_03.onnx" in start_fails(["-p", f"model_file_path:={model / 'manifest.json'}"])
+    message = start_fails(["-p", f"model_file_path:={small_model}", "-p", "backend:=tensorflow"])
+    assert "tensorflow" in message and "onnxruntime" in message
+    message = start_fails(["-p", f"model_file_path:={small_model}", "-p", "backend:=tensorrt"])
+    assert "tensorrt" in message.lower() and ("GPU" in message or "CUDA" in message or "driver" in message)
+    assert "outside the model's layers" in start_fails(["-p", f"model_file_path:={small_model}"])
 
 
 def invalid_values(spec):
