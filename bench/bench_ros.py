@@ -1,0 +1,153 @@
+"""End to end over ROS: camera publisher and deead_node in separate processes on loopback.
+
+For each camera rate (10, 20, 30 Hz) a publisher process sends the demo bag's jpeg frames stamped
+with the time of sending, plus odometry and a static route; the node plans them; this process
+measures latency from the camera stamp to the trajectory's arrival (median, p95, p99), the node's
+own planning time from its exit diagnostics, drops by reason from /diagnostics and the node's CPU
+use. Prints a table and ends with one JSON line; the target is node latency / runner time <= 1.10
+at 10 Hz.
+
+    python bench/bench_ros.py [--seconds 20] [--rates 10 20 30]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from nav_msgs.msg import Path as PathMsg  # noqa: E402
+
+from deead_ros.paths import share_dir  # noqa: E402
+from deead_ros.ros.demo import NODE, node_command  # noqa: E402
+from deead_ros.tools import bags as topics  # noqa: E402
+from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
+
+
+def publish_camera(bag: Path, rate_hz: float, seconds: float) -> int:
+    """The camera process: the bag's jpeg frames at rate_hz, stamped now, with odometry and a static route."""
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+
+    from deead_ros.tools.bags import iterate_bag
+    jpegs = [bytes(m.data) for t, m in iterate_bag(bag) if t == topics.CAMERA_COMPRESSED][:200]
+    rclpy.init()
+    node = rclpy.create_node("bench_camera")
+    camera = node.create_publisher(CompressedImage, topics.CAMERA_COMPRESSED, 1)
+    odometry = node.create_publisher(Odometry, topics.ODOMETRY, 10)
+    route_pub = node.create_publisher(PathMsg, topics.ROUTE, QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    route = PathMsg()
+    route.header.frame_id = "base_link"                        # stamp 0: a static route
+    for x in np.arange(0.0, 100.0, 2.0):
+        pose = PoseStamped()
+        pose.pose.position.x, pose.pose.orientation.w = float(x), 1.0
+        route.poses.append(pose)
+    route_pub.publish(route)
+    deadline = time.monotonic() + 20
+    while camera.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    period, start = 1.0 / rate_hz, time.monotonic()
+    sent = 0
+    while time.monotonic() - start < seconds:
+        stamp = node.get_clock().now().to_msg()
+        odom = Odometry()
+        odom.header.stamp, odom.header.frame_id = stamp, "map"
+        odom.pose.pose.orientation.w, odom.twist.twist.linear.x = 1.0, 8.0
+        odometry.publish(odom)
+        image = CompressedImage(format="jpeg", data=jpegs[sent % len(jpegs)])
+        image.header.stamp = stamp
+        camera.publish(image)
+        sent += 1
+        time.sleep(max(0.0, start + sent * period - time.monotonic()))
+    print(json.dumps({"sent": sent}), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(bag: Path, rate_hz: float, seconds: float, model: str) -> dict:
+    parameters = {"camera_format": "compressed", "diagnostics.period_s": 1.0}
+    if model:
+        parameters["model_file_path"] = model
+    node = subprocess.Popen(node_command(parameters), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    listener = rclpy.create_node("bench_listener")
+    latencies, runner_ms, counters = [], [], {}
+
+    def on_path(msg: PathMsg) -> None:
+        now = listener.get_clock().now().nanoseconds
+        latencies.append((now - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith(NODE):
+                counters.update({kv.key: kv.value for kv in status.values})
+
+    listener.create_subscription(PathMsg, f"/{NODE}/output/trajectory", on_path, 50)
+    listener.create_subscription(ExitDiagnostics, f"/{NODE}/output/exit_diagnostics",
+                                 lambda m: runner_ms.append(m.total_ms), 50)
+    listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    while listener.count_publishers(f"/{NODE}/output/trajectory") == 0:
+        rclpy.spin_once(listener, timeout_sec=0.1)
+    camera = subprocess.Popen([sys.executable, __file__, "--publish-camera", str(rate_hz), "--seconds", str(seconds),
+                               "--bag", str(bag)], stdout=subprocess.PIPE, text=True)
+    cpu_start, wall_start = cpu_seconds(node.pid), time.monotonic()
+    while camera.poll() is None:
+        rclpy.spin_once(listener, timeout_sec=0.02)
+    cpu = (cpu_seconds(node.pid) - cpu_start) / (time.monotonic() - wall_start)
+    settle = time.monotonic() + 2.5
+    while time.monotonic() < settle:
+        rclpy.spin_once(listener, timeout_sec=0.02)
+    sent = json.loads(camera.stdout.read().strip().splitlines()[-1])["sent"]
+    node.send_signal(signal.SIGINT)
+    node.wait(timeout=15)
+    listener.destroy_node()
+    lat = np.array(latencies[5:])                               # skip the warm-up frames
+    return {"rate_hz": rate_hz, "sent": sent, "received": int(counters.get("frames_received", 0)),
+            "planned": len(latencies), **{k: int(v) for k, v in counters.items() if k.startswith("dropped_")},
+            "latency_p50_ms": float(np.median(lat)), "latency_p95_ms": float(np.percentile(lat, 95)),
+            "latency_p99_ms": float(np.percentile(lat, 99)), "runner_p50_ms": float(np.median(runner_ms[5:])),
+            "node_over_runner": float(np.median(lat) / np.median(runner_ms[5:])), "node_cpu_cores": round(cpu, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[10.0, 20.0, 30.0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--bag", type=Path, default=share_dir() / "bags" / "demo")
+    parser.add_argument("--model", default="")
+    parser.add_argument("--publish-camera", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.publish_camera:
+        return publish_camera(args.bag, args.publish_camera, args.seconds)
+    rclpy.init()
+    rows = [measure(args.bag, rate, args.seconds, args.model) for rate in args.rates]
+    rclpy.try_shutdown()
+    keys = ("rate_hz", "sent", "received", "planned", "dropped_superseded", "latency_p50_ms", "latency_p95_ms",
+            "latency_p99_ms", "runner_p50_ms", "node_over_runner", "node_cpu_cores")
+    print(" ".join(f"{k:>18}" for k in keys))
+    for row in rows:
+        print(" ".join(f"{row.get(k, 0):>18.2f}" for k in keys))
+    print(json.dumps({"node_over_runner_10hz": round(rows[0]["node_over_runner"], 3), "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
