@@ -83,8 +83,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(bag: Path, rate_hz: float, seconds: float, model: str) -> dict:
-    parameters = {"camera_format": "compressed", "diagnostics.period_s": 1.0}
+def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[str, str]) -> dict:
+    parameters = {"camera_format": "compressed", "diagnostics.period_s": 1.0, **extra}
     if model:
         parameters["model_file_path"] = model
     node = subprocess.Popen(node_command(parameters), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -132,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[10.0, 20.0, 30.0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--bag", type=Path, default=share_dir() / "bags" / "demo")
-    parser.add_argument("--model", default="")
+    parser.add_argument("--model", default="", help="manifest.json (default: the installed demo model)")
+    parser.add_argument("--param", nargs="*", default=[], metavar="NAME:=VALUE", help="extra node parameters")
     parser.add_argument("--publish-camera", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.publish_camera:
         return publish_camera(args.bag, args.publish_camera, args.seconds)
     rclpy.init()
-    rows = [measure(args.bag, rate, args.seconds, args.model) for rate in args.rates]
+    extra = dict(item.split(":=", 1) for item in args.param)
+    rows = [measure(args.bag, rate, args.seconds, args.model, extra) for rate in args.rates]
     rclpy.try_shutdown()
     keys = ("rate_hz", "sent", "received", "planned", "dropped_superseded", "latency_p50_ms", "latency_p95_ms",
             "latency_p99_ms", "runner_p50_ms", "node_over_runner", "node_cpu_cores")
