@@ -35,11 +35,11 @@ def make_engine(backend: str, manifest_path: str | os.PathLike, *, num_threads: 
         BackendUnavailableError: the backend's library or device is missing on this machine.
     """
     if backend not in BACKENDS:
-        raise ConfigError(f"engine.backend='{backend}' is unknown; use one of: {', '.join(BACKENDS)} (case sensitive)")
+        raise ConfigError(f"backend='{backend}' is unknown; use one of: {', '.join(BACKENDS)} (case sensitive)")
     if precision not in PRECISIONS:
-        raise ConfigError(f"engine.precision='{precision}' is unknown; use one of: {', '.join(PRECISIONS)}")
+        raise ConfigError(f"precision='{precision}' is unknown; use one of: {', '.join(PRECISIONS)}")
     if num_threads < 1:
-        raise ConfigError(f"engine.num_threads={num_threads} must be >= 1")
+        raise ConfigError(f"num_threads={num_threads} must be >= 1")
     manifest = load_manifest(manifest_path)
     if backend == "torch":
         from deead_ros.engines.torch_engine import TorchEngine

@@ -57,8 +57,8 @@ def resolve_providers(requested: list[str] | None, precision: str, cache_dir: Pa
             f"onnxruntime execution provider(s) {missing} are not in this onnxruntime build (it has {available}); "
             "install onnxruntime-gpu built for this CUDA/TensorRT, or set engine.providers to [CPUExecutionProvider]")
     if precision == "fp16" and TENSORRT not in names:
-        raise ConfigError("engine.precision='fp16' on onnxruntime needs TensorrtExecutionProvider; the CPU and CUDA "
-                          "providers run the fp32 graphs (use precision fp32, or engine.backend tensorrt)")
+        raise ConfigError("precision='fp16' on onnxruntime needs TensorrtExecutionProvider; the CPU and CUDA "
+                          "providers run the fp32 graphs (use precision fp32, or backend tensorrt)")
     options = {TENSORRT: {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
                           "trt_engine_cache_path": str(cache_dir)}}
     return [(name, options.get(name, {})) for name in names]

@@ -22,7 +22,7 @@ class TorchEngine:
 
     def __init__(self, manifest: Manifest, *, num_threads: int = 1, precision: str = "fp32") -> None:
         if precision != "fp32":
-            raise ConfigError(f"engine.precision='{precision}': the torch reference runs fp32 only on the CPU")
+            raise ConfigError(f"precision='{precision}': the torch reference runs fp32 only on the CPU")
         pretrained = load_pretrained(manifest.weights.path)
         if pretrained.inputs != manifest.inputs or pretrained.model.cfg.n_layer != manifest.num_layers:
             raise ModelFileError(f"{manifest.config.path} does not match {manifest.path} (input encoding or layer "

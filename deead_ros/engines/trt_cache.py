@@ -123,19 +123,19 @@ def check_cuda_device() -> int:
     TensorRT (the lean runtime especially) can crash the process when used without a CUDA driver, so
     the driver is asked first, through ctypes: libcuda.so.1, cuInit, cuDeviceGetCount.
     """
-    fix = "use engine.backend: onnxruntime on this machine, or run on one with an NVIDIA GPU and driver"
+    fix = "use backend: onnxruntime on this machine, or run on one with an NVIDIA GPU and driver"
     try:
         libcuda = ctypes.CDLL("libcuda.so.1")
     except OSError as err:
-        raise BackendUnavailableError(f"engine.backend 'tensorrt' needs the NVIDIA driver, but libcuda.so.1 cannot "
+        raise BackendUnavailableError(f"backend 'tensorrt' needs the NVIDIA driver, but libcuda.so.1 cannot "
                                       f"be loaded ({err}); {fix}") from err
     status = libcuda.cuInit(0)
     if status != 0:
-        raise BackendUnavailableError(f"engine.backend 'tensorrt': cuInit failed with CUresult {status} (no usable "
+        raise BackendUnavailableError(f"backend 'tensorrt': cuInit failed with CUresult {status} (no usable "
                                       f"GPU, or driver and kernel module disagree); {fix}")
     count = ctypes.c_int(0)
     status = libcuda.cuDeviceGetCount(ctypes.byref(count))
     if status != 0 or count.value < 1:
-        raise BackendUnavailableError(f"engine.backend 'tensorrt': the driver sees {count.value} CUDA devices "
+        raise BackendUnavailableError(f"backend 'tensorrt': the driver sees {count.value} CUDA devices "
                                       f"(CUresult {status}); {fix}")
     return count.value

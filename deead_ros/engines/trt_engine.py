@@ -38,12 +38,12 @@ def load_runtime() -> tuple[Any, Any]:
         import tensorrt as trt
     except ImportError as err:
         raise BackendUnavailableError(
-            "engine.backend 'tensorrt': the tensorrt Python package is missing; it comes with the vehicle's "
+            "backend 'tensorrt': the tensorrt Python package is missing; it comes with the vehicle's "
             "JetPack/TensorRT install (PyPI's 'tensorrt' only downloads from NVIDIA's index)") from err
     try:
         from cuda.bindings import runtime as cudart
     except ImportError as err:
-        raise BackendUnavailableError("engine.backend 'tensorrt' needs cuda-python >= 12.6 for CUDA memory and "
+        raise BackendUnavailableError("backend 'tensorrt' needs cuda-python >= 12.6 for CUDA memory and "
                                       "streams: pip install 'deead_ros[tensorrt]'") from err
     if int(trt.__version__.split(".")[0]) < 10:
         raise BackendUnavailableError(f"TensorRT {trt.__version__} is too old: this backend uses the TensorRT 10 API "

@@ -118,9 +118,9 @@ def test_layer_range_is_checked(manifest_path, backend):
 
 
 def test_factory_validates_its_arguments(manifest_path):
-    with pytest.raises(ConfigError, match="engine.backend='onnx' is unknown; use one of: torch, onnxruntime, tensorrt"):
+    with pytest.raises(ConfigError, match="backend='onnx' is unknown; use one of: torch, onnxruntime, tensorrt"):
         make_engine("onnx", manifest_path)
-    with pytest.raises(ConfigError, match="engine.precision='int8'"):
+    with pytest.raises(ConfigError, match="precision='int8'"):
         make_engine("onnxruntime", manifest_path, precision="int8")
     with pytest.raises(ConfigError, match="num_threads=0"):
         make_engine("onnxruntime", manifest_path, num_threads=0)

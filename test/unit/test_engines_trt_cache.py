@@ -99,7 +99,7 @@ def test_without_a_driver_the_backend_fails_clearly_and_never_imports_tensorrt(t
     with pytest.raises(BackendUnavailableError, match="libcuda.so.1"):
         make_engine("tensorrt", manifest)
     assert build_main(["--manifest", str(manifest)]) == 1
-    assert "deead_build_engines: error: engine.backend 'tensorrt' needs the NVIDIA driver" in capsys.readouterr().out
+    assert "deead_build_engines: error: backend 'tensorrt' needs the NVIDIA driver" in capsys.readouterr().out
     assert build_main(["--manifest", str(tmp_path / "nowhere.json")]) == 1
     assert "export the model first" in capsys.readouterr().out
     assert "tensorrt" not in sys.modules
