@@ -74,14 +74,13 @@ class Mailbox:
 class DeeadNode(Node):
     """Subscribes to camera, route, odometry and command; publishes the early-exit trajectory."""
 
-    def __init__(self, runner: Runner | None = None, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__("deead_node", **kwargs)
         self._values = declare_all(self)
         self._config = config_from_values(self._values)
         if self._config.camera_format not in ("raw", "compressed"):
             raise ConfigError(f"camera_format='{self._config.camera_format}' must be raw or compressed")
-        self._runner = runner or build_runner(self._config)
-        self._runner.configure(self._config.exit, self._config.prior)
+        self._runner = build_runner(self._config)
         self._manifest = self._runner.chain.manifest
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
