@@ -6,12 +6,13 @@ model is busy replace the waiting one and are counted as superseded, so latency 
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import threading
 from typing import Any, Callable
 
 import rclpy
-from rclpy._rclpy_pybind11 import RCLError
+from rclpy._rclpy_pybind11 import RCLError, UnknownROSArgsError
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
@@ -192,10 +193,14 @@ class DeeadNode(Node):
 def main(argv: list[str] | None = None) -> int:
     """Run deead_node: `deead_node --ros-args --params-file config/deead.yaml [-p name:=value]`."""
     argv = sys.argv if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="deead_node", description=__doc__.splitlines()[0],
+        epilog="ROS arguments follow --ros-args: --params-file config/deead.yaml, -p exit.delta_m:=1.0, "
+               "-r ~/input/image:=/camera/image/compressed. Parameters: README.md or `ros2 param describe`.")
     try:
-        remove_ros_args(argv)
+        parser.parse_args(remove_ros_args(argv)[1:])
         rclpy.init(args=argv)
-    except RCLError as err:        # e.g. a --params-file that does not exist or is not YAML
+    except (RCLError, UnknownROSArgsError) as err:   # e.g. a --params-file that does not exist or is not YAML
         print(f"deead_node: cannot start: bad ROS arguments: {err}", file=sys.stderr)
         return 2
     try:

@@ -1,0 +1,1 @@
+"""Offline tools: simulator data, training, evaluation, reports and bags (never imports rclpy)."""
