@@ -64,8 +64,11 @@ class InputSpec:
     image_hw: tuple[int, int] = (96, 160)                   # (H, W) fed to the stem
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)   # per RGB channel, on x / 255
     image_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
-    route_points: int = 12                                  # K route tokens
-    route_spacing_m: float = 4.0                            # arc length between them, from the closest point
+    route_points: int = 12                                  # K route tokens: first the timed ones, then spaced
+    route_timed_points: int = 6                             # where the ego would be at dt, 2 dt, ... on the route
+    route_dt_s: float = 0.5                                 # at max(speed, route_min_speed_mps): the route prior
+    route_min_speed_mps: float = 1.0
+    route_spacing_m: float = 8.0                            # then every this many metres from the closest point
     route_scale_m: float = 20.0                             # route coordinates are divided by this
     speed_scale_mps: float = 10.0
     yaw_rate_scale_rps: float = 0.5
@@ -128,8 +131,21 @@ def normalise_images(images_rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def route_tokens(route_ego_m: np.ndarray | None, spec: InputSpec) -> tuple[np.ndarray, bool]:
-    """Resample the route ahead: from the point closest to the ego, every route_spacing_m.
+def route_arc_lengths_m(speed_mps: float, spec: InputSpec) -> np.ndarray:
+    """Arc lengths (K,) of the route tokens past the point closest to the ego.
+
+    The first route_timed_points are where the ego would be after dt, 2 dt, ... driving the route at its
+    current speed (the planner prior itself, so the model starts from it); the rest follow every
+    route_spacing_m and show the road's shape further ahead.
+    """
+    speed = max(float(speed_mps), spec.route_min_speed_mps)
+    timed = speed * spec.route_dt_s * np.arange(1, spec.route_timed_points + 1)
+    spaced = spec.route_spacing_m * np.arange(1, spec.route_points - spec.route_timed_points + 1)
+    return np.concatenate([timed, spaced])
+
+
+def route_tokens(route_ego_m: np.ndarray | None, spec: InputSpec, speed_mps: float = 0.0) -> tuple[np.ndarray, bool]:
+    """Resample the route ahead from the point closest to the ego at route_arc_lengths_m.
 
     Returns:
         (K, 2) float32 points / route_scale_m (zeros when unusable), and whether the route was usable
@@ -142,10 +158,10 @@ def route_tokens(route_ego_m: np.ndarray | None, spec: InputSpec) -> tuple[np.nd
     if route.ndim != 2 or route.shape[1] != 2 or len(route) < 2 or not np.all(np.isfinite(route)):
         return empty, False
     route = distinct_points(route)
-    if len(route) < 2:
+    if len(route) < 2 or not np.isfinite(speed_mps):
         return empty, False
     s_closest, _ = closest_arc_length(route)
-    points = sample_at_arc_lengths(route, s_closest + spec.route_spacing_m * np.arange(spec.route_points))
+    points = sample_at_arc_lengths(route, s_closest + route_arc_lengths_m(speed_mps, spec))
     return (points / spec.route_scale_m).astype(np.float32), True
 
 
@@ -172,7 +188,7 @@ def encode_batch(frames: Sequence[FrameInputs], spec: InputSpec) -> dict[str, np
         check_image(frame.image_rgb)
     images = np.stack([f.image_rgb if f.image_rgb.shape[:2] == spec.image_hw else resize_rgb(f.image_rgb, spec.image_hw)
                        for f in frames])
-    routes, valid = zip(*(route_tokens(f.route_ego_m, spec) for f in frames))
+    routes, valid = zip(*(route_tokens(f.route_ego_m, spec, f.speed_mps) for f in frames))
     ego = np.array([[f.speed_mps / spec.speed_scale_mps, f.yaw_rate_rps / spec.yaw_rate_scale_rps, float(ok)]
                     for f, ok in zip(frames, valid)], dtype=np.float32)
     if not np.all(np.isfinite(ego)):

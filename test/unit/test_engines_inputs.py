@@ -41,13 +41,25 @@ def test_resize_keeps_a_constant_image_and_averages_on_downscale():
     assert up.shape == (4, 4, 3) and up.min() >= 0 and up.max() <= 3
 
 
-def test_route_is_resampled_from_the_closest_point_at_fixed_spacing():
-    route = np.stack([np.linspace(-10, 60, 71), np.full(71, 1.5)], axis=1)     # straight, 1.5 m to the left
-    points, valid = route_tokens(route, SPEC)
+def test_route_tokens_start_with_the_route_prior_then_follow_the_road():
+    route = np.stack([np.linspace(-10, 80, 91), np.full(91, 1.5)], axis=1)     # straight, 1.5 m to the left
+    points, valid = route_tokens(route, SPEC, speed_mps=10.0)
     assert valid and points.shape == (SPEC.route_points, 2)
     metres = points * SPEC.route_scale_m
-    np.testing.assert_allclose(metres[:, 0], SPEC.route_spacing_m * np.arange(SPEC.route_points), atol=1e-5)
+    np.testing.assert_allclose(metres[:6, 0], 5.0 * np.arange(1, 7), atol=1e-5)          # 10 m/s x 0.5 s steps
+    np.testing.assert_allclose(metres[6:, 0], SPEC.route_spacing_m * np.arange(1, 7), atol=1e-5)
     np.testing.assert_allclose(metres[:, 1], 1.5, atol=1e-5)
+    slow, _ = route_tokens(route, SPEC, speed_mps=0.0)
+    np.testing.assert_allclose(slow[:6, 0] * SPEC.route_scale_m, 0.5 * np.arange(1, 7), atol=1e-5)  # min speed
+
+
+def test_timed_route_tokens_equal_the_route_prior():
+    from deead_ros.exit.prior import route_prior
+    theta = np.linspace(0, np.pi / 2, 200)
+    route = np.stack([20 * np.sin(theta), 20 - 20 * np.cos(theta)], axis=1)
+    points, _ = route_tokens(route, SPEC, speed_mps=6.0)
+    prior = route_prior(route, 6.0, 0.5 * np.arange(1, 7)).trajectory_m
+    np.testing.assert_allclose(points[:6] * SPEC.route_scale_m, prior, atol=1e-4)
 
 
 @pytest.mark.parametrize("route", [None, np.zeros((0, 2)), np.zeros((5, 2)), np.full((4, 2), np.nan),
