@@ -36,6 +36,7 @@ class VLAConfig:
     horizon: int = 6                               # T waypoints
     dt_s: float = 0.5                              # time between waypoints, s
     waypoint_scale_m: float = 10.0                 # the head's raw outputs are in units of this many metres
+    route_scale_m: float = _INPUTS.route_scale_m   # route tokens are route points / this
 
     @property
     def image_grid(self) -> tuple[int, int]:
@@ -136,12 +137,20 @@ class DeeadVLA(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(c)
         self.action_head = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Linear(c, cfg.horizon * 2))
+        # Route readout: the shared head also reads the first T route tokens (the route prior's points, see
+        # engines.inputs.route_arc_lengths_m) back out of the residual stream, so the head predicts a correction
+        # to the route rather than the whole trajectory. Initialised as the inverse of route_proj.
+        self.route_readout = nn.Linear(c, 2)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():      # GPT-2: scale residual projections by depth
             if name.endswith("proj.weight") and name.startswith("blocks."):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
         nn.init.normal_(self.plan_query, std=0.02)
         nn.init.normal_(self.pos_emb, std=0.02)
+        with torch.no_grad():
+            inverse = torch.linalg.pinv(self.route_proj.weight)          # (2, C)
+            self.route_readout.weight.copy_(inverse)
+            self.route_readout.bias.copy_(-inverse @ self.route_proj.bias)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -165,14 +174,19 @@ class DeeadVLA(nn.Module):
         ], dim=1)
         return tokens + self.pos_emb                 # (B, S, C); S = cfg.n_tokens
 
-    def _plan_to_trajectory(self, plan: torch.Tensor) -> torch.Tensor:
-        """Planning-token states (..., C) -> waypoints (..., T, 2) in metres."""
-        out = self.action_head(self.ln_f(plan)) * self.cfg.waypoint_scale_m      # (..., T*2)
-        return out.view(*plan.shape[:-1], self.cfg.horizon, 2)
+    def _route_slice(self) -> slice:
+        first = self.cfg.image_grid[0] * self.cfg.image_grid[1]
+        return slice(first, first + self.cfg.horizon)                    # the timed route tokens
+
+    def _to_trajectory(self, plan: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
+        """Planning-token states (..., C) and timed route-token states (..., T, C) -> waypoints (..., T, 2), m."""
+        correction = self.action_head(self.ln_f(plan)) * self.cfg.waypoint_scale_m      # (..., T*2)
+        along_route = self.route_readout(route) * self.cfg.route_scale_m                 # (..., T, 2)
+        return correction.view(*plan.shape[:-1], self.cfg.horizon, 2) + along_route
 
     def trajectory_at(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Shared action head on the planning token of hidden states (B, S, C) -> (B, T, 2), ego frame, m."""
-        return self._plan_to_trajectory(hidden[:, -1])
+        """Shared action head on hidden states (B, S, C) -> (B, T, 2), ego frame, m."""
+        return self._to_trajectory(hidden[:, -1], hidden[:, self._route_slice()])
 
     def forward(self, image: torch.Tensor, route: torch.Tensor, ego: torch.Tensor,
                 command_ids: torch.Tensor) -> torch.Tensor:
@@ -186,8 +200,9 @@ class DeeadVLA(nn.Module):
                            command_ids: torch.Tensor) -> torch.Tensor:
         """The head's trajectory after every block: (B, L, T, 2); [:, i] is what an exit after block i+1 sees."""
         h = self.stem(image, route, ego, command_ids)
-        plans = []
+        plans, routes = [], []
         for block in self.blocks:
             h = block(h)
-            plans.append(h[:, -1])                   # (B, C)
-        return self._plan_to_trajectory(torch.stack(plans, dim=1))   # (B, L, T, 2)
+            plans.append(h[:, -1])                    # (B, C)
+            routes.append(h[:, self._route_slice()])  # (B, T, C)
+        return self._to_trajectory(torch.stack(plans, dim=1), torch.stack(routes, dim=1))   # (B, L, T, 2)
