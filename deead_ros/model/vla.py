@@ -147,6 +147,7 @@ class DeeadVLA(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
         nn.init.normal_(self.plan_query, std=0.02)
         nn.init.normal_(self.pos_emb, std=0.02)
+        nn.init.normal_(self.route_proj.weight, std=1.0)   # the route dominates its tokens' residual stream at init
         with torch.no_grad():
             inverse = torch.linalg.pinv(self.route_proj.weight)          # (2, C)
             self.route_readout.weight.copy_(inverse)
