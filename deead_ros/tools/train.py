@@ -21,7 +21,7 @@ import torch
 
 from deead_ros.engines.inputs import FrameInputs, InputSpec, encode_batch, normalise_images
 from deead_ros.model.vla import DeeadVLA, VLAConfig
-from deead_ros.model.weights import save_pretrained
+from deead_ros.model.weights import load_pretrained, save_pretrained
 from deead_ros.tools.dataset_format import load_episode, world_to_ego
 
 MODEL_VERSION = "deead-vla-1 metadrive"
@@ -135,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     weights = layer_weights(args.layers, args.final_only)
     args.run.mkdir(parents=True, exist_ok=True)
     checkpoint = args.run / "checkpoint.pt"
-    step = 0
+    step, best_val = 0, float("inf")
+    variant = "final-layer loss only" if args.final_only else "early-exit loss"
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, rng = state["step"], state["rng"]
+        step, rng, best_val = state["step"], state["rng"], state.get("best_val", float("inf"))
         torch.set_rng_state(state["torch_rng"])
         print(f"[train] resumed from {checkpoint} at step {step}", flush=True)
     log_path = args.run / "log.csv"
@@ -166,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
         val_ade = ""
         if step % args.eval_every == 0 or step == args.steps:
-            val_ade = f"{evaluate(model, val, spec)[-1]:.4f}"
+            val_final = float(evaluate(model, val, spec)[-1])
+            val_ade = f"{val_final:.4f}"
+            if val_final < best_val:          # keep the weights that validate best (the data set is small)
+                best_val = val_final
+                save_pretrained(model, spec, args.out, f"{MODEL_VERSION} ({variant}, step {step})")
         writer.writerow([step, f"{loss.item():.4f}", f"{ade[-1].item():.4f}", f"{lr:.2e}",
                          f"{time.perf_counter() - start:.0f}", val_ade])
         if step % 20 == 0 or val_ade:
@@ -178,15 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         if step % args.checkpoint_every == 0 or step == args.steps:
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": rng,
-                        "torch_rng": torch.get_rng_state()}, tmp)
+                        "torch_rng": torch.get_rng_state(), "best_val": best_val}, tmp)
             tmp.replace(checkpoint)
     log.close()
-    per_layer = evaluate(model, val, spec)
+    best = load_pretrained(args.out)
+    per_layer = evaluate(best.model, val, spec)
     (args.run / "val_per_layer_ade.json").write_text(json.dumps([float(x) for x in per_layer]))
-    variant = "final-layer loss only" if args.final_only else "early-exit loss"
-    weights_path = save_pretrained(model, spec, args.out, f"{MODEL_VERSION} ({variant}, {args.steps} steps)")
-    print(f"[train] val ADE per layer: {np.round(per_layer, 2).tolist()}")
-    print(f"[train] saved {weights_path} ({weights_path.stat().st_size / 1e6:.1f} MB)")
+    print(f"[train] kept {best.model_version}: val ADE per layer {np.round(per_layer, 2).tolist()}")
+    print(f"[train] weights {best.weights_path} ({best.weights_path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
