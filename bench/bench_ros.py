@@ -29,7 +29,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Path as PathMsg  # noqa: E402
 
 from deead_ros.paths import share_dir  # noqa: E402
-from deead_ros.ros.demo import NODE, node_command  # noqa: E402
+from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros.tools import bags as topics  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
 
@@ -96,9 +96,8 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
         latencies.append((now - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.startswith(NODE):
-                counters.update({kv.key: kv.value for kv in status.values})
+        for values in node_statuses(msg).values():
+            counters.update(values)
 
     listener.create_subscription(PathMsg, f"/{NODE}/output/trajectory", on_path, 50)
     listener.create_subscription(ExitDiagnostics, f"/{NODE}/output/exit_diagnostics",

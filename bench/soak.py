@@ -26,7 +26,7 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 
 from deead_ros.paths import share_dir  # noqa: E402
-from deead_ros.ros.demo import NODE, node_command  # noqa: E402
+from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
 
 
@@ -58,9 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     counters: dict[str, str] = {}
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.startswith(NODE):
-                counters.update({kv.key: kv.value for kv in status.values})
+        for values in node_statuses(msg).values():
+            counters.update(values)
 
     listener.create_subscription(ExitDiagnostics, f"/{NODE}/output/exit_diagnostics",
                                  lambda m: latencies.append(m.total_ms), 50)

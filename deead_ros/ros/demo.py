@@ -49,6 +49,12 @@ def node_command(parameters: dict[str, object]) -> list[str]:
     return command
 
 
+def node_statuses(msg: DiagnosticArray) -> dict[str, dict[str, str]]:
+    """deead_node's statuses in a /diagnostics message: {concern: {key: value}}."""
+    return {status.name.split(": ", 1)[-1]: {kv.key: kv.value for kv in status.values}
+            for status in msg.status if status.name.startswith(NODE)}
+
+
 class Listener(Node):
     """Collects the node's outputs and the bag's ground truth, keyed by camera stamp."""
 
@@ -69,9 +75,7 @@ class Listener(Node):
         self.set_params = self.create_client(SetParameters, f"/{NODE}/set_parameters")
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.startswith(NODE):
-                self.diagnostics[status.name.split(": ", 1)[-1]] = {kv.key: kv.value for kv in status.values}
+        self.diagnostics.update(node_statuses(msg))
 
     def reset(self) -> None:
         self.trajectories, self.exits, self.truths = {}, {}, {}

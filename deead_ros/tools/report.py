@@ -22,7 +22,7 @@ from deead_ros.engines.inputs import FrameInputs, encode_batch
 from deead_ros.exit import ExitSettings, FrameContext, PriorSettings, run_with_exit, select_prior
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.exit.prior import constant_turn_rate_prior
-from deead_ros.model.weights import load_pretrained
+from deead_ros.model.weights import CONFIG_FILE, load_pretrained, read_config
 from deead_ros.tools.dataset_format import load_episode, world_to_ego
 
 DELTAS = (0.5, 1.0, 2.0)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deead_report: no test episodes under {args.data}/test", flush=True)
         return 2
     print(f"[report] {len(frames)} test frames", flush=True)
-    dt_s = 0.5
+    dt_s = read_config(Path(args.weights) / CONFIG_FILE)[0].dt_s
     times = dt_s * np.arange(1, truth.shape[1] + 1)
     priors = [select_prior(PriorSettings(fallback_to_constant_velocity=False), times, f.speed_mps, f.yaw_rate_rps,
                            f.route_ego_m) for f in frames]
