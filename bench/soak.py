@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     thirds = np.array_split([s["p50_ms"] for s in samples], 3)
     result = {"minutes": round(args.minutes, 2), "rss_growth_pct": round(growth, 2),
               "frames_unaccounted": unaccounted, "frames_received": received, "frames_dropped": dropped,
+              "drops": {k.removeprefix("dropped_"): int(v) for k, v in counters.items()
+                        if k.startswith("dropped_") and int(v)},
               "rss_mb_after_warmup": round(warm["rss_mb"], 1), "rss_mb_end": round(samples[-1]["rss_mb"], 1),
               "latency_p50_first_third_ms": round(float(np.nanmedian(thirds[0])), 2),
               "latency_p50_last_third_ms": round(float(np.nanmedian(thirds[-1])), 2)}

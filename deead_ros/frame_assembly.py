@@ -106,6 +106,34 @@ class AssembledFrame:
 
 
 @dataclass
+class CameraStampGuard:
+    """Refuses camera frames whose stamps cannot be trusted, before any decoding.
+
+    Why: a looping bag sends stamps backwards, an unsynchronised camera sends them from the future
+    or late; planning such a frame pairs it with the wrong route and odometry. After a jump back the
+    guard takes the new stamp as the newest, so the frame after it is planned normally; a stamp from
+    the future is never taken as the newest.
+    """
+
+    last_s: float | None = None
+
+    def refuse(self, camera_s: float, now_s: float, max_frame_age_s: float,
+               max_future_s: float) -> tuple[str, str] | None:
+        """(reason code, what was wrong and what to do) for a frame to drop, or None to plan it."""
+        if max_future_s > 0 and camera_s - now_s > max_future_s:
+            return "stamp_future", (f"camera stamp {camera_s - now_s:.3f} s ahead of the node clock "
+                                    f"(> io.max_future_s={max_future_s}); check the camera's clock sync or use_sim_time")
+        previous, self.last_s = self.last_s, camera_s
+        if previous is not None and camera_s < previous:
+            return "stamp_backwards", (f"camera stamp went back {previous - camera_s:.3f} s (a looping bag or a "
+                                       "restarted driver?); following frames are planned from the new time")
+        if max_frame_age_s > 0 and now_s - camera_s > max_frame_age_s:
+            return "stale_frame", (f"camera frame {(now_s - camera_s) * 1e3:.0f} ms old "
+                                   f"(> io.max_frame_age_s={max_frame_age_s}); check the camera's clock sync")
+        return None
+
+
+@dataclass
 class LatestInputs:
     """The newest route, odometry, command and external path, and how to turn them into a frame.
 

@@ -14,7 +14,8 @@ from enum import IntEnum
 
 import numpy as np
 
-DROP_REASONS = ("superseded", "stale_frame", "bad_input", "engine_error")
+DROP_REASONS = ("superseded", "stale_frame", "stamp_backwards", "stamp_future", "bad_input", "engine_error")
+REJECT_REASONS = ("stamp_backwards", "stamp_future", "bad_input", "engine_error")   # worth a WARN
 
 
 class Level(IntEnum):
@@ -169,9 +170,9 @@ def assess(snap: StatsSnapshot, deadline_ms: float, backend: str, model_version:
         latency = Status("latency", Level.OK, "within deadline" if planned_in_window else "no frames", {})
     latency.values.update({"p50_ms": f"{p50:.2f}", "p95_ms": f"{p95:.2f}", "deadline_ms": f"{deadline_ms:.1f}"})
     statuses.append(latency)
-    bad = snap.drops.get("bad_input", 0) + snap.drops.get("engine_error", 0)
+    bad = sum(snap.drops.get(r, 0) for r in REJECT_REASONS)
     drops = Status("drops", Level.WARN if bad else Level.OK,
-                   f"{bad} frames rejected (bad input or engine error)" if bad else
+                   f"{bad} frames rejected (bad input, bad stamp or engine error)" if bad else
                    f"{snap.dropped} dropped (superseded or stale), none rejected",
                    {**{f"dropped_{r}": str(snap.drops.get(r, 0)) for r in DROP_REASONS},
                     **{f"rejected_{t}": str(n) for t, n in snap.rejected_inputs.items()}})

@@ -25,7 +25,7 @@ from std_msgs.msg import Float64, String
 
 from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, ConfigError, DeeadError
-from deead_ros.frame_assembly import LatestInputs, stamp_s
+from deead_ros.frame_assembly import CameraStampGuard, LatestInputs, stamp_s
 from deead_ros.paths import demo_manifest_path
 from deead_ros.health import FrameStats, assess
 from deead_ros.ros import ros_io
@@ -87,6 +87,7 @@ class DeeadNode(Node):
 
         self.stats = FrameStats(window_s=self._config.io.diagnostics_window_s)
         self._mailbox = Mailbox()
+        self._stamps = CameraStampGuard()
         self._inputs = LatestInputs(frame_id=self._config.io.frame_id, on_rejected=self._reject_input)
         image_type = Image if self._config.camera_format == "raw" else CompressedImage
         subscriptions = (("image", image_type, self._mailbox_put, CAMERA_QOS),
@@ -156,14 +157,14 @@ class DeeadNode(Node):
 
     def _plan(self, msg: Any) -> None:
         config = self._config
-        if config.io.max_frame_age_s > 0:
-            age_s = self.get_clock().now().nanoseconds * 1e-9 - stamp_s(msg.header.stamp)
-            if age_s > config.io.max_frame_age_s:
-                self.stats.note_dropped("stale_frame")
-                self.get_logger().warning(
-                    f"dropping frame {age_s * 1e3:.0f} ms old (> io.max_frame_age_s={config.io.max_frame_age_s}); "
-                    "check camera clock sync", throttle_duration_sec=_THROTTLE_S)
-                return
+        now_s = self.get_clock().now().nanoseconds * 1e-9
+        refusal = self._stamps.refuse(stamp_s(msg.header.stamp), now_s, config.io.max_frame_age_s,
+                                      config.io.max_future_s)
+        if refusal is not None:
+            reason, message = refusal
+            self.stats.note_dropped(reason)
+            self.get_logger().warning(f"camera frame dropped: {message}", throttle_duration_sec=_THROTTLE_S)
+            return
         frame = self._inputs.assemble(msg, config.camera_format == "raw", config.io.max_input_age_s,
                                       use_external=config.prior.source == "external")
         result = self._runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known,

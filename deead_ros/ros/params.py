@@ -80,6 +80,8 @@ PARAMETERS: tuple[Spec, ...] = (
          "odometry, route and external path older than this (vs the camera stamp) are stale, s", (0.01, 60.0)),
     Spec("io.max_frame_age_s", T.PARAMETER_DOUBLE, 0.0,
          "drop camera frames older than this (vs the node clock) before planning; 0 disables, s", (0.0, 60.0)),
+    Spec("io.max_future_s", T.PARAMETER_DOUBLE, 0.5,
+         "drop camera frames stamped further ahead of the node clock than this; 0 disables, s", (0.0, 60.0)),
     # diagnostics (live)
     Spec("diagnostics.period_s", T.PARAMETER_DOUBLE, 1.0, "period of /diagnostics, s", (0.1, 60.0), read_only=True),
     Spec("diagnostics.window_s", T.PARAMETER_DOUBLE, 10.0, "window of the rates and percentiles, s", (1.0, 600.0),
@@ -97,6 +99,7 @@ class IoSettings:
     frame_id: str = "base_link"
     max_input_age_s: float = 1.0
     max_frame_age_s: float = 0.0
+    max_future_s: float = 0.5
     diagnostics_period_s: float = 1.0
     diagnostics_window_s: float = 10.0
     latency_deadline_ms: float = 100.0
@@ -128,6 +131,7 @@ _SECTION_FIELDS = {
 }
 _IO_FIELDS = {
     "output.frame_id": "frame_id", "io.max_input_age_s": "max_input_age_s", "io.max_frame_age_s": "max_frame_age_s",
+    "io.max_future_s": "max_future_s",
     "diagnostics.period_s": "diagnostics_period_s", "diagnostics.window_s": "diagnostics_window_s",
     "diagnostics.latency_deadline_ms": "latency_deadline_ms",
 }

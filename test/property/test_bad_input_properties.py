@@ -8,7 +8,7 @@ from PIL import Image as PilImage
 from rosbags.typesys import Stores, get_typestore
 
 from deead_ros.errors import BadInputError
-from deead_ros.frame_assembly import LatestInputs, decode_compressed, decode_image
+from deead_ros.frame_assembly import CameraStampGuard, LatestInputs, decode_compressed, decode_image
 
 T = get_typestore(Stores.ROS2_JAZZY).types
 
@@ -84,3 +84,15 @@ def test_routes_and_odometry_never_break_frame_assembly(points, frame, route_sec
     if frame_out.ego_motion_known:
         assert np.isfinite(frame_out.inputs.speed_mps)
     assert all(reason for _, reason in rejected)
+
+
+@given(stamps=st.lists(st.floats(0.0, 1000.0), min_size=1, max_size=30), now_s=st.floats(0.0, 1000.0))
+def test_camera_stamp_guard_plans_every_frame_that_moves_forward(stamps, now_s):
+    guard = CameraStampGuard()
+    previous = None
+    for stamp in stamps:
+        refusal = guard.refuse(stamp, now_s, max_frame_age_s=0.0, max_future_s=0.5)
+        expected = ("stamp_future" if stamp - now_s > 0.5 else
+                    "stamp_backwards" if previous is not None and stamp < previous else None)
+        assert (refusal and refusal[0]) == expected
+        previous = previous if expected == "stamp_future" else stamp

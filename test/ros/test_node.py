@@ -16,6 +16,7 @@ import rclpy  # noqa: E402  (after the marker: conftest skips without rclpy)
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.duration import Duration  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -63,7 +64,8 @@ class Driver:
         return condition()
 
     def wait_for_node(self):
-        matched = lambda: (self.camera.get_subscription_count() > 0 and self.odometry.get_subscription_count() > 0  # noqa: E731
+        publishers = (self.camera, self.odometry, self.route)
+        matched = lambda: (all(p.get_subscription_count() > 0 for p in publishers)  # noqa: E731
                            and self.set_params.service_is_ready())
         assert self.spin_until(matched, 30.0), "deead_node did not come up within 30 s"
 
@@ -78,7 +80,9 @@ class Driver:
         for x in np.arange(-10.0, 120.0, 2.0):
             route.poses.append(_pose(x))
         self.route.publish(route)
-        self.spin_until(lambda: False, 0.05)                 # let inputs land before the camera frame
+        for publisher in (self.odometry, self.route):       # inputs land before the camera frame
+            assert publisher.wait_for_all_acked(Duration(seconds=10)), "deead_node did not take the inputs"
+        self.spin_until(lambda: False, 0.05)
         image = CompressedImage(format="jpeg", data=data if data is not None else jpeg(sec))
         image.header.stamp.sec = sec
         self.camera.publish(image)
@@ -151,6 +155,15 @@ def test_node_in_process_plans_tunes_and_survives_bad_input(small_model, ros_con
         assert driver.set(exit__policy="fixed")[0].successful
         fixed = plan_frames(driver, [7])
         assert fixed[0].exit_layer == 3 and fixed[0].reason == ExitDiagnostics.REASON_FIXED_LAYER
+
+        dropped = lambda reason: node.stats.snapshot().drops.get(reason, 0)  # noqa: E731
+        planned_before = len(driver.exits)
+        driver.send_frame(3)                                  # a looping bag: the stamp goes back
+        assert driver.spin_until(lambda: dropped("stamp_backwards") == 1, 10.0)
+        driver.send_frame(int(time.time()) + 3600)            # an unsynchronised camera clock
+        assert driver.spin_until(lambda: dropped("stamp_future") == 1, 10.0)
+        plan_frames(driver, [8])
+        assert len(driver.exits) == planned_before + 1, "refused frames are never planned"
 
         assert driver.spin_until(lambda: any(s.name.endswith("drops") for a in driver.diagnostics for s in a.status))
         snap = node.stats.snapshot()

@@ -147,3 +147,18 @@ def test_route_in_the_ego_frame_is_used_as_is_and_static_routes_never_expire():
     inputs.set_route(path_msg([[0.0, 0.0], [5.0, 1.0]], "base_link", sec=0))
     frame = inputs.assemble(camera(sec=1000), raw_image=False, max_input_age_s=0.5, use_external=False)
     np.testing.assert_allclose(frame.inputs.route_ego_m, [[0.0, 0.0], [5.0, 1.0]])
+
+
+def test_camera_stamps_backwards_future_or_late_are_refused_once_with_a_reason():
+    guard = fa.CameraStampGuard()
+    refuse = lambda camera_s, now_s=52.0: guard.refuse(camera_s, now_s, max_frame_age_s=5.0, max_future_s=0.5)  # noqa: E731
+    assert refuse(50.0) is None and refuse(50.1) is None
+    code, message = refuse(10.0)
+    assert code == "stamp_backwards" and "went back 40.100 s" in message
+    assert refuse(10.1, now_s=14.0) is None, "the frame after a jump back is planned"
+    code, message = refuse(20.0, now_s=14.0)
+    assert code == "stamp_future" and "io.max_future_s" in message
+    assert refuse(10.2, now_s=14.0) is None, "a stamp from the future is not taken as the newest"
+    code, message = refuse(20.1, now_s=30.0)
+    assert code == "stale_frame" and "9900 ms old" in message
+    assert refuse(29.0, now_s=30.0) is None
