@@ -5,7 +5,7 @@ export AMENT_PREFIX_PATH := $(VENV)
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export FASTRTPS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_localhost_shm.xml
 
-.PHONY: setup test test-slow demo metadrive clean
+.PHONY: setup test test-slow demo metadrive closed-loop clean
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
 
@@ -22,6 +22,9 @@ demo: setup
 
 metadrive:
 	@bash scripts/setup_metadrive.sh
+
+closed-loop: setup metadrive
+	$(CURDIR)/.venv-metadrive/bin/python bench/closed_loop.py --model $(VENV)/share/deead_ros/models/demo/onnx/manifest.json
 
 clean:
 	rm -rf build *.egg-info .pytest_cache

@@ -28,13 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from deead_ros.paths import share_dir  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+from proc_stats import rss_mb  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

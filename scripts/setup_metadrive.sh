@@ -17,10 +17,14 @@ METADRIVE_PIN="metadrive-simulator==0.2.6.0"
 DEPS=(
   gym==0.23.1 numpy==1.23.5 panda3d==1.10.13 panda3d-gltf==0.13 panda3d-simplepbr==0.10
   opencv-python-headless==4.10.0.84 pandas==2.0.3 matplotlib==3.8.4 scipy==1.11.4
-  pygame tqdm yapf seaborn pillow lxml pytest
+  pygame tqdm yapf seaborn pillow lxml pytest protobuf==3.20.3
 )
+# The closed loop (bench/closed_loop.py) plans with the project's runner inside this venv. onnxruntime
+# declares protobuf>=4 for its model tools, which breaks MetaDrive's generated code; its runtime
+# imports fine with protobuf 3.20, so it goes in without its declared dependencies.
+RUNTIME=(onnxruntime==1.32.0 flatbuffers==25.12.19)
 STAMP="${VENV}/.deead_metadrive_stamp"
-WANT="$("${PYTHON}" -c 'import sys; print(".".join(map(str, sys.version_info[:2])))') ${METADRIVE_PIN} ${DEPS[*]}"
+WANT="$("${PYTHON}" -c 'import sys; print(".".join(map(str, sys.version_info[:2])))') ${METADRIVE_PIN} ${DEPS[*]} ${RUNTIME[*]}"
 
 if [[ -f "${STAMP}" && "$(cat "${STAMP}")" == "${WANT}" && -x "${VENV}/bin/python" ]]; then
   echo "[setup_metadrive] ${VENV} is up to date (stamp matches); nothing to do."
@@ -42,10 +46,14 @@ echo "[setup_metadrive] installing ${METADRIVE_PIN} (--no-deps: its declared dep
 echo "[setup_metadrive] installing pinned deps: ${DEPS[*]}"
 "${PIP[@]}" install -q "${DEPS[@]}"
 
+echo "[setup_metadrive] installing ${RUNTIME[*]} (--no-deps: see above)"
+"${PIP[@]}" install -q --no-deps "${RUNTIME[@]}"
+
 echo "[setup_metadrive] checking the import"
 "${VENV}/bin/python" - <<'PY'
-import numpy, metadrive, panda3d
-print(f"[setup_metadrive] numpy {numpy.__version__}, metadrive from {metadrive.__file__}")
+import numpy, metadrive, panda3d, onnxruntime
+from metadrive.envs.metadrive_env import MetaDriveEnv
+print(f"[setup_metadrive] numpy {numpy.__version__}, onnxruntime {onnxruntime.__version__}, metadrive from {metadrive.__file__}")
 PY
 
 echo "${WANT}" > "${STAMP}"

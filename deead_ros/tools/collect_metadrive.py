@@ -40,6 +40,7 @@ import multiprocessing as mp
 import queue
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +103,17 @@ def _patch_panda3d() -> None:
     engine_core._deead_patched = True
 
 
-def make_env(seed: int, ep: dict[str, Any], width: int, height: int):
-    """Build a MetaDrive env for exactly this seed (`start_seed`, one scenario), expert-driven."""
+def make_env(seed: int, ep: dict[str, Any], width: int, height: int, expert: bool = True):
+    """Build a MetaDrive env for exactly this seed (`start_seed`, one scenario).
+
+    expert: the ego is driven by the IDM expert (the action given to `step` is ignored); False: by
+    the [steering, throttle] actions given to `step` (closed-loop evaluation).
+    """
     _patch_panda3d()
     from metadrive.envs.metadrive_env import MetaDriveEnv
     from metadrive.component.map.base_map import BaseMap
     from metadrive.component.map.pg_map import MapGenerateMethod
+    from metadrive.policy.env_input_policy import EnvInputPolicy
     from metadrive.policy.idm_policy import IDMPolicy
 
     class ExpertIDM(IDMPolicy):
@@ -121,7 +127,7 @@ def make_env(seed: int, ep: dict[str, Any], width: int, height: int):
                     BaseMap.GENERATE_CONFIG: ep["blocks"], BaseMap.LANE_NUM: ep["lane_num"],
                     BaseMap.LANE_WIDTH: 3.5},
         traffic_density=ep["traffic_density"], traffic_mode=ep["traffic_mode"],
-        random_spawn_lane_index=True, agent_policy=ExpertIDM, rgb_clip=False,
+        random_spawn_lane_index=True, agent_policy=ExpertIDM if expert else EnvInputPolicy, rgb_clip=False,
         vehicle_config=dict(
             image_source="rgb_camera", rgb_camera=(width, height), stack_size=1, rgb_clip=False,
             show_navi_mark=False, spawn_longitude=ep["spawn_longitude"],
@@ -339,17 +345,54 @@ def scenario_label(speed: float, lead: float, labels: dict[str, Any], in_block: 
 
 
 # --------------------------------------------------------------------------- one episode
+@dataclass(frozen=True)
+class Observation:
+    """What the ego sees at one step, in the right-handed world frame (the data set's conventions)."""
+
+    image: np.ndarray            # (H, W, 3) uint8 RGB front camera
+    pose: np.ndarray             # (3,) x, y, yaw
+    speed_mps: float
+    route: dict[str, Any]        # route_ahead's dense route and pieces
+    route_world: np.ndarray      # (ROUTE_POINTS, 2) resampled route, padded
+    route_valid: int
+    labels: dict[str, Any]       # route_labels: command, junction, lane change, curvature
+
+
+def observe(obs: dict[str, Any], vehicle) -> Observation:
+    """Read the camera image, ego pose and speed, and the route ahead with its command."""
+    img = np.asarray(obs["image"])[..., -1]                    # (H, W, 3) BGR floats 0..255
+    pos = np.asarray(vehicle.position, dtype=np.float64)
+    yaw = -float(vehicle.heading_theta)
+    route = route_ahead(vehicle, (fmt.ROUTE_POINTS - 1) * fmt.ROUTE_SPACING_M + 2.0)
+    pts, valid = sample_route(route["points"])
+    return Observation(np.clip(img[..., ::-1], 0, 255).astype(np.uint8),
+                       np.array([pos[0], -pos[1], float(fmt.wrap_angle(yaw))]), float(vehicle.speed) / 3.6,
+                       route, pts, valid, route_labels(route, yaw))
+
+
+def start_episode(env, ep: dict[str, Any]) -> dict[str, Any]:
+    """Reset the env and give the ego the episode's initial speed; returns the first observation."""
+    obs = env.reset()
+    v0 = ep["initial_speed_frac"] * ep["target_speed_kmh"] / 3.6
+    if v0 > 0.1:
+        env.vehicle.set_velocity(env.vehicle.heading, v0)
+    return obs
+
+
+def why_done(info: dict[str, Any]) -> str:
+    """The simulator's reason for ending an episode."""
+    return next((k for k in ("arrive_dest", "crash_vehicle", "crash_object", "crash_building", "out_of_road",
+                             "max_step") if info.get(k)), "done")
+
+
 def run_episode(seed: int, max_steps: int, width: int, height: int) -> dict[str, Any]:
     """Drive one seed with the expert and return the episode dict (tail without future dropped)."""
     ep = episode_config(seed)
     env = make_env(seed, ep, width, height)
     try:
         t_reset = time.time()
-        obs = env.reset()
+        obs = start_episode(env, ep)
         vehicle = env.vehicle
-        v0 = ep["initial_speed_frac"] * ep["target_speed_kmh"] / 3.6
-        if v0 > 0.1:
-            vehicle.set_velocity(vehicle.heading, v0)
         reset_s = time.time() - t_reset
         rec: dict[str, list] = {k: [] for k in (
             "images", "pose", "speed", "route_world", "route_valid", "command", "labels", "lead",
@@ -361,25 +404,20 @@ def run_episode(seed: int, max_steps: int, width: int, height: int) -> dict[str,
         for step in range(max_steps):
             if step > 0:
                 obs, _r, done, info = env.step([0.0, 0.0])
-            img = np.asarray(obs["image"])[..., -1]            # (H, W, 3) BGR floats 0..255
-            rec["images"].append(np.clip(img[..., ::-1], 0, 255).astype(np.uint8))
-            pos = np.asarray(vehicle.position, dtype=np.float64)
-            xy = np.array([pos[0], -pos[1]])
-            yaw = -float(vehicle.heading_theta)
-            rec["pose"].append([xy[0], xy[1], float(fmt.wrap_angle(yaw))])
-            rec["speed"].append(float(vehicle.speed) / 3.6)
-            route = route_ahead(vehicle, (fmt.ROUTE_POINTS - 1) * fmt.ROUTE_SPACING_M + 2.0)
-            pts, valid = sample_route(route["points"])
+            seen = observe(obs, vehicle)
+            xy, route, pts, labels = seen.pose[:2], seen.route, seen.route_world, seen.labels
+            rec["images"].append(seen.image)
+            rec["pose"].append(seen.pose.tolist())
+            rec["speed"].append(seen.speed_mps)
             rec["route_world"].append(pts)
-            rec["route_valid"].append(valid)
-            labels = route_labels(route, yaw)
+            rec["route_valid"].append(seen.route_valid)
             rec["command"].append(labels["command"])
             rec["labels"].append(labels)
             others = [o for o in env.engine.get_objects(lambda o: isinstance(o, BaseVehicle)).values()
                       if o is not vehicle]
             others_xy = _to_rh(np.array([np.asarray(o.position)[:2] for o in others])) if others \
                 else np.zeros((0, 2))
-            rec["lead"].append(lead_gap(pts[:valid], route["lane_width"], xy, others_xy))
+            rec["lead"].append(lead_gap(pts[:seen.route_valid], route["lane_width"], xy, others_xy))
             rec["block"].append(route["pieces"][0]["block"])
             lane = vehicle.navigation.current_lane
             rec["lane_key"].append(f"{lane.index[0]}|{lane.index[1]}|{lane.index[2]}")
@@ -387,9 +425,7 @@ def run_episode(seed: int, max_steps: int, width: int, height: int) -> dict[str,
             rec["crash_object"].append(bool(info.get("crash_object", False)))
             rec["out_of_road"].append(bool(info.get("out_of_road", False)))
             if step > 0 and done:
-                end_reason = next((k for k in ("arrive_dest", "crash_vehicle", "crash_object",
-                                               "crash_building", "out_of_road", "max_step")
-                                   if info.get(k)), "done")
+                end_reason = why_done(info)
                 break
         sim_s = time.time() - t0
     finally:
