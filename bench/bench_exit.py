@@ -27,6 +27,7 @@ from deead_ros.tools.eval import EvalFrame, evaluate, summarise  # noqa: E402
 from deead_ros.tools.report import test_frames  # noqa: E402
 
 DELTAS = (0.25, 0.5, 1.0, 2.0, 4.0)
+ABLATION_DELTAS = (0.5, 2.0)         # full scans (a check after every layer) vs multi-hop at these deltas
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         settings[f"deead_{d:g}"] = deead
         settings[f"deead_or_patience_{d:g}"] = AnyOfPolicy((deead, settings["patience"]), name="deead_or_patience")
         settings[f"oracle_{d:g}"] = OraclePolicy(delta_m=d, first_checkpoint=args.first_checkpoint)
-    ablation = {"scan_from_layer_1": replace(base, first_checkpoint=1, strides=(1, 1, 1, 1)).build_policy(),
-                f"scan_from_layer_{args.first_checkpoint}": replace(base, strides=(1, 1, 1, 1)).build_policy()}
+    ablation = {}
+    for d in ABLATION_DELTAS:
+        scan = replace(base, delta_m=d, strides=(1, 1, 1, 1))
+        ablation[f"scan_from_layer_1_{d:g}"] = replace(scan, first_checkpoint=1).build_policy()
+        ablation[f"scan_from_layer_{args.first_checkpoint}_{d:g}"] = scan.build_policy()
     settings.update(ablation)
     for _ in range(2):                                              # warm-up of every engine
         runner.plan(frames[0])
@@ -86,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
                 "l2_3s_change_delta2": round(summary["deead_2"]["l2_3s_change_vs_full"], 4),
                 "check_time_share": round(summary["deead_2"]["check_time_share"], 4),
                 "layers_over_oracle": round(summary["deead_2"]["mean_exit_layer"] / oracle_layers, 3)}
-    print("multi-hop ablation at delta 2 m (latency ms / checks per frame / sparsity):")
-    for name in (*ablation, "deead_2"):
-        s = summary[name]
-        print(f"  {name:>22}: {s['latency_p50_ms']:.2f} ms, {s['checks_per_frame']:.2f} checks, "
-              f"{s['layer_sparsity']:.1%} sparsity, check time {s['check_time_share']:.1%}")
+    print("multi-hop ablation (latency ms / checks per frame / sparsity):")
+    for d in ABLATION_DELTAS:
+        for name in (*(k for k in ablation if k.endswith(f"_{d:g}")), f"deead_{d:g}"):
+            s = summary[name]
+            print(f"  {name:>22}: {s['latency_p50_ms']:.2f} ms, {s['checks_per_frame']:.2f} checks, "
+                  f"{s['layer_sparsity']:.1%} sparsity, check time {s['check_time_share']:.1%}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_exit.json").write_text(json.dumps({"headline": headline, "settings": summary}, indent=1))
     plot_tradeoff(summary, args.out / "bench_exit.png")

@@ -20,6 +20,7 @@ from deead_ros.tools import collect_metadrive as sim
 from deead_ros.tools import dataset_format as fmt
 
 EXPERT = "expert"
+SPAWN_STEPS = 10                           # 1 s at 10 Hz
 
 
 @dataclass(frozen=True)
@@ -168,10 +169,17 @@ def mean_interval(values: np.ndarray, z: float = 1.96) -> tuple[float, float, fl
     return mean, mean - half, mean + half
 
 
+def spawned_into_a_crash(episode: dict[str, Any]) -> bool:
+    """A collision within the first second: the spawn's fault, not the driver's."""
+    return (episode["crash_vehicle"] or episode["crash_object"]) and episode["steps"] <= SPAWN_STEPS
+
+
 def summarise(episodes: list[dict[str, Any]], max_steps: int) -> dict[str, dict[str, Any]]:
     """Per setting, over the seeds every setting has finished: rates with Wilson intervals, score, depth.
 
-    Route completion is progress over the expert's progress on the same seed within the same step
+    Seeds where the expert collides within SPAWN_STEPS are left out for every setting: the
+    simulator spawned the ego into a collision before anyone drove. Route completion is progress
+    over the expert's progress on the same seed within the same step
     cap (capped at 1), because a capped episode cannot finish a long route; the driving score is
     route completion x 0.6^(vehicle collision) x 0.65^(object collision), the CARLA leaderboard's
     factors (an episode ends at its first collision, so each factor applies at most once).
@@ -181,6 +189,8 @@ def summarise(episodes: list[dict[str, Any]], max_steps: int) -> dict[str, dict[
         by_setting.setdefault(e["setting"], {})[e["seed"]] = e
     common = sorted(set.intersection(*(set(v) for v in by_setting.values()))) if by_setting else []
     expert = by_setting.get(EXPERT, {})
+    broken = {seed for seed in common if seed in expert and spawned_into_a_crash(expert[seed])}
+    common = [seed for seed in common if seed not in broken]
     summary = {}
     for setting, runs in by_setting.items():
         rows = [runs[s] for s in common]
@@ -193,7 +203,7 @@ def summarise(episodes: list[dict[str, Any]], max_steps: int) -> dict[str, dict[
         score = completion * np.array([0.6 ** r["crash_vehicle"] * 0.65 ** r["crash_object"] for r in rows])
         success = [not (r["crash_vehicle"] or r["crash_object"] or r["out_of_road"])
                    and (r["arrived"] or r["steps"] >= max_steps) for r in rows]
-        row: dict[str, Any] = {"episodes": n}
+        row: dict[str, Any] = {"episodes": n, "excluded_seeds": sorted(broken)}
         for key, hits in (("collision", [r["crash_vehicle"] or r["crash_object"] for r in rows]),
                           ("vehicle_collision", [r["crash_vehicle"] for r in rows]),
                           ("off_road", [r["out_of_road"] for r in rows]), ("success", success)):

@@ -54,9 +54,11 @@ def episode(seed, setting, progress, crash=False, steps=200, exit_layer=float("n
 
 def test_summary_compares_settings_on_common_seeds_against_the_expert():
     episodes = [episode(1, EXPERT, 100.0), episode(2, EXPERT, 80.0), episode(3, EXPERT, 90.0),
+                episode(4, EXPERT, 0.5, crash=True, steps=3), episode(4, "full", 0.5, crash=True, steps=3),
                 episode(1, "full", 50.0, exit_layer=24), episode(2, "full", 80.0, crash=True, steps=60, exit_layer=24)]
     summary = summarise(episodes, max_steps=200)
     assert summary[EXPERT]["episodes"] == summary["full"]["episodes"] == 2, "seed 3 is not finished by every setting"
+    assert summary["full"]["excluded_seeds"] == [4], "spawned into a crash: left out for every setting"
     full = summary["full"]
     assert full["collision_rate"] == 0.5 and full["success_rate"] == 0.5
     assert full["route_completion"] == pytest.approx(0.75)                   # 0.5 and 1.0 of the expert's

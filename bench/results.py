@@ -1,0 +1,201 @@
+"""Write docs/results.md from the benchmarks' JSON files in docs/ (run the benchmarks first).
+
+    python bench/bench_exit.py --frames 400                     # docs/bench_exit.json, .png
+    make closed-loop                                            # docs/closed_loop.json, .png
+    python bench/bench_ros.py --seconds 30 --out docs           # docs/bench_ros.json
+    python bench/bench_ros.py --overload --seconds 60 --out docs  # docs/bench_overload.json
+    python bench/soak.py --minutes 30 --out docs                # docs/soak.json, .png
+    python bench/results.py                                     # docs/results.md
+
+A section whose JSON is missing says which command makes it. Numbers come from the files only, so
+the report always matches the last runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+PAPER = ("DeeAD (arXiv 2511.20720) reports on ORION (32 layers, Bench2Drive, GPU): 28% layer sparsity, "
+         "29% lower latency, and a collision rate of 0.06% with early exit vs 0.03% at full depth.")
+
+
+def load(name: str) -> dict | None:
+    path = DOCS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def missing(name: str, command: str) -> str:
+    return f"_No `docs/{name}` yet: run `{command}`._\n"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    cells = [header] + [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    return "\n".join("| " + " | ".join(row) + " |" for row in [cells[0], ["---"] * len(header), *cells[1:]]) + "\n"
+
+
+def open_loop(bench: dict | None) -> str:
+    if bench is None:
+        return missing("bench_exit.json", "python bench/bench_exit.py")
+    head, settings = bench["headline"], bench["settings"]
+    rows = [[name, s["mean_exit_layer"], f"{s['layer_sparsity']:.0%}", s["checks_per_frame"], s["latency_p50_ms"],
+             s["latency_p95_ms"], s["latency_ratio_vs_full"], f"{s['check_time_share']:.1%}", s["l2_1s_m"],
+             s["l2_2s_m"], s["l2_3s_m"], f"{s['l2_3s_change_vs_full']:+.1%}"]
+            for name, s in settings.items() if not name.startswith("scan_")]
+    frames = settings["full"]["frames"]
+    text = (f"{frames} frames of the held-out test maps, ONNX Runtime on one thread, every setting on the same "
+            "frames back to back (`python bench/bench_exit.py`). Latency ratio = median latency / median latency "
+            "at full depth in the same run. Check share = time in the head, the deviation and the controller "
+            "over total time.\n\n")
+    text += table(["setting", "mean exit", "sparsity", "checks", "p50 ms", "p95 ms", "vs full", "checks %",
+                   "L2 1 s", "L2 2 s", "L2 3 s", "dL2 3 s"], rows)
+    targets = [("latency ratio at delta 2 m", head["latency_ratio_delta2"], "<= 0.65", head["latency_ratio_delta2"] <= 0.65),
+               ("L2 at 3 s vs full depth", f"{head['l2_3s_change_delta2']:+.1%}", "<= +5%", head["l2_3s_change_delta2"] <= 0.05),
+               ("check time share", f"{head['check_time_share']:.1%}", "<= 5%", head["check_time_share"] <= 0.05),
+               ("layers run / oracle layers", head["layers_over_oracle"], "<= 1.15", head["layers_over_oracle"] <= 1.15)]
+    text += "\nTargets at delta 2 m:\n\n" + table(["figure", "measured", "target", "met"],
+                                                 [[a, b, c, "yes" if d else "no"] for a, b, c, d in targets])
+    text += "\n![trade-off](bench_exit.png)\n"
+    deltas = sorted({name.rsplit("_", 1)[1] for name in settings if name.startswith("scan_")}, key=float)
+    names = [name for d in deltas for name in settings if name.startswith("scan_") and name.endswith(f"_{d}")
+             or name == f"deead_{d}"]
+    rows = [[name, settings[name]["mean_exit_layer"], settings[name]["latency_p50_ms"],
+             settings[name]["checks_per_frame"], f"{settings[name]['layer_sparsity']:.0%}",
+             f"{settings[name]['check_time_share']:.1%}"] for name in names]
+    text += ("\n### Multi-hop ablation\n\nA full scan checks after every layer (from layer 1, or from the first "
+             "checkpoint); multi-hop (deead) checks at the first checkpoint and then jumps 8/4/2/1 layers by how "
+             "far the trajectory still is from the prior (the suffix is delta in m).\n\n"
+             + table(["controller", "mean exit", "p50 ms", "checks / frame", "sparsity", "check time"], rows))
+    return text
+
+
+def closed_loop(result: dict | None) -> str:
+    if result is None:
+        return missing("closed_loop.json", "make closed-loop")
+    settings = result["settings"]
+    n = min(s["episodes"] for s in settings.values())
+    ci = lambda s, k: f"{s[k + '_rate']:.0%} [{s[k + '_ci'][0]:.0%}, {s[k + '_ci'][1]:.0%}]"  # noqa: E731
+    rows = [[name, ci(s, "collision"), ci(s, "off_road"), ci(s, "success"), s["route_completion"],
+             f"{s['driving_score']:.2f} [{s['driving_score_ci'][0]:.2f}, {s['driving_score_ci'][1]:.2f}]",
+             "-" if s["mean_exit_layer"] != s["mean_exit_layer"] else f"{s['mean_exit_layer']:.1f}",
+             "-" if s["plan_ms_p50"] != s["plan_ms_p50"] else f"{s['plan_ms_p50']:.1f}"]
+            for name, s in settings.items()]
+    text = (f"MetaDrive 0.2.6, {n} held-out map seeds (from {result['seeds_from']}, never in training, "
+            f"validation or test) per setting, the same seeds and traffic for every setting, episodes capped at "
+            f"{result['max_steps']} steps (20 s at 10 Hz) (`make closed-loop`). The model plans every frame through "
+            "`Runner.plan`; a pure-pursuit and speed controller tracks its trajectory; the simulator waits for the "
+            "plan, so latency does not feed back here. Rates with 95% Wilson intervals; route completion is progress "
+            "over the IDM expert's on the same seed within the cap; driving score = completion x 0.6 per vehicle "
+            "collision x 0.65 per object collision (an episode ends at its first collision).\n\n")
+    excluded = next(iter(settings.values()))["excluded_seeds"]
+    if excluded:
+        text += (f"Seeds {', '.join(map(str, excluded))} are left out for every setting: the ego spawned into a "
+                 "collision (the expert collides within the first second).\n\n")
+    text += table(["setting", "collision", "off road", "success", "completion", "driving score", "mean exit",
+                   "plan ms p50"], rows)
+    text += "\n![closed loop](closed_loop.png)\n"
+    if "full" in settings and "deead_2" in settings:
+        full, deead = settings["full"], settings["deead_2"]
+        overlap = full["collision_ci"][0] <= deead["collision_ci"][1] and deead["collision_ci"][0] <= full["collision_ci"][1]
+        text += (f"\nTarget, deead at 2 m no worse than full depth on collisions within the interval: "
+                 f"{deead['collision_rate']:.0%} vs {full['collision_rate']:.0%}, intervals "
+                 f"{'overlap (met)' if overlap else 'do not overlap'}.\n")
+    return text
+
+
+def ros(bench: dict | None, overload: dict | None) -> str:
+    text = ""
+    keys = ["rate_hz", "sent", "received", "planned", "dropped_superseded", "unaccounted", "latency_p50_ms",
+            "latency_p95_ms", "latency_p99_ms", "runner_p50_ms", "node_over_runner", "node_cpu_cores"]
+    header = ["camera Hz", "sent", "received", "planned", "superseded", "unaccounted", "p50 ms", "p95 ms", "p99 ms",
+              "runner ms", "node / runner", "node CPU cores"]
+    if bench is None:
+        text += missing("bench_ros.json", "python bench/bench_ros.py --seconds 30 --out docs")
+    else:
+        text += ("Camera publisher and `deead_node` in separate processes on loopback (Fast DDS, shared memory), "
+                 "the demo model with the default parameters; latency from the camera stamp to the trajectory's "
+                 "arrival in a third process (`python bench/bench_ros.py --seconds 30 --out docs`).\n\n")
+        text += table(header, [[row.get(k, 0) for k in keys] for row in bench["rows"]])
+    if overload is None:
+        text += "\n" + missing("bench_overload.json", "python bench/bench_ros.py --overload --seconds 60 --out docs")
+    else:
+        text += ("\n### Overload: a model slower than the camera\n\nAn untrained 24-layer VLA of width 384 at full "
+                 "depth (`python bench/bench_ros.py --overload --seconds 60 --out docs`). The newest frame wins: "
+                 "latency stays near one planning time, older frames are dropped as superseded and counted.\n\n")
+        text += table(header + ["RSS MB early", "RSS MB late"],
+                      [[row.get(k, 0) for k in keys] + [row["rss_mb_first_third"], row["rss_mb_last_third"]]
+                       for row in overload["rows"]])
+    return text
+
+
+def soak(result: dict | None) -> str:
+    if result is None:
+        return missing("soak.json", "python bench/soak.py --minutes 30 --out docs")
+    r = result["result"]
+    return (f"The demo bag replayed in a loop into `deead_node` for {r['minutes']:g} minutes "
+            f"(`python bench/soak.py --minutes 30 --out docs`): RSS {r['rss_mb_after_warmup']} MB after warm-up, "
+            f"{r['rss_mb_end']} MB at the end ({r['rss_growth_pct']:+.2f}%); median latency "
+            f"{r['latency_p50_first_third_ms']} ms in the first third, {r['latency_p50_last_third_ms']} ms in the "
+            f"last; {r['frames_received']} frames received, {r['frames_unaccounted']} unaccounted; drops by reason "
+            f"{r.get('drops', {})} (the bag's stamps jump back once per loop).\n\n![soak](soak.png)\n")
+
+
+def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> str:
+    text = PAPER + "\n\n"
+    if bench:
+        s = bench["settings"]["deead_2"]
+        text += (f"- Here at delta 2 m: {s['layer_sparsity']:.0%} layer sparsity and "
+                 f"{1 - s['latency_ratio_vs_full']:.0%} lower median latency, L2 at 3 s "
+                 f"{s['l2_3s_change_vs_full']:+.1%} vs full depth. The gains are larger than the paper's, for a "
+                 "reason that is not to our credit: ")
+        scan = bench["settings"].get("scan_from_layer_1_2")
+        if scan:
+            text += (f"a full scan from layer 1 exits at layer {scan['mean_exit_layer']:.1f} on average with L2 at 3 s "
+                     f"{scan['l2_3s_change_vs_full']:+.1%}, so this demo model's trajectory is already saturated at "
+                     "its first layer. ")
+        if report:
+            text += (f"Open loop it beats the route prior only modestly (L2 at 3 s {report['l2_3s_model']:.2f} m vs "
+                     f"{report['l2_3s_route_prior']:.2f} m; constant velocity {report['l2_3s_constant_velocity']:.2f} m). ")
+        text += ("The early exit saves the depth this model does not use; on a model whose deep layers matter "
+                 "(ORION) the savings are the paper's smaller figures. The first checkpoint (layer 10 of 24) "
+                 "bounds the saving at 58% here.\n")
+    if loop and "full" in loop["settings"] and "deead_2" in loop["settings"]:
+        full, deead = loop["settings"]["full"], loop["settings"]["deead_2"]
+        n = full["episodes"]
+        text += (f"- Closed loop: collision rate {deead['collision_rate']:.0%} with early exit at 2 m vs "
+                 f"{full['collision_rate']:.0%} at full depth over {n} episodes each. {n} episodes resolve "
+                 f"differences of tens of percent, not the paper's 0.06% vs 0.03% (that needs thousands of "
+                 "kilometres); the intervals are the honest statement.\n")
+    text += ("- Latency is measured on a 2-core CPU with ONNX Runtime, not on a GPU with TensorRT; per-layer "
+             "engines on a GPU have a different cost per check (a device-to-host copy of the head output).\n")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DOCS / "results.md")
+    args = parser.parse_args(argv)
+    bench, loop, report = load("bench_exit.json"), load("closed_loop.json"), load("model_report.json")
+    machine = f"{platform.machine()} Linux, {platform.python_implementation()} {platform.python_version()}"
+    parts = [
+        "# Results\n",
+        f"Generated by `python bench/results.py` from the JSON files in docs/. Machine: {machine}, "
+        f"2 CPU cores (AMD EPYC, shared and noisy), no GPU. Model: the demo VLA in models/demo "
+        "(24 layers, trained with the early-exit loss; see docs/model_report.md).\n",
+        "## Open-loop sweep\n", open_loop(bench),
+        "## Closed-loop safety\n", closed_loop(loop),
+        "## End to end over ROS\n", ros(load("bench_ros.json"), load("bench_overload.json")),
+        "## Long run\n", soak(load("soak.json")),
+        "## Compared with the paper\n", comparison(bench, loop, report),
+    ]
+    args.out.write_text("\n".join(parts))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
