@@ -72,13 +72,12 @@ def publish_camera(bag: Path, rate_hz: float, seconds: float) -> int:
     period, start = 1.0 / rate_hz, time.monotonic()
     sent = 0
     while time.monotonic() - start < seconds:
-        stamp = node.get_clock().now().to_msg()
         odom = Odometry()
-        odom.header.stamp, odom.header.frame_id = stamp, "map"
+        odom.header.stamp, odom.header.frame_id = node.get_clock().now().to_msg(), "map"
         odom.pose.pose.orientation.w, odom.twist.twist.linear.x = 1.0, 8.0
         odometry.publish(odom)
         image = CompressedImage(format="jpeg", data=jpegs[sent % len(jpegs)])
-        image.header.stamp = stamp
+        image.header.stamp = node.get_clock().now().to_msg()      # the exposure: just before sending
         camera.publish(image)
         sent += 1
         time.sleep(max(0.0, start + sent * period - time.monotonic()))
@@ -96,9 +95,11 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
     listener = rclpy.create_node("bench_listener")
     latencies, runner_ms, counters = [], [], {}
 
-    def on_path(msg: PathMsg) -> None:
-        now = listener.get_clock().now().nanoseconds
-        latencies.append((now - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
+    def on_path(msg: PathMsg, info: dict) -> None:
+        # arrival = when the middleware received it (rmw's received_timestamp), not when this
+        # process's executor got round to the callback: the listener's own delay is not the node's
+        arrival = info.get("received_timestamp") or listener.get_clock().now().nanoseconds
+        latencies.append((arrival - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for values in node_statuses(msg).values():

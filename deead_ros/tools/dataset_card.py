@@ -4,7 +4,7 @@
 
 Reports, per split: frames, episodes, maps, image size, speeds, commands, scenario labels, episode
 end reasons, the frames left out and why, and the share of frames where the expert's 3 s plan
-differs from a plain route-following prior by more than 1 m (mean L2 over the horizon), by scenario.
+differs from the route prior (the node's own, deead_ros.exit.prior) by more than 1 m (mean L2 over the horizon), by scenario.
 That share bounds how often an early exit against a route prior can be right.
 """
 from __future__ import annotations
@@ -17,26 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from deead_ros.exit.prior import route_prior
 from deead_ros.tools import dataset_format as fmt
 
 DEVIATION_M = 1.0
-
-
-def route_following_prior(route_world: np.ndarray, pose: np.ndarray, speed: float,
-                          times: np.ndarray = np.asarray(fmt.FUTURE_TIMES_S),
-                          min_speed: float = 1.0) -> np.ndarray:
-    """Build the route-following reference trajectory (len(times), 2) in the ego frame of `pose`.
-
-    The valid route points (world frame) are followed from the point closest to the ego, by arc
-    length, at the current speed held constant (at least `min_speed`): the point at time t is
-    max(speed, min_speed) * t metres along the route. This is a local copy for the data set card;
-    the product's planner prior lives in deead_ros/exit/prior.py.
-    """
-    route = np.asarray(route_world, dtype=np.float64)
-    i0 = int(np.argmin(np.linalg.norm(route - np.asarray(pose[:2], dtype=np.float64), axis=1)))
-    ahead = route[i0:]
-    s = max(float(speed), min_speed) * np.asarray(times, dtype=np.float64)
-    return fmt.world_to_ego(fmt.resample_polyline(ahead, s), pose)
+TIMES_S = np.asarray(fmt.FUTURE_TIMES_S)
 
 
 def episode_stats(ep: dict[str, Any]) -> dict[str, Any]:
@@ -44,9 +29,10 @@ def episode_stats(ep: dict[str, Any]) -> dict[str, Any]:
     n = len(ep["pose"])
     dev = np.zeros(n)
     for t in range(n):
-        route = ep["route_world"][t, : int(ep["route_valid"][t])]
-        prior = route_following_prior(route, ep["pose"][t], float(ep["speed"][t]))
-        dev[t] = float(np.linalg.norm(ep["future_ego"][t] - prior, axis=1).mean())
+        route = fmt.world_to_ego(ep["route_world"][t, : int(ep["route_valid"][t])], ep["pose"][t])
+        prior = route_prior(route, float(ep["speed"][t]), TIMES_S, max_offset_m=np.inf)
+        dev[t] = float(np.linalg.norm(ep["future_ego"][t] - prior.trajectory_m, axis=1).mean()) \
+            if prior.is_valid else np.nan
     return {"dev": dev, "scenario": ep["scenario"].tolist(), "command": ep["command"].tolist(),
             "speed": ep["speed"].astype(np.float64), "clean": ep["future_clean"].astype(bool)}
 
@@ -95,15 +81,19 @@ def scan(data: Path) -> dict[str, Any]:
     return splits
 
 
-def _share(values: list[float] | np.ndarray) -> str:
+def _defined(values) -> np.ndarray:
+    """The deviations of frames that have a route prior (NaN where the route was unusable)."""
     v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return "n/a"
-    return f"{100.0 * np.mean(v > DEVIATION_M):.1f}%"
+    return v[np.isfinite(v)]
+
+
+def _share(values: list[float] | np.ndarray) -> str:
+    v = _defined(values)
+    return f"{100.0 * np.mean(v > DEVIATION_M):.1f}%" if v.size else "n/a"
 
 
 def _median(values) -> str:
-    v = np.asarray(values, dtype=np.float64)
+    v = _defined(values)
     return f"{np.median(v):.2f}" if v.size else "n/a"
 
 
@@ -168,7 +158,7 @@ def render(splits: dict[str, Any], data: Path) -> str:
               "Trainers should use frames with `future_clean` (the expert's own future ends in a crash or "
               "off the road otherwise).", ""]
     lines += ["## Where the expert leaves the route prior", "",
-              f"Share of frames whose expert 3 s plan differs from a route-following prior by more than "
+              f"Share of frames whose expert 3 s plan differs from the route prior by more than "
               f"{DEVIATION_M:.0f} m (mean L2 over the 6 waypoints, 0.5-3.0 s). The prior follows the route "
               "from its point closest to the ego at max(speed, 1 m/s) held constant. A route prior can "
               "let the early-exit controller stop early only where the two agree, so these shares bound "
