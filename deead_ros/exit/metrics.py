@@ -5,6 +5,8 @@ Trajectories are (T, 2) arrays of ego-frame waypoints (x forward, y left, metres
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -21,8 +23,15 @@ def steps_within(horizon_s: float, dt_s: float, num_steps: int) -> int:
 
 
 def mean_deviation_m(pred: np.ndarray, ref: np.ndarray, num_steps: int) -> float:
-    """Mean L2 distance over the first `num_steps` waypoints: DeeAD's dissimilarity."""
-    return float(displacement_m(pred[:num_steps], ref[:num_steps]).mean())
+    """Mean L2 distance over the first `num_steps` waypoints: DeeAD's dissimilarity.
+
+    On the controller's hot path: for a handful of waypoints, float math on a list costs a few
+    microseconds where numpy's reductions cost tens (measured in bench_exit's check share).
+    """
+    if pred.shape != ref.shape or pred.ndim != 2 or pred.shape[1] != 2:
+        raise ValueError(f"trajectories must both be (T, 2); got {pred.shape} and {ref.shape}")
+    steps = (np.asarray(pred[:num_steps], dtype=np.float64) - ref[:num_steps]).tolist()
+    return sum(math.hypot(dx, dy) for dx, dy in steps) / len(steps)
 
 
 def ade_m(pred: np.ndarray, ref: np.ndarray) -> float:
