@@ -20,15 +20,15 @@ def trajectory_path(points_m: np.ndarray, stamp: Time, frame_id: str) -> Path:
     """(T, 2) ego-frame waypoints -> nav_msgs/Path, each pose facing along the path."""
     path = Path()
     path.header.stamp, path.header.frame_id = stamp, frame_id
-    previous = np.zeros(2)
-    for x, y in points_m:
+    previous_x = previous_y = 0.0
+    for x, y in np.asarray(points_m, dtype=np.float64).tolist():     # floats: on the latency path
         pose = PoseStamped()
         pose.header = path.header
-        pose.pose.position.x, pose.pose.position.y = float(x), float(y)
-        yaw = math.atan2(y - previous[1], x - previous[0])
+        pose.pose.position.x, pose.pose.position.y = x, y
+        yaw = math.atan2(y - previous_y, x - previous_x)
         pose.pose.orientation.z, pose.pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
         path.poses.append(pose)
-        previous = np.array([x, y])
+        previous_x, previous_y = x, y
     return path
 
 
