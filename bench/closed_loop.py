@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
-from deead_ros.tools.closed_loop import EXPERT, summarise  # noqa: E402
+from deead_ros.tools.closed_loop import EXPERT, summarise, timed_out  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
@@ -77,6 +77,32 @@ def _run(job: tuple[int, str, int]) -> dict:
     return drive(seed, setting, runner, policy, max_steps, PurePursuit(dt_s=runner.dt_s if runner else 0.5)).as_dict()
 
 
+def run_jobs(jobs: list[tuple[int, str, int]], args: argparse.Namespace):
+    """Yield each job's episode, in order; an episode over --episode-timeout-s is recorded as sim_timeout.
+
+    Why the timeout: MetaDrive 0.2.6's software renderer now and then never returns a frame
+    (stuck in Panda3D's getScreenshot); the worker is killed and a fresh pool takes the next job.
+    """
+    ctx = mp.get_context("spawn")
+    pool = None
+    try:
+        for job in jobs:
+            if pool is None:
+                pool = ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.model, args.first_checkpoint),
+                                maxtasksperchild=8)
+            pending = pool.apply_async(_run, (job,))
+            try:
+                yield pending.get(timeout=args.episode_timeout_s)
+            except mp.TimeoutError:
+                pool.terminate()
+                pool = None
+                seed, setting, _ = job
+                yield timed_out(seed, setting, args.episode_timeout_s)
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=56,
@@ -90,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="*", default=None, help="a subset of the settings")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "closed_loop")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
+    parser.add_argument("--episode-timeout-s", type=float, default=240.0,
+                        help="give up on an episode after this long (the simulator's renderer can hang)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     chosen = args.settings or settings(args.fixed_layer)
@@ -106,10 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[closed_loop] {len(have)} episodes done, {len(jobs)} to run ({len(chosen)} settings, "
               f"{args.workers} workers, {args.max_steps} steps cap) -> {log}", flush=True)
         start = time.time()
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.model, args.first_checkpoint),
-                      maxtasksperchild=8) as pool, log.open("a") as sink:
-            for i, episode in enumerate(pool.imap(_run, jobs), 1):      # in order: seed-major
+        with log.open("a") as sink:
+            for i, episode in enumerate(run_jobs(jobs, args), 1):          # in order: seed-major
                 episode["max_steps"] = args.max_steps
                 sink.write(json.dumps(episode) + "\n")
                 sink.flush()
@@ -145,7 +171,7 @@ def print_table(summary: dict) -> None:
     n = min(s["episodes"] for s in summary.values())
     excluded = next(iter(summary.values()))["excluded_seeds"]
     print(f"{n} episodes per setting (the seeds every setting finished; left out, the ego spawned into a "
-          f"collision: {excluded}); rates with 95% Wilson intervals")
+          f"collision or the simulator hung: {excluded}); rates with 95% Wilson intervals")
     print(f"{'setting':>20} {'collision':>17} {'off-road':>17} {'success':>17} {'completion':>11} "
           f"{'score':>17} {'exit':>6} {'ms':>6}")
     for name, s in summary.items():

@@ -94,7 +94,8 @@ def closed_loop(result: dict | None) -> str:
     excluded = next(iter(settings.values()))["excluded_seeds"]
     if excluded:
         text += (f"Seeds {', '.join(map(str, excluded))} are left out for every setting: the ego spawned into a "
-                 "collision (the expert collides within the first second).\n\n")
+                 "collision (the expert collides within the first second) or the simulator's software renderer "
+                 "hung in one of the settings (`sim_timeout`).\n\n")
     text += table(["setting", "collision", "off road", "success", "completion", "driving score", "mean exit",
                    "plan ms p50"], rows)
     text += "\n![closed loop](closed_loop.png)\n"

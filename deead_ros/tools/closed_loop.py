@@ -21,6 +21,7 @@ from deead_ros.tools import dataset_format as fmt
 
 EXPERT = "expert"
 SPAWN_STEPS = 10                           # 1 s at 10 Hz
+SIM_TIMEOUT = "sim_timeout"                # end reason of an episode the simulator never finished
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,15 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
         wall_s=round(time.time() - start, 1), **flags)
 
 
+def timed_out(seed: int, setting: str, after_s: float) -> dict[str, Any]:
+    """The record of an episode the simulator never finished (its seed is left out for every setting)."""
+    nan = float("nan")
+    return EpisodeResult(seed=seed, setting=setting, steps=0, end_reason=SIM_TIMEOUT, crash_vehicle=False,
+                         crash_object=False, out_of_road=False, arrived=False, progress_m=0.0, route_length_m=0.0,
+                         mean_exit_layer=nan, mean_layers=nan, plan_ms_p50=nan, plan_ms_p95=nan,
+                         wall_s=after_s).as_dict()
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a rate: honest at 0 and 1 and for small n (unlike p +- 1.96 se)."""
     if n == 0:
@@ -178,7 +188,8 @@ def summarise(episodes: list[dict[str, Any]], max_steps: int) -> dict[str, dict[
     """Per setting, over the seeds every setting has finished: rates with Wilson intervals, score, depth.
 
     Seeds where the expert collides within SPAWN_STEPS are left out for every setting: the
-    simulator spawned the ego into a collision before anyone drove. Route completion is progress
+    simulator spawned the ego into a collision before anyone drove; so are seeds on which the
+    simulator hung for some setting (SIM_TIMEOUT). Route completion is progress
     over the expert's progress on the same seed within the same step
     cap (capped at 1), because a capped episode cannot finish a long route; the driving score is
     route completion x 0.6^(vehicle collision) x 0.65^(object collision), the CARLA leaderboard's
@@ -190,6 +201,7 @@ def summarise(episodes: list[dict[str, Any]], max_steps: int) -> dict[str, dict[
     common = sorted(set.intersection(*(set(v) for v in by_setting.values()))) if by_setting else []
     expert = by_setting.get(EXPERT, {})
     broken = {seed for seed in common if seed in expert and spawned_into_a_crash(expert[seed])}
+    broken |= {seed for seed in common if any(runs[seed]["end_reason"] == SIM_TIMEOUT for runs in by_setting.values())}
     common = [seed for seed in common if seed not in broken]
     summary = {}
     for setting, runs in by_setting.items():

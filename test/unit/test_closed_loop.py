@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from deead_ros.tools.closed_loop import EXPERT, PurePursuit, RouteProgress, summarise, wilson_interval
+from deead_ros.tools.closed_loop import EXPERT, PurePursuit, RouteProgress, summarise, timed_out, wilson_interval
 
 TIMES = 0.5 * np.arange(1, 7)
 
@@ -64,3 +64,11 @@ def test_summary_compares_settings_on_common_seeds_against_the_expert():
     assert full["route_completion"] == pytest.approx(0.75)                   # 0.5 and 1.0 of the expert's
     assert full["driving_score"] == pytest.approx((0.5 + 0.6) / 2)
     assert summary[EXPERT]["driving_score"] == pytest.approx(1.0) and full["mean_exit_layer"] == 24
+
+
+def test_a_seed_the_simulator_hung_on_is_left_out_for_every_setting():
+    episodes = [episode(1, EXPERT, 100.0), episode(2, EXPERT, 80.0), episode(1, "full", 90.0, exit_layer=24),
+                timed_out(2, "full", 240.0)]
+    summary = summarise(episodes, max_steps=200)
+    assert summary["full"]["episodes"] == summary[EXPERT]["episodes"] == 1
+    assert summary["full"]["excluded_seeds"] == [2]
