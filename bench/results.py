@@ -105,6 +105,13 @@ def closed_loop(result: dict | None) -> str:
         text += (f"\nTarget, deead at 2 m no worse than full depth on collisions within the interval: "
                  f"{deead['collision_rate']:.0%} vs {full['collision_rate']:.0%}, intervals "
                  f"{'overlap (met)' if overlap else 'do not overlap'}.\n")
+    if "patience" in settings and "deead_2" in settings:
+        text += (f"\nPatience, which never looks at the prior, collides in {settings['patience']['collision_rate']:.0%} "
+                 f"of the episodes vs {settings['deead_2']['collision_rate']:.0%} for deead at 2 m; at this number of "
+                 "episodes the intervals cannot tell them apart.\n")
+    if n < 50:
+        text += (f"\n**{n} episodes per setting, short of the 50 planned**: the run was cut short (episodes "
+                 "cost 8-240 s here); `make closed-loop` resumes it and `python bench/results.py` rewrites this.\n")
     return text
 
 
