@@ -4,8 +4,8 @@ Runs in the MetaDrive venv (`make metadrive`); resumable (finished episodes are 
 <out>/episodes.jsonl and skipped). Jobs go seed by seed, every setting on a seed before the next
 seed, so a run cut short still compares all settings on the same episodes.
 
-    make closed-loop                                   # 56 held-out seeds x 8 settings, 2 workers
-    .venv-metadrive/bin/python bench/closed_loop.py --episodes 4 --workers 1   # a quick look
+    make closed-loop                                   # 56 held-out seeds x 8 settings
+    .venv-metadrive/bin/python bench/closed_loop.py --episodes 4               # a quick look
     .venv-metadrive/bin/python bench/closed_loop.py --report-only              # tables from what exists
 
 Settings: the IDM expert (the data set's driver: the reference for route completion), the model at
@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
@@ -77,18 +78,20 @@ def _run(job: tuple[int, str, int]) -> dict:
     return drive(seed, setting, runner, policy, max_steps, PurePursuit(dt_s=runner.dt_s if runner else 0.5)).as_dict()
 
 
-def run_jobs(jobs: list[tuple[int, str, int]], args: argparse.Namespace):
+def run_jobs(jobs: list[tuple[int, str, int]], args: argparse.Namespace) -> Iterator[dict]:
     """Yield each job's episode, in order; an episode over --episode-timeout-s is recorded as sim_timeout.
 
-    Why the timeout: MetaDrive 0.2.6's software renderer now and then never returns a frame
-    (stuck in Panda3D's getScreenshot); the worker is killed and a fresh pool takes the next job.
+    One worker process runs one episode at a time (the software renderer already uses both cores
+    here; two workers were no faster). Why the timeout: MetaDrive 0.2.6's renderer now and then
+    takes minutes or never returns a frame (inside Panda3D's getScreenshot); the worker is killed
+    and a fresh one takes the next job.
     """
     ctx = mp.get_context("spawn")
     pool = None
     try:
         for job in jobs:
             if pool is None:
-                pool = ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.model, args.first_checkpoint),
+                pool = ctx.Pool(1, initializer=_init_worker, initargs=(args.model, args.first_checkpoint),
                                 maxtasksperchild=8)
             pending = pool.apply_async(_run, (job,))
             try:
@@ -109,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out seeds, from %d (a few are left out: the ego spawns into a collision); "
                              "the default nets at least 50" % HELD_OUT_SEEDS)
     parser.add_argument("--max-steps", type=int, default=200, help="episode cap in 0.1 s steps")
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="manifest.json of the exported model")
     parser.add_argument("--first-checkpoint", type=int, default=10)
     parser.add_argument("--fixed-layer", type=int, default=11, help="bench_exit's mean depth of deead at 2 m")
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"closed_loop: no model at {args.model}; run `make setup` or pass --model", file=sys.stderr)
             return 2
         print(f"[closed_loop] {len(have)} episodes done, {len(jobs)} to run ({len(chosen)} settings, "
-              f"{args.workers} workers, {args.max_steps} steps cap) -> {log}", flush=True)
+              f"{args.max_steps} steps cap) -> {log}", flush=True)
         start = time.time()
         with log.open("a") as sink:
             for i, episode in enumerate(run_jobs(jobs, args), 1):          # in order: seed-major
