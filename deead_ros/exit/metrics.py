@@ -12,9 +12,13 @@ import numpy as np
 
 def displacement_m(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Return the per-waypoint L2 distance (T,) between two (T, 2) trajectories."""
+    _check_pair(pred, ref)
+    return np.linalg.norm(pred - ref, axis=1)
+
+
+def _check_pair(pred: np.ndarray, ref: np.ndarray) -> None:
     if pred.shape != ref.shape or pred.ndim != 2 or pred.shape[1] != 2:
         raise ValueError(f"trajectories must both be (T, 2); got {pred.shape} and {ref.shape}")
-    return np.linalg.norm(pred - ref, axis=1)
 
 
 def steps_within(horizon_s: float, dt_s: float, num_steps: int) -> int:
@@ -28,8 +32,7 @@ def mean_deviation_m(pred: np.ndarray, ref: np.ndarray, num_steps: int) -> float
     On the controller's hot path: for a handful of waypoints, float math on a list costs a few
     microseconds where numpy's reductions cost tens (measured in bench_exit's check share).
     """
-    if pred.shape != ref.shape or pred.ndim != 2 or pred.shape[1] != 2:
-        raise ValueError(f"trajectories must both be (T, 2); got {pred.shape} and {ref.shape}")
+    _check_pair(pred, ref)
     steps = (np.asarray(pred[:num_steps], dtype=np.float64) - ref[:num_steps]).tolist()
     return sum(math.hypot(dx, dy) for dx, dy in steps) / len(steps)
 

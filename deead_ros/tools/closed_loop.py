@@ -72,8 +72,7 @@ class EpisodeResult:
     arrived: bool
     progress_m: float                      # along the route from the start
     route_length_m: float
-    mean_exit_layer: float                 # nan for the expert
-    mean_layers: float
+    mean_exit_layer: float                 # nan for the expert (layers run = exit layer)
     plan_ms_p50: float
     plan_ms_p95: float
     wall_s: float
@@ -107,7 +106,7 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
     start = time.time()
     ep = sim.episode_config(seed)
     env = sim.make_env(seed, ep, sim.IMAGE_W, sim.IMAGE_H, expert=setting == EXPERT)
-    exits, layers, plan_ms = [], [], []
+    exits, plan_ms = [], []
     flags = {"crash_vehicle": False, "crash_object": False, "out_of_road": False}
     end_reason, steps = "max_steps", 0
     try:
@@ -127,7 +126,6 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
                 result = runner.plan(FrameInputs(seen.image, route, seen.speed_mps, yaw_rate,
                                                  seen.labels["command"]), policy=policy)
                 exits.append(result.trace.exit_layer)
-                layers.append(result.trace.layers_run)
                 plan_ms.append(result.total_ms)
                 action = list(tracker.action(result.trajectory_m, seen.speed_mps))
             obs, _reward, done, info = env.step(action)
@@ -144,7 +142,7 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
     return EpisodeResult(
         seed=seed, setting=setting, steps=steps, end_reason=end_reason, arrived=end_reason == "arrive_dest",
         progress_m=round(progress.best_m, 2), route_length_m=round(progress.length_m, 2),
-        mean_exit_layer=float(np.mean(exits)) if exits else nan, mean_layers=float(np.mean(layers)) if layers else nan,
+        mean_exit_layer=float(np.mean(exits)) if exits else nan,
         plan_ms_p50=float(np.percentile(plan_ms, 50)) if plan_ms else nan,
         plan_ms_p95=float(np.percentile(plan_ms, 95)) if plan_ms else nan,
         wall_s=round(time.time() - start, 1), **flags)
@@ -155,7 +153,7 @@ def timed_out(seed: int, setting: str, after_s: float) -> dict[str, Any]:
     nan = float("nan")
     return EpisodeResult(seed=seed, setting=setting, steps=0, end_reason=SIM_TIMEOUT, crash_vehicle=False,
                          crash_object=False, out_of_road=False, arrived=False, progress_m=0.0, route_length_m=0.0,
-                         mean_exit_layer=nan, mean_layers=nan, plan_ms_p50=nan, plan_ms_p95=nan,
+                         mean_exit_layer=nan, plan_ms_p50=nan, plan_ms_p95=nan,
                          wall_s=after_s).as_dict()
 
 
