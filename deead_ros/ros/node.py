@@ -33,7 +33,9 @@ from deead_ros.ros.params import NodeConfig, candidate_values, config_from_value
 from deead_ros.runner import Runner
 from deead_ros_msgs.msg import ExitDiagnostics
 
-CAMERA_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+# Sensor-data QoS (best effort, depth 5): a frame that waits while the executor is busy still reaches the
+# mailbox, where it is counted as superseded, instead of vanishing uncounted in the middleware's queue.
+CAMERA_QOS = qos_profile_sensor_data
 INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 ROUTE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
