@@ -38,14 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-checkpoint", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
-    frames, truth, _ = test_frames(sorted((args.data / "test").glob("ep_*.npz")))
+    runner = Runner(make_engine("onnxruntime", args.model or demo_manifest_path(), num_threads=1),
+                    ExitSettings(first_checkpoint=args.first_checkpoint), PriorSettings())
+    frames, truth, _ = test_frames(sorted((args.data / "test").glob("ep_*.npz")), runner.chain.manifest.inputs)
     if not frames:
         print(f"bench_exit: no test episodes under {args.data}/test; collect them first", file=sys.stderr)
         return 2
     pick = np.linspace(0, len(frames) - 1, min(args.frames, len(frames))).astype(int)
     eval_frames = [EvalFrame(frames[i], True, truth[i]) for i in pick]
-    runner = Runner(make_engine("onnxruntime", args.model or demo_manifest_path(), num_threads=1),
-                    ExitSettings(first_checkpoint=args.first_checkpoint), PriorSettings())
     base, _ = runner.settings
     n = runner.num_layers
 

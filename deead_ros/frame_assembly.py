@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image as PilImage
 
-from deead_ros.engines.inputs import FrameInputs
+from deead_ros.engines.inputs import FrameInputs, InputSpec, SpeedHistory
 from deead_ros.errors import BadInputError
 from deead_ros.geometry import to_ego_frame, yaw_from_quaternion
 
@@ -79,6 +79,7 @@ class EgoState:
     yaw_rate_rps: float
     frame_id: str
     stamp_s: float
+    accel_mps2: float = 0.0       # from the odometry stream (LatestInputs), not from one message
 
 
 def ego_state(msg: Any) -> EgoState:
@@ -143,16 +144,23 @@ class LatestInputs:
 
     frame_id: str = "base_link"
     on_rejected: Callable[[str, str], None] = lambda topic, reason: None
+    accel_window_s: float = InputSpec().accel_window_s   # the model's: manifest inputs.accel_window_s
     route: Any = None
     odometry: EgoState | None = None
     command: str = ""
     external: Any = None
 
+    def __post_init__(self) -> None:
+        self._speeds = SpeedHistory(self.accel_window_s)   # written by set_odometry alone
+
     def set_odometry(self, msg: Any) -> None:
         try:
-            self.odometry = ego_state(msg)
+            ego = ego_state(msg)
         except BadInputError as err:
             self.on_rejected("odometry", str(err))
+            return
+        self._speeds.add(ego.stamp_s, ego.speed_mps)
+        self.odometry = replace(ego, accel_mps2=self._speeds.acceleration_mps2())
 
     def set_route(self, msg: Any) -> None:
         self.route = msg
@@ -174,7 +182,7 @@ class LatestInputs:
         external = self._in_ego_frame("external", self.external, ego, camera_s, max_input_age_s) \
             if use_external else None
         inputs = FrameInputs(image, route, ego.speed_mps if ego else 0.0, ego.yaw_rate_rps if ego else 0.0,
-                             self.command)
+                             self.command, ego.accel_mps2 if ego else 0.0)
         return AssembledFrame(inputs, ego is not None, external, camera_s, camera_s - ego.stamp_s if ego else -1.0)
 
     def _in_ego_frame(self, key: str, msg: Any, ego: EgoState | None, camera_s: float,

@@ -6,7 +6,8 @@ training, in the torch reference and in every engine. numpy only (plus deead_ros
 Stem inputs (batch B; shapes for the default spec):
     image        (B, 3, 96, 160) float32   RGB resized to the model's size, (x/255 - mean) / std
     route        (B, K, 2)       float32   route ahead in the ego frame (x forward, y left) / route_scale_m
-    ego          (B, 3)          float32   speed / speed_scale_mps, yaw rate / yaw_rate_scale_rps, route valid
+    ego          (B, 4)          float32   speed / speed_scale_mps, yaw rate / yaw_rate_scale_rps, route valid,
+                                           acceleration / accel_scale_mps2 (speed change over accel_window_s)
     command_ids  (B, C)          int32     word ids of the text command, <pad>=0 after the last word
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from deead_ros.geometry import closest_arc_length, distinct_points, sample_at_arc_lengths
 
 STEM_INPUT_NAMES = ("image", "route", "ego", "command_ids")
+EGO_FEATURES = 4
 PAD, UNK = "<pad>", "<unk>"
 
 # Words of the data set's commands (deead_ros.tools.dataset_format.COMMANDS) and of the commands a
@@ -55,6 +57,52 @@ class FrameInputs:
     speed_mps: float                   # ego speed
     yaw_rate_rps: float                # ego yaw rate, positive = turning left
     command: str = ""                  # short text command, e.g. "turn left at the junction"
+    accel_mps2: float = 0.0            # speed change over the spec's accel_window_s (SpeedHistory); 0: unknown
+
+
+class SpeedHistory:
+    """Recent (stamp, speed) samples, and the acceleration they show over a window.
+
+    The speed change over half a second is what tells braking and speeding up apart from cruising,
+    which one speed sample cannot; the trainer, the node and the closed loop all measure it here, so
+    the model sees the same number everywhere.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        if window_s <= 0:
+            raise ValueError(f"acceleration window must be > 0 s; got {window_s}")
+        self.window_s = window_s
+        self._stamps: list[float] = []
+        self._speeds: list[float] = []
+
+    def add(self, stamp_s: float, speed_mps: float) -> None:
+        """Append a sample; a stamp that goes back (a looping bag, a restarted driver) starts over."""
+        if self._stamps and stamp_s < self._stamps[-1]:
+            self._stamps.clear()
+            self._speeds.clear()
+        self._stamps.append(stamp_s)
+        self._speeds.append(speed_mps)
+        while len(self._stamps) > 2 and self._stamps[1] <= stamp_s - self.window_s:
+            del self._stamps[0], self._speeds[0]
+
+    def acceleration_mps2(self) -> float:
+        """(newest speed - speed one window earlier) / window, over less when the history is shorter; 0 with one sample."""
+        if len(self._stamps) < 2 or self._stamps[-1] <= self._stamps[0]:
+            return 0.0
+        now = self._stamps[-1]
+        start = max(now - self.window_s, self._stamps[0])
+        speed_then = float(np.interp(start, self._stamps, self._speeds))
+        return (self._speeds[-1] - speed_then) / (now - start)
+
+
+def accelerations(stamps_s: Sequence[float], speeds_mps: Sequence[float], window_s: float) -> np.ndarray:
+    """The acceleration a SpeedHistory shows at every sample of a recorded series (a data set episode)."""
+    history = SpeedHistory(window_s)
+    out = np.zeros(len(stamps_s), np.float32)
+    for i, (stamp, speed) in enumerate(zip(stamps_s, speeds_mps)):
+        history.add(float(stamp), float(speed))
+        out[i] = history.acceleration_mps2()
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +120,8 @@ class InputSpec:
     route_scale_m: float = 20.0                             # route coordinates are divided by this
     speed_scale_mps: float = 10.0
     yaw_rate_scale_rps: float = 0.5
+    accel_window_s: float = 0.5                             # acceleration = speed change over this window
+    accel_scale_mps2: float = 2.0
     max_command_tokens: int = 8                             # C; longer commands are truncated
     vocabulary: tuple[str, ...] = DEFAULT_VOCABULARY        # id = index; <pad>=0, <unk>=1
 
@@ -93,7 +143,7 @@ class InputSpec:
     def stem_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of the stem inputs at batch 1, by name."""
         h, w = self.image_hw
-        return {"image": (1, 3, h, w), "route": (1, self.route_points, 2), "ego": (1, 3),
+        return {"image": (1, 3, h, w), "route": (1, self.route_points, 2), "ego": (1, EGO_FEATURES),
                 "command_ids": (1, self.max_command_tokens)}
 
 
@@ -189,10 +239,10 @@ def encode_batch(frames: Sequence[FrameInputs], spec: InputSpec) -> dict[str, np
     images = np.stack([f.image_rgb if f.image_rgb.shape[:2] == spec.image_hw else resize_rgb(f.image_rgb, spec.image_hw)
                        for f in frames])
     routes, valid = zip(*(route_tokens(f.route_ego_m, spec, f.speed_mps) for f in frames))
-    ego = np.array([[f.speed_mps / spec.speed_scale_mps, f.yaw_rate_rps / spec.yaw_rate_scale_rps, float(ok)]
-                    for f, ok in zip(frames, valid)], dtype=np.float32)
+    ego = np.array([[f.speed_mps / spec.speed_scale_mps, f.yaw_rate_rps / spec.yaw_rate_scale_rps, float(ok),
+                     f.accel_mps2 / spec.accel_scale_mps2] for f, ok in zip(frames, valid)], dtype=np.float32)
     if not np.all(np.isfinite(ego)):
-        raise ValueError(f"ego speed / yaw rate must be finite; got {ego[:, :2].tolist()}")
+        raise ValueError(f"ego speed / yaw rate / acceleration must be finite; got {ego[:, [0, 1, 3]].tolist()}")
     return {"image": normalise_images(images, spec), "route": np.stack(routes), "ego": ego,
             "command_ids": np.stack([tokenize(f.command, spec) for f in frames])}
 

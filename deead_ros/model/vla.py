@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deead_ros.engines.inputs import InputSpec, config_from_dict, config_to_dict
+from deead_ros.engines.inputs import EGO_FEATURES, InputSpec, config_from_dict, config_to_dict
 
 _INPUTS = InputSpec()            # shape fields below default to the default input encoding
 
@@ -129,7 +129,7 @@ class DeeadVLA(nn.Module):
         c = cfg.d_model
         self.vision = VisionStem(cfg)
         self.route_proj = nn.Linear(2, c)
-        self.ego_proj = nn.Linear(3, c)
+        self.ego_proj = nn.Linear(EGO_FEATURES, c)
         self.command_emb = nn.Embedding(cfg.vocab_size, c, padding_idx=0)
         self.plan_query = nn.Parameter(torch.zeros(1, 1, c))
         # One learned row per position. Every position holds one token type, so this is also the type embedding.

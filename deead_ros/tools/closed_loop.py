@@ -102,7 +102,7 @@ class RouteProgress:
 
 def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: PurePursuit) -> EpisodeResult:
     """Drive one seed with one setting (runner/policy None for the expert) until done or max_steps."""
-    from deead_ros.engines.inputs import FrameInputs
+    from deead_ros.engines.inputs import FrameInputs, SpeedHistory
     start = time.time()
     ep = sim.episode_config(seed)
     env = sim.make_env(seed, ep, sim.IMAGE_W, sim.IMAGE_H, expert=setting == EXPERT)
@@ -114,6 +114,7 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
         vehicle = env.vehicle
         progress = RouteProgress(sim.route_ahead(vehicle, 1e5)["points"])
         previous_yaw = None
+        speeds = SpeedHistory(runner.chain.manifest.inputs.accel_window_s) if runner is not None else None
         for steps in range(1, max_steps + 1):
             action = [0.0, 0.0]
             if runner is not None:
@@ -123,8 +124,9 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
                 previous_yaw = seen.pose[2]
                 valid = seen.route_valid
                 route = fmt.world_to_ego(seen.route_world[:valid], seen.pose) if valid >= 2 else None
+                speeds.add(steps * fmt.DT_S, seen.speed_mps)
                 result = runner.plan(FrameInputs(seen.image, route, seen.speed_mps, yaw_rate,
-                                                 seen.labels["command"]), policy=policy)
+                                                 seen.labels["command"], speeds.acceleration_mps2()), policy=policy)
                 exits.append(result.trace.exit_layer)
                 plan_ms.append(result.total_ms)
                 action = list(tracker.action(result.trajectory_m, seen.speed_mps))

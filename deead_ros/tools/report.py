@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deead_ros.engines.inputs import FrameInputs, encode_batch
+from deead_ros.engines.inputs import FrameInputs, InputSpec, encode_batch
 from deead_ros.exit import ExitSettings, FrameContext, PriorSettings, run_with_exit, select_prior
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.exit.prior import constant_turn_rate_prior
 from deead_ros.model.weights import CONFIG_FILE, load_pretrained, read_config
-from deead_ros.tools.dataset_format import load_episode, world_to_ego
+from deead_ros.tools.dataset_format import load_episode
+from deead_ros.tools.train import episode_frames
 
 DELTAS = (0.5, 1.0, 2.0)
 
@@ -41,18 +42,16 @@ class RecordedChain:
         return self.per_layer_m[state - 1]
 
 
-def test_frames(files: list[Path]) -> tuple[list[FrameInputs], np.ndarray, list[str]]:
+def test_frames(files: list[Path], spec: InputSpec) -> tuple[list[FrameInputs], np.ndarray, list[str]]:
+    """The test maps' scored frames (see deead_train's episode_frames), their futures and scenario labels."""
     frames, futures, scenarios = [], [], []
     for path in files:
         ep = load_episode(path)
-        for t in np.nonzero(ep["has_full_future"] & ep["future_clean"])[0]:
-            valid = int(ep["route_valid"][t])
-            route = world_to_ego(ep["route_world"][t, :valid], ep["pose"][t]) if valid >= 2 else None
-            frames.append(FrameInputs(ep["images"][t], route, float(ep["speed"][t]), float(ep["yaw_rate"][t]),
-                                      str(ep["command"][t])))
-            futures.append(ep["future_ego"][t])
-            scenarios.append(str(ep["scenario"][t]))
-    return frames, np.asarray(futures, np.float32), scenarios
+        keep, episode = episode_frames(ep, spec)
+        frames += episode
+        futures.append(ep["future_ego"][keep])
+        scenarios += [str(s) for s in ep["scenario"][keep]]
+    return frames, np.concatenate(futures).astype(np.float32) if futures else np.zeros((0,)), scenarios
 
 
 @torch.no_grad()
@@ -85,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-checkpoint", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
-    frames, truth, scenarios = test_frames(sorted((args.data / "test").glob("ep_*.npz")))
+    cfg, spec, _ = read_config(Path(args.weights) / CONFIG_FILE)
+    frames, truth, scenarios = test_frames(sorted((args.data / "test").glob("ep_*.npz")), spec)
     if not frames:
         print(f"deead_report: no test episodes under {args.data}/test", flush=True)
         return 2
     print(f"[report] {len(frames)} test frames", flush=True)
-    dt_s = read_config(Path(args.weights) / CONFIG_FILE)[0].dt_s
+    dt_s = cfg.dt_s
     times = dt_s * np.arange(1, truth.shape[1] + 1)
     priors = [select_prior(PriorSettings(fallback_to_constant_velocity=False), times, f.speed_mps, f.yaw_rate_rps,
                            f.route_ego_m) for f in frames]

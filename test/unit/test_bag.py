@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from deead_ros.engines.inputs import InputSpec, accelerations
 from deead_ros.tools.dataset_format import load_episode
 from deead_ros.tools.eval import bag_frames
 from deead_ros.tools.make_bag import write_bag
@@ -15,8 +16,12 @@ def test_bag_round_trip_gives_consistent_frames(tmp_path, storage, raw):
     episode = load_episode(EPISODE)
     frames = write_bag([EPISODE], tmp_path / "bag", raw=raw, storage=storage)
     assert frames == len(episode["pose"])
-    assembled = list(bag_frames(tmp_path / "bag"))
+    spec = InputSpec()
+    assembled = list(bag_frames(tmp_path / "bag", spec))
     assert len(assembled) == frames
+    trained_on = accelerations(episode["timestamp"], episode["speed"], spec.accel_window_s)
+    np.testing.assert_allclose([f.inputs.accel_mps2 for f in assembled], trained_on, atol=1e-3,
+                               err_msg="the odometry stream gives the acceleration the trainer computes")
     for i, frame in enumerate(assembled):
         assert frame.ego_motion_known, "odometry shares the camera stamp"
         assert frame.inputs.image_rgb.shape == episode["images"][i].shape

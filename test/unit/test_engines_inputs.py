@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from deead_ros.engines.inputs import (FrameInputs, InputSpec, encode, encode_batch, resize_rgb, route_tokens,
-                                      tokenize)
+from deead_ros.engines.inputs import (FrameInputs, InputSpec, SpeedHistory, accelerations, encode, encode_batch,
+                                      resize_rgb, route_tokens, tokenize)
 
 SPEC = InputSpec()
 DATASET_COMMANDS = ("follow the lane", "turn left at the junction", "turn right at the junction",
@@ -12,7 +12,7 @@ DATASET_COMMANDS = ("follow the lane", "turn left at the junction", "turn right 
 
 def frame(h=96, w=160, route=None, command="follow the lane"):
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    return FrameInputs(image, route, speed_mps=5.0, yaw_rate_rps=0.1, command=command)
+    return FrameInputs(image, route, speed_mps=5.0, yaw_rate_rps=0.1, command=command, accel_mps2=-0.5)
 
 
 def test_tokenizer_is_word_level_with_pad_and_unk():
@@ -72,9 +72,9 @@ def test_unusable_routes_encode_as_zeros_and_invalid(route):
 def test_encode_shapes_dtypes_and_normalisation():
     out = encode(frame(120, 200, route=np.array([[0.0, 0.0], [10.0, 0.0]])), SPEC)
     assert {k: (v.shape, v.dtype.name) for k, v in out.items()} == {
-        "image": ((1, 3, 96, 160), "float32"), "route": ((1, 12, 2), "float32"), "ego": ((1, 3), "float32"),
+        "image": ((1, 3, 96, 160), "float32"), "route": ((1, 12, 2), "float32"), "ego": ((1, 4), "float32"),
         "command_ids": ((1, 8), "int32")}
-    assert out["ego"].tolist() == [[pytest.approx(0.5), pytest.approx(0.2), 1.0]]
+    assert out["ego"].tolist() == [[pytest.approx(0.5), pytest.approx(0.2), 1.0, pytest.approx(-0.25)]]
     assert -2.0 - 1e-6 <= out["image"].min() and out["image"].max() <= 2.0 + 1e-6   # (x/255 - 0.5) / 0.25
 
 
@@ -91,6 +91,29 @@ def test_bad_input_is_rejected_with_the_reason():
         encode(FrameInputs(np.zeros((96, 160, 3), np.float32), None, 1.0, 0.0), SPEC)
     with pytest.raises(ValueError, match="finite"):
         encode(FrameInputs(np.zeros((96, 160, 3), np.uint8), None, float("nan"), 0.0), SPEC)
+    with pytest.raises(ValueError, match="acceleration must be finite"):
+        encode(FrameInputs(np.zeros((96, 160, 3), np.uint8), None, 1.0, 0.0, accel_mps2=float("inf")), SPEC)
+
+
+def test_acceleration_is_the_speed_change_over_the_window():
+    history = SpeedHistory(window_s=0.5)
+    assert history.acceleration_mps2() == 0.0
+    history.add(10.0, 5.0)
+    assert history.acceleration_mps2() == 0.0, "one sample shows no acceleration"
+    history.add(10.2, 5.4)
+    assert history.acceleration_mps2() == pytest.approx(2.0), "a shorter history gives what it has"
+    for i in range(2, 31):                                   # 50 Hz odometry braking at 3 m/s^2
+        history.add(10.0 + 0.02 * i, 5.0 - 3.0 * 0.02 * i)
+    assert history.acceleration_mps2() == pytest.approx(-3.0)
+    history.add(1.0, 2.0)
+    assert history.acceleration_mps2() == 0.0, "a stamp that went back starts over"
+
+
+def test_recorded_series_gives_what_a_live_history_gives():
+    stamps = 0.1 * np.arange(40)
+    speeds = np.where(stamps < 2.0, 1.5 * stamps, 3.0)        # speeds up for 2 s, then cruises
+    accel = accelerations(stamps, speeds, window_s=0.5)
+    assert accel[0] == 0.0 and accel[10:20] == pytest.approx(1.5) and accel[26:] == pytest.approx(0.0)
 
 
 def test_spec_round_trips_through_json_form_and_rejects_unknown_keys():

@@ -36,7 +36,7 @@ def test_manifest_lists_every_file_with_io_and_metadata(export_dir):
     assert m.fused is not None and m.fused.path.name == "fused.onnx"
     hidden = (1, SMALL.n_tokens, SMALL.d_model)
     assert [(t.name, t.shape, t.dtype) for t in m.stem.inputs] == [
-        ("image", (1, 3, 96, 160), "float32"), ("route", (1, 12, 2), "float32"), ("ego", (1, 3), "float32"),
+        ("image", (1, 3, 96, 160), "float32"), ("route", (1, 12, 2), "float32"), ("ego", (1, 4), "float32"),
         ("command_ids", (1, 8), "int32")]
     for f in (*m.layers, m.fused):
         assert [(t.name, t.shape) for t in (*f.inputs, *f.outputs)] == [("hidden_in", hidden), ("hidden_out", hidden)]

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from deead_ros.engines.inputs import InputSpec
+from deead_ros.engines.inputs import EGO_FEATURES, InputSpec
 from deead_ros.errors import ModelFileError
 from deead_ros.model.vla import DeeadVLA, VLAConfig
 from deead_ros.model.weights import CONFIG_FILE, WEIGHTS_FILE, check_compatible, load_pretrained, save_pretrained
@@ -15,7 +15,7 @@ SMALL = VLAConfig(n_layer=3, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp
 def inputs(cfg: VLAConfig, batch: int = 2) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(1)
     return (torch.randn(batch, 3, *cfg.image_hw, generator=g), torch.randn(batch, cfg.route_points, 2, generator=g),
-            torch.randn(batch, 3, generator=g),
+            torch.randn(batch, EGO_FEATURES, generator=g),
             torch.randint(0, cfg.vocab_size, (batch, cfg.max_command_tokens), generator=g, dtype=torch.int32))
 
 
