@@ -111,6 +111,12 @@ def load_manifest(path: str | os.PathLike, *, verify: bool = True) -> Manifest:
     except (ValueError, KeyError, TypeError) as err:
         raise ModelFileError(f"engine manifest {path} is unreadable or from another version ({err}); "
                              "re-run deead_export to rewrite it") from err
+    exported = {t.name: tuple(t.shape) for t in manifest.stem.inputs}
+    encoded = manifest.inputs.stem_shapes()
+    if exported != encoded:
+        raise ModelFileError(f"engine manifest {path}: the model takes {exported} but this version of deead_ros "
+                             f"encodes frames as {encoded}; the model was exported for another input encoding: "
+                             "use weights trained for this version (models/demo) and re-run deead_export")
     if verify:
         for record in (*manifest.engine_files, manifest.weights, manifest.config,
                        *([manifest.fused] if manifest.fused else [])):

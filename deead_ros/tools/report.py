@@ -133,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
                         **l2_table(np.asarray(preds), truth, dt_s)}
     plan_differs = np.array([np.linalg.norm(route_prior[i] - truth[i], axis=-1).mean() > 1.0 if has_route[i] else True
                              for i in range(len(frames))])
-    by_scenario = {s: float(plan_differs[np.array(scenarios) == s].mean()) for s in sorted(set(scenarios))}
+    scenario = np.array(scenarios)
+    by_scenario = {s: float(plan_differs[scenario == s].mean()) for s in sorted(set(scenarios))}
+    per_scenario = {}
+    for s in sorted(set(scenarios)):
+        routed = (scenario == s) & has_route
+        per_scenario[s] = {"frames": int(routed.sum()),
+                           "model": l2_table(shipped[routed, -1], truth[routed], dt_s)["l2_3s"],
+                           "route prior": l2_table(route_prior[routed], truth[routed], dt_s)["l2_3s"],
+                           "constant velocity": l2_table(cv_prior[routed], truth[routed], dt_s)["l2_3s"]}
 
     args.out.mkdir(parents=True, exist_ok=True)
     weights_mb = sum(f.stat().st_size for f in Path(args.weights).glob("*.safetensors")) / 1e6
@@ -142,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                "num_layers": num_layers, "weights_mb": round(weights_mb, 2),
                "frames_with_route": int(has_route.sum()), "open_loop": table,
                "exits": {str(d): {k: v for k, v in e.items() if k != "exit_layers"} for d, e in exits.items()},
-               "expert_differs_from_route_prior_by_1m": by_scenario, "per_layer": curves}
+               "expert_differs_from_route_prior_by_1m": by_scenario, "l2_3s_by_scenario": per_scenario,
+               "per_layer": curves}
     (args.out / "model_report.json").write_text(json.dumps(summary, indent=1))
     plot(curves, exits, num_layers, args.out)
     write_markdown(summary, args.out)
@@ -185,6 +194,8 @@ def write_markdown(s: dict, out: Path) -> None:
     exit_rows = "\n".join(f"| {d} | {e['mean_exit_layer']:.1f} | {e['layer_sparsity']:.0%} | {e['l2_3s']:.2f} |"
                           for d, e in s["exits"].items())
     scen = "\n".join(f"| {k} | {v:.0%} |" for k, v in s["expert_differs_from_route_prior_by_1m"].items())
+    scen_l2 = "\n".join(f"| {k} | {v['frames']} | {v['model']:.2f} | {v['route prior']:.2f} | {v['constant velocity']:.2f} |"
+                         for k, v in s["l2_3s_by_scenario"].items())
     curves = s["per_layer"]
     layer_rows = "\n".join(
         f"| {name} | " + " | ".join(f"{c['ade_to_truth']['mean'][i]:.2f}" for i in (0, 5, 9, 15, s["num_layers"] - 1))
@@ -203,6 +214,12 @@ waypoints up to t.
 | | L2 1 s (m) | L2 2 s (m) | L2 3 s (m) |
 |---|---|---|---|
 {rows}
+
+L2 at 3 s by scenario (frames with a usable route):
+
+| scenario | frames | model (m) | route prior (m) | constant velocity (m) |
+|---|---|---|---|---|
+{scen_l2}
 
 ## Trajectory saturation: the shared head read at every layer
 

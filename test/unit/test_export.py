@@ -78,6 +78,15 @@ def test_missing_or_foreign_manifest_says_how_to_export(copy):
         load_manifest(copy)
 
 
+def test_model_exported_for_another_input_encoding_is_refused(copy):
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    ego = next(t for t in manifest["files"]["stem"]["inputs"] if t["name"] == "ego")
+    ego["shape"] = [1, 3]                                   # a model from before the acceleration input
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="another input encoding.*deead_export"):
+        load_manifest(copy)
+
+
 def test_cli_reports_missing_weights_and_exports(tmp_path, export_dir, capsys):
     assert main(["--weights", str(tmp_path / "nowhere" / "vla.safetensors"), "--out", str(tmp_path / "o")]) == 1
     assert "config.json is missing" in capsys.readouterr().out

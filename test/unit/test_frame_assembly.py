@@ -78,10 +78,10 @@ def test_corrupt_compressed_images_say_why(data, fmt, reason):
         fa.decode_compressed(CompressedImage(format=fmt, data=data))
 
 
-def odometry(x=1.0, y=2.0, yaw=0.3, vx=5.0, wz=0.1):
+def odometry(x=1.0, y=2.0, yaw=0.3, vx=5.0, wz=0.1, stamp_s=10.0):
     msg = Odometry()
     msg.header.frame_id = "map"
-    msg.header.stamp.sec = 10
+    msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp_s), round(stamp_s % 1 * 1e9)
     msg.pose.pose.position.x, msg.pose.pose.position.y = x, y
     msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
     msg.twist.twist.linear.x, msg.twist.twist.angular.z = vx, wz
@@ -128,6 +128,16 @@ def test_route_in_the_odometry_frame_is_moved_into_the_ego_frame():
     frame = inputs.assemble(camera(), raw_image=False, max_input_age_s=0.5, use_external=False)
     assert frame.ego_motion_known and frame.inputs.speed_mps == 4.0 and frame.prior_age_s == 0.0
     np.testing.assert_allclose(frame.inputs.route_ego_m, [[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]], atol=1e-9)
+
+
+def test_odometry_stream_gives_the_frame_its_acceleration():
+    inputs = fa.LatestInputs(accel_window_s=0.5)
+    for i in range(11):                                      # 20 Hz, braking at 2 m/s^2
+        inputs.set_odometry(odometry(vx=6.0 - 2.0 * 0.05 * i, stamp_s=9.5 + 0.05 * i))
+    frame = inputs.assemble(camera(), raw_image=False, max_input_age_s=0.5, use_external=False)
+    assert frame.inputs.speed_mps == pytest.approx(5.0) and frame.inputs.accel_mps2 == pytest.approx(-2.0)
+    inputs.set_odometry(odometry(x=float("nan"), stamp_s=10.05))
+    assert inputs.odometry.accel_mps2 == pytest.approx(-2.0), "a rejected message leaves the history alone"
 
 
 def test_stale_odometry_and_unknown_frames_are_left_out_with_a_reason():
