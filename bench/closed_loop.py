@@ -1,7 +1,7 @@
 """Closed-loop safety in MetaDrive: the model drives held-out maps at full depth and with early exit.
 
 Runs in the MetaDrive venv (`make metadrive`); resumable (finished episodes are kept in
-<out>/episodes.jsonl and skipped). Jobs go seed by seed, every setting on a seed before the next
+<out>/episodes.jsonl, tagged with the weights' sha256, and skipped; a new model starts over). Jobs go seed by seed, every setting on a seed before the next
 seed, so a run cut short still compares all settings on the same episodes.
 
     make closed-loop                                   # 56 held-out seeds x 8 settings
@@ -27,11 +27,17 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
+from deead_ros.engines.manifest import load_manifest  # noqa: E402
 from deead_ros.tools.closed_loop import EXPERT, summarise, timed_out  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
 HELD_OUT_SEEDS = 3000          # maps never used for training (0-109), validation (1000-1009) or test (2000-2013)
+
+
+def driver(setting: str, model_id: str) -> str:
+    """Who drove an episode: the expert (the same for every model) or the model with these weights."""
+    return EXPERT if setting == EXPERT else model_id
 
 
 def settings(fixed_layer: int) -> list[str]:
@@ -123,22 +129,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     chosen = args.settings or settings(args.fixed_layer)
+    if not Path(args.model).exists():
+        print(f"closed_loop: no model at {args.model}; run `make setup` or pass --model", file=sys.stderr)
+        return 2
+    manifest = load_manifest(args.model, verify=False)
+    model_id = manifest.weights.sha256[:12]
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "episodes.jsonl"
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    have = {(e["seed"], e["setting"]) for e in done if e.get("max_steps", args.max_steps) == args.max_steps}
+    done = [e for e in done
+            if e.get("max_steps") == args.max_steps and e.get("model") == driver(e["setting"], model_id)]
+    have = {(e["seed"], e["setting"]) for e in done}
     jobs = [(seed, s, args.max_steps) for seed in range(HELD_OUT_SEEDS, HELD_OUT_SEEDS + args.episodes)
             for s in chosen if (seed, s) not in have]
     if jobs and not args.report_only:
-        if not Path(args.model).exists():
-            print(f"closed_loop: no model at {args.model}; run `make setup` or pass --model", file=sys.stderr)
-            return 2
         print(f"[closed_loop] {len(have)} episodes done, {len(jobs)} to run ({len(chosen)} settings, "
               f"{args.max_steps} steps cap) -> {log}", flush=True)
         start = time.time()
         with log.open("a") as sink:
             for i, episode in enumerate(run_jobs(jobs, args), 1):          # in order: seed-major
                 episode["max_steps"] = args.max_steps
+                episode["model"] = driver(episode["setting"], model_id)
                 sink.write(json.dumps(episode) + "\n")
                 sink.flush()
                 done.append(episode)
@@ -147,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{episode['end_reason']:>13} after {episode['steps']:3d} steps, "
                       f"{episode['progress_m']:6.1f} m, exit {episode['mean_exit_layer']:.1f}, "
                       f"{episode['wall_s']:.0f} s; eta {eta_min:.0f} min", flush=True)
-    episodes = [e for e in done if e["setting"] in chosen and e.get("max_steps", args.max_steps) == args.max_steps]
+    episodes = [e for e in done if e["setting"] in chosen]
     summary = summarise(episodes, args.max_steps)
     if not summary:
         print("closed_loop: no episodes yet", file=sys.stderr)
@@ -155,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(summary)
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "closed_loop.json").write_text(json.dumps(
-        {"max_steps": args.max_steps, "seeds_from": HELD_OUT_SEEDS, "settings": summary}, indent=1))
+        {"max_steps": args.max_steps, "seeds_from": HELD_OUT_SEEDS, "model_version": manifest.model_version,
+         "model_sha256": manifest.weights.sha256, "settings": summary}, indent=1))
     plot(summary, args.docs / "closed_loop.png")
     headline = {"episodes_per_setting": min(s["episodes"] for s in summary.values())}
     for name in ("full", "deead_2"):

@@ -86,7 +86,9 @@ def closed_loop(result: dict | None) -> str:
             for name, s in settings.items()]
     text = (f"MetaDrive 0.2.6, {n} held-out map seeds (from {result['seeds_from']}, never in training, "
             f"validation or test) per setting, the same seeds and traffic for every setting, episodes capped at "
-            f"{result['max_steps']} steps (20 s at 10 Hz) (`make closed-loop`). The model plans every frame through "
+            f"{result['max_steps']} steps (20 s at 10 Hz) (`make closed-loop`), model "
+            f"`{result.get('model_version', '?')}` (weights sha256 {result.get('model_sha256', '?')[:12]}). "
+            "The model plans every frame through "
             "`Runner.plan`; a pure-pursuit and speed controller tracks its trajectory; the simulator waits for the "
             "plan, so latency does not feed back here. Rates with 95% Wilson intervals; route completion is progress "
             "over the IDM expert's on the same seed within the cap; driving score = completion x 0.6 per vehicle "
