@@ -42,16 +42,38 @@ class RecordedChain:
         return self.per_layer_m[state - 1]
 
 
-def test_frames(files: list[Path], spec: InputSpec) -> tuple[list[FrameInputs], np.ndarray, list[str]]:
-    """The test maps' scored frames (see deead_train's episode_frames), their futures and scenario labels."""
-    frames, futures, scenarios = [], [], []
+@dataclass
+class TestSet:
+    """The test maps' scored frames (see deead_train's episode_frames) with their futures, scenarios and maps."""
+
+    frames: list[FrameInputs]
+    truth: np.ndarray                # (N, T, 2) the expert's future, ego frame
+    scenarios: np.ndarray            # (N,) scenario label
+    maps: np.ndarray                 # (N,) map seed
+
+
+def test_frames(files: list[Path], spec: InputSpec) -> TestSet:
+    frames, futures, scenarios, maps = [], [], [], []
     for path in files:
         ep = load_episode(path)
         keep, episode = episode_frames(ep, spec)
         frames += episode
-        futures.append(ep["future_ego"][keep])
-        scenarios += [str(s) for s in ep["scenario"][keep]]
-    return frames, np.concatenate(futures).astype(np.float32) if futures else np.zeros((0,)), scenarios
+        futures.append(ep["future_ego"][keep].astype(np.float32))
+        scenarios.append(ep["scenario"][keep].astype(str))
+        maps.append(np.full(len(episode), int(ep["map_seed"])))
+    if not frames:
+        return TestSet([], np.zeros((0, 0, 2), np.float32), np.zeros(0, str), np.zeros(0, int))
+    return TestSet(frames, np.concatenate(futures), np.concatenate(scenarios), np.concatenate(maps))
+
+
+def paired_map_bootstrap(diff: np.ndarray, maps: np.ndarray, resamples: int = 10000, seed: int = 0) -> list[float]:
+    """95% interval of the mean per-frame difference, resampling whole maps (frames of one map are not independent)."""
+    by_map = [diff[maps == m] for m in np.unique(maps)]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(by_map), (resamples, len(by_map)))
+    sums, counts = np.array([d.sum() for d in by_map]), np.array([len(d) for d in by_map])
+    means = sums[picks].sum(1) / counts[picks].sum(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 @torch.no_grad()
@@ -85,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
     cfg, spec, _ = read_config(Path(args.weights) / CONFIG_FILE)
-    frames, truth, scenarios = test_frames(sorted((args.data / "test").glob("ep_*.npz")), spec)
+    test = test_frames(sorted((args.data / "test").glob("ep_*.npz")), spec)
+    frames, truth, scenarios = test.frames, test.truth, test.scenarios
     if not frames:
         print(f"deead_report: no test episodes under {args.data}/test", flush=True)
         return 2
@@ -133,15 +156,19 @@ def main(argv: list[str] | None = None) -> int:
                         **l2_table(np.asarray(preds), truth, dt_s)}
     plan_differs = np.array([np.linalg.norm(route_prior[i] - truth[i], axis=-1).mean() > 1.0 if has_route[i] else True
                              for i in range(len(frames))])
-    scenario = np.array(scenarios)
-    by_scenario = {s: float(plan_differs[scenario == s].mean()) for s in sorted(set(scenarios))}
+    by_scenario = {s: float(plan_differs[scenarios == s].mean()) for s in sorted(set(scenarios))}
     per_scenario = {}
     for s in sorted(set(scenarios)):
-        routed = (scenario == s) & has_route
+        routed = (scenarios == s) & has_route
         per_scenario[s] = {"frames": int(routed.sum()),
                            "model": l2_table(shipped[routed, -1], truth[routed], dt_s)["l2_3s"],
                            "route prior": l2_table(route_prior[routed], truth[routed], dt_s)["l2_3s"],
                            "constant velocity": l2_table(cv_prior[routed], truth[routed], dt_s)["l2_3s"]}
+
+    diff = np.array([l2_at_m(shipped[i, -1], truth[i], dt_s, 3) - l2_at_m(route_prior[i], truth[i], dt_s, 3)
+                     for i in np.nonzero(has_route)[0]])
+    versus_route = {"mean_m": float(diff.mean()), "ci95_m": paired_map_bootstrap(diff, test.maps[has_route]),
+                    "maps": int(len(np.unique(test.maps))), "frames_model_better": float((diff < 0).mean())}
 
     args.out.mkdir(parents=True, exist_ok=True)
     weights_mb = sum(f.stat().st_size for f in Path(args.weights).glob("*.safetensors")) / 1e6
@@ -149,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                "l2_3s_constant_velocity": table["constant velocity"]["l2_3s"], "test_frames": len(frames),
                "num_layers": num_layers, "weights_mb": round(weights_mb, 2),
                "frames_with_route": int(has_route.sum()), "open_loop": table,
+               "l2_3s_model_minus_route_prior": versus_route,
                "exits": {str(d): {k: v for k, v in e.items() if k != "exit_layers"} for d, e in exits.items()},
                "expert_differs_from_route_prior_by_1m": by_scenario, "l2_3s_by_scenario": per_scenario,
                "per_layer": curves}
@@ -197,6 +225,7 @@ def write_markdown(s: dict, out: Path) -> None:
     scen_l2 = "\n".join(f"| {k} | {v['frames']} | {v['model']:.2f} | {v['route prior']:.2f} | {v['constant velocity']:.2f} |"
                          for k, v in s["l2_3s_by_scenario"].items())
     curves = s["per_layer"]
+    vr = s["l2_3s_model_minus_route_prior"]
     layer_rows = "\n".join(
         f"| {name} | " + " | ".join(f"{c['ade_to_truth']['mean'][i]:.2f}" for i in (0, 5, 9, 15, s["num_layers"] - 1))
         + " |" for name, c in curves.items())
@@ -214,6 +243,10 @@ waypoints up to t.
 | | L2 1 s (m) | L2 2 s (m) | L2 3 s (m) |
 |---|---|---|---|
 {rows}
+
+Model minus route prior, L2 at 3 s, paired per frame: {vr['mean_m']:+.2f} m, 95% interval
+[{vr['ci95_m'][0]:+.2f}, {vr['ci95_m'][1]:+.2f}] m (bootstrap over the {vr['maps']} test maps); the model is closer to
+the expert on {vr['frames_model_better']:.0%} of the frames.
 
 L2 at 3 s by scenario (frames with a usable route):
 
