@@ -8,10 +8,12 @@ use, its RSS early and late, and whether every frame is accounted for (received 
 dropped by reason). Prints a table and ends with one JSON line; the target is node latency /
 runner time <= 1.10 at 10 Hz.
 
-With --overload the model is slower than the camera (an untrained 24-layer VLA of width 384 at full
-depth, exported once into runs/heavy_model) and the camera runs at 30 and 60 Hz: latency must stay
-bounded (the newest frame wins, older ones are dropped as superseded), memory flat, and nothing
-unaccounted; its last line has `frames_unaccounted`, `latency_p99_ms_max` and `runner_p50_ms`.
+With --overload the model is a heavier one (an untrained 24-layer VLA of width 384 at full depth,
+about 40 ms per frame, exported once into runs/heavy_model) and the camera runs at 10 Hz (slower than
+the model: the node's fixed overhead against a planning time of a size real VLAs have) and at 30 and
+60 Hz (faster than the model): latency must stay bounded (the newest frame wins, older ones are
+dropped as superseded), memory flat, and nothing unaccounted; its last line has
+`frames_unaccounted`, `latency_p99_ms_max`, `runner_p50_ms` and `node_over_runner_10hz`.
 
     python bench/bench_ros.py [--seconds 20] [--rates 10 20 30] [--out docs]
     python bench/bench_ros.py --overload --seconds 60 --out docs
@@ -34,6 +36,8 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Path as PathMsg  # noqa: E402
 
+from deead_ros.engines.manifest import load_manifest  # noqa: E402
+from deead_ros.errors import ModelFileError  # noqa: E402
 from deead_ros.paths import share_dir  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros.tools import bags as topics  # noqa: E402
@@ -148,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="manifest.json (default: the installed demo model)")
     parser.add_argument("--param", nargs="*", default=[], metavar="NAME:=VALUE", help="extra node parameters")
     parser.add_argument("--overload", action="store_true",
-                        help="a model slower than the camera: an untrained 24-layer VLA of width 384 "
-                             "(exported once into runs/heavy_model), full depth, camera at 30 and 60 Hz")
+                        help="a heavier model: an untrained 24-layer VLA of width 384 (exported once into "
+                             "runs/heavy_model), full depth, camera at 10, 30 and 60 Hz")
     parser.add_argument("--out", type=Path, default=None, help="write bench_ros.json (or bench_overload.json) here")
     parser.add_argument("--publish-camera", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(item.split(":=", 1) for item in args.param)
     model, rates = args.model, args.rates
     if args.overload:
-        model, rates = str(heavy_model()), (args.rates if args.rates != DEFAULT_RATES else [30.0, 60.0])
+        model, rates = str(heavy_model()), (args.rates if args.rates != DEFAULT_RATES else [10.0, 30.0, 60.0])
         extra.setdefault("exit.policy", "full")
     rclpy.init()
     rows = [measure(args.bag, rate, args.seconds, model, extra) for rate in rates]
@@ -176,17 +180,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.overload:
         print(json.dumps({"frames_unaccounted": sum(r["unaccounted"] for r in rows),
                           "latency_p99_ms_max": round(max(r["latency_p99_ms"] for r in rows), 1),
-                          "runner_p50_ms": round(rows[0]["runner_p50_ms"], 1), "rows": rows}))
+                          "runner_p50_ms": round(rows[0]["runner_p50_ms"], 1),
+                          **{"node_over_runner_10hz": round(r["node_over_runner"], 3) for r in rows if r["rate_hz"] == 10},
+                          "rows": rows}))
     else:
         print(json.dumps({"node_over_runner_10hz": round(rows[0]["node_over_runner"], 3), "rows": rows}))
     return 0
 
 
 def heavy_model() -> Path:
-    """An untrained demo-architecture VLA wide enough to be slower than a 30 Hz camera on one core."""
+    """An untrained demo-architecture VLA wide enough to be slower than a 30 Hz camera on one core.
+
+    Exported again when missing or made for another version of the input encoding.
+    """
     manifest = HEAVY_MODEL / "onnx" / "manifest.json"
-    if manifest.exists():
+    try:
+        load_manifest(manifest, verify=False)
         return manifest
+    except ModelFileError as err:
+        print(f"[bench_ros] exporting the heavy model ({err})", flush=True)
     import torch
 
     from deead_ros.engines.inputs import InputSpec
