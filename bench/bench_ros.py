@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"frames_unaccounted": sum(r["unaccounted"] for r in rows),
                           "latency_p99_ms_max": round(max(r["latency_p99_ms"] for r in rows), 1),
                           "runner_p50_ms": round(rows[0]["runner_p50_ms"], 1),
-                          **{"node_over_runner_10hz": round(r["node_over_runner"], 3) for r in rows if r["rate_hz"] == 10},
+                          **{"node_over_runner_10hz": round(r["node_over_runner"], 3)
+                             for r in rows if r["rate_hz"] == 10},
                           "rows": rows}))
     else:
         print(json.dumps({"node_over_runner_10hz": round(rows[0]["node_over_runner"], 3), "rows": rows}))

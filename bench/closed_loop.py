@@ -1,8 +1,9 @@
 """Closed-loop safety in MetaDrive: the model drives held-out maps at full depth and with early exit.
 
 Runs in the MetaDrive venv (`make metadrive`); resumable (finished episodes are kept in
-<out>/episodes.jsonl, tagged with the weights' sha256, and skipped; a new model starts over). Jobs go seed by seed, every setting on a seed before the next
-seed, so a run cut short still compares all settings on the same episodes.
+<out>/episodes.jsonl, tagged with the sha256 of the weights that drove them, and skipped; a new
+model starts over, the expert's episodes are kept). Jobs go seed by seed, every setting on a seed
+before the next seed, so a run cut short still compares all settings on the same episodes.
 
     make closed-loop                                   # 56 held-out seeds x 8 settings
     .venv-metadrive/bin/python bench/closed_loop.py --episodes 4               # a quick look

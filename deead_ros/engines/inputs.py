@@ -86,7 +86,10 @@ class SpeedHistory:
             del self._stamps[0], self._speeds[0]
 
     def acceleration_mps2(self) -> float:
-        """(newest speed - speed one window earlier) / window, over less when the history is shorter; 0 with one sample."""
+        """(newest speed - speed one window earlier) / window; over less when the history is shorter.
+
+        0 with a single sample: a frame right after start-up or a jump back is taken as cruising.
+        """
         if len(self._stamps) < 2 or self._stamps[-1] <= self._stamps[0]:
             return 0.0
         now = self._stamps[-1]

@@ -76,7 +76,8 @@ class VLAAdapter:
     def stem_inputs(self) -> dict[str, torch.Tensor]:
         cfg = self.model.cfg
         return {"image": torch.zeros(1, 3, *cfg.image_hw), "route": torch.zeros(1, cfg.route_points, 2),
-                "ego": torch.zeros(1, EGO_FEATURES), "command_ids": torch.zeros(1, cfg.max_command_tokens, dtype=torch.int32)}
+                "ego": torch.zeros(1, EGO_FEATURES),
+                "command_ids": torch.zeros(1, cfg.max_command_tokens, dtype=torch.int32)}
 
     def stem(self) -> nn.Module:
         return _Call(self.model, "stem")

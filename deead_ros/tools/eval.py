@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deead_eval: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    rows = evaluate(runner, bag_frames(args.bag, runner.chain.manifest.inputs), delta_settings(runner, args.delta), args.max_frames)
+    frames = bag_frames(args.bag, runner.chain.manifest.inputs)
+    rows = evaluate(runner, frames, delta_settings(runner, args.delta), args.max_frames)
     if not rows:
         print(f"deead_eval: no camera frames in {args.bag}", file=sys.stderr)
         return 2

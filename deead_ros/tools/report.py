@@ -222,8 +222,8 @@ def write_markdown(s: dict, out: Path) -> None:
     exit_rows = "\n".join(f"| {d} | {e['mean_exit_layer']:.1f} | {e['layer_sparsity']:.0%} | {e['l2_3s']:.2f} |"
                           for d, e in s["exits"].items())
     scen = "\n".join(f"| {k} | {v:.0%} |" for k, v in s["expert_differs_from_route_prior_by_1m"].items())
-    scen_l2 = "\n".join(f"| {k} | {v['frames']} | {v['model']:.2f} | {v['route prior']:.2f} | {v['constant velocity']:.2f} |"
-                         for k, v in s["l2_3s_by_scenario"].items())
+    scen_l2 = "\n".join(f"| {k} | {v['frames']} | {v['model']:.2f} | {v['route prior']:.2f} | "
+                         f"{v['constant velocity']:.2f} |" for k, v in s["l2_3s_by_scenario"].items())
     curves = s["per_layer"]
     vr = s["l2_3s_model_minus_route_prior"]
     layer_rows = "\n".join(
