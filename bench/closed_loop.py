@@ -24,12 +24,12 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
 from deead_ros.engines.manifest import load_manifest  # noqa: E402
-from deead_ros.tools.closed_loop import EXPERT, summarise, timed_out  # noqa: E402
+from deead_ros.tools.closed_loop import EXPERT, left_out, summarise, timed_out  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
@@ -85,8 +85,12 @@ def _run(job: tuple[int, str, int]) -> dict:
     return drive(seed, setting, runner, policy, max_steps, PurePursuit(dt_s=runner.dt_s if runner else 0.5)).as_dict()
 
 
-def run_jobs(jobs: list[tuple[int, str, int]], args: argparse.Namespace) -> Iterator[dict]:
+def run_jobs(jobs: list[tuple[int, str, int]], args: argparse.Namespace,
+             skip: Callable[[int], bool]) -> Iterator[dict]:
     """Yield each job's episode, in order; an episode over --episode-timeout-s is recorded as sim_timeout.
+
+    Jobs on a seed that skip() says is left out anyway (the expert spawned into a crash, or the
+    simulator hung on it) are not run.
 
     One worker process runs one episode at a time (the software renderer already uses both cores
     here; two workers were no faster). Why the timeout: MetaDrive 0.2.6's renderer now and then
@@ -97,6 +101,8 @@ def run_jobs(jobs: list[tuple[int, str, int]], args: argparse.Namespace) -> Iter
     pool = None
     try:
         for job in jobs:
+            if skip(job[0]):
+                continue
             if pool is None:
                 pool = ctx.Pool(1, initializer=_init_worker, initargs=(args.model, args.first_checkpoint),
                                 maxtasksperchild=8)
@@ -148,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.max_steps} steps cap) -> {log}", flush=True)
         start = time.time()
         with log.open("a") as sink:
-            for i, episode in enumerate(run_jobs(jobs, args), 1):          # in order: seed-major
+            for i, episode in enumerate(run_jobs(jobs, args, lambda seed: seed in left_out(done)), 1):  # seed-major
                 episode["max_steps"] = args.max_steps
                 episode["model"] = driver(episode["setting"], model_id)
                 sink.write(json.dumps(episode) + "\n")

@@ -184,6 +184,12 @@ def spawned_into_a_crash(episode: dict[str, Any]) -> bool:
     return (episode["crash_vehicle"] or episode["crash_object"]) and episode["steps"] <= SPAWN_STEPS
 
 
+def left_out(episodes: list[dict[str, Any]]) -> set[int]:
+    """Seeds no setting is scored on: the expert spawned into a crash, or the simulator hung in some setting."""
+    return {e["seed"] for e in episodes
+            if e["end_reason"] == SIM_TIMEOUT or (e["setting"] == EXPERT and spawned_into_a_crash(e))}
+
+
 def summarise(episodes: list[dict[str, Any]], max_steps: int) -> dict[str, dict[str, Any]]:
     """Per setting, over the seeds every setting has finished: rates with Wilson intervals, score, depth.
 
@@ -200,8 +206,7 @@ def summarise(episodes: list[dict[str, Any]], max_steps: int) -> dict[str, dict[
         by_setting.setdefault(e["setting"], {})[e["seed"]] = e
     common = sorted(set.intersection(*(set(v) for v in by_setting.values()))) if by_setting else []
     expert = by_setting.get(EXPERT, {})
-    broken = {seed for seed in common if seed in expert and spawned_into_a_crash(expert[seed])}
-    broken |= {seed for seed in common if any(runs[seed]["end_reason"] == SIM_TIMEOUT for runs in by_setting.values())}
+    broken = left_out(episodes)
     common = [seed for seed in common if seed not in broken]
     summary = {}
     for setting, runs in by_setting.items():

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from deead_ros.tools.closed_loop import EXPERT, PurePursuit, RouteProgress, summarise, timed_out, wilson_interval
+from deead_ros.tools.closed_loop import (EXPERT, PurePursuit, RouteProgress, left_out, summarise, timed_out,
+                                         wilson_interval)
 
 TIMES = 0.5 * np.arange(1, 7)
 
@@ -72,3 +73,10 @@ def test_a_seed_the_simulator_hung_on_is_left_out_for_every_setting():
     summary = summarise(episodes, max_steps=200)
     assert summary["full"]["episodes"] == summary[EXPERT]["episodes"] == 1
     assert summary["full"]["excluded_seeds"] == [2]
+
+
+def test_seeds_left_out_are_known_before_every_setting_ran_them():
+    episodes = [episode(1, EXPERT, 100.0), episode(2, EXPERT, 0.5, crash=True, steps=3), timed_out(3, "full", 240.0),
+                episode(4, "full", 0.5, crash=True, steps=3)]
+    assert left_out(episodes) == {2, 3}, "a driver's own early crash is scored, the expert's is the spawn's fault"
+    assert summarise(episodes, max_steps=200)["full"]["excluded_seeds"] == [2, 3]
