@@ -157,16 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     plan_differs = np.array([np.linalg.norm(route_prior[i] - truth[i], axis=-1).mean() > 1.0 if has_route[i] else True
                              for i in range(len(frames))])
     by_scenario = {s: float(plan_differs[scenarios == s].mean()) for s in sorted(set(scenarios))}
+    predictions = (("model", shipped[:, -1]), ("route prior", route_prior), ("constant velocity", cv_prior))
+    l2_3s = {name: np.array([l2_at_m(p, g, dt_s, 3) for p, g in zip(pred, truth)]) for name, pred in predictions}
     per_scenario = {}
     for s in sorted(set(scenarios)):
         routed = (scenarios == s) & has_route
-        per_scenario[s] = {"frames": int(routed.sum()),
-                           "model": l2_table(shipped[routed, -1], truth[routed], dt_s)["l2_3s"],
-                           "route prior": l2_table(route_prior[routed], truth[routed], dt_s)["l2_3s"],
-                           "constant velocity": l2_table(cv_prior[routed], truth[routed], dt_s)["l2_3s"]}
+        per_scenario[s] = {"frames": int(routed.sum()), **{name: float(v[routed].mean()) for name, v in l2_3s.items()}}
 
-    diff = np.array([l2_at_m(shipped[i, -1], truth[i], dt_s, 3) - l2_at_m(route_prior[i], truth[i], dt_s, 3)
-                     for i in np.nonzero(has_route)[0]])
+    diff = l2_3s["model"][has_route] - l2_3s["route prior"][has_route]
     versus_route = {"mean_m": float(diff.mean()), "ci95_m": paired_map_bootstrap(diff, test.maps[has_route]),
                     "maps": int(len(np.unique(test.maps))), "frames_model_better": float((diff < 0).mean())}
 
