@@ -22,6 +22,7 @@ from deead_ros.geometry import closest_arc_length, distinct_points, sample_at_ar
 
 STEM_INPUT_NAMES = ("image", "route", "ego", "command_ids")
 EGO_FEATURES = 4
+ACCEL_FEATURE = 3                      # the ego token's acceleration column
 PAD, UNK = "<pad>", "<unk>"
 
 # Words of the data set's commands (deead_ros.tools.dataset_format.COMMANDS) and of the commands a
@@ -245,7 +246,8 @@ def encode_batch(frames: Sequence[FrameInputs], spec: InputSpec) -> dict[str, np
     ego = np.array([[f.speed_mps / spec.speed_scale_mps, f.yaw_rate_rps / spec.yaw_rate_scale_rps, float(ok),
                      f.accel_mps2 / spec.accel_scale_mps2] for f, ok in zip(frames, valid)], dtype=np.float32)
     if not np.all(np.isfinite(ego)):
-        raise ValueError(f"ego speed / yaw rate / acceleration must be finite; got {ego[:, [0, 1, 3]].tolist()}")
+        raise ValueError(f"ego speed / yaw rate / acceleration must be finite; got "
+                         f"{ego[:, [0, 1, ACCEL_FEATURE]].tolist()}")
     return {"image": normalise_images(images, spec), "route": np.stack(routes), "ego": ego,
             "command_ids": np.stack([tokenize(f.command, spec) for f in frames])}
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deead_ros.engines.inputs import FrameInputs, InputSpec, accelerations, encode_batch, normalise_images
+from deead_ros.engines.inputs import (ACCEL_FEATURE, FrameInputs, InputSpec, accelerations, encode_batch,
+                                     normalise_images)
 from deead_ros.model.vla import DeeadVLA, VLAConfig
 from deead_ros.model.weights import load_pretrained, save_pretrained
 from deead_ros.tools.dataset_format import load_episode, world_to_ego
@@ -98,6 +99,18 @@ def evaluate(model: DeeadVLA, data: dict[str, np.ndarray], spec: InputSpec, batc
     return (total / count).numpy()
 
 
+def hide_acceleration(ego: torch.Tensor, rng: np.random.Generator, share: float) -> None:
+    """Set the acceleration input of about `share` of the batch to 0 (cruising), in place.
+
+    Why: with its own recent speed change as an input, a driving model can learn to continue it (the
+    copycat or inertia problem of behaviour cloning); in the closed loop that feeds its own braking
+    back into its plan. Hiding the input on part of the frames makes the model read speed from the
+    scene as well (ChauffeurNet's past-motion dropout).
+    """
+    if share > 0.0:
+        ego[torch.from_numpy(rng.random(len(ego)) < share), ACCEL_FEATURE] = 0.0
+
+
 def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -122,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--max-train-episodes", type=int, default=0, help="0: all")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--accel-dropout", type=float, default=0.0,
+                        help="share of training frames whose acceleration input is hidden (0: cruising), "
+                             "ChauffeurNet's past-motion dropout against copying the ego's own speed change")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -147,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args.run.mkdir(parents=True, exist_ok=True)
     checkpoint = args.run / "checkpoint.pt"
     step, best_val = 0, float("inf")
-    variant = "final-layer loss only" if args.final_only else "early-exit loss"
+    variant = ("final-layer loss only" if args.final_only else "early-exit loss") + \
+        (f", acceleration dropout {args.accel_dropout:g}" if args.accel_dropout else "")
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(state["model"])
@@ -168,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = rng.integers(0, len(train["future"]), args.batch)
-        *inputs, future = batch_tensors(train, idx, spec)
-        ade = per_layer_ade(model.forward_all_layers(*inputs), future)
+        image, route, ego, command_ids, future = batch_tensors(train, idx, spec)
+        hide_acceleration(ego, rng, args.accel_dropout)
+        ade = per_layer_ade(model.forward_all_layers(image, route, ego, command_ids), future)
         loss = (weights * ade).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,13 +1,15 @@
 """The demo VLA: token layout, the shared head after every layer, and fp16 save/load."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from deead_ros.engines.inputs import EGO_FEATURES, InputSpec
+from deead_ros.engines.inputs import ACCEL_FEATURE, EGO_FEATURES, InputSpec
 from deead_ros.errors import ModelFileError
 from deead_ros.model.vla import DeeadVLA, VLAConfig
 from deead_ros.model.weights import CONFIG_FILE, WEIGHTS_FILE, check_compatible, load_pretrained, save_pretrained
+from deead_ros.tools.train import hide_acceleration
 
 SMALL = VLAConfig(n_layer=3, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp_ratio=2)
 
@@ -84,3 +86,14 @@ def test_load_rejects_a_damaged_weights_file(tmp_path):
     (tmp_path / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
     with pytest.raises(ModelFileError, match="cannot be read"):
         load_pretrained(tmp_path)
+
+
+def test_acceleration_dropout_hides_only_the_acceleration_of_about_the_share_asked():
+    ego = torch.ones(4000, EGO_FEATURES)
+    hide_acceleration(ego, np.random.default_rng(0), 0.0)
+    assert torch.all(ego == 1.0)
+    hide_acceleration(ego, np.random.default_rng(0), 0.5)
+    hidden = ego[:, ACCEL_FEATURE] == 0.0
+    assert 0.45 < hidden.float().mean() < 0.55
+    others = [i for i in range(EGO_FEATURES) if i != ACCEL_FEATURE]
+    assert torch.all(ego[:, others] == 1.0)
