@@ -8,6 +8,7 @@ before the next seed, so a run cut short still compares all settings on the same
     make closed-loop                                   # 56 held-out seeds x 8 settings
     .venv-metadrive/bin/python bench/closed_loop.py --episodes 4               # a quick look
     .venv-metadrive/bin/python bench/closed_loop.py --report-only              # tables from what exists
+    .venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full          # one episode, step by step
 
 Settings: the IDM expert (the data set's driver: the reference for route completion), the model at
 full depth, deead at delta 0.5 / 1 / 2 m, a fixed exit at --fixed-layer, patience, and
@@ -134,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episode-timeout-s", type=float, default=240.0,
                         help="give up on an episode after this long (the simulator's renderer can hang)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--trace", nargs=2, metavar=("SEED", "SETTING"), default=None,
+                        help="drive one episode and write what the model saw and planned at every step, and what "
+                             "the car did, to <out>/trace_SEED_SETTING_MODEL.csv and .png")
     args = parser.parse_args(argv)
     chosen = args.settings or settings(args.fixed_layer)
     if not Path(args.model).exists():
@@ -142,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_manifest(args.model, verify=False)
     model_id = manifest.weights.sha256[:12]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.trace:
+        return trace_episode(int(args.trace[0]), args.trace[1], args, args.out / f"trace_{args.trace[0]}_"
+                             f"{args.trace[1]}_{model_id}")
     log = args.out / "episodes.jsonl"
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     done = [e for e in done
@@ -186,6 +193,53 @@ def main(argv: list[str] | None = None) -> int:
         headline["collision_intervals_overlap"] = bool(a_low <= b_high and b_low <= a_high)
     print(json.dumps(headline))
     return 0
+
+
+def trace_episode(seed: int, setting: str, args: argparse.Namespace, stem: Path) -> int:
+    """Drive one episode in this process, recording every step; write stem.csv and stem.png."""
+    import csv
+
+    from deead_ros.tools.closed_loop import PurePursuit, drive
+    if setting == EXPERT:
+        print("closed_loop: --trace follows the model; the expert has no plan to trace", file=sys.stderr)
+        return 2
+    _init_worker(args.model, args.first_checkpoint)
+    runner = _worker_state["runner"]
+    rows: list[dict[str, float]] = []
+    result = drive(seed, setting, runner, _policy(setting), args.max_steps, PurePursuit(dt_s=runner.dt_s), trace=rows)
+    with stem.with_suffix(".csv").open("w", newline="") as sink:
+        writer = csv.DictWriter(sink, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_trace(rows, f"seed {seed}, {setting}: {result.end_reason} after {result.steps} steps, "
+                     f"{result.progress_m:.0f} m", stem.with_suffix(".png"))
+    print(f"[closed_loop] seed {seed} {setting}: {result.end_reason} after {result.steps} steps; wrote "
+          f"{stem.with_suffix('.csv')} and .png")
+    return 0
+
+
+def plot_trace(rows: list[dict[str, float]], title: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = [r["t_s"] for r in rows]
+    panels = ((("speed_mps", "speed"), ("plan_speed_mps", "plan's speed (tracker target)")),
+              (("accel_input_mps2", "acceleration input"), ("throttle", "throttle / brake")),
+              (("lane_offset_m", "offset from lane centre"), ("plan_lateral_3s_m", "plan at 3 s, lateral"),
+               ("route_lateral_3s_m", "route at 3 s, lateral")))
+    units = ("m/s", "m/s^2, [-1, 1]", "m (left +)")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 8), sharex=True)
+    for ax, panel, unit in zip(axes, panels, units):
+        for key, label in panel:
+            ax.plot(t, [r[key] for r in rows], label=label)
+        ax.set_ylabel(unit)
+        ax.legend(fontsize=8, loc="best")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("time, s")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def print_table(summary: dict) -> None:

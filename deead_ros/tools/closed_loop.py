@@ -42,13 +42,18 @@ class PurePursuit:
     speed_lookahead_s: float = 1.5
     dt_s: float = 0.5                      # the plan's time step
 
+    def target_speed(self, trajectory_m: np.ndarray) -> float:
+        """The plan's speed over the step that ends nearest `speed_lookahead_s`, m/s."""
+        path = np.vstack([np.zeros((1, 2)), np.asarray(trajectory_m, dtype=np.float64)])
+        arc = fmt.polyline_arclength(path)
+        k = int(np.clip(round(self.speed_lookahead_s / self.dt_s), 1, len(arc) - 1))
+        return float(arc[k] - arc[k - 1]) / self.dt_s
+
     def action(self, trajectory_m: np.ndarray, speed_mps: float) -> tuple[float, float]:
         """[steering, throttle] in MetaDrive's [-1, 1] (positive steering turns left)."""
         path = np.vstack([np.zeros((1, 2)), np.asarray(trajectory_m, dtype=np.float64)])
         arc = fmt.polyline_arclength(path)
-        k = int(np.clip(round(self.speed_lookahead_s / self.dt_s), 1, len(arc) - 1))
-        target_speed = (arc[k] - arc[k - 1]) / self.dt_s
-        throttle = float(np.clip(self.speed_gain * (target_speed - speed_mps), -1.0, 1.0))
+        throttle = float(np.clip(self.speed_gain * (self.target_speed(trajectory_m) - speed_mps), -1.0, 1.0))
         if arc[-1] < 0.5:                                   # a plan that stays put: hold the wheel straight
             return 0.0, throttle
         lookahead = max(self.min_lookahead_m, speed_mps * self.lookahead_s)
@@ -100,8 +105,13 @@ class RouteProgress:
         return self.best_m
 
 
-def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: PurePursuit) -> EpisodeResult:
-    """Drive one seed with one setting (runner/policy None for the expert) until done or max_steps."""
+def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: PurePursuit,
+          trace: list[dict[str, float]] | None = None) -> EpisodeResult:
+    """Drive one seed with one setting (runner/policy None for the expert) until done or max_steps.
+
+    trace: a list to append one row per planned step to (what the model saw and planned, what the
+    tracker did, where the car was in its lane): how to see why an episode ended as it did.
+    """
     from deead_ros.engines.inputs import FrameInputs, SpeedHistory
     start = time.time()
     ep = sim.episode_config(seed)
@@ -130,6 +140,17 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
                 exits.append(result.trace.exit_layer)
                 plan_ms.append(result.total_ms)
                 action = list(tracker.action(result.trajectory_m, seen.speed_mps))
+                if trace is not None:
+                    lane = vehicle.lane
+                    trace.append({
+                        "t_s": round(steps * fmt.DT_S, 2), "speed_mps": seen.speed_mps,
+                        "accel_input_mps2": speeds.acceleration_mps2(),
+                        "plan_speed_mps": tracker.target_speed(result.trajectory_m), "steering": action[0],
+                        "throttle": action[1], "exit_layer": result.trace.exit_layer,
+                        "lane_offset_m": float(lane.local_coordinates(vehicle.position)[1]) if lane else float("nan"),
+                        "plan_lateral_3s_m": float(result.trajectory_m[-1, 1]),
+                        "route_lateral_3s_m": float(result.prior.trajectory_m[-1, 1])
+                        if result.prior.is_valid else float("nan")})
             obs, _reward, done, info = env.step(action)
             pos = np.asarray(vehicle.position, dtype=np.float64)
             progress.update(np.array([pos[0], -pos[1]]))

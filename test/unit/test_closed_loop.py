@@ -18,6 +18,8 @@ def test_pure_pursuit_steers_towards_the_plan_and_tracks_its_speed():
     tracker = PurePursuit()
     steer, throttle = tracker.action(straight(8.0), 8.0)
     assert steer == pytest.approx(0.0) and throttle == pytest.approx(0.0)
+    slowing = np.stack([np.cumsum([4.5, 4.0, 3.5, 3.0, 2.5, 2.0]), np.zeros(6)], axis=1)   # 9, 8, 7 ... m/s
+    assert tracker.target_speed(slowing) == pytest.approx(7.0), "the speed of the step from 1 to 1.5 s"
     left = np.stack([8.0 * TIMES, 0.08 * (8.0 * TIMES) ** 2], axis=1)        # curving left (y > 0)
     assert tracker.action(left, 8.0)[0] > 0.05
     assert tracker.action(left * [1, -1], 8.0)[0] < -0.05
