@@ -5,7 +5,9 @@ with the time of sending, plus odometry and a static route; the node plans them;
 measures latency from the camera stamp to the trajectory's arrival (median, p95, p99), the node's
 own planning time from its exit diagnostics, drops by reason from /diagnostics and the node's CPU
 use, its RSS early and late, and whether every frame is accounted for (received = planned +
-dropped by reason). Prints a table and ends with one JSON line; the target is node latency /
+dropped by reason). Where the latency goes, from the exit diagnostics: the wait until the
+planning thread takes the frame (transport, executor, hand-off), the node's time around the
+runner (decoding, assembly, message building) and the delivery of the trajectory to the listener. Prints a table and ends with one JSON line; the target is node latency /
 runner time <= 1.10 at 10 Hz.
 
 With --overload the model is a heavier one (an untrained 24-layer VLA of width 384 at full depth,
@@ -91,19 +93,26 @@ def publish_camera(bag: Path, rate_hz: float, seconds: float) -> int:
     return 0
 
 
+def stamp_ns(msg) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
 def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[str, str]) -> dict:
     parameters = {"camera_format": "compressed", "diagnostics.period_s": 1.0, **extra}
     if model:
         parameters["model_file_path"] = model
     node = subprocess.Popen(node_command(parameters), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     listener = rclpy.create_node("bench_listener")
-    latencies, runner_ms, counters = [], [], {}
+    latencies, exits, counters = {}, {}, {}           # latencies and the node's timings by camera stamp, ns
 
     def on_path(msg: PathMsg, info: dict) -> None:
         # arrival = when the middleware received it (rmw's received_timestamp), not when this
         # process's executor got round to the callback: the listener's own delay is not the node's
         arrival = info.get("received_timestamp") or listener.get_clock().now().nanoseconds
-        latencies.append((arrival - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
+        latencies[stamp_ns(msg)] = (arrival - stamp_ns(msg)) / 1e6
+
+    def on_exit(msg: ExitDiagnostics) -> None:
+        exits[stamp_ns(msg)] = (msg.input_wait_ms, msg.node_ms, msg.total_ms)
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for values in node_statuses(msg).values():
@@ -111,7 +120,7 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
 
     listener.create_subscription(PathMsg, f"/{NODE}/output/trajectory", on_path, 50)
     listener.create_subscription(ExitDiagnostics, f"/{NODE}/output/exit_diagnostics",
-                                 lambda m: runner_ms.append(m.total_ms), 50)
+                                 on_exit, 50)
     listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     while listener.count_publishers(f"/{NODE}/output/trajectory") == 0:
         rclpy.spin_once(listener, timeout_sec=0.1)
@@ -131,7 +140,9 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
     node.send_signal(signal.SIGINT)
     node.wait(timeout=15)
     listener.destroy_node()
-    lat = np.array(latencies[5:])                               # skip the warm-up frames
+    stamps = sorted(set(latencies) & set(exits))[5:]           # skip the warm-up frames
+    lat = np.array([latencies[t] for t in stamps])
+    wait_ms, node_ms, runner_ms = np.array([exits[t] for t in stamps]).T
     drops = {k: int(v) for k, v in counters.items() if k.startswith("dropped_")}
     received = int(counters.get("frames_received", 0))
     third = max(1, len(rss_samples) // 3)
@@ -140,8 +151,11 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
             "rss_mb_first_third": float(np.median(rss_samples[:third])),
             "rss_mb_last_third": float(np.median(rss_samples[-third:])),
             "latency_p50_ms": float(np.median(lat)), "latency_p95_ms": float(np.percentile(lat, 95)),
-            "latency_p99_ms": float(np.percentile(lat, 99)), "runner_p50_ms": float(np.median(runner_ms[5:])),
-            "node_over_runner": float(np.median(lat) / np.median(runner_ms[5:])), "node_cpu_cores": round(cpu, 2)}
+            "latency_p99_ms": float(np.percentile(lat, 99)), "runner_p50_ms": float(np.median(runner_ms)),
+            "node_over_runner": float(np.median(lat) / np.median(runner_ms)), "node_cpu_cores": round(cpu, 2),
+            # where the latency goes (medians): to the planning thread, in the node around the runner, to the listener
+            "wait_p50_ms": float(np.median(wait_ms)), "node_outside_runner_p50_ms": float(np.median(node_ms - runner_ms)),
+            "delivery_p50_ms": float(np.median(lat - wait_ms - node_ms))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [measure(args.bag, rate, args.seconds, model, extra) for rate in rates]
     rclpy.try_shutdown()
     keys = ("rate_hz", "sent", "received", "planned", "dropped_superseded", "unaccounted", "latency_p50_ms",
-            "latency_p95_ms", "latency_p99_ms", "runner_p50_ms", "node_over_runner", "node_cpu_cores",
-            "rss_mb_first_third", "rss_mb_last_third")
+            "latency_p95_ms", "latency_p99_ms", "runner_p50_ms", "node_over_runner", "wait_p50_ms",
+            "node_outside_runner_p50_ms", "delivery_p50_ms", "node_cpu_cores", "rss_mb_first_third",
+            "rss_mb_last_third")
     print(" ".join(f"{k:>18}" for k in keys))
     for row in rows:
         print(" ".join(f"{row.get(k, 0):>18.2f}" for k in keys))

@@ -130,9 +130,10 @@ def closed_loop(result: dict | None, previous: dict | None = None) -> str:
 def ros(bench: dict | None, overload: dict | None) -> str:
     text = ""
     keys = ["rate_hz", "sent", "received", "planned", "dropped_superseded", "unaccounted", "latency_p50_ms",
-            "latency_p95_ms", "latency_p99_ms", "runner_p50_ms", "node_over_runner", "node_cpu_cores"]
+            "latency_p95_ms", "latency_p99_ms", "runner_p50_ms", "node_over_runner", "wait_p50_ms",
+            "node_outside_runner_p50_ms", "delivery_p50_ms", "node_cpu_cores"]
     header = ["camera Hz", "sent", "received", "planned", "superseded", "unaccounted", "p50 ms", "p95 ms", "p99 ms",
-              "runner ms", "node / runner", "node CPU cores"]
+              "runner ms", "node / runner", "wait ms", "around runner ms", "delivery ms", "node CPU cores"]
     if bench is None:
         text += missing("bench_ros.json", "python bench/bench_ros.py --seconds 30 --out docs")
     else:
@@ -155,12 +156,17 @@ def ros(bench: dict | None, overload: dict | None) -> str:
     at_10hz = [(name, row) for name, result in (("the demo model", bench), ("the heavier model", overload))
                if result for row in result["rows"] if row["rate_hz"] == 10]
     if at_10hz:
+        text += ("\nWhere the latency goes (medians, from the node's exit diagnostics): *wait*, camera stamp to the "
+                 "planning thread taking the frame (the camera's publishing, transport, the executor's callback and "
+                 "the hand-off); *around runner*, the node's own time minus the runner's (jpeg decoding, input "
+                 "assembly, building and publishing the trajectory); *delivery*, trajectory published to received.\n")
         text += "\nTarget, node latency / runner time <= 1.10 at 10 Hz: " + "; ".join(
             f"{name} ({row['runner_p50_ms']:.1f} ms per frame) {row['node_over_runner']:.2f} "
             f"({'met' if row['node_over_runner'] <= 1.10 else 'not met'}, "
-            f"{row['latency_p50_ms'] - row['runner_p50_ms']:.1f} ms outside the runner)" for name, row in at_10hz) + (
-            ". The time outside the runner is about the same for both models: middleware and executor, the "
-            "hand-off to the planning thread, jpeg decoding and message building in Python.\n")
+            f"{row['latency_p50_ms'] - row['runner_p50_ms']:.1f} ms outside the runner"
+            + (f": wait {row['wait_p50_ms']:.1f}, around the runner {row['node_outside_runner_p50_ms']:.1f}, "
+               f"delivery {row['delivery_p50_ms']:.2f}" if "wait_p50_ms" in row else "") + ")"
+            for name, row in at_10hz) + ".\n"
     return text
 
 

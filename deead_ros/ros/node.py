@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 import rclpy
@@ -159,6 +160,7 @@ class DeeadNode(Node):
                                         throttle_duration_sec=_THROTTLE_S)
 
     def _plan(self, msg: Any) -> None:
+        taken = time.perf_counter()
         config = self._config
         now_s = self.get_clock().now().nanoseconds * 1e-9
         refusal = self._stamps.refuse(stamp_s(msg.header.stamp), now_s, config.io.max_frame_age_s,
@@ -174,9 +176,10 @@ class DeeadNode(Node):
                                    external_ego_m=frame.external_ego_m)
         frame_id, stamp = config.io.frame_id, msg.header.stamp
         self._trajectory_pub.publish(ros_io.trajectory_path(result.trajectory_m, stamp, frame_id))
+        node_ms = (time.perf_counter() - taken) * 1e3
         self._exit_pub.publish(ros_io.exit_diagnostics(
             result, stamp, frame_id, config.exit.delta_m, frame.prior_age_s, self._runner.chain.backend,
-            self._manifest.model_version))
+            self._manifest.model_version, input_wait_ms=(now_s - frame.camera_stamp_s) * 1e3, node_ms=node_ms))
         if result.prior.is_valid:
             self._prior_pub.publish(ros_io.trajectory_path(result.prior.trajectory_m, stamp, frame_id))
         self._time_pub.publish(Float64(data=result.total_ms))

@@ -33,8 +33,8 @@ def trajectory_path(points_m: np.ndarray, stamp: Time, frame_id: str) -> Path:
 
 
 def exit_diagnostics(result, stamp: Time, frame_id: str, delta_m: float, prior_age_s: float, backend: str,
-                     model_version: str) -> ExitDiagnostics:
-    """A runner PlanResult -> deead_ros_msgs/ExitDiagnostics."""
+                     model_version: str, input_wait_ms: float = 0.0, node_ms: float = 0.0) -> ExitDiagnostics:
+    """A runner PlanResult (and the node's own timing of the frame) -> deead_ros_msgs/ExitDiagnostics."""
     trace = result.trace
     msg = ExitDiagnostics()
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
@@ -47,6 +47,7 @@ def exit_diagnostics(result, stamp: Time, frame_id: str, delta_m: float, prior_a
     msg.prior_age_s = float(prior_age_s) if result.prior.is_valid else -1.0
     msg.stem_ms, msg.layers_ms, msg.checks_ms = result.stem_ms, trace.layers_ms, trace.checks_ms
     msg.total_ms, msg.backend, msg.model_version = result.total_ms, backend, model_version
+    msg.input_wait_ms, msg.node_ms = float(input_wait_ms), float(node_ms)
     return msg
 
 

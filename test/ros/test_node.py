@@ -118,6 +118,7 @@ def check_plans(driver, seconds):
         assert exit_msg.layers_run == exit_msg.exit_layer <= exit_msg.num_layers == NUM_LAYERS
         assert exit_msg.checkpoints[-1].layer == exit_msg.exit_layer
         assert exit_msg.prior_source == "route" and exit_msg.backend == "onnxruntime"
+        assert exit_msg.node_ms >= exit_msg.total_ms > 0, "the node's time for a frame includes the runner's"
         assert all(math.isfinite(p.pose.position.x) for p in path.poses)
 
 
