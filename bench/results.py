@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+# Other models driven through the same closed loop (bench/closed_loop.py --model ... --docs <dir>, the
+# closed_loop.json copied here under this name), compared with the current one.
+OTHER_MODELS = (("previous", "closed_loop_previous_model.json"),)
 
 PAPER = ("DeeAD (arXiv 2511.20720) reports on ORION (32 layers, Bench2Drive, GPU): 28% layer sparsity, "
          "29% lower latency, and a collision rate of 0.06% with early exit vs 0.03% at full depth.")
@@ -73,7 +76,8 @@ def open_loop(bench: dict | None) -> str:
     return text
 
 
-def closed_loop(result: dict | None, previous: dict | None = None) -> str:
+def closed_loop(result: dict | None, others: list[tuple[str, str, dict]]) -> str:
+    """The closed-loop section; others: (label, file name, result) of other models driven on the same seeds."""
     if result is None:
         return missing("closed_loop.json", "make closed-loop")
     settings = result["settings"]
@@ -114,16 +118,16 @@ def closed_loop(result: dict | None, previous: dict | None = None) -> str:
     if n < 50:
         text += (f"\n**{n} episodes per setting, short of the 50 planned**: the run was cut short (episodes "
                  "cost 8-240 s here); `make closed-loop` resumes it and `python bench/results.py` rewrites this.\n")
-    if previous is not None:
-        text += (f"\n### The previous model in the same closed loop\n\n`{previous['model_version']}` "
-                 "(docs/closed_loop_previous_model.json, the same seeds from "
-                 f"{previous['seeds_from']} and settings, its own run):\n\n")
-        rows = [[f"{name}, {label}", s["episodes"], f"{s['collision_rate']:.0%}", f"{s['off_road_rate']:.0%}",
-                 f"{s['success_rate']:.0%}", s["route_completion"], f"{s['driving_score']:.2f}"]
-                for name in ("full", "deead_2") for label, s in (("previous", previous["settings"].get(name)),
-                                                                 ("current", settings.get(name))) if s]
-        text += table(["setting, model", "episodes", "collision", "off road", "success", "completion",
-                       "driving score"], rows)
+    if others:
+        text += "\n### Other models in the same closed loop\n\nThe same seeds and settings, each model its own run:\n\n"
+        text += "".join(f"- {label}: `{other['model_version']}` (docs/{name})\n" for label, name, other in others)
+        models = [("current", result)] + [(label, other) for label, _, other in others]
+        rows = [[f"{setting}, {label}", s["episodes"], ci(s, "collision"), ci(s, "off_road"), ci(s, "success"),
+                 s["route_completion"], f"{s['driving_score']:.2f}"]
+                for setting in ("full", "deead_2") for label, model in models
+                for s in [model["settings"].get(setting)] if s]
+        text += "\n" + table(["setting, model", "episodes", "collision", "off road", "success", "completion",
+                              "driving score"], rows)
     return text
 
 
@@ -228,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         f"2 CPU cores (AMD EPYC, shared and noisy), no GPU. Model: the demo VLA in models/demo "
         "(24 layers, trained with the early-exit loss; see docs/model_report.md).\n",
         "## Open-loop sweep\n", open_loop(bench),
-        "## Closed-loop safety\n", closed_loop(loop, load("closed_loop_previous_model.json")),
+        "## Closed-loop safety\n", closed_loop(loop, [(label, name, load(name)) for label, name in OTHER_MODELS
+                                                    if load(name) is not None]),
         "## End to end over ROS\n", ros(load("bench_ros.json"), load("bench_overload.json")),
         "## Long run\n", soak(load("soak.json")),
         "## Compared with the paper\n", comparison(bench, loop, report),
