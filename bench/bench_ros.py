@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         name = "bench_overload.json" if args.overload else "bench_ros.json"
-        (args.out / name).write_text(json.dumps({"model": model or "demo", "parameters": extra, "rows": rows}, indent=1))
+        (args.out / name).write_text(json.dumps({"model": model or "demo", "parameters": extra,
+                                                 "seconds": args.seconds, "rows": rows}, indent=1))
     if args.overload:
         print(json.dumps({"frames_unaccounted": sum(r["unaccounted"] for r in rows),
                           "latency_p99_ms_max": round(max(r["latency_p99_ms"] for r in rows), 1),

@@ -143,13 +143,15 @@ def ros(bench: dict | None, overload: dict | None) -> str:
     else:
         text += ("Camera publisher and `deead_node` in separate processes on loopback (Fast DDS, shared memory), "
                  "the demo model with the default parameters; latency from the camera stamp to the trajectory's "
-                 "arrival in a third process (`python bench/bench_ros.py --seconds 30 --out docs`).\n\n")
+                 f"arrival in a third process (`python bench/bench_ros.py --seconds {bench.get('seconds', 30):g} "
+                 "--out docs`).\n\n")
         text += table(header, [[row.get(k, 0) for k in keys] for row in bench["rows"]])
     if overload is None:
         text += "\n" + missing("bench_overload.json", "python bench/bench_ros.py --overload --seconds 60 --out docs")
     else:
         text += ("\n### A heavier model, and overload\n\nAn untrained 24-layer VLA of width 384 at full "
-                 "depth (`python bench/bench_ros.py --overload --seconds 60 --out docs`). At 10 Hz the camera is "
+                 f"depth (`python bench/bench_ros.py --overload --seconds {overload.get('seconds', 60):g} --out docs`). "
+                 "At 10 Hz the camera is "
                  "slower than the model: node / runner shows the node's fixed overhead against a planning time "
                  "closer to a real VLA's. At 30 and 60 Hz the camera is faster than the model: the newest frame "
                  "wins, latency stays near one planning time, older frames are dropped as superseded and "
