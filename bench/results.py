@@ -22,6 +22,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 # Other models driven through the same closed loop (bench/closed_loop.py --model ... --docs <dir>, the
 # closed_loop.json copied here under this name), compared with the current one.
 OTHER_MODELS = (("previous", "closed_loop_previous_model.json"),)
+TRACE_FIGURE = "closed_loop_trace_3001_full.png"       # bench/closed_loop.py --trace 3001 full, current model
 
 PAPER = ("DeeAD (arXiv 2511.20720) reports on ORION (32 layers, Bench2Drive, GPU): 28% layer sparsity, "
          "29% lower latency, and a collision rate of 0.06% with early exit vs 0.03% at full depth.")
@@ -128,6 +129,15 @@ def closed_loop(result: dict | None, others: list[tuple[str, str, dict]]) -> str
                 for s in [model["settings"].get(setting)] if s]
         text += "\n" + table(["setting, model", "episodes", "collision", "off road", "success", "completion",
                               "driving score"], rows)
+    if (DOCS / TRACE_FIGURE).exists():
+        text += (f"\nOne episode of the current model step by step "
+                 f"(`.venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full`):\n\n![trace]({TRACE_FIGURE})\n\n"
+                 "Approaching a right turn the plan slows down, the tracker brakes, the acceleration input reads the "
+                 "braking (down to -5.6 m/s^2, more than the expert brakes in the data) and the next plans slow "
+                 "down further: the car crawls into the junction at 2 m/s, where the plan turns more sharply than "
+                 "the route and the car leaves the road. The previous model, which never saw the acceleration, drove "
+                 "this seed to the end of the episode; hiding it on half the training frames (the acceleration-dropout candidate, ChauffeurNet's "
+                 "remedy for this copycat problem) is in the table above.\n")
     return text
 
 
