@@ -21,7 +21,8 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 # Other models driven through the same closed loop (bench/closed_loop.py --model ... --docs <dir>, the
 # closed_loop.json copied here under this name), compared with the current one.
-OTHER_MODELS = (("previous", "closed_loop_previous_model.json"),)
+OTHER_MODELS = (("previous", "closed_loop_previous_model.json"),
+                ("acceleration dropout 0.5", "closed_loop_accel_dropout.json"))
 TRACE_FIGURE = "closed_loop_trace_3001_full.png"       # bench/closed_loop.py --trace 3001 full, current model
 
 PAPER = ("DeeAD (arXiv 2511.20720) reports on ORION (32 layers, Bench2Drive, GPU): 28% layer sparsity, "
