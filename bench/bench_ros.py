@@ -7,8 +7,9 @@ own planning time from its exit diagnostics, drops by reason from /diagnostics a
 use, its RSS early and late, and whether every frame is accounted for (received = planned +
 dropped by reason). Where the latency goes, from the exit diagnostics: the wait until the
 planning thread takes the frame (transport, executor, hand-off), the node's time around the
-runner (decoding, assembly, message building) and the delivery of the trajectory to the listener. Prints a table and ends with one JSON line; the target is node latency /
-runner time <= 1.10 at 10 Hz.
+runner (decoding, assembly, message building) and the delivery of the trajectory to the listener.
+Prints a table and ends with one JSON line; the target is node latency / runner time <= 1.10 at
+10 Hz.
 
 With --overload the model is a heavier one (an untrained 24-layer VLA of width 384 at full depth,
 about 40 ms per frame, exported once into runs/heavy_model) and the camera runs at 10 Hz (slower than
@@ -154,7 +155,8 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
             "latency_p99_ms": float(np.percentile(lat, 99)), "runner_p50_ms": float(np.median(runner_ms)),
             "node_over_runner": float(np.median(lat) / np.median(runner_ms)), "node_cpu_cores": round(cpu, 2),
             # where the latency goes (medians): to the planning thread, in the node around the runner, to the listener
-            "wait_p50_ms": float(np.median(wait_ms)), "node_outside_runner_p50_ms": float(np.median(node_ms - runner_ms)),
+            "wait_p50_ms": float(np.median(wait_ms)),
+            "node_outside_runner_p50_ms": float(np.median(node_ms - runner_ms)),
             "delivery_p50_ms": float(np.median(lat - wait_ms - node_ms))}
 
 

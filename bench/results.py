@@ -22,7 +22,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 # Other models driven through the same closed loop (bench/closed_loop.py --model ... --docs <dir>, the
 # closed_loop.json copied here under this name), compared with the current one.
 OTHER_MODELS = (("previous", "closed_loop_previous_model.json"),
-                ("acceleration dropout 0.5", "closed_loop_accel_dropout.json"))
+                ("acceleration dropout 0.5", "closed_loop_accel_dropout.json"),
+                ("acceleration never seen", "closed_loop_no_accel.json"))
 TRACE_FIGURE = "closed_loop_trace_3001_full.png"       # bench/closed_loop.py --trace 3001 full, current model
 
 PAPER = ("DeeAD (arXiv 2511.20720) reports on ORION (32 layers, Bench2Drive, GPU): 28% layer sparsity, "
@@ -121,7 +122,8 @@ def closed_loop(result: dict | None, others: list[tuple[str, str, dict]]) -> str
         text += (f"\n**{n} episodes per setting, short of the 50 planned**: the run was cut short (episodes "
                  "cost 8-240 s here); `make closed-loop` resumes it and `python bench/results.py` rewrites this.\n")
     if others:
-        text += "\n### Other models in the same closed loop\n\nThe same seeds and settings, each model its own run:\n\n"
+        text += ("\n### Other models in the same closed loop\n\nThe same seeds and settings, each model its own "
+                 "run:\n\n")
         text += "".join(f"- {label}: `{other['model_version']}` (docs/{name})\n" for label, name, other in others)
         models = [("current", result)] + [(label, other) for label, _, other in others]
         rows = [[f"{setting}, {label}", s["episodes"], ci(s, "collision"), ci(s, "off_road"), ci(s, "success"),
@@ -132,13 +134,17 @@ def closed_loop(result: dict | None, others: list[tuple[str, str, dict]]) -> str
                               "driving score"], rows)
     if (DOCS / TRACE_FIGURE).exists():
         text += (f"\nOne episode of the current model step by step "
-                 f"(`.venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full`):\n\n![trace]({TRACE_FIGURE})\n\n"
+                 "(`.venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full`):\n\n"
+                 f"![trace]({TRACE_FIGURE})\n\n"
                  "Approaching a right turn the plan slows down, the tracker brakes, the acceleration input reads the "
                  "braking (down to -5.6 m/s^2, more than the expert brakes in the data) and the next plans slow "
                  "down further: the car crawls into the junction at 2 m/s, where the plan turns more sharply than "
                  "the route and the car leaves the road. The previous model, which never saw the acceleration, drove "
-                 "this seed to the end of the episode; hiding it on half the training frames (the acceleration-dropout candidate, ChauffeurNet's "
-                 "remedy for this copycat problem) is in the table above.\n")
+                 "this seed to the end of the episode. Two retrained models are in the table above: one with the "
+                 "acceleration hidden on half of the training frames (`deead_train --accel-dropout 0.5`, "
+                 "ChauffeurNet's remedy for this copycat problem), and one that never sees it (`--accel-dropout 1`, "
+                 "with `accel_scale_mps2` set to 1e6 in its config.json before export so that inference, too, "
+                 "encodes it as about 0).\n")
     return text
 
 
