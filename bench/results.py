@@ -167,8 +167,8 @@ def ros(bench: dict | None, overload: dict | None) -> str:
         text += "\n" + missing("bench_overload.json", "python bench/bench_ros.py --overload --seconds 60 --out docs")
     else:
         text += ("\n### A heavier model, and overload\n\nAn untrained 24-layer VLA of width 384 at full "
-                 f"depth (`python bench/bench_ros.py --overload --seconds {overload.get('seconds', 60):g} --out docs`). "
-                 "At 10 Hz the camera is "
+                 f"depth (`python bench/bench_ros.py --overload --seconds {overload.get('seconds', 60):g} "
+                 "--out docs`). At 10 Hz the camera is "
                  "slower than the model: node / runner shows the node's fixed overhead against a planning time "
                  "closer to a real VLA's. At 30 and 60 Hz the camera is faster than the model: the newest frame "
                  "wins, latency stays near one planning time, older frames are dropped as superseded and "
