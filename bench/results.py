@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         f"2 CPU cores (AMD EPYC, shared and noisy), no GPU. Model: the demo VLA in models/demo "
         "(24 layers, trained with the early-exit loss; see docs/model_report.md).\n",
         "## Open-loop sweep\n", open_loop(bench),
-        "## Closed-loop safety\n", closed_loop(loop, [(label, name, load(name)) for label, name in OTHER_MODELS
-                                                    if load(name) is not None]),
+        "## Closed-loop safety\n", closed_loop(loop, [(label, name, other) for label, name in OTHER_MODELS
+                                                    if (other := load(name)) is not None]),
         "## End to end over ROS\n", ros(load("bench_ros.json"), load("bench_overload.json")),
         "## Long run\n", soak(load("soak.json")),
         "## Compared with the paper\n", comparison(bench, loop, report),

@@ -42,18 +42,24 @@ class PurePursuit:
     speed_lookahead_s: float = 1.5
     dt_s: float = 0.5                      # the plan's time step
 
-    def target_speed(self, trajectory_m: np.ndarray) -> float:
-        """The plan's speed over the step that ends nearest `speed_lookahead_s`, m/s."""
+    @staticmethod
+    def _path(trajectory_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The plan from the ego's position (the origin) and its arc length at each point."""
         path = np.vstack([np.zeros((1, 2)), np.asarray(trajectory_m, dtype=np.float64)])
-        arc = fmt.polyline_arclength(path)
+        return path, fmt.polyline_arclength(path)
+
+    def _speed(self, arc: np.ndarray) -> float:
         k = int(np.clip(round(self.speed_lookahead_s / self.dt_s), 1, len(arc) - 1))
         return float(arc[k] - arc[k - 1]) / self.dt_s
 
+    def target_speed(self, trajectory_m: np.ndarray) -> float:
+        """The plan's speed over the step that ends nearest `speed_lookahead_s`, m/s."""
+        return self._speed(self._path(trajectory_m)[1])
+
     def action(self, trajectory_m: np.ndarray, speed_mps: float) -> tuple[float, float]:
         """[steering, throttle] in MetaDrive's [-1, 1] (positive steering turns left)."""
-        path = np.vstack([np.zeros((1, 2)), np.asarray(trajectory_m, dtype=np.float64)])
-        arc = fmt.polyline_arclength(path)
-        throttle = float(np.clip(self.speed_gain * (self.target_speed(trajectory_m) - speed_mps), -1.0, 1.0))
+        path, arc = self._path(trajectory_m)
+        throttle = float(np.clip(self.speed_gain * (self._speed(arc) - speed_mps), -1.0, 1.0))
         if arc[-1] < 0.5:                                   # a plan that stays put: hold the wheel straight
             return 0.0, throttle
         lookahead = max(self.min_lookahead_m, speed_mps * self.lookahead_s)
@@ -135,8 +141,9 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
                 valid = seen.route_valid
                 route = fmt.world_to_ego(seen.route_world[:valid], seen.pose) if valid >= 2 else None
                 speeds.add(steps * fmt.DT_S, seen.speed_mps)
+                accel = speeds.acceleration_mps2()
                 result = runner.plan(FrameInputs(seen.image, route, seen.speed_mps, yaw_rate,
-                                                 seen.labels["command"], speeds.acceleration_mps2()), policy=policy)
+                                                 seen.labels["command"], accel), policy=policy)
                 exits.append(result.trace.exit_layer)
                 plan_ms.append(result.total_ms)
                 action = list(tracker.action(result.trajectory_m, seen.speed_mps))
@@ -144,7 +151,7 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
                     lane = vehicle.lane
                     trace.append({
                         "t_s": round(steps * fmt.DT_S, 2), "speed_mps": seen.speed_mps,
-                        "accel_input_mps2": speeds.acceleration_mps2(),
+                        "accel_input_mps2": accel,
                         "plan_speed_mps": tracker.target_speed(result.trajectory_m), "steering": action[0],
                         "throttle": action[1], "exit_layer": result.trace.exit_layer,
                         "lane_offset_m": float(lane.local_coordinates(vehicle.position)[1]) if lane else float("nan"),
