@@ -211,8 +211,9 @@ def trace_episode(seed: int, setting: str, args: argparse.Namespace, stem: Path)
         writer = csv.DictWriter(sink, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    sees = "sees" if runner.chain.manifest.inputs.acceleration_input else "does not see"
     plot_trace(rows, f"seed {seed}, {setting}: {result.end_reason} after {result.steps} steps, "
-                     f"{result.progress_m:.0f} m", stem.with_suffix(".png"))
+                     f"{result.progress_m:.0f} m (the model {sees} the acceleration)", stem.with_suffix(".png"))
     print(f"[closed_loop] seed {seed} {setting}: {result.end_reason} after {result.steps} steps; wrote "
           f"{stem.with_suffix('.csv')} and .png")
     return 0
@@ -224,7 +225,7 @@ def plot_trace(rows: list[dict[str, float]], title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
     t = [r["t_s"] for r in rows]
     panels = ((("speed_mps", "speed"), ("plan_speed_mps", "plan's speed (tracker target)")),
-              (("accel_input_mps2", "acceleration input"), ("throttle", "throttle / brake")),
+              (("accel_mps2", "acceleration over 0.5 s"), ("throttle", "throttle / brake")),
               (("lane_offset_m", "offset from lane centre"), ("plan_lateral_3s_m", "plan at 3 s, lateral"),
                ("route_lateral_3s_m", "route at 3 s, lateral")))
     units = ("m/s", "m/s^2, [-1, 1]", "m (left +)")

@@ -21,10 +21,12 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 # Other models driven through the same closed loop (bench/closed_loop.py --model ... --docs <dir>, the
 # closed_loop.json copied here under this name), compared with the current one.
-OTHER_MODELS = (("previous", "closed_loop_previous_model.json"),
-                ("acceleration dropout 0.5", "closed_loop_accel_dropout.json"),
-                ("acceleration never seen", "closed_loop_no_accel.json"))
-TRACE_FIGURE = "closed_loop_trace_3001_full.png"       # bench/closed_loop.py --trace 3001 full, current model
+OTHER_MODELS = (("first model", "closed_loop_previous_model.json"),
+                ("acceleration input", "closed_loop_acceleration_input.json"),
+                ("acceleration input, dropout 0.5", "closed_loop_accel_dropout.json"),
+                ("no acceleration input, trial run", "closed_loop_no_accel.json"))
+# bench/closed_loop.py --trace 3001 full: the model with the acceleration input, then the current one.
+TRACE_FIGURES = ("closed_loop_trace_3001_full_acceleration_input.png", "closed_loop_trace_3001_full.png")
 
 PAPER = ("DeeAD (arXiv 2511.20720) reports on ORION (32 layers, Bench2Drive, GPU): 28% layer sparsity, "
          "29% lower latency, and a collision rate of 0.06% with early exit vs 0.03% at full depth.")
@@ -132,19 +134,22 @@ def closed_loop(result: dict | None, others: list[tuple[str, str, dict]]) -> str
                 for s in [model["settings"].get(setting)] if s]
         text += "\n" + table(["setting, model", "episodes", "collision", "off road", "success", "completion",
                               "driving score"], rows)
-    if (DOCS / TRACE_FIGURE).exists():
-        text += (f"\nOne episode of the current model step by step "
-                 "(`.venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full`):\n\n"
-                 f"![trace]({TRACE_FIGURE})\n\n"
+    if all((DOCS / figure).exists() for figure in TRACE_FIGURES):
+        with_input, current = TRACE_FIGURES
+        text += ("\n### Why the model does not see its own acceleration\n\n"
+                 "One episode step by step (`.venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full`), "
+                 "first with a model trained with the acceleration input (`deead_train --acceleration-input`):\n\n"
+                 f"![trace, acceleration input]({with_input})\n\n"
                  "Approaching a right turn the plan slows down, the tracker brakes, the acceleration input reads the "
                  "braking (down to -5.6 m/s^2, more than the expert brakes in the data) and the next plans slow "
                  "down further: the car crawls into the junction at 2 m/s, where the plan turns more sharply than "
-                 "the route and the car leaves the road. The previous model, which never saw the acceleration, drove "
-                 "this seed to the end of the episode. Two retrained models are in the table above: one with the "
-                 "acceleration hidden on half of the training frames (`deead_train --accel-dropout 0.5`, "
-                 "ChauffeurNet's remedy for this copycat problem), and one that never sees it (`--accel-dropout 1`, "
-                 "with `accel_scale_mps2` set to 1e6 in its config.json before export so that inference, too, "
-                 "encodes it as about 0).\n")
+                 "the route and the car leaves the road. This is the copycat problem of behaviour cloning: the "
+                 "input that tells braking from cruising in the data also lets the model continue whatever the car "
+                 "did. Hiding it on half of the training frames (`--acceleration-input --accel-dropout 0.5`, "
+                 "ChauffeurNet's remedy) left the road less often but collided more (table above); a model that "
+                 "never sees it (the shipped one: `deead_train` leaves the input out unless told otherwise) drives "
+                 "the same seed like this:\n\n"
+                 f"![trace, current model]({current})\n")
     return text
 
 

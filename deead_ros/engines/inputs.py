@@ -7,7 +7,8 @@ Stem inputs (batch B; shapes for the default spec):
     image        (B, 3, 96, 160) float32   RGB resized to the model's size, (x/255 - mean) / std
     route        (B, K, 2)       float32   route ahead in the ego frame (x forward, y left) / route_scale_m
     ego          (B, 4)          float32   speed / speed_scale_mps, yaw rate / yaw_rate_scale_rps, route valid,
-                                           acceleration / accel_scale_mps2 (speed change over accel_window_s)
+                                           acceleration / accel_scale_mps2 (speed change over accel_window_s;
+                                           0 when the spec's acceleration_input is off)
     command_ids  (B, C)          int32     word ids of the text command, <pad>=0 after the last word
 """
 from __future__ import annotations
@@ -126,6 +127,10 @@ class InputSpec:
     yaw_rate_scale_rps: float = 0.5
     accel_window_s: float = 0.5                             # acceleration = speed change over this window
     accel_scale_mps2: float = 2.0
+    # Off: the model never sees the ego's own speed change (the acceleration column is always 0), so it
+    # cannot learn to continue its own braking (the copycat problem, docs/results.md). On in manifests
+    # written before the option existed; deead_train turns it off unless --acceleration-input.
+    acceleration_input: bool = True
     max_command_tokens: int = 8                             # C; longer commands are truncated
     vocabulary: tuple[str, ...] = DEFAULT_VOCABULARY        # id = index; <pad>=0, <unk>=1
 
@@ -243,8 +248,9 @@ def encode_batch(frames: Sequence[FrameInputs], spec: InputSpec) -> dict[str, np
     images = np.stack([f.image_rgb if f.image_rgb.shape[:2] == spec.image_hw else resize_rgb(f.image_rgb, spec.image_hw)
                        for f in frames])
     routes, valid = zip(*(route_tokens(f.route_ego_m, spec, f.speed_mps) for f in frames))
+    accel_gain = 1.0 / spec.accel_scale_mps2 if spec.acceleration_input else 0.0
     ego = np.array([[f.speed_mps / spec.speed_scale_mps, f.yaw_rate_rps / spec.yaw_rate_scale_rps, float(ok),
-                     f.accel_mps2 / spec.accel_scale_mps2] for f, ok in zip(frames, valid)], dtype=np.float32)
+                     f.accel_mps2 * accel_gain] for f, ok in zip(frames, valid)], dtype=np.float32)
     if not np.all(np.isfinite(ego)):
         raise ValueError(f"ego speed / yaw rate / acceleration must be finite; got "
                          f"{ego[:, [0, 1, ACCEL_FEATURE]].tolist()}")

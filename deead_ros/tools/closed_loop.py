@@ -151,7 +151,7 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
                     lane = vehicle.lane
                     trace.append({
                         "t_s": round(steps * fmt.DT_S, 2), "speed_mps": seen.speed_mps,
-                        "accel_input_mps2": accel,
+                        "accel_mps2": accel,
                         "plan_speed_mps": tracker.target_speed(result.trajectory_m), "steering": action[0],
                         "throttle": action[1], "exit_layer": result.trace.exit_layer,
                         "lane_offset_m": float(lane.local_coordinates(vehicle.position)[1]) if lane else float("nan"),

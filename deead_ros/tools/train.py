@@ -135,15 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--max-train-episodes", type=int, default=0, help="0: all")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--acceleration-input", action="store_true",
+                        help="let the model see the ego's recent speed change (off by default: with it, the model "
+                             "learns to continue its own braking and drives worse in the closed loop)")
     parser.add_argument("--accel-dropout", type=float, default=0.0,
-                        help="share of training frames whose acceleration input is hidden (0: cruising), "
-                             "ChauffeurNet's past-motion dropout against copying the ego's own speed change")
+                        help="with --acceleration-input: share of training frames whose acceleration is hidden "
+                             "(0: cruising), ChauffeurNet's past-motion dropout against copying the ego's own speed change")
     args = parser.parse_args(argv)
+    if args.accel_dropout and not args.acceleration_input:
+        parser.error("--accel-dropout hides the acceleration input, which is off; add --acceleration-input")
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    spec = InputSpec()
+    spec = InputSpec(acceleration_input=args.acceleration_input)
     train_files = sorted((args.data / "train").glob("ep_*.npz"))
     if args.max_train_episodes:
         train_files = train_files[: args.max_train_episodes]
@@ -164,9 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.run / "checkpoint.pt"
     step, best_val = 0, float("inf")
     variant = ("final-layer loss only" if args.final_only else "early-exit loss") + \
+        (", acceleration input" if args.acceleration_input else "") + \
         (f", acceleration dropout {args.accel_dropout:g}" if args.accel_dropout else "")
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
+        trained_with = InputSpec.from_dict(state.get("inputs", {}))    # checkpoints before "inputs": the defaults
+        if trained_with != spec:
+            print(f"deead_train: {checkpoint} was trained with other inputs (acceleration input "
+                  f"{'on' if trained_with.acceleration_input else 'off'}); resume with the same options or start "
+                  "a new run with --run", file=sys.stderr)
+            return 2
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, rng, best_val = state["step"], state["rng"], state.get("best_val", float("inf"))
@@ -212,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if step % args.checkpoint_every == 0 or step == args.steps:
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": rng,
-                        "torch_rng": torch.get_rng_state(), "best_val": best_val}, tmp)
+                        "torch_rng": torch.get_rng_state(), "best_val": best_val, "inputs": spec.to_dict()}, tmp)
             tmp.replace(checkpoint)
     log.close()
     best = load_pretrained(args.out)

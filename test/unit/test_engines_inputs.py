@@ -1,9 +1,11 @@
 """The input encoding every backend and the trainer share: image, route, ego state, command words."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from deead_ros.engines.inputs import (FrameInputs, InputSpec, SpeedHistory, accelerations, encode, encode_batch,
-                                      resize_rgb, route_tokens, tokenize)
+from deead_ros.engines.inputs import (ACCEL_FEATURE, FrameInputs, InputSpec, SpeedHistory, accelerations, encode,
+                                      encode_batch, resize_rgb, route_tokens, tokenize)
 
 SPEC = InputSpec()
 DATASET_COMMANDS = ("follow the lane", "turn left at the junction", "turn right at the junction",
@@ -84,6 +86,15 @@ def test_batch_equals_single_frames():
     for i, f in enumerate(frames):
         for name, value in encode(f, SPEC).items():
             np.testing.assert_array_equal(batch[name][i:i + 1], value)
+
+
+def test_a_model_without_the_acceleration_input_sees_zero_whatever_the_ego_does():
+    spec = InputSpec(acceleration_input=False)
+    braking, cruising = frame(), replace(frame(), accel_mps2=0.0)
+    assert encode(braking, SPEC)["ego"][0, ACCEL_FEATURE] == pytest.approx(-0.5 / SPEC.accel_scale_mps2)
+    for name, value in encode(braking, spec).items():
+        np.testing.assert_array_equal(value, encode(cruising, spec)[name], err_msg=name)
+    assert InputSpec.from_dict(spec.to_dict()) == spec, "the option survives the manifest"
 
 
 def test_bad_input_is_rejected_with_the_reason():
