@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     best = load_pretrained(args.out)
     per_layer = evaluate(best.model, val, spec)
     (args.run / "val_per_layer_ade.json").write_text(json.dumps([float(x) for x in per_layer]))
-    print(f"[train] kept {best.model_version}: val ADE per layer {np.round(per_layer, 2).tolist()}")
+    print(f"[train] kept {best.model_version}: val ADE per layer {[round(float(x), 2) for x in per_layer]}")
     print(f"[train] weights {best.weights_path} ({best.weights_path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
