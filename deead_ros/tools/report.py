@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         to_prior = np.linalg.norm(trajectories[has_route] - route_prior[has_route][:, None], axis=-1)[..., :4].mean(-1)
         curves[name] = {"ade_to_truth": quartiles(to_truth), "ade_to_final_layer": quartiles(to_final),
                         "dev_to_route_prior_2s": quartiles(to_prior)}
-        print(f"[report] {name}: ADE to truth per layer {np.round(to_truth.mean(0), 2).tolist()}", flush=True)
+        print(f"[report] {name}: ADE to truth per layer {[round(float(x), 2) for x in to_truth.mean(0)]}", flush=True)
     shipped = per_layer["early-exit loss (shipped)"]
     num_layers = shipped.shape[1]
     table = {"model (full depth)": l2_table(shipped[:, -1], truth, dt_s),
