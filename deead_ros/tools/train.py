@@ -111,6 +111,23 @@ def hide_acceleration(ego: torch.Tensor, rng: np.random.Generator, share: float)
         ego[torch.from_numpy(rng.random(len(ego)) < share), ACCEL_FEATURE] = 0.0
 
 
+def regime_changes(state: dict, regime: dict) -> str:
+    """What a checkpoint was trained with that differs from this run's options ('' if nothing).
+
+    Resuming with other inputs or another loss would mix two trainings under one model version.
+    Checkpoints from before the regime was stored were trained with the default inputs.
+    """
+    trained = state.get("regime", {"inputs": InputSpec().to_dict()})
+    changes = [f"{key} {trained[key]}, now {regime[key]}" for key in trained
+               if key != "inputs" and trained[key] != regime[key]]
+    was, now = InputSpec.from_dict(trained["inputs"]), InputSpec.from_dict(regime["inputs"])
+    if was.acceleration_input != now.acceleration_input:
+        changes.append(f"acceleration input {was.acceleration_input}, now {now.acceleration_input}")
+    elif was != now:
+        changes.append("another input encoding")
+    return "; ".join(changes)
+
+
 def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -149,6 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     spec = InputSpec(acceleration_input=args.acceleration_input)
+    regime = {"inputs": spec.to_dict(), "final_only": args.final_only, "accel_dropout": args.accel_dropout}
+    checkpoint = args.run / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
+    if state is not None:
+        changed = regime_changes(state, regime)
+        if changed:
+            print(f"deead_train: {checkpoint} was trained with other options ({changed}); resume with the same "
+                  "options or start a new run with --run", file=sys.stderr)
+            return 2
     train_files = sorted((args.data / "train").glob("ep_*.npz"))
     if args.max_train_episodes:
         train_files = train_files[: args.max_train_episodes]
@@ -166,19 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     weights = layer_weights(args.layers, args.final_only)
     args.run.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.run / "checkpoint.pt"
     step, best_val = 0, float("inf")
     variant = ("final-layer loss only" if args.final_only else "early-exit loss") + \
         (", acceleration input" if args.acceleration_input else "") + \
         (f", acceleration dropout {args.accel_dropout:g}" if args.accel_dropout else "")
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        trained_with = InputSpec.from_dict(state.get("inputs", {}))    # checkpoints before "inputs": the defaults
-        if trained_with != spec:
-            print(f"deead_train: {checkpoint} was trained with other inputs (acceleration input "
-                  f"{'on' if trained_with.acceleration_input else 'off'}); resume with the same options or start "
-                  "a new run with --run", file=sys.stderr)
-            return 2
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, rng, best_val = state["step"], state["rng"], state.get("best_val", float("inf"))
@@ -224,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         if step % args.checkpoint_every == 0 or step == args.steps:
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": rng,
-                        "torch_rng": torch.get_rng_state(), "best_val": best_val, "inputs": spec.to_dict()}, tmp)
+                        "torch_rng": torch.get_rng_state(), "best_val": best_val, "regime": regime}, tmp)
             tmp.replace(checkpoint)
     log.close()
     best = load_pretrained(args.out)

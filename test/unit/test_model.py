@@ -9,7 +9,7 @@ from deead_ros.engines.inputs import ACCEL_FEATURE, EGO_FEATURES, InputSpec
 from deead_ros.errors import ModelFileError
 from deead_ros.model.vla import DeeadVLA, VLAConfig
 from deead_ros.model.weights import CONFIG_FILE, WEIGHTS_FILE, check_compatible, load_pretrained, save_pretrained
-from deead_ros.tools.train import hide_acceleration
+from deead_ros.tools.train import hide_acceleration, main as train_main
 
 SMALL = VLAConfig(n_layer=3, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp_ratio=2)
 
@@ -97,3 +97,23 @@ def test_acceleration_dropout_hides_only_the_acceleration_of_about_the_share_ask
     assert 0.45 < hidden.float().mean() < 0.55
     others = [i for i in range(EGO_FEATURES) if i != ACCEL_FEATURE]
     assert torch.all(ego[:, others] == 1.0)
+
+
+def test_trainer_refuses_dropout_of_an_input_the_model_does_not_have(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--accel-dropout", "0.5"])
+    assert exit_info.value.code == 2 and "--acceleration-input" in capsys.readouterr().err
+
+
+def test_trainer_refuses_to_resume_a_checkpoint_trained_with_other_options(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"step": 5}, run / "checkpoint.pt")        # before the regime was stored: acceleration input on
+    assert train_main(["--run", str(run), "--data", str(tmp_path / "no_data")]) == 2
+    assert "acceleration input True, now False" in capsys.readouterr().err
+    regime = {"inputs": InputSpec(acceleration_input=False).to_dict(), "final_only": True, "accel_dropout": 0.0}
+    torch.save({"step": 5, "regime": regime}, run / "checkpoint.pt")
+    assert train_main(["--run", str(run), "--data", str(tmp_path / "no_data")]) == 2
+    assert "final_only True, now False" in capsys.readouterr().err
+    assert train_main(["--final-only", "--run", str(run), "--data", str(tmp_path / "no_data")]) == 2
+    assert "no episodes" in capsys.readouterr().err, "the same options get past the check"
