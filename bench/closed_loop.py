@@ -5,7 +5,7 @@ Runs in the MetaDrive venv (`make metadrive`); resumable (finished episodes are 
 model starts over, the expert's episodes are kept). Jobs go seed by seed, every setting on a seed
 before the next seed, so a run cut short still compares all settings on the same episodes.
 
-    make closed-loop                                   # 56 held-out seeds x 8 settings
+    make closed-loop                                   # 60 held-out seeds x 8 settings
     .venv-metadrive/bin/python bench/closed_loop.py --episodes 4               # a quick look
     .venv-metadrive/bin/python bench/closed_loop.py --report-only              # tables from what exists
     .venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full          # one episode, step by step
@@ -122,7 +122,7 @@ def run_jobs(jobs: list[tuple[int, str, int]], args: argparse.Namespace,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=56,
+    parser.add_argument("--episodes", type=int, default=60,
                         help="held-out seeds, from %d (a few are left out: the ego spawns into a collision); "
                              "the default nets at least 50" % HELD_OUT_SEEDS)
     parser.add_argument("--max-steps", type=int, default=200, help="episode cap in 0.1 s steps")

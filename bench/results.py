@@ -134,6 +134,10 @@ def closed_loop(result: dict | None, others: list[tuple[str, str, dict]]) -> str
                 for s in [model["settings"].get(setting)] if s]
         text += "\n" + table(["setting, model", "episodes", "collision", "off road", "success", "completion",
                               "driving score"], rows)
+        text += ("\nThe current model and the trial run without the acceleration input differ only in the training "
+                 "run (the same data, loss and inputs; the trial was picked on validation with its untrained "
+                 "acceleration weights still in use): the gap between them is how much one training run alone "
+                 "moves these rates with 41 training maps.\n")
     if all((DOCS / figure).exists() for figure in TRACE_FIGURES):
         with_input, current = TRACE_FIGURES
         text += ("\n### Why the model does not see its own acceleration\n\n"
