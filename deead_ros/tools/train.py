@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                              "learns to continue its own braking and drives worse in the closed loop)")
     parser.add_argument("--accel-dropout", type=float, default=0.0,
                         help="with --acceleration-input: share of training frames whose acceleration is hidden "
-                             "(0: cruising), ChauffeurNet's past-motion dropout against copying the ego's own speed change")
+                             "(0: cruising), ChauffeurNet's past-motion dropout against copying the ego's own "
+                             "speed change")
     args = parser.parse_args(argv)
     if args.accel_dropout and not args.acceleration_input:
         parser.error("--accel-dropout hides the acceleration input, which is off; add --acceleration-input")
