@@ -94,9 +94,9 @@ def run_jobs(jobs: list[tuple[int, str, int]], args: argparse.Namespace,
     simulator hung on it) are not run.
 
     One worker process runs one episode at a time; the episode log is appended a line at a time, so
-    two runs on disjoint --settings can share it (about twice as fast on 2 cores). Why the timeout: MetaDrive 0.2.6's renderer now and then
-    takes minutes or never returns a frame (inside Panda3D's getScreenshot); the worker is killed
-    and a fresh one takes the next job.
+    two runs on disjoint --settings can share it (about twice as fast on 2 cores). Why the timeout:
+    MetaDrive 0.2.6's renderer now and then takes minutes or never returns a frame (inside Panda3D's
+    getScreenshot); the worker is killed and a fresh one takes the next job.
     """
     ctx = mp.get_context("spawn")
     pool = None
