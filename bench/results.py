@@ -124,8 +124,8 @@ def closed_loop(result: dict | None, others: list[tuple[str, str, dict]]) -> str
         text += (f"\n**{n} episodes per setting, short of the 50 planned**: the run was cut short (episodes "
                  "cost 8-240 s here); `make closed-loop` resumes it and `python bench/results.py` rewrites this.\n")
     if others:
-        text += ("\n### Other models in the same closed loop\n\nThe same held-out seeds (as many as each run reached) and settings, each model its own "
-                 "run:\n\n")
+        text += ("\n### Other models in the same closed loop\n\nThe same held-out seeds (as many as each run "
+                 "reached) and settings, each model its own run:\n\n")
         text += "".join(f"- {label}: `{other['model_version']}` (docs/{name})\n" for label, name, other in others)
         models = [("current", result)] + [(label, other) for label, _, other in others]
         rows = [[f"{setting}, {label}", s["episodes"], ci(s, "collision"), ci(s, "off_road"), ci(s, "success"),
