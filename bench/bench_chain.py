@@ -7,10 +7,12 @@ after a burn-in:
 - per-boundary overhead: (chain - fused) / (L - 1), per extra session call;
 - head/layer: one look through the shared head vs one decoder layer (what a checkpoint costs);
 - full depth: frame in -> trajectory out (encode + stem + all layers + head).
-Uses the trained weights at models/demo/ when they exist, else a randomly initialised model of the
-default size (same shapes, same cost). The last line is a JSON object.
+Runs any exported model (`--model DIR/manifest.json`, exported with its fused graph), else exports the
+trained weights at models/demo/ when they exist, else a randomly initialised model of the default size
+(same shapes, same cost). The frame is encoded by the model's own encoder (named in its manifest).
+The last line is a JSON object.
 
-    .venv/bin/python bench/bench_chain.py [--runs 300] [--threads 1]
+    .venv/bin/python bench/bench_chain.py [--model DIR/manifest.json] [--runs 300] [--threads 1]
 """
 from __future__ import annotations
 
@@ -30,10 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))      # benchmark this checkout's code, not an installed copy
 
 from deead_ros.engines import make_engine  # noqa: E402
-from deead_ros.engines.inputs import FrameInputs  # noqa: E402
 from deead_ros.engines.manifest import HIDDEN_IN, HIDDEN_OUT  # noqa: E402
 from deead_ros.engines.ort_engine import open_session  # noqa: E402
-from deead_ros.model.export_onnx import export_random, export_vla  # noqa: E402
+from deead_ros.exit import ExitSettings, PriorSettings  # noqa: E402
+from deead_ros.model.encoding import FrameInputs  # noqa: E402
+from deead_ros.model.export_onnx import export_pretrained, export_random  # noqa: E402
+from deead_ros.runner import Runner  # noqa: E402
 
 DEMO_WEIGHTS = ROOT / "models" / "demo" / "vla.safetensors"
 
@@ -61,16 +65,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=300, help="measured runs per variant (default: %(default)s)")
     parser.add_argument("--burn-in", type=int, default=30, help="unmeasured runs first (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session (default: %(default)s)")
-    parser.add_argument("--weights", type=Path, default=DEMO_WEIGHTS, help="vla.safetensors to benchmark")
+    parser.add_argument("--model", type=Path, help="manifest.json of an exported model (with fused.onnx)")
+    parser.add_argument("--weights", type=Path, default=DEMO_WEIGHTS, help="vla.safetensors to export and benchmark")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench_chain_") as tmp:
-        trained = args.weights.is_file()
-        manifest = (export_vla(args.weights, Path(tmp), log=lambda line: None) if trained
-                    else export_random(Path(tmp), log=lambda line: None))
+        trained = bool(args.model) or args.weights.is_file()
+        manifest = args.model or (export_pretrained(args.weights, Path(tmp), log=lambda line: None) if trained
+                                  else export_random(Path(tmp), log=lambda line: None))
         engine = make_engine("onnxruntime", manifest, num_threads=args.threads)
+        if engine.manifest.fused is None:
+            print(f"bench_chain: {manifest} has no fused graph; export it without --no-fused", file=sys.stderr)
+            return 2
+        encoder = Runner(engine, ExitSettings(), PriorSettings()).encoder
         fused = open_session(engine.manifest.fused.path, args.threads)
         frame, n = demo_frame(), engine.num_layers
+        route = PriorSettings().route_ahead(frame.route_ego_m)
+
+        def prepare() -> object:
+            return engine.prepare(encoder.encode(frame, route))
 
         hidden = ort.OrtValue.ortvalue_from_numpy(np.random.default_rng(1).standard_normal(
             engine.manifest.fused.inputs[0].shape).astype(np.float32))
@@ -89,15 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         samples: dict[str, list[float]] = {k: [] for k in ("fused", "chain", "layer", "head", "stem", "full")}
         for run in range(args.burn_in + args.runs):
             t = {"fused": timed(fused.run_with_iobinding, binding)[1]}
-            state, t["stem"] = timed(engine.prepare, frame)
+            state, t["stem"] = timed(prepare)
             t["chain"] = timed(engine.run_layers, state, 0, n)[1]
-            state, layer_ms = engine.prepare(frame), []
+            state, layer_ms = prepare(), []
             for i in range(n):
                 state, ms = timed(engine.run_layers, state, i, i + 1)
                 layer_ms.append(ms)
             t["layer"] = float(np.median(layer_ms))
             t["head"] = timed(engine.head, state)[1]
-            t["full"] = timed(lambda: engine.head(engine.run_layers(engine.prepare(frame), 0, n)))[1]
+            t["full"] = timed(lambda: engine.head(engine.run_layers(prepare(), 0, n)))[1]
             if run >= args.burn_in:
                 for key, value in t.items():
                     samples[key].append(value)
@@ -112,10 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         "boundary_us": round((p50["chain"] - p50["fused"]) / (n - 1) * 1e3, 1),
         "layer_ms": round(p50["layer"], 3), "head_ms": round(p50["head"], 3), "stem_ms": round(p50["stem"], 3),
         "fused_ms": round(p50["fused"], 3), "chain_ms": round(p50["chain"], 3), "num_layers": n,
-        "weights": "trained" if trained else "random", "threads": args.threads, "runs": args.runs,
+        "weights": "trained" if trained else "random", "model": engine.manifest.model_version,
+        "threads": args.threads, "runs": args.runs,
     }
     print(f"{cpu_name()} | onnxruntime {ort.__version__} CPU, {args.threads} thread(s), fp32 | "
-          f"{result['weights']} weights, {n} layers | @{git_commit()} | {args.runs} runs after {args.burn_in} burn-in")
+          f"{engine.manifest.model_version}, {n} layers | @{git_commit()} | {args.runs} runs after {args.burn_in} burn-in")
     print(f"layers, chain of {n} per-layer sessions: p50 {p50['chain']:.3f} ms  p99 {p99['chain']:.3f} ms")
     print(f"layers, one fused graph:                 p50 {p50['fused']:.3f} ms  p99 {p99['fused']:.3f} ms")
     print(f"  chain/fused {result['chain_over_fused']:.3f}x (target <= 1.05); per boundary "

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runner = Runner(make_engine("onnxruntime", args.model or demo_manifest_path(), num_threads=1),
                     ExitSettings(first_checkpoint=args.first_checkpoint), PriorSettings())
-    test = test_frames(sorted((args.data / "test").glob("ep_*.npz")), runner.chain.manifest.inputs)
+    test = test_frames(sorted((args.data / "test").glob("ep_*.npz")), runner.encoder.accel_window_s)
     frames, truth = test.frames, test.truth
     if not frames:
         print(f"bench_exit: no test episodes under {args.data}/test; collect them first", file=sys.stderr)

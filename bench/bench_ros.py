@@ -220,14 +220,14 @@ def heavy_model() -> Path:
         print(f"[bench_ros] exporting the heavy model ({err})", flush=True)
     import torch
 
-    from deead_ros.engines.inputs import InputSpec
-    from deead_ros.model.export_onnx import export_vla
+    from deead_ros.model.encoding import InputSpec
+    from deead_ros.model.export_onnx import export_pretrained
     from deead_ros.model.vla import DeeadVLA, VLAConfig
     from deead_ros.model.weights import save_pretrained
     torch.manual_seed(0)
     weights = save_pretrained(DeeadVLA(VLAConfig(d_model=384, n_head=6)), InputSpec(), HEAVY_MODEL / "weights",
                               model_version="deead-vla heavy (untrained, overload benchmark)")
-    return export_vla(weights, HEAVY_MODEL / "onnx", fused=False)
+    return export_pretrained(weights, HEAVY_MODEL / "onnx", fused=False)
 
 
 if __name__ == "__main__":

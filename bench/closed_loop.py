@@ -211,7 +211,7 @@ def trace_episode(seed: int, setting: str, args: argparse.Namespace, stem: Path)
         writer = csv.DictWriter(sink, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    sees = "sees" if runner.chain.manifest.inputs.acceleration_input else "does not see"
+    sees = "sees" if runner.chain.manifest.encoder.config.get("acceleration_input", True) else "does not see"
     plot_trace(rows, f"seed {seed}, {setting}: {result.end_reason} after {result.steps} steps, "
                      f"{result.progress_m:.0f} m (the model {sees} the acceleration)", stem.with_suffix(".png"))
     print(f"[closed_loop] seed {seed} {setting}: {result.end_reason} after {result.steps} steps; wrote "

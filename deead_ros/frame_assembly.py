@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image as PilImage
 
-from deead_ros.engines.inputs import FrameInputs, InputSpec, SpeedHistory
+from deead_ros.model.encoding import FrameInputs, InputSpec, SpeedHistory
 from deead_ros.errors import BadInputError
 from deead_ros.geometry import to_ego_frame, yaw_from_quaternion
 
@@ -144,7 +144,7 @@ class LatestInputs:
 
     frame_id: str = "base_link"
     on_rejected: Callable[[str, str], None] = lambda topic, reason: None
-    accel_window_s: float = InputSpec().accel_window_s   # the model's: manifest inputs.accel_window_s
+    accel_window_s: float = InputSpec().accel_window_s   # the model's: Runner.encoder.accel_window_s
     route: Any = None
     odometry: EgoState | None = None
     command: str = ""

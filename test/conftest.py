@@ -19,14 +19,14 @@ def small_model(tmp_path_factory):
     """A 6-layer demo VLA with random weights, exported to per-layer ONNX; returns manifest.json."""
     import torch
 
-    from deead_ros.engines.inputs import InputSpec
-    from deead_ros.model.export_onnx import export_vla
+    from deead_ros.model.encoding import InputSpec
+    from deead_ros.model.export_onnx import export_pretrained
     from deead_ros.model.vla import DeeadVLA, VLAConfig
     from deead_ros.model.weights import save_pretrained
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("small_model")
     weights = save_pretrained(DeeadVLA(VLAConfig(n_layer=SMALL_MODEL_LAYERS)), InputSpec(), root / "weights")
-    return export_vla(weights, root / "onnx", fused=False, log=lambda _: None)
+    return export_pretrained(weights, root / "onnx", fused=False, log=lambda _: None)
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deead_ros.engines.inputs import FrameInputs, InputSpec, encode, encode_batch
-from deead_ros.engines.manifest import Manifest, load_manifest
+from deead_ros.engines.manifest import HeadContract, Manifest, TensorSpec, load_manifest
 from deead_ros.engines.protocol import BACKENDS, PRECISIONS, LayerChain
 from deead_ros.errors import ConfigError
 
-__all__ = ["BACKENDS", "PRECISIONS", "FrameInputs", "InputSpec", "LayerChain", "Manifest", "encode",
-           "encode_batch", "load_manifest", "make_engine"]
+__all__ = ["BACKENDS", "PRECISIONS", "HeadContract", "LayerChain", "Manifest", "TensorSpec", "load_manifest",
+           "make_engine"]
 
 
 def make_engine(backend: str, manifest_path: str | os.PathLike, *, num_threads: int = 1, precision: str = "fp32",

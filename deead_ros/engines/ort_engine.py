@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from deead_ros.engines.inputs import FrameInputs, encode
 from deead_ros.engines.manifest import HIDDEN_IN, HIDDEN_OUT, TRAJECTORY, Manifest
 from deead_ros.engines.protocol import PingPong, PingPongState, check_layer_range
 from deead_ros.errors import BackendUnavailableError, ConfigError
@@ -115,8 +114,8 @@ class OrtEngine:
         binding.bind_ortvalue_output(output, target)
         return binding
 
-    def prepare(self, frame: FrameInputs) -> PingPongState:
-        for name, array in encode(frame, self.manifest.inputs).items():
+    def prepare(self, feed: dict[str, np.ndarray]) -> PingPongState:
+        for name, array in feed.items():
             self._stem_binding.bind_cpu_input(name, array)
         self._stem.run_with_iobinding(self._stem_binding)
         return self._pingpong.written(0)
@@ -131,7 +130,7 @@ class OrtEngine:
 
     def head(self, state: PingPongState) -> np.ndarray:
         self._head.run_with_iobinding(self._head_bindings[self._pingpong.check(state).slot])
-        return self._trajectory.numpy()[0].copy()               # (T, 2) float32, owned by the caller
+        return self.manifest.head_contract.waypoints(self._trajectory.numpy())   # (T, 2) m, a new array
 
     def close(self) -> None:
         """Drop the sessions and buffers (onnxruntime frees them with the last reference)."""

@@ -1,4 +1,7 @@
-"""The one interface every backend implements: stem, layers [start, stop), shared head, close.
+"""The one interface every backend implements over named tensors: stem, layers [start, stop), shared head.
+
+The Runner encodes each frame once with the model's encoder (deead_ros.model.encoding) and hands the
+stem its named tensors; engines know nothing about frames, routes or models.
 
 The exit controller (deead_ros.exit.controller.run_with_exit) drives any object with this shape;
 it never knows which backend it has. Backends satisfy it structurally (no base class).
@@ -15,7 +18,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from deead_ros.engines.inputs import FrameInputs
 from deead_ros.engines.manifest import Manifest
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -30,8 +32,8 @@ class LayerChain(Protocol):
     precision: str               # fp32 | fp16
     manifest: Manifest
 
-    def prepare(self, frame: FrameInputs) -> Any:
-        """Encode the frame and run the stem; return the state before layer 0."""
+    def prepare(self, feed: dict[str, np.ndarray]) -> Any:
+        """Run the stem on its named inputs (manifest.stem.inputs, batch 1); return the state before layer 0."""
         ...
 
     def run_layers(self, state: Any, start: int, stop: int) -> Any:
@@ -39,7 +41,8 @@ class LayerChain(Protocol):
         ...
 
     def head(self, state: Any) -> np.ndarray:
-        """Read the shared action head at `state`: (T, 2) float32 waypoints, ego frame, m; caller owns it."""
+        """Read the shared action head at `state`: (T, 2) float32 waypoints, ego frame, metres (the manifest's
+        head contract applied); the caller owns the array."""
         ...
 
     def close(self) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from deead_ros.engines.inputs import FrameInputs, encode
 from deead_ros.engines.manifest import HIDDEN_IN, HIDDEN_OUT, TRAJECTORY, Manifest, ModelFile
 from deead_ros.engines.protocol import PingPong, PingPongState, check_layer_range
 from deead_ros.engines.trt_cache import CachedPlan, PlanKey, check_cuda_device, decide, store, timing_cache_path
@@ -212,9 +211,9 @@ class TrtEngine:
         if not engine.context.execute_async_v3(int(self._stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed; see the TensorRT log")
 
-    def prepare(self, frame: FrameInputs) -> PingPongState:
+    def prepare(self, feed: dict[str, np.ndarray]) -> PingPongState:
         h2d = self._cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        for name, array in encode(frame, self.manifest.inputs).items():
+        for name, array in feed.items():
             host, device = self._inputs[name]
             np.copyto(host, array)
             self._cuda("cudaMemcpyAsync", self._cuda.rt.cudaMemcpyAsync(device, host.ctypes.data, host.nbytes, h2d,
@@ -239,7 +238,7 @@ class TrtEngine:
         self._cuda("cudaMemcpyAsync", self._cuda.rt.cudaMemcpyAsync(
             self._traj_host.ctypes.data, self._traj_device, self._traj_host.nbytes, d2h, self._stream))
         self._cuda("cudaStreamSynchronize", self._cuda.rt.cudaStreamSynchronize(self._stream))
-        return self._traj_host[0].copy()                       # (T, 2) float32, owned by the caller
+        return self.manifest.head_contract.waypoints(self._traj_host)   # (T, 2) m, a new array
 
     def close(self) -> None:
         """Free device memory and the stream; the engine is unusable afterwards."""

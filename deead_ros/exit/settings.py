@@ -12,22 +12,23 @@ from typing import Any
 from deead_ros.exit.controller import ExitPolicy, StrideTable
 from deead_ros.exit.policies import (POLICY_NAMES, AnyOfPolicy, DeeadPolicy, FixedPolicy, FullPolicy,
                                      PatiencePolicy)
+from deead_ros.parameters import default
 
 
 @dataclass(frozen=True, slots=True)
 class ExitSettings:
     """Exit controller parameters (names match the ROS parameters under `exit.`)."""
 
-    policy: str = "deead"                 # deead | full | fixed | patience | deead_or_patience
-    delta_m: float = 2.0                  # exit when the head is within this of the prior, m
-    first_checkpoint: int = 13            # first layer whose output is read through the head
-    min_exit_layer: int = 1               # never exit before this layer
-    horizon_s: float = 2.0                # deviation averaged over waypoints within this time, s
-    stride_multiples: tuple[float, ...] = (8.0, 4.0, 2.0)
-    strides: tuple[int, ...] = (8, 4, 2, 1)
-    fixed_exit_layer: int = 24            # `fixed` policy: static exit layer
-    patience_tolerance_m: float = 0.5     # `patience`: successive checkpoints agree within this, m
-    patience_stride: int = 1              # `patience`: layers between checks
+    policy: str = default("exit.policy")                  # deead | full | fixed | patience | deead_or_patience
+    delta_m: float = default("exit.delta_m")              # exit when the head is within this of the prior, m
+    first_checkpoint: int = default("exit.first_checkpoint")   # first layer read through the head
+    min_exit_layer: int = default("exit.min_exit_layer")  # never exit before this layer
+    horizon_s: float = default("exit.horizon_s")          # deviation averaged over waypoints within this time, s
+    stride_multiples: tuple[float, ...] = default("exit.stride_multiples")
+    strides: tuple[int, ...] = default("exit.strides")
+    fixed_exit_layer: int = default("exit.fixed_exit_layer")   # `fixed` policy: static exit layer
+    patience_tolerance_m: float = default("exit.patience_tolerance_m")   # `patience`: checkpoints agree within, m
+    patience_stride: int = default("exit.patience_stride")     # `patience`: layers between checks
 
     def with_updates(self, updates: dict[str, Any]) -> "ExitSettings":
         """Return a copy with `updates` applied (keys are field names); lists become tuples."""

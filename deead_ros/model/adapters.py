@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from deead_ros.engines.inputs import EGO_FEATURES
+from deead_ros.model.encoding import EGO_FEATURES
 from deead_ros.model.vla import DeeadVLA
 
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deead_ros.engines.inputs import EGO_FEATURES, InputSpec, config_from_dict, config_to_dict
+from deead_ros.engines.manifest import HeadContract
+from deead_ros.model.encoding import EGO_FEATURES, InputSpec, config_from_dict, config_to_dict
 
 _INPUTS = InputSpec()            # shape fields below default to the default input encoding
 
@@ -138,7 +139,7 @@ class DeeadVLA(nn.Module):
         self.ln_f = nn.LayerNorm(c)
         self.action_head = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Linear(c, cfg.horizon * 2))
         # Route readout: the shared head also reads the first T route tokens (the route prior's points, see
-        # engines.inputs.route_arc_lengths_m) back out of the residual stream, so the head predicts a correction
+        # model.encoding.route_tokens) back out of the residual stream, so the head predicts a correction
         # to the route rather than the whole trajectory. Initialised as the inverse of route_proj.
         self.route_readout = nn.Linear(c, 2)
         self.apply(self._init_weights)
@@ -164,7 +165,7 @@ class DeeadVLA(nn.Module):
 
     def stem(self, image: torch.Tensor, route: torch.Tensor, ego: torch.Tensor,
              command_ids: torch.Tensor) -> torch.Tensor:
-        """Encoded inputs (see deead_ros.engines.inputs) -> hidden states (B, S, C)."""
+        """Encoded inputs (see deead_ros.model.encoding) -> hidden states (B, S, C)."""
         b = image.shape[0]
         tokens = torch.cat([
             self.vision(image),                      # (B, rows*cols, C)
@@ -184,6 +185,10 @@ class DeeadVLA(nn.Module):
         correction = self.action_head(self.ln_f(plan)) * self.cfg.waypoint_scale_m      # (..., T*2)
         along_route = self.route_readout(route) * self.cfg.route_scale_m                 # (..., T, 2)
         return correction.view(*plan.shape[:-1], self.cfg.horizon, 2) + along_route
+
+    def head_contract(self) -> HeadContract:
+        """The head already emits metres: absolute waypoints, scale 1 (the manifest states it)."""
+        return HeadContract(self.cfg.horizon, self.cfg.dt_s, "absolute", 1.0)
 
     def trajectory_at(self, hidden: torch.Tensor) -> torch.Tensor:
         """Shared action head on hidden states (B, S, C) -> (B, T, 2), ego frame, m."""

@@ -92,7 +92,7 @@ class DeeadNode(Node):
         self._mailbox = Mailbox()
         self._stamps = CameraStampGuard()
         self._inputs = LatestInputs(frame_id=self._config.io.frame_id, on_rejected=self._reject_input,
-                                    accel_window_s=self._manifest.inputs.accel_window_s)
+                                    accel_window_s=self._runner.encoder.accel_window_s)
         image_type = Image if self._config.camera_format == "raw" else CompressedImage
         subscriptions = (("image", image_type, self._mailbox_put, CAMERA_QOS),
                          ("route", Path, self._inputs.set_route, ROUTE_QOS),

@@ -118,7 +118,7 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
     trace: a list to append one row per planned step to (what the model saw and planned, what the
     tracker did, where the car was in its lane): how to see why an episode ended as it did.
     """
-    from deead_ros.engines.inputs import FrameInputs, SpeedHistory
+    from deead_ros.model.encoding import FrameInputs, SpeedHistory
     start = time.time()
     ep = sim.episode_config(seed)
     env = sim.make_env(seed, ep, sim.IMAGE_W, sim.IMAGE_H, expert=setting == EXPERT)
@@ -130,7 +130,7 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
         vehicle = env.vehicle
         progress = RouteProgress(sim.route_ahead(vehicle, 1e5)["points"])
         previous_yaw = None
-        speeds = SpeedHistory(runner.chain.manifest.inputs.accel_window_s) if runner is not None else None
+        speeds = SpeedHistory(runner.encoder.accel_window_s) if runner is not None else None
         for steps in range(1, max_steps + 1):
             action = [0.0, 0.0]
             if runner is not None:

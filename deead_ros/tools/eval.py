@@ -19,7 +19,7 @@ import numpy as np
 
 from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, DeeadError
-from deead_ros.engines.inputs import FrameInputs, InputSpec
+from deead_ros.model.encoding import FrameInputs
 from deead_ros.exit import ExitPolicy, ExitSettings, FullPolicy, PriorSettings
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.frame_assembly import LatestInputs, path_points, stamp_s
@@ -38,9 +38,9 @@ class EvalFrame:
     truth_m: np.ndarray | None       # (T, 2) expert's future, ego frame
 
 
-def bag_frames(bag: Path, spec: InputSpec) -> Iterator[EvalFrame]:
-    """Frames of a bag assembled exactly as the live node assembles them for a model with this input spec."""
-    inputs = LatestInputs(accel_window_s=spec.accel_window_s)
+def bag_frames(bag: Path, accel_window_s: float) -> Iterator[EvalFrame]:
+    """Frames of a bag assembled exactly as the live node assembles them (acceleration over the model's window)."""
+    inputs = LatestInputs(accel_window_s=accel_window_s)
     truths: dict[float, np.ndarray] = {}
     for topic, msg in iterate_bag(bag):
         if topic == topics.ROUTE:
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deead_eval: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    frames = bag_frames(args.bag, runner.chain.manifest.inputs)
+    frames = bag_frames(args.bag, runner.encoder.accel_window_s)
     rows = evaluate(runner, frames, delta_settings(runner, args.delta), args.max_frames)
     if not rows:
         print(f"deead_eval: no camera frames in {args.bag}", file=sys.stderr)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deead_ros.engines.inputs import FrameInputs, InputSpec, encode_batch
+from deead_ros.model.encoding import FrameInputs, encode_batch
 from deead_ros.exit import ExitSettings, FrameContext, PriorSettings, run_with_exit, select_prior
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.exit.prior import constant_turn_rate_prior
@@ -52,11 +52,11 @@ class TestSet:
     maps: np.ndarray                 # (N,) map seed
 
 
-def test_frames(files: list[Path], spec: InputSpec) -> TestSet:
+def test_frames(files: list[Path], accel_window_s: float) -> TestSet:
     frames, futures, scenarios, maps = [], [], [], []
     for path in files:
         ep = load_episode(path)
-        keep, episode = episode_frames(ep, spec)
+        keep, episode = episode_frames(ep, accel_window_s)
         frames += episode
         futures.append(ep["future_ego"][keep].astype(np.float32))
         scenarios.append(ep["scenario"][keep].astype(str))
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-checkpoint", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
-    cfg, spec, _ = read_config(Path(args.weights) / CONFIG_FILE)
-    test = test_frames(sorted((args.data / "test").glob("ep_*.npz")), spec)
+    _, cfg, spec, _ = read_config(Path(args.weights) / CONFIG_FILE)
+    test = test_frames(sorted((args.data / "test").glob("ep_*.npz")), spec.accel_window_s)
     frames, truth, scenarios = test.frames, test.truth, test.scenarios
     if not frames:
         print(f"deead_report: no test episodes under {args.data}/test", flush=True)
@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[report] {len(frames)} test frames", flush=True)
     dt_s = cfg.dt_s
     times = dt_s * np.arange(1, truth.shape[1] + 1)
-    priors = [select_prior(PriorSettings(fallback_to_constant_velocity=False), times, f.speed_mps, f.yaw_rate_rps,
-                           f.route_ego_m) for f in frames]
+    route_only = PriorSettings(fallback_to_constant_velocity=False)
+    priors = [select_prior(route_only, times, f.speed_mps, f.yaw_rate_rps, route_only.route_ahead(f.route_ego_m))
+              for f in frames]
     has_route = np.array([p.is_valid for p in priors])
     route_prior = np.stack([p.trajectory_m if p.is_valid else np.full((len(times), 2), np.nan, np.float32)
                             for p in priors])

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deead_ros.engines.inputs import (ACCEL_FEATURE, FrameInputs, InputSpec, accelerations, encode_batch,
+from deead_ros.model.encoding import (ACCEL_FEATURE, FrameInputs, InputSpec, accelerations, encode_batch,
                                      normalise_images)
 from deead_ros.model.vla import DeeadVLA, VLAConfig
 from deead_ros.model.weights import load_pretrained, save_pretrained
@@ -28,14 +28,14 @@ from deead_ros.tools.dataset_format import load_episode, world_to_ego
 MODEL_VERSION = "deead-vla-1 metadrive"
 
 
-def episode_frames(ep: dict[str, np.ndarray], spec: InputSpec) -> tuple[np.ndarray, list[FrameInputs]]:
+def episode_frames(ep: dict[str, np.ndarray], accel_window_s: float) -> tuple[np.ndarray, list[FrameInputs]]:
     """The frames of an episode a model learns from or is scored on: a full 3 s future, no crash or off-road in it.
 
     Returns the mask over the episode's frames and their inputs; the acceleration is measured over
     every recorded frame, as the node measures it from the odometry stream.
     """
     keep = ep["has_full_future"] & ep["future_clean"]
-    accel = accelerations(ep["timestamp"], ep["speed"], spec.accel_window_s)
+    accel = accelerations(ep["timestamp"], ep["speed"], accel_window_s)
     frames = []
     for t in np.nonzero(keep)[0]:
         valid = max(int(ep["route_valid"][t]), 0)
@@ -50,7 +50,7 @@ def encode_split(files: list[Path], spec: InputSpec) -> dict[str, np.ndarray]:
     parts: dict[str, list] = {k: [] for k in ("images", "route", "ego", "command_ids", "future", "episode")}
     for i, path in enumerate(files):
         ep = load_episode(path)
-        keep, frames = episode_frames(ep, spec)
+        keep, frames = episode_frames(ep, spec.accel_window_s)
         if not frames:
             continue
         encoded = encode_batch(frames, spec)        # the normalised image is redone per batch from uint8

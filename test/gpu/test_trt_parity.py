@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deead_ros.engines import make_engine
-from deead_ros.engines.inputs import FrameInputs
+from deead_ros.model.encoding import FrameInputs
 from deead_ros.engines.trt_cache import check_cuda_device
 from deead_ros.errors import BackendUnavailableError
 from deead_ros.exit import DeeadPolicy, FrameContext, StrideTable, run_with_exit

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from deead_ros.engines.inputs import InputSpec, accelerations
+from deead_ros.model.encoding import InputSpec, accelerations
 from deead_ros.tools.dataset_format import load_episode
 from deead_ros.tools.eval import bag_frames
 from deead_ros.tools.make_bag import write_bag
@@ -17,7 +17,7 @@ def test_bag_round_trip_gives_consistent_frames(tmp_path, storage, raw):
     frames = write_bag([EPISODE], tmp_path / "bag", raw=raw, storage=storage)
     assert frames == len(episode["pose"])
     spec = InputSpec()
-    assembled = list(bag_frames(tmp_path / "bag", spec))
+    assembled = list(bag_frames(tmp_path / "bag", spec.accel_window_s))
     assert len(assembled) == frames
     trained_on = accelerations(episode["timestamp"], episode["speed"], spec.accel_window_s)
     np.testing.assert_allclose([f.inputs.accel_mps2 for f in assembled], trained_on, atol=1e-3,

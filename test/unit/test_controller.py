@@ -1,4 +1,6 @@
 """Unit tests of the multi-hop exit controller and its policies on real (synthetic) layer chains."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,10 @@ from deead_ros.exit.controller import checked_layers
 from test.strategies import DT_S, HORIZON, TraceChain
 
 
-def run(deviations, settings=ExitSettings(), prior=True, policy=None):
+PAPER = ExitSettings(first_checkpoint=13)      # DeeAD: first checkpoint at layer 13 of 32
+
+
+def run(deviations, settings=PAPER, prior=True, policy=None):
     chain = TraceChain(np.asarray(deviations, np.float32))
     ctx = FrameContext(chain.num_layers, chain.prior_m if prior else None, DT_S)
     trace = run_with_exit(chain, 0, policy or settings.build_policy(), ctx)
@@ -66,10 +71,10 @@ def test_full_fixed_patience_oracle():
 
 def test_deead_or_patience_exits_on_either():
     converged_far = np.r_[np.full(13, 30.0), np.full(19, 10.0)]   # converges, but 10 m from the prior
-    settings = ExitSettings(policy="deead_or_patience", patience_tolerance_m=0.5, delta_m=2.0)
+    settings = replace(PAPER, policy="deead_or_patience", patience_tolerance_m=0.5, delta_m=2.0)
     trace, _ = run(converged_far, settings)
     assert trace.reason == ExitReason.PATIENCE and trace.exit_layer == 15
-    deead_only, _ = run(converged_far, ExitSettings(delta_m=2.0))
+    deead_only, _ = run(converged_far, replace(PAPER, delta_m=2.0))
     assert deead_only.exit_layer == 32, "deead alone never exits where the plan differs from the prior"
 
 

@@ -6,22 +6,32 @@ import numpy as np
 import pytest
 
 from deead_ros.engines import make_engine
-from deead_ros.engines.inputs import FrameInputs
 from deead_ros.errors import BackendUnavailableError, ConfigError
-from deead_ros.exit import DeeadPolicy, FrameContext, StrideTable, run_with_exit
+from deead_ros.exit import DeeadPolicy, FrameContext, PriorSettings, StrideTable, run_with_exit
 from deead_ros.exit.controller import checked_layers
+from deead_ros.model.encoding import FrameInputs, load_encoder
 from deead_ros.model.export_onnx import export_random
 from deead_ros.model.vla import VLAConfig
 
 # waypoint_scale_m=100 makes a random model's waypoints metres long, so that 1e-4 m is a real tolerance
-SMALL = VLAConfig(n_layer=6, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp_ratio=2, waypoint_scale_m=100.0)
+MODELS = {"demo": VLAConfig(n_layer=6, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp_ratio=2,
+                            waypoint_scale_m=100.0)}
+NUM_LAYERS = 6
 TOLERANCE_M = 1e-4
 CPU_BACKENDS = ("onnxruntime",)
 
 
-@pytest.fixture(scope="module")
-def manifest_path(tmp_path_factory):
-    return export_random(tmp_path_factory.mktemp("parity"), SMALL, seed=3, log=lambda line: None)
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def manifest_path(request, tmp_path_factory):
+    return export_random(tmp_path_factory.mktemp(f"parity_{request.param}"), MODELS[request.param], seed=3,
+                         log=lambda line: None)
+
+
+def feed(engine, frame):
+    """The stem's named inputs, as the Runner makes them: the manifest's encoder on the located route."""
+    encoder = load_encoder(engine.manifest.encoder.name, engine.manifest.encoder.config)
+    route = PriorSettings().route_ahead(frame.route_ego_m)
+    return encoder.encode(frame, None if isinstance(route, str) else route)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +58,7 @@ def frames():
 
 
 def head_after_each_layer(engine, frame):
-    state = engine.prepare(frame)
+    state = engine.prepare(feed(engine, frame))
     out = [engine.head(state)]
     for layer in range(engine.num_layers):
         state = engine.run_layers(state, layer, layer + 1)
@@ -60,7 +70,7 @@ def head_after_each_layer(engine, frame):
 def test_head_after_every_layer_matches_torch(engine, reference, index):
     frame = list(frames())[index]
     want, got = head_after_each_layer(reference, frame), head_after_each_layer(engine, frame)
-    assert got.shape == (SMALL.n_layer + 1, SMALL.horizon, 2) and got.dtype == np.float32
+    assert got.shape == (NUM_LAYERS + 1, engine.manifest.horizon, 2) and got.dtype == np.float32
     assert np.abs(want).max() > 1.0, "waypoints should be metres long for the tolerance to mean something"
     error = np.abs(got - want).max(axis=(1, 2))
     assert error.max() <= TOLERANCE_M, f"{engine.backend}: max |error| per layer (m) {error}"
@@ -71,7 +81,7 @@ def test_chains_with_different_cuts_agree(engine, reference, segments):
     frame = next(frames())
     results = []
     for chain in (reference, engine):
-        state = chain.prepare(frame)
+        state = chain.prepare(feed(chain, frame))
         for start, stop in segments:
             state = chain.run_layers(state, start, stop)
         results.append(chain.head(state))
@@ -82,9 +92,9 @@ def test_chains_with_different_cuts_agree(engine, reference, segments):
 def test_controller_makes_the_same_exit_decisions(engine, reference, exit_at):
     frame = next(frames())
     prior = head_after_each_layer(reference, frame)[exit_at]   # the prior equals the plan after `exit_at` layers
-    ctx = FrameContext(SMALL.n_layer, prior, SMALL.dt_s)
+    ctx = FrameContext(NUM_LAYERS, prior, engine.manifest.dt_s)
     policy = DeeadPolicy(delta_m=1e-2, first_checkpoint=1, strides=StrideTable((8.0, 4.0, 2.0), (1, 1, 1, 1)))
-    traces = [run_with_exit(chain, chain.prepare(frame), policy, ctx) for chain in (reference, engine)]
+    traces = [run_with_exit(chain, chain.prepare(feed(chain, frame)), policy, ctx) for chain in (reference, engine)]
     assert checked_layers(traces[0]) == checked_layers(traces[1])
     assert traces[0].exit_layer == traces[1].exit_layer == exit_at
     assert traces[0].reason == traces[1].reason
@@ -94,14 +104,14 @@ def test_controller_makes_the_same_exit_decisions(engine, reference, exit_at):
 
 
 def test_head_output_is_owned_by_the_caller(engine):
-    state = engine.prepare(next(frames()))
+    state = engine.prepare(feed(engine, next(frames())))
     first = engine.head(state)
     first[:] = 1e6
     assert not np.array_equal(engine.head(state), first)
 
 
 def test_a_stale_state_is_refused(engine):
-    state = engine.prepare(next(frames()))
+    state = engine.prepare(feed(engine, next(frames())))
     newer = engine.run_layers(state, 0, 2)
     with pytest.raises(ValueError, match="stale"):
         engine.run_layers(state, 0, 2)
@@ -111,7 +121,7 @@ def test_a_stale_state_is_refused(engine):
 @pytest.mark.parametrize("backend", ["torch", *CPU_BACKENDS])
 def test_layer_range_is_checked(manifest_path, backend):
     engine = make_engine(backend, manifest_path)
-    state = engine.prepare(next(frames()))
+    state = engine.prepare(feed(engine, next(frames())))
     for start, stop in [(-1, 2), (3, 2), (0, 7)]:
         with pytest.raises(ValueError, match=r"outside \[0, 6\]"):
             engine.run_layers(state, start, stop)

@@ -1,14 +1,18 @@
-"""deead_export: per-layer ONNX files + manifest, and the errors a damaged export gives."""
+"""deead_export: per-layer ONNX files, torch programs + a self-describing manifest, and the errors a damaged
+or incomplete export gives at start-up."""
 import json
 import shutil
 
 import onnx
 import pytest
 
+from deead_ros.engines import make_engine
 from deead_ros.engines.manifest import MANIFEST_FILE, load_manifest
-from deead_ros.errors import ModelFileError
+from deead_ros.errors import ConfigError, ModelFileError
+from deead_ros.exit import ExitSettings, PriorSettings
 from deead_ros.model.export_onnx import OPSET, export_random, main
 from deead_ros.model.vla import VLAConfig
+from deead_ros.runner import Runner
 
 SMALL = VLAConfig(n_layer=4, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp_ratio=2)
 
@@ -41,8 +45,10 @@ def test_manifest_lists_every_file_with_io_and_metadata(export_dir):
     for f in (*m.layers, m.fused):
         assert [(t.name, t.shape) for t in (*f.inputs, *f.outputs)] == [("hidden_in", hidden), ("hidden_out", hidden)]
     assert [(t.name, t.shape) for t in m.head.outputs] == [("trajectory", (1, 6, 2))]
-    assert m.inputs.vocabulary[:2] == ("<pad>", "<unk>") and m.model_version.startswith("deead-vla-1")
-    assert m.export_command.startswith("deead_export --weights ")
+    assert m.encoder.name == "driving_frame" and m.encoder.config["vocabulary"][:2] == ["<pad>", "<unk>"]
+    assert (m.head_contract.form, m.head_contract.scale_m, m.arch) == ("absolute", 1.0, "deead_vla")
+    assert [f.path.name for f in m.torch] == ["stem.pt2", *(f"layer_{i:02d}.pt2" for i in range(4)), "head.pt2"]
+    assert m.model_version.startswith("deead_vla random") and m.export_command.startswith("deead_export --weights ")
 
 
 def test_graphs_are_single_file_static_and_checked(export_dir):
@@ -71,20 +77,60 @@ def test_damaged_files_are_named_with_the_fix(copy, damage, message):
 def test_missing_or_foreign_manifest_says_how_to_export(copy):
     manifest = json.loads((copy / MANIFEST_FILE).read_text())
     (copy / MANIFEST_FILE).write_text(json.dumps({**manifest, "format": 99}))
-    with pytest.raises(ModelFileError, match="another version.*deead_export"):
+    with pytest.raises(ModelFileError, match="field format is 99, this version of deead_ros reads format 2"):
         load_manifest(copy)
     (copy / MANIFEST_FILE).unlink()
     with pytest.raises(ModelFileError, match="manifest.json is missing; export the model first"):
         load_manifest(copy)
 
 
-def test_model_exported_for_another_input_encoding_is_refused(copy):
+def edit(copy, change):
     manifest = json.loads((copy / MANIFEST_FILE).read_text())
-    ego = next(t for t in manifest["files"]["stem"]["inputs"] if t["name"] == "ego")
-    ego["shape"] = [1, 3]                                   # a model from before the acceleration input
+    change(manifest)
     (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(ModelFileError, match="another input encoding.*deead_export"):
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["head_contract"].pop("form"), "field head_contract.form is missing"),
+    (lambda m: m["head_contract"].update(horizon=0), "horizon=0 must be >= 1"),
+    (lambda m: m["head_contract"].update(dt_s=float("nan")), "dt_s=nan must be a finite time step"),
+    (lambda m: m["head_contract"].update(dt_s=-0.5), "dt_s=-0.5 must be a finite time step"),
+    (lambda m: m["head_contract"].update(form="polar"), "form='polar' is unknown; expected one of absolute, offsets"),
+    (lambda m: m["head_contract"].update(horizon=8), r"files.head.outputs\[0\].shape is \[1, 6, 2\]"),
+    (lambda m: m.update(num_layers=5), "num_layers is 5 but files.layers lists 4"),
+    (lambda m: m["encoder"].pop("config"), "field encoder.config is missing"),
+    (lambda m: m.update(num_layers="4"), "field num_layers must be int, found '4'"),
+])
+def test_an_incomplete_manifest_is_refused_at_start_up_with_the_field(copy, change, message):
+    edit(copy, change)
+    with pytest.raises(ModelFileError, match=message) as err:
         load_manifest(copy)
+    assert str(copy / MANIFEST_FILE) in str(err.value)
+
+
+def test_an_unknown_encoder_or_one_that_does_not_feed_the_stem_is_refused_at_start_up(copy):
+    edit(copy, lambda m: m["encoder"].update(name="vit_frame"))
+    with pytest.raises(ModelFileError, match="encoder.name 'vit_frame' is unknown"):
+        Runner(make_engine("onnxruntime", copy), ExitSettings(first_checkpoint=1), PriorSettings())
+    edit(copy, lambda m: m["encoder"].update(name="driving_frame"))
+    edit(copy, lambda m: m["encoder"]["config"].update(route_points=10))   # a model trained on 12 route tokens
+    with pytest.raises(ModelFileError, match=r"writes route: \(\(1, 10, 2\), 'float32'\) but the stem takes route: "
+                                             r"\(\(1, 12, 2\), 'float32'\)"):
+        Runner(make_engine("onnxruntime", copy), ExitSettings(first_checkpoint=1), PriorSettings())
+
+
+def test_only_onnx_files_are_enough_for_onnxruntime(copy):
+    """A user's export may carry no torch programs or weights: it loads; the torch backend says what is missing."""
+    def strip(m):
+        m["files"].pop("torch"), m["files"].pop("extra")
+    edit(copy, strip)
+    shutil.rmtree(copy / "torch")
+    for name in ("vla.safetensors", "config.json"):
+        (copy / name).unlink()
+    runner = Runner(make_engine("onnxruntime", copy), ExitSettings(first_checkpoint=1), PriorSettings())
+    assert runner.num_layers == 4
+    with pytest.raises(ConfigError, match="lists no torch programs"):
+        make_engine("torch", copy)
 
 
 def test_cli_reports_missing_weights_and_exports(tmp_path, export_dir, capsys):
@@ -93,4 +139,4 @@ def test_cli_reports_missing_weights_and_exports(tmp_path, export_dir, capsys):
     assert main(["--weights", str(export_dir / "vla.safetensors"), "--out", str(tmp_path / "o"), "--no-fused"]) == 0
     m = load_manifest(tmp_path / "o")
     assert m.fused is None and (tmp_path / "o" / "vla.safetensors").is_file()
-    assert "[ 6/6] head.onnx" in capsys.readouterr().out
+    assert "[ 6/12] head.onnx" in capsys.readouterr().out

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from deead_ros.engines.inputs import ACCEL_FEATURE, EGO_FEATURES, InputSpec
+from deead_ros.model.encoding import ACCEL_FEATURE, EGO_FEATURES, InputSpec
 from deead_ros.errors import ModelFileError
 from deead_ros.model.vla import DeeadVLA, VLAConfig
 from deead_ros.model.weights import CONFIG_FILE, WEIGHTS_FILE, check_compatible, load_pretrained, save_pretrained

@@ -89,12 +89,13 @@ def test_constant_turn_rate_rollout():
 
 def test_select_prior_falls_back_and_reports_why():
     settings = PriorSettings()
-    prior = select_prior(settings, TIMES, 10.0, 0.0, route_ego_m=None)
+    prior = select_prior(settings, TIMES, 10.0, 0.0, settings.route_ahead(None))
     assert prior.source == "constant_velocity" and "fallback: no fresh route" in prior.detail
     strict = PriorSettings(fallback_to_constant_velocity=False)
-    assert select_prior(strict, TIMES, 10.0, 0.0, route_ego_m=None).trajectory_m is None
-    assert select_prior(settings, TIMES, None, None, straight_route()).detail.startswith("no fresh odometry")
-    external = select_prior(PriorSettings(source="external"), TIMES, 10.0, 0.0, None, straight_route())
+    assert select_prior(strict, TIMES, 10.0, 0.0, strict.route_ahead(None)).trajectory_m is None
+    assert select_prior(settings, TIMES, None, None, settings.route_ahead(straight_route())).detail.startswith(
+        "no fresh odometry")
+    external = select_prior(PriorSettings(source="external"), TIMES, 10.0, 0.0, "no route", straight_route())
     assert external.source == "external"
 
 

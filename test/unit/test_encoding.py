@@ -1,13 +1,30 @@
-"""The input encoding every backend and the trainer share: image, route, ego state, command words."""
+"""The model-owned input contract: the driving_frame encoder (image, route, ego state, command words) and the
+encoder registry a manifest names."""
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from deead_ros.engines.inputs import (ACCEL_FEATURE, FrameInputs, InputSpec, SpeedHistory, accelerations, encode,
-                                      encode_batch, resize_rgb, route_tokens, tokenize)
+from deead_ros.engines.manifest import TensorSpec
+from deead_ros.errors import ModelFileError
+from deead_ros.exit.prior import PriorSettings
+from deead_ros.model.encoding import (ACCEL_FEATURE, DrivingFrameEncoder, FrameInputs, InputSpec, SpeedHistory,
+                                      accelerations, check_encoder_matches, encode_batch, load_encoder, resize_rgb,
+                                      route_tokens, tokenize)
 
 SPEC = InputSpec()
+PRIOR = PriorSettings()
+
+
+def encode(f: FrameInputs, spec: InputSpec) -> dict[str, np.ndarray]:
+    """What the Runner does per frame: locate the route with the prior's settings, then encode."""
+    route = PRIOR.route_ahead(f.route_ego_m)
+    return DrivingFrameEncoder(spec).encode(f, None if isinstance(route, str) else route)
+
+
+def tokens(route, speed_mps=0.0, prior=PRIOR):
+    ahead = prior.route_ahead(route)
+    return route_tokens(None if isinstance(ahead, str) else ahead, SPEC, speed_mps)
 DATASET_COMMANDS = ("follow the lane", "turn left at the junction", "turn right at the junction",
                     "go straight at the junction", "change lane to the left", "change lane to the right")
 
@@ -45,13 +62,13 @@ def test_resize_keeps_a_constant_image_and_averages_on_downscale():
 
 def test_route_tokens_start_with_the_route_prior_then_follow_the_road():
     route = np.stack([np.linspace(-10, 80, 91), np.full(91, 1.5)], axis=1)     # straight, 1.5 m to the left
-    points, valid = route_tokens(route, SPEC, speed_mps=10.0)
+    points, valid = tokens(route, speed_mps=10.0)
     assert valid and points.shape == (SPEC.route_points, 2)
     metres = points * SPEC.route_scale_m
     np.testing.assert_allclose(metres[:6, 0], 5.0 * np.arange(1, 7), atol=1e-5)          # 10 m/s x 0.5 s steps
     np.testing.assert_allclose(metres[6:, 0], SPEC.route_spacing_m * np.arange(1, 7), atol=1e-5)
     np.testing.assert_allclose(metres[:, 1], 1.5, atol=1e-5)
-    slow, _ = route_tokens(route, SPEC, speed_mps=0.0)
+    slow, _ = tokens(route, speed_mps=0.0)
     np.testing.assert_allclose(slow[:6, 0] * SPEC.route_scale_m, 0.5 * np.arange(1, 7), atol=1e-5)  # min speed
 
 
@@ -59,15 +76,22 @@ def test_timed_route_tokens_equal_the_route_prior():
     from deead_ros.exit.prior import route_prior
     theta = np.linspace(0, np.pi / 2, 200)
     route = np.stack([20 * np.sin(theta), 20 - 20 * np.cos(theta)], axis=1)
-    points, _ = route_tokens(route, SPEC, speed_mps=6.0)
-    prior = route_prior(route, 6.0, 0.5 * np.arange(1, 7)).trajectory_m
-    np.testing.assert_allclose(points[:6] * SPEC.route_scale_m, prior, atol=1e-4)
+    for settings in (PRIOR, PriorSettings(min_speed_mps=9.0)):    # a live prior change moves both alike
+        points, _ = tokens(route, 6.0, settings)
+        prior = route_prior(route, 6.0, 0.5 * np.arange(1, 7), min_speed_mps=settings.min_speed_mps).trajectory_m
+        np.testing.assert_allclose(points[:6] * SPEC.route_scale_m, prior, atol=1e-4)
+
+
+def test_a_route_rejected_for_the_prior_is_never_fed_to_the_model():
+    far = np.stack([np.linspace(0, 80, 41), np.full(41, 1e6)], axis=1)     # 1000 km to the side
+    points, valid = tokens(far, 8.0)
+    assert not valid and not points.any()
 
 
 @pytest.mark.parametrize("route", [None, np.zeros((0, 2)), np.zeros((5, 2)), np.full((4, 2), np.nan),
                                    np.zeros((3, 3))])
 def test_unusable_routes_encode_as_zeros_and_invalid(route):
-    points, valid = route_tokens(route, SPEC)
+    points, valid = tokens(route)
     assert not valid and not points.any()
 
 
@@ -131,3 +155,32 @@ def test_spec_round_trips_through_json_form_and_rejects_unknown_keys():
     assert InputSpec.from_dict(SPEC.to_dict()) == SPEC
     with pytest.raises(ValueError, match="unknown input spec keys"):
         InputSpec.from_dict({**SPEC.to_dict(), "image_size": [1, 2]})
+
+
+def test_the_encoder_declares_exactly_what_it_writes():
+    encoder = DrivingFrameEncoder(SPEC)
+    out = encoder.encode(frame(), None)
+    assert {(t.name, t.shape, t.dtype) for t in encoder.outputs()} == {
+        (k, v.shape, v.dtype.name) for k, v in out.items()}
+    assert load_encoder("driving_frame", encoder.to_config()).spec == SPEC
+
+
+def test_unknown_encoders_and_bad_configs_are_refused_with_the_field():
+    with pytest.raises(ModelFileError, match="encoder.name 'vit_frame' is unknown"):
+        load_encoder("vit_frame", {}, "m.json")
+    with pytest.raises(ModelFileError, match="cannot be imported"):
+        load_encoder("no_such_package.encoders:Frame", {}, "m.json")
+    with pytest.raises(ModelFileError, match="encoder.config is invalid"):
+        load_encoder("driving_frame", {"image_hww": [96, 160]}, "m.json")
+
+
+def test_an_encoder_that_does_not_write_the_stem_inputs_is_refused():
+    stem = tuple(DrivingFrameEncoder(SPEC).outputs())
+    check_encoder_matches(DrivingFrameEncoder(SPEC), stem, "m.json")
+    small = DrivingFrameEncoder(replace(SPEC, image_hw=(64, 64)))
+    with pytest.raises(ModelFileError, match=r"writes image: \(\(1, 3, 64, 64\), 'float32'\) but the stem takes "
+                                             r"image: \(\(1, 3, 96, 160\), 'float32'\)"):
+        check_encoder_matches(small, stem, "m.json")
+    renamed = (*stem[:-1], TensorSpec("prompt_ids", (1, 8), "int64"))
+    with pytest.raises(ModelFileError, match="command_ids.*prompt_ids"):
+        check_encoder_matches(DrivingFrameEncoder(SPEC), renamed, "m.json")

@@ -1,11 +1,14 @@
-"""One encoding of a camera frame + route + ego state + command into the stem's input tensors.
+"""The model's input contract: what a frame is (FrameInputs) and how an encoder turns it into stem tensors.
 
-Every backend and the trainer call `encode`/`encode_batch`, so the model sees the same numbers in
-training, in the torch reference and in every engine. numpy only (plus deead_ros.geometry).
+A model owns its encoder. The manifest names it (`encoder.name`, a name registered here or an
+importable `module:Class`) and carries its configuration, so an exported chain is self-describing:
+the Runner encodes each frame once and hands the engines named tensors. numpy only.
 
-Stem inputs (batch B; shapes for the default spec):
+The encoder shipped here, `driving_frame` (the demo VLA and the Llama VLA use it), writes these stem
+inputs (batch B; shapes for the default spec):
     image        (B, 3, 96, 160) float32   RGB resized to the model's size, (x/255 - mean) / std
-    route        (B, K, 2)       float32   route ahead in the ego frame (x forward, y left) / route_scale_m
+    route        (B, K, 2)       float32   route ahead in the ego frame (x forward, y left) / route_scale_m:
+                                           the route prior's points first, then spaced ones (exit.prior.RouteAhead)
     ego          (B, 4)          float32   speed / speed_scale_mps, yaw rate / yaw_rate_scale_rps, route valid,
                                            acceleration / accel_scale_mps2 (speed change over accel_window_s;
                                            0 when the spec's acceleration_input is off)
@@ -13,15 +16,17 @@ Stem inputs (batch B; shapes for the default spec):
 """
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Sequence
+from typing import Any, ClassVar, Protocol, Sequence
 
 import numpy as np
 
-from deead_ros.geometry import closest_arc_length, distinct_points, sample_at_arc_lengths
+from deead_ros.engines.manifest import TensorSpec
+from deead_ros.errors import ModelFileError
+from deead_ros.exit.prior import PriorSettings, RouteAhead
 
-STEM_INPUT_NAMES = ("image", "route", "ego", "command_ids")
 EGO_FEATURES = 4
 ACCEL_FEATURE = 3                      # the ego token's acceleration column
 PAD, UNK = "<pad>", "<unk>"
@@ -119,8 +124,7 @@ class InputSpec:
     image_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     route_points: int = 12                                  # K route tokens: first the timed ones, then spaced
     route_timed_points: int = 6                             # where the ego would be at dt, 2 dt, ... on the route
-    route_dt_s: float = 0.5                                 # at max(speed, route_min_speed_mps): the route prior
-    route_min_speed_mps: float = 1.0
+    route_dt_s: float = 0.5                                 # (the route prior, exit.prior.RouteAhead.at_times)
     route_spacing_m: float = 8.0                            # then every this many metres from the closest point
     route_scale_m: float = 20.0                             # route coordinates are divided by this
     speed_scale_mps: float = 10.0
@@ -190,38 +194,18 @@ def normalise_images(images_rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def route_arc_lengths_m(speed_mps: float, spec: InputSpec) -> np.ndarray:
-    """Arc lengths (K,) of the route tokens past the point closest to the ego.
+def route_tokens(route: RouteAhead | None, spec: InputSpec, speed_mps: float = 0.0) -> tuple[np.ndarray, bool]:
+    """The route ahead at the model's K token positions, and whether there was a usable route.
 
-    The first route_timed_points are where the ego would be after dt, 2 dt, ... driving the route at its
-    current speed (the planner prior itself, so the model starts from it); the rest follow every
-    route_spacing_m and show the road's shape further ahead.
+    The first route_timed_points are where the ego would be after dt, 2 dt, ... driving the route (the
+    planner prior itself, so the model starts from it); the rest follow every route_spacing_m and show
+    the road's shape further ahead. Returns (K, 2) float32 points / route_scale_m (zeros without a route).
     """
-    speed = max(float(speed_mps), spec.route_min_speed_mps)
-    timed = speed * spec.route_dt_s * np.arange(1, spec.route_timed_points + 1)
-    spaced = spec.route_spacing_m * np.arange(1, spec.route_points - spec.route_timed_points + 1)
-    return np.concatenate([timed, spaced])
-
-
-def route_tokens(route_ego_m: np.ndarray | None, spec: InputSpec, speed_mps: float = 0.0) -> tuple[np.ndarray, bool]:
-    """Resample the route ahead from the point closest to the ego at route_arc_lengths_m.
-
-    Returns:
-        (K, 2) float32 points / route_scale_m (zeros when unusable), and whether the route was usable
-        (present, (N, 2), finite, at least 2 distinct points). Past its end the route goes straight on.
-    """
-    empty = np.zeros((spec.route_points, 2), np.float32)
-    if route_ego_m is None:
-        return empty, False
-    route = np.asarray(route_ego_m, dtype=np.float64)
-    if route.ndim != 2 or route.shape[1] != 2 or len(route) < 2 or not np.all(np.isfinite(route)):
-        return empty, False
-    route = distinct_points(route)
-    if len(route) < 2 or not np.isfinite(speed_mps):
-        return empty, False
-    s_closest, _ = closest_arc_length(route)
-    points = sample_at_arc_lengths(route, s_closest + route_arc_lengths_m(speed_mps, spec))
-    return (points / spec.route_scale_m).astype(np.float32), True
+    if route is None or not np.isfinite(speed_mps):
+        return np.zeros((spec.route_points, 2), np.float32), False
+    timed = route.at_times(speed_mps, spec.route_dt_s * np.arange(1, spec.route_timed_points + 1))
+    spaced = route.at_distances(spec.route_spacing_m * np.arange(1, spec.route_points - spec.route_timed_points + 1))
+    return (np.concatenate([timed, spaced]) / spec.route_scale_m).astype(np.float32), True
 
 
 def tokenize(command: str, spec: InputSpec) -> np.ndarray:
@@ -239,25 +223,111 @@ def check_image(image_rgb: np.ndarray) -> None:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB; got {image_rgb.shape} {image_rgb.dtype}")
 
 
-def encode_batch(frames: Sequence[FrameInputs], spec: InputSpec) -> dict[str, np.ndarray]:
-    """Encode B frames into the stem's named inputs (batch B), see the module docstring."""
+def encode_batch(frames: Sequence[FrameInputs], spec: InputSpec,
+                 prior: PriorSettings = PriorSettings()) -> dict[str, np.ndarray]:
+    """Encode B frames into the stem's named inputs (batch B), see the module docstring.
+
+    The route is checked and located by the prior's settings, as the Runner does for each live frame.
+    """
+    routes = [prior.route_ahead(f.route_ego_m) for f in frames]
+    return _encode(frames, [None if isinstance(r, str) else r for r in routes], spec)
+
+
+def _encode(frames: Sequence[FrameInputs], routes: Sequence[RouteAhead | None], spec: InputSpec) -> dict[str, np.ndarray]:
     if not frames:
         raise ValueError("encode_batch needs at least one frame")
     for frame in frames:
         check_image(frame.image_rgb)
     images = np.stack([f.image_rgb if f.image_rgb.shape[:2] == spec.image_hw else resize_rgb(f.image_rgb, spec.image_hw)
                        for f in frames])
-    routes, valid = zip(*(route_tokens(f.route_ego_m, spec, f.speed_mps) for f in frames))
+    tokens, valid = zip(*(route_tokens(r, spec, f.speed_mps) for f, r in zip(frames, routes)))
     accel_gain = 1.0 / spec.accel_scale_mps2 if spec.acceleration_input else 0.0
     ego = np.array([[f.speed_mps / spec.speed_scale_mps, f.yaw_rate_rps / spec.yaw_rate_scale_rps, float(ok),
                      f.accel_mps2 * accel_gain] for f, ok in zip(frames, valid)], dtype=np.float32)
     if not np.all(np.isfinite(ego)):
         raise ValueError(f"ego speed / yaw rate / acceleration must be finite; got "
                          f"{ego[:, [0, 1, ACCEL_FEATURE]].tolist()}")
-    return {"image": normalise_images(images, spec), "route": np.stack(routes), "ego": ego,
+    return {"image": normalise_images(images, spec), "route": np.stack(tokens), "ego": ego,
             "command_ids": np.stack([tokenize(f.command, spec) for f in frames])}
 
 
-def encode(frame: FrameInputs, spec: InputSpec) -> dict[str, np.ndarray]:
-    """Encode one frame into the stem's named inputs at batch 1."""
-    return encode_batch([frame], spec)
+class FrameEncoder(Protocol):
+    """What a model's encoder provides: a frame in, the stem's named tensors (batch 1) out.
+
+    `outputs()` must list exactly the stem's inputs (names, shapes, dtypes); the Runner checks that at
+    start-up. `encode` gets the route as the prior located it (None when there is no usable route), so
+    the model's route input and the controller's reference come from one implementation.
+    """
+
+    name: ClassVar[str]
+    accel_window_s: float              # FrameInputs.accel_mps2 is the speed change over this window
+
+    def outputs(self) -> tuple[TensorSpec, ...]: ...
+
+    def encode(self, frame: FrameInputs, route: RouteAhead | None) -> dict[str, np.ndarray]: ...
+
+    def to_config(self) -> dict[str, Any]: ...
+
+
+class DrivingFrameEncoder:
+    """Camera image, route tokens, ego state and command words, as InputSpec describes (see module docstring)."""
+
+    name: ClassVar[str] = "driving_frame"
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        self.accel_window_s = spec.accel_window_s
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DrivingFrameEncoder:
+        return cls(InputSpec.from_dict(config))
+
+    def to_config(self) -> dict[str, Any]:
+        return self.spec.to_dict()
+
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        dtypes = {"command_ids": "int32"}
+        return tuple(TensorSpec(name, shape, dtypes.get(name, "float32"))
+                     for name, shape in self.spec.stem_shapes().items())
+
+    def encode(self, frame: FrameInputs, route: RouteAhead | None) -> dict[str, np.ndarray]:
+        return _encode([frame], [route], self.spec)
+
+
+ENCODERS: dict[str, Any] = {DrivingFrameEncoder.name: DrivingFrameEncoder}
+
+
+def load_encoder(name: str, config: dict[str, Any], where: str = "manifest") -> FrameEncoder:
+    """The encoder a manifest names: a name in ENCODERS, or `package.module:Class` with a from_config classmethod.
+
+    Raises:
+        ModelFileError: the name is unknown, cannot be imported, or its config is invalid.
+    """
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ModelFileError(f"{where}: encoder.name '{name}' cannot be imported ({err}); install the package "
+                                 "that provides it or fix the name (package.module:Class)") from err
+    elif name in ENCODERS:
+        cls = ENCODERS[name]
+    else:
+        raise ModelFileError(f"{where}: encoder.name '{name}' is unknown; expected one of {sorted(ENCODERS)} or an "
+                             "importable 'package.module:Class'")
+    try:
+        return cls.from_config(config)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ModelFileError(f"{where}: encoder.config is invalid for '{name}' ({err})") from err
+
+
+def check_encoder_matches(encoder: FrameEncoder, stem_inputs: tuple[TensorSpec, ...], where: str) -> None:
+    """Raise ModelFileError unless the encoder writes exactly the stem's inputs (names, shapes, dtypes)."""
+    expected = {t.name: (tuple(t.shape), t.dtype) for t in stem_inputs}
+    found = {t.name: (tuple(t.shape), t.dtype) for t in encoder.outputs()}
+    if expected != found:
+        differ = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        writes = ", ".join(f"{k}: {found.get(k, 'nothing')}" for k in differ)
+        takes = ", ".join(f"{k}: {expected.get(k, 'nothing')}" for k in differ)
+        raise ModelFileError(f"{where}: encoder '{encoder.name}' writes {writes} but the stem takes {takes} "
+                             "(name: (shape, dtype)); give the model the encoder configuration it was trained with")
