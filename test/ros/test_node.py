@@ -218,9 +218,8 @@ def test_node_refuses_to_start_on_bad_model_files_and_settings(small_model, tmp_
 
 def invalid_values(spec):
     """Values a parameter must refuse: the wrong type, and beyond its range."""
-    from rcl_interfaces.msg import ParameterType as T
-    wrong_type = {T.PARAMETER_STRING: 3, T.PARAMETER_BOOL: "yes", T.PARAMETER_INTEGER: "ten",
-                  T.PARAMETER_DOUBLE: "two", T.PARAMETER_DOUBLE_ARRAY: ["a", "b"], T.PARAMETER_INTEGER_ARRAY: [0.5]}
+    wrong_type = {"string": 3, "bool": "yes", "integer": "ten", "double": "two", "double_array": ["a", "b"],
+                  "integer_array": [0.5]}
     values = [wrong_type[spec.type]]
     if spec.range:
         values.append(type(spec.default)(spec.range[1]) * 2 + 1)
