@@ -34,10 +34,9 @@ sys.path.insert(0, str(ROOT))      # benchmark this checkout's code, not an inst
 from deead_ros.engines import make_engine  # noqa: E402
 from deead_ros.engines.manifest import HIDDEN_IN, HIDDEN_OUT  # noqa: E402
 from deead_ros.engines.ort_engine import open_session  # noqa: E402
-from deead_ros.exit import ExitSettings, PriorSettings  # noqa: E402
-from deead_ros.model.encoding import FrameInputs  # noqa: E402
+from deead_ros.exit import PriorSettings  # noqa: E402
+from deead_ros.model.encoding import FrameInputs, load_encoder  # noqa: E402
 from deead_ros.model.export_onnx import export_pretrained, export_random  # noqa: E402
-from deead_ros.runner import Runner  # noqa: E402
 
 DEMO_WEIGHTS = ROOT / "models" / "demo" / "vla.safetensors"
 
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if engine.manifest.fused is None:
             print(f"bench_chain: {manifest} has no fused graph; export it without --no-fused", file=sys.stderr)
             return 2
-        encoder = Runner(engine, ExitSettings(), PriorSettings()).encoder
+        encoder = load_encoder(engine.manifest.encoder.name, engine.manifest.encoder.config)
         fused = open_session(engine.manifest.fused.path, args.threads)
         frame, n = demo_frame(), engine.num_layers
         route = PriorSettings().route_ahead(frame.route_ego_m)

@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
 from deead_ros.engines.manifest import load_manifest  # noqa: E402
+from deead_ros.parameters import default  # noqa: E402
 from deead_ros.tools.closed_loop import EXPERT, left_out, summarise, timed_out  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                              "the default nets at least 50" % HELD_OUT_SEEDS)
     parser.add_argument("--max-steps", type=int, default=200, help="episode cap in 0.1 s steps")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="manifest.json of the exported model")
-    parser.add_argument("--first-checkpoint", type=int, default=10)
+    parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
     parser.add_argument("--fixed-layer", type=int, default=11, help="bench_exit's mean depth of deead at 2 m")
     parser.add_argument("--settings", nargs="*", default=None, help="a subset of the settings")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "closed_loop")

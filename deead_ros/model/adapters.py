@@ -54,7 +54,7 @@ class LayerRange(nn.Module):
         return hidden
 
 
-class _Call(nn.Module):
+class MethodModule(nn.Module):
     """Expose one method of a model as a module's forward (keeps the model's parameters shared)."""
 
     def __init__(self, model: nn.Module, method: str) -> None:
@@ -80,13 +80,13 @@ class VLAAdapter:
                 "command_ids": torch.zeros(1, cfg.max_command_tokens, dtype=torch.int32)}
 
     def stem(self) -> nn.Module:
-        return _Call(self.model, "stem")
+        return MethodModule(self.model, "stem")
 
     def layer(self, index: int) -> nn.Module:
         return self.model.blocks[index]
 
     def head(self) -> nn.Module:
-        return _Call(self.model, "trajectory_at")
+        return MethodModule(self.model, "trajectory_at")
 
 
 class LlamaLayer(nn.Module):

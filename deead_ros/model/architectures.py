@@ -11,6 +11,7 @@ from typing import Any, Callable
 from torch import nn
 
 from deead_ros.model.adapters import LayeredAdapter, VLAAdapter
+from deead_ros.model.llama_vla import LlamaVLA, LlamaVLAAdapter, LlamaVLAConfig
 from deead_ros.model.vla import DeeadVLA, VLAConfig
 
 
@@ -24,7 +25,8 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "deead_vla": Architecture(VLAConfig, DeeadVLA, VLAAdapter),
+    "deead_vla": Architecture(VLAConfig, DeeadVLA, VLAAdapter),           # the demo model
+    "llama_vla": Architecture(LlamaVLAConfig, LlamaVLA, LlamaVLAAdapter),  # ORION-shaped: ViT + Llama decoder
 }
 DEFAULT_ARCH = "deead_vla"                        # config.json files written before "arch" existed
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from dataclasses import replace
 import time
 import warnings
 from pathlib import Path
@@ -65,9 +66,24 @@ def _io_specs(values) -> tuple[TensorSpec, ...]:
 
 
 def export_program(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path) -> None:
-    """Save one module as a `torch.export` program (the torch backend loads it without the model class)."""
+    """Save one module as a `torch.export` program (the torch backend loads it without the model class).
+
+    A part that calls one method of the whole model (adapters.MethodModule) would carry every weight of
+    the model; the weights its graph never reads are dropped and the part exported again.
+    """
+    args = tuple(inputs.values())
     with torch.no_grad():
-        program = torch.export.export(module.eval(), tuple(inputs.values()))
+        graph = torch.export.export(module.eval(), args).module()
+        for node in list(graph.graph.nodes):
+            if node.op == "get_attr" and not node.users:
+                graph.graph.erase_node(node)
+        graph.recompile()
+        read = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
+        for name in [n for n, _ in graph.named_parameters()] + [n for n, _ in graph.named_buffers()]:
+            if name not in read:
+                owner, _, leaf = name.rpartition(".")
+                delattr(graph.get_submodule(owner), leaf)
+        program = torch.export.export(graph, args)
     torch.export.save(program, str(path))
 
 
@@ -189,6 +205,11 @@ def export_random(out_dir: Path, cfg: object | None = None, *, arch: str = DEFAU
     return export_pretrained(weights, out_dir, fused=fused, log=log)
 
 
+def layer_count_field(cfg: object) -> str:
+    """The config field that holds the decoder's layer count (n_layer, or Hugging Face's num_hidden_layers)."""
+    return next(name for name in ("n_layer", "num_hidden_layers") if hasattr(cfg, name))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deead_export", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCH,
@@ -197,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="vla.safetensors (config.json beside it), e.g. models/demo/vla.safetensors; "
                              "default: random weights of --arch")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--layers", type=int, help="decoder layers of a random model (default: the architecture's)")
     parser.add_argument("--out", type=Path, required=True, help="output directory, e.g. build/models/demo")
     parser.add_argument("--no-fused", action="store_true", help="skip fused.onnx (only the benchmark uses it)")
     args = parser.parse_args(argv)
@@ -204,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.weights:
             export_pretrained(args.weights, args.out, fused=not args.no_fused)
         else:
-            export_random(args.out, arch=args.arch, seed=args.seed, fused=not args.no_fused)
+            cfg = ARCHITECTURES[args.arch].config()
+            if args.layers:
+                cfg = replace(cfg, **{layer_count_field(cfg): args.layers})
+            export_random(args.out, cfg, seed=args.seed, fused=not args.no_fused)
     except DeeadError as err:
         print(f"deead_export: error: {err}")
         return 1

@@ -23,6 +23,7 @@ from deead_ros.exit import ExitSettings, FrameContext, PriorSettings, run_with_e
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.exit.prior import constant_turn_rate_prior
 from deead_ros.model.weights import CONFIG_FILE, load_pretrained, read_config
+from deead_ros.parameters import default
 from deead_ros.tools.dataset_format import load_episode
 from deead_ros.tools.train import episode_frames
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=Path("models/demo"), help="the shipped model")
     parser.add_argument("--ablation-weights", type=Path, default=None, help="final-layer-only variant (optional)")
     parser.add_argument("--data", type=Path, default=Path("data/metadrive"))
-    parser.add_argument("--first-checkpoint", type=int, default=10)
+    parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
     _, cfg, spec, _ = read_config(Path(args.weights) / CONFIG_FILE)

@@ -11,11 +11,15 @@ from deead_ros.exit import DeeadPolicy, FrameContext, PriorSettings, StrideTable
 from deead_ros.exit.controller import checked_layers
 from deead_ros.model.encoding import FrameInputs, load_encoder
 from deead_ros.model.export_onnx import export_random
+from deead_ros.model.llama_vla import LlamaVLAConfig
 from deead_ros.model.vla import VLAConfig
 
 # waypoint_scale_m=100 makes a random model's waypoints metres long, so that 1e-4 m is a real tolerance
 MODELS = {"demo": VLAConfig(n_layer=6, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp_ratio=2,
-                            waypoint_scale_m=100.0)}
+                            waypoint_scale_m=100.0),
+          "llama": LlamaVLAConfig(num_hidden_layers=6, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                                  num_key_value_heads=2, vit_width=32, vit_layers=1, vit_heads=2, head_hidden=32,
+                                  waypoint_scale_m=1000.0)}
 NUM_LAYERS = 6
 TOLERANCE_M = 1e-4
 CPU_BACKENDS = ("onnxruntime",)
