@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session (default: %(default)s)")
     parser.add_argument("--model", type=Path, help="manifest.json of an exported model (with fused.onnx)")
     parser.add_argument("--weights", type=Path, default=DEMO_WEIGHTS, help="vla.safetensors to export and benchmark")
+    parser.add_argument("--out", type=Path, help="write bench_chain_<arch>.json here (docs/ for results.md)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench_chain_") as tmp:
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_chain: {manifest} has no fused graph; export it without --no-fused", file=sys.stderr)
             return 2
         encoder = load_encoder(engine.manifest.encoder.name, engine.manifest.encoder.config)
+        arch = engine.manifest.arch
         fused = open_session(engine.manifest.fused.path, args.threads)
         frame, n = demo_frame(), engine.num_layers
         route = PriorSettings().route_ahead(frame.route_ego_m)
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one layer {p50['layer']:.3f} ms | head {p50['head']:.3f} ms -> head/layer "
           f"{result['head_over_layer']:.3f} | stem + encode {p50['stem']:.3f} ms")
     print(f"full depth, frame -> trajectory: p50 {p50['full']:.3f} ms  p99 {p99['full']:.3f} ms")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"bench_chain_{arch}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
     return 0
 
