@@ -1,29 +1,47 @@
-"""Launch deead_node with the package's defaults: `ros2 launch deead_ros deead.launch.py`.
+"""Launch deead_node: `ros2 launch deead_ros deead.launch.py [image:=...] [params_file:=...] [model_file_path:=...]`.
 
 Remap the inputs to your vehicle's topics, e.g.
-`ros2 launch deead_ros deead.launch.py image:=/sensing/camera/front/image/compressed`.
+`ros2 launch deead_ros deead.launch.py image:=/sensing/camera/front/image_raw/compressed`.
+
+DDS: the vehicle's own middleware configuration is left alone. This repository's localhost shared-memory
+profile (config/fastdds_localhost_shm.xml: one machine, large images over shared memory, no network) is
+used only with `localhost_dds:=true`, or by default when no Fast DDS / Cyclone DDS configuration is set.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+TOPICS = {"image": "/camera/image/compressed", "route": "/planning/route", "odometry": "/localization/odometry",
+          "command": "/planning/command", "external_prior": "/planning/reference_path"}
+DDS_SETTINGS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "CYCLONEDDS_URI",
+                "RMW_FASTRTPS_USE_QOS_FROM_XML")
 
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory("deead_ros")
-    topics = {"image": "/camera/image/compressed", "route": "/planning/route", "odometry": "/localization/odometry",
-              "command": "/planning/command", "external_prior": "/planning/reference_path"}
+    nothing_set = not any(os.environ.get(name) for name in DDS_SETTINGS)
     arguments = [DeclareLaunchArgument(name, default_value=topic, description=f"~/input/{name} source")
-                 for name, topic in topics.items()]
-    arguments.append(DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "deead.yaml")))
+                 for name, topic in TOPICS.items()]
+    arguments += [
+        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "deead.yaml"),
+                              description="parameters in the /**: ros__parameters: form"),
+        DeclareLaunchArgument("model_file_path", default_value="",
+                              description="manifest.json written by deead_export; empty: the installed demo model"),
+        DeclareLaunchArgument("localhost_dds", default_value=str(nothing_set).lower(),
+                              description="use this package's localhost shared-memory Fast DDS profile "
+                                          "(default: only when no DDS configuration is set)"),
+    ]
     return LaunchDescription([
         *arguments,
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE",
-                               os.path.join(share, "config", "fastdds_localhost_shm.xml")),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", os.path.join(share, "config", "fastdds_localhost_shm.xml"),
+                               condition=IfCondition(LaunchConfiguration("localhost_dds"))),
         Node(package="deead_ros", executable="deead_node", name="deead_node", output="screen",
-             parameters=[LaunchConfiguration("params_file")],
-             remappings=[(f"~/input/{name}", LaunchConfiguration(name)) for name in topics]),
+             parameters=[LaunchConfiguration("params_file"),
+                         {"model_file_path": LaunchConfiguration("model_file_path")}],
+             remappings=[(f"~/input/{name}", LaunchConfiguration(name)) for name in TOPICS]),
     ])
