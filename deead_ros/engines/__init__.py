@@ -16,8 +16,8 @@ __all__ = ["BACKENDS", "PRECISIONS", "HeadContract", "LayerChain", "Manifest", "
            "make_engine"]
 
 
-def make_engine(backend: str, manifest_path: str | os.PathLike, *, num_threads: int = 1, precision: str = "fp32",
-                engine_cache_dir: str | os.PathLike | None = None, force_engine_update: bool = False,
+def make_engine(backend: str, manifest_path: str | os.PathLike[str], *, num_threads: int = 1, precision: str = "fp32",
+                engine_cache_dir: str | os.PathLike[str] | None = None, force_engine_update: bool = False,
                 providers: list[str] | None = None) -> LayerChain:
     """Open the exported model at `manifest_path` (manifest.json or its directory) on one backend.
 
@@ -52,5 +52,5 @@ def make_engine(backend: str, manifest_path: str | os.PathLike, *, num_threads: 
                      force_engine_update=force_engine_update)
 
 
-def _cache_dir(manifest: Manifest, engine_cache_dir: str | os.PathLike | None) -> Path:
+def _cache_dir(manifest: Manifest, engine_cache_dir: str | os.PathLike[str] | None) -> Path:
     return Path(engine_cache_dir) if engine_cache_dir else manifest.path.parent / "trt_cache"

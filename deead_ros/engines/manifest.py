@@ -158,7 +158,7 @@ def write_manifest(data: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_manifest(path: str | os.PathLike, *, verify: bool = True) -> Manifest:
+def load_manifest(path: str | os.PathLike[str], *, verify: bool = True) -> Manifest:
     """Read manifest.json (or the directory holding it) and, by default, check every file it lists.
 
     Raises:

@@ -41,7 +41,7 @@ def session_options(num_threads: int) -> ort.SessionOptions:
     return so
 
 
-def resolve_providers(requested: list[str] | None, precision: str, cache_dir: Path) -> list[tuple[str, dict]]:
+def resolve_providers(requested: list[str] | None, precision: str, cache_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     """Check the requested providers exist in this onnxruntime build and attach their options.
 
     Raises:
@@ -64,7 +64,7 @@ def resolve_providers(requested: list[str] | None, precision: str, cache_dir: Pa
 
 
 def open_session(path: Path, num_threads: int = 1,
-                 providers: list[tuple[str, dict]] | None = None) -> ort.InferenceSession:
+                 providers: list[tuple[str, dict[str, Any]]] | None = None) -> ort.InferenceSession:
     """Create a session and verify that its first provider is the one asked for.
 
     onnxruntime-gpu silently falls back to the CPU when CUDA or TensorRT cannot start; this turns that

@@ -34,7 +34,8 @@ class TorchEngine:
 
     @torch.inference_mode()
     def prepare(self, feed: dict[str, np.ndarray]) -> torch.Tensor:
-        return self._stem(*(torch.from_numpy(feed[t.name]) for t in self.manifest.stem.inputs))   # (1, S, D)
+        hidden: torch.Tensor = self._stem(*(torch.from_numpy(feed[t.name]) for t in self.manifest.stem.inputs))
+        return hidden                                                                             # (1, S, D)
 
     @torch.inference_mode()
     def run_layers(self, state: torch.Tensor, start: int, stop: int) -> torch.Tensor:

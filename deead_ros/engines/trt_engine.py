@@ -9,7 +9,8 @@ one stream with named tensors (`set_tensor_address` + `execute_async_v3`), and o
 output is copied to the host, at a check. CUDA memory and streams come from cuda-python
 (`cuda.bindings.runtime`, the package NVIDIA's own TensorRT samples use) rather than torch.cuda, so
 that a vehicle install needs no torch. Nothing here imports tensorrt before check_cuda_device() has
-confirmed a driver and a GPU.
+confirmed a driver and a GPU (load_runtime); after that, each function imports it by name, so that the
+type checker verifies every TensorRT call against the API's types (tensorrt-stubs; `make lint`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,12 +27,15 @@ from deead_ros.engines.protocol import PingPong, PingPongState, check_layer_rang
 from deead_ros.engines.trt_cache import CachedPlan, PlanKey, check_cuda_device, decide, store, timing_cache_path
 from deead_ros.errors import BackendUnavailableError, EngineBuildError, ModelFileError
 
+if TYPE_CHECKING:
+    import tensorrt as trt
+
 _LOG = logging.getLogger(__name__)
 WORKSPACE_MB = 1024
 
 
-def load_runtime() -> tuple[Any, Any]:
-    """Check the driver, then import tensorrt (>= 10) and cuda-python's runtime bindings."""
+def load_runtime() -> Any:
+    """Check the driver, tensorrt (>= 10) and cuda-python; return cuda-python's runtime bindings (untyped)."""
     check_cuda_device()
     try:
         import tensorrt as trt
@@ -47,7 +51,7 @@ def load_runtime() -> tuple[Any, Any]:
     if int(trt.__version__.split(".")[0]) < 10:
         raise BackendUnavailableError(f"TensorRT {trt.__version__} is too old: this backend uses the TensorRT 10 API "
                                       "(named tensors, execute_async_v3)")
-    return trt, cudart
+    return cudart
 
 
 class Cuda:
@@ -56,7 +60,7 @@ class Cuda:
     def __init__(self, cudart: Any) -> None:
         self.rt = cudart
 
-    def __call__(self, what: str, result: tuple) -> Any:
+    def __call__(self, what: str, result: tuple[Any, ...]) -> Any:
         status, *values = result
         if status != self.rt.cudaError_t.cudaSuccess:
             raise RuntimeError(f"CUDA {what} failed: {status}")
@@ -73,8 +77,9 @@ class Cuda:
         return int(self("cudaMalloc", self.rt.cudaMalloc(nbytes)))
 
 
-def _progress_monitor(trt: Any, prefix: str) -> Any:
+def _progress_monitor(prefix: str) -> trt.IProgressMonitor:
     """A TensorRT progress monitor that logs each top-level build phase (builds take minutes)."""
+    import tensorrt as trt
 
     class Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
@@ -93,8 +98,9 @@ def _progress_monitor(trt: Any, prefix: str) -> Any:
     return Monitor()
 
 
-def _build_plan(trt: Any, builder: Any, logger: Any, onnx: ModelFile, precision: str, timing_cache: Any,
-                prefix: str) -> bytes:
+def _build_plan(builder: trt.Builder, logger: trt.ILogger, onnx: ModelFile, precision: str,
+                timing_cache: trt.ITimingCache, prefix: str) -> bytes:
+    import tensorrt as trt
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx.path)):
@@ -107,7 +113,7 @@ def _build_plan(trt: Any, builder: Any, logger: Any, onnx: ModelFile, precision:
     else:
         config.clear_flag(trt.BuilderFlag.TF32)    # fp32 means fp32: TF32 matmuls differ from torch by ~1e-3
     config.set_timing_cache(timing_cache, ignore_mismatch=False)
-    monitor = _progress_monitor(trt, prefix)       # a local reference keeps it alive for the whole build
+    monitor = _progress_monitor(prefix)            # a local reference keeps it alive for the whole build
     config.progress_monitor = monitor
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -116,13 +122,14 @@ def _build_plan(trt: Any, builder: Any, logger: Any, onnx: ModelFile, precision:
 
 
 def build_plans(manifest: Manifest, *, precision: str, cache_dir: Path, force_engine_update: bool = False,
-                runtime: tuple[Any, Any] | None = None) -> list[CachedPlan]:
+                cudart: Any = None) -> list[CachedPlan]:
     """Make sure every engine of the chain has a valid cached plan, building what is missing or stale.
 
     Returns:
         The plans in chain order: stem, layers, head.
     """
-    trt, cudart = runtime or load_runtime()
+    cudart = cudart or load_runtime()
+    import tensorrt as trt
     gpu_name, capability = Cuda(cudart).gpu()
     plans = [CachedPlan.locate(cache_dir, f, PlanKey(f.sha256, trt.__version__, gpu_name, capability, precision))
              for f in manifest.engine_files]
@@ -143,7 +150,7 @@ def build_plans(manifest: Manifest, *, precision: str, cache_dir: Path, force_en
         prefix = f"[{n:2d}/{len(todo)}] {plan.role}"
         _LOG.warning("%s: building (%s)", prefix, why.reason)
         t0 = time.perf_counter()
-        data = _build_plan(trt, builder, logger, plan.onnx, precision, timing_cache, prefix)
+        data = _build_plan(builder, logger, plan.onnx, precision, timing_cache, prefix)
         store(plan, data, time.perf_counter() - t0)
         _LOG.warning("%s: built in %.1f s, %.1f MB -> %s", prefix, time.perf_counter() - t0, len(data) / 1e6,
                      plan.plan_path.name)
@@ -153,8 +160,8 @@ def build_plans(manifest: Manifest, *, precision: str, cache_dir: Path, force_en
 
 @dataclass
 class _Engine:
-    engine: Any                  # trt.ICudaEngine
-    context: Any                 # trt.IExecutionContext
+    engine: trt.ICudaEngine
+    context: trt.IExecutionContext
 
 
 class TrtEngine:
@@ -164,17 +171,18 @@ class TrtEngine:
 
     def __init__(self, manifest: Manifest, *, precision: str, cache_dir: Path,
                  force_engine_update: bool = False) -> None:
-        trt, cudart = load_runtime()
+        cudart = load_runtime()
+        import tensorrt as trt
         self._cuda = Cuda(cudart)
         plans = build_plans(manifest, precision=precision, cache_dir=cache_dir,
-                            force_engine_update=force_engine_update, runtime=(trt, cudart))
+                            force_engine_update=force_engine_update, cudart=cudart)
         self.manifest = manifest
         self.num_layers = manifest.num_layers
         self.precision = precision
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         engines = [self._load(plan) for plan in plans]
-        self._stem, *self._layers, self._head = engines
+        self._stem, self._layers, self._head = engines[0], engines[1:-1], engines[-1]
         self._stream = self._cuda("cudaStreamCreate", cudart.cudaStreamCreate())
         self._device: list[int] = []                           # every cudaMalloc, freed in close()
         # host staging arrays + device buffers for the stem inputs, two hidden buffers, the trajectory
@@ -196,7 +204,8 @@ class TrtEngine:
             raise ModelFileError(f"TensorRT cannot load plan {plan.plan_path}; delete it or start with "
                                  "force_engine_update: true to rebuild it")
         for spec in (*plan.onnx.inputs, *plan.onnx.outputs):
-            shape = tuple(engine.get_tensor_shape(spec.name))
+            dims = engine.get_tensor_shape(spec.name)
+            shape = tuple(dims[i] for i in range(len(dims)))
             if shape != spec.shape:
                 raise ModelFileError(f"plan {plan.plan_path} has {spec.name} {shape}, the manifest says {spec.shape}; "
                                      "rebuild with force_engine_update: true")
@@ -245,8 +254,6 @@ class TrtEngine:
         if not self._device:
             return
         self._cuda("cudaStreamSynchronize", self._cuda.rt.cudaStreamSynchronize(self._stream))
-        self._stem = self._head = None
-        self._layers = []
         for pointer in self._device:
             self._cuda("cudaFree", self._cuda.rt.cudaFree(pointer))
         self._device = []
