@@ -170,7 +170,7 @@ def load_manifest(path: str | os.PathLike[str], *, verify: bool = True) -> Manif
         path = path / MANIFEST_FILE
     if not path.is_file():
         raise ModelFileError(f"engine manifest {path} is missing; export the model first: "
-                             "`deead_export --weights models/demo/vla.safetensors --out build/models/demo`")
+                             "`make setup` installs the demo model; export yours with `deead_export --weights W --out DIR`")
     try:
         data = json.loads(path.read_text())
         manifest = _parse(data, path)

@@ -54,7 +54,7 @@ def resolve_providers(requested: list[str] | None, precision: str, cache_dir: Pa
     if missing:
         raise BackendUnavailableError(
             f"onnxruntime execution provider(s) {missing} are not in this onnxruntime build (it has {available}); "
-            "install onnxruntime-gpu built for this CUDA/TensorRT, or set engine.providers to [CPUExecutionProvider]")
+            "install onnxruntime-gpu built for this CUDA/TensorRT, or ask for the CPU provider only (the default)")
     if precision == "fp16" and TENSORRT not in names:
         raise ConfigError("precision='fp16' on onnxruntime needs TensorrtExecutionProvider; the CPU and CUDA "
                           "providers run the fp32 graphs (use precision fp32, or backend tensorrt)")

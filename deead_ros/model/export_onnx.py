@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from dataclasses import replace
 import time
 import warnings
@@ -231,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = replace(cfg, **{layer_count_field(cfg): args.layers})
             export_random(args.out, cfg, seed=args.seed, fused=not args.no_fused)
     except DeeadError as err:
-        print(f"deead_export: error: {err}")
-        return 1
+        print(f"deead_export: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

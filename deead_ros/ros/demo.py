@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not listener.set_params.wait_for_service(timeout_sec=60.0):
             print("deead_demo: deead_node did not come up within 60 s (see its log above)", file=sys.stderr)
-            return 1
+            return 2
         dt_s = load_manifest(demo_manifest_path(), verify=False).dt_s
         full = summarise(replay_pass(executor, listener, args.bag, args.rate, frames, args.timeout), frames, dt_s)
         set_parameters(executor, listener, {"exit.policy": "deead", "exit.delta_m": args.delta})

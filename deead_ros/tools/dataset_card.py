@@ -10,6 +10,7 @@ That share bounds how often an early exit against a route prior can be right.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -189,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     data = Path(args.data)
     if not data.is_dir():
-        print(f"no data folder at {data}; run deead_ros.tools.collect_metadrive first")
-        return 1
+        print(f"dataset_card: no data folder at {data}; run deead_ros.tools.collect_metadrive first", file=sys.stderr)
+        return 2
     card = render(scan(data), data)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -98,8 +98,8 @@ def test_without_a_driver_the_backend_fails_clearly_and_never_imports_tensorrt(t
                              fused=False, log=lambda line: None)
     with pytest.raises(BackendUnavailableError, match="libcuda.so.1"):
         make_engine("tensorrt", manifest)
-    assert build_main(["--manifest", str(manifest)]) == 1
-    assert "deead_build_engines: error: backend 'tensorrt' needs the NVIDIA driver" in capsys.readouterr().out
-    assert build_main(["--manifest", str(tmp_path / "nowhere.json")]) == 1
-    assert "export the model first" in capsys.readouterr().out
+    assert build_main(["--manifest", str(manifest)]) == 2
+    assert "deead_build_engines: error: backend 'tensorrt' needs the NVIDIA driver" in capsys.readouterr().err
+    assert build_main(["--manifest", str(tmp_path / "nowhere.json")]) == 2
+    assert "export the model first" in capsys.readouterr().err
     assert "tensorrt" not in sys.modules

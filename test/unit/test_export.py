@@ -134,8 +134,8 @@ def test_only_onnx_files_are_enough_for_onnxruntime(copy):
 
 
 def test_cli_reports_missing_weights_and_exports(tmp_path, export_dir, capsys):
-    assert main(["--weights", str(tmp_path / "nowhere" / "vla.safetensors"), "--out", str(tmp_path / "o")]) == 1
-    assert "config.json is missing" in capsys.readouterr().out
+    assert main(["--weights", str(tmp_path / "nowhere" / "vla.safetensors"), "--out", str(tmp_path / "o")]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
     assert main(["--weights", str(export_dir / "vla.safetensors"), "--out", str(tmp_path / "o"), "--no-fused"]) == 0
     m = load_manifest(tmp_path / "o")
     assert m.fused is None and (tmp_path / "o" / "vla.safetensors").is_file()
