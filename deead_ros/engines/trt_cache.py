@@ -19,9 +19,6 @@ from typing import Any
 from deead_ros.engines.manifest import ModelFile
 from deead_ros.errors import BackendUnavailableError
 
-KEY_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision")
-
-
 @dataclass(frozen=True, slots=True)
 class PlanKey:
     """Everything a serialized TensorRT plan depends on."""

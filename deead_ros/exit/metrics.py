@@ -10,12 +10,6 @@ import math
 import numpy as np
 
 
-def displacement_m(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Return the per-waypoint L2 distance (T,) between two (T, 2) trajectories."""
-    _check_pair(pred, ref)
-    return np.linalg.norm(pred - ref, axis=1)
-
-
 def _check_pair(pred: np.ndarray, ref: np.ndarray) -> None:
     if pred.shape != ref.shape or pred.ndim != 2 or pred.shape[1] != 2:
         raise ValueError(f"trajectories must both be (T, 2); got {pred.shape} and {ref.shape}")
@@ -35,16 +29,6 @@ def mean_deviation_m(pred: np.ndarray, ref: np.ndarray, num_steps: int) -> float
     _check_pair(pred, ref)
     steps = (np.asarray(pred[:num_steps], dtype=np.float64) - ref[:num_steps]).tolist()
     return sum(math.hypot(dx, dy) for dx, dy in steps) / len(steps)
-
-
-def ade_m(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Average displacement error over the whole horizon, metres."""
-    return float(displacement_m(pred, ref).mean())
-
-
-def fde_m(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Final displacement error (last waypoint), metres."""
-    return float(displacement_m(pred, ref)[-1])
 
 
 def l2_at_m(pred: np.ndarray, ref: np.ndarray, dt_s: float, at_s: float) -> float:

@@ -2,14 +2,12 @@
 import numpy as np
 import pytest
 
-from deead_ros.exit.metrics import ade_m, fde_m, l2_at_m, mean_deviation_m, steps_within
+from deead_ros.exit.metrics import l2_at_m, mean_deviation_m, steps_within
 
 
 def test_metrics_on_a_known_offset():
     ref = np.stack([np.arange(1, 7) * 5.0, np.zeros(6)], axis=1)
     pred = ref + np.array([[0, 0], [0, 1], [0, 2], [0, 3], [0, 4], [0, 5]], float)
-    assert ade_m(pred, ref) == pytest.approx(2.5)
-    assert fde_m(pred, ref) == pytest.approx(5.0)
     assert l2_at_m(pred, ref, 0.5, 1.0) == pytest.approx(0.5)      # mean over the first two waypoints
     assert l2_at_m(pred, ref, 0.5, 3.0) == pytest.approx(2.5)
     assert mean_deviation_m(pred, ref, steps_within(2.0, 0.5, 6)) == pytest.approx(1.5)
@@ -21,4 +19,4 @@ def test_steps_within_clamps():
 
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match=r"\(T, 2\)"):
-        ade_m(np.zeros((6, 2)), np.zeros((5, 2)))
+        l2_at_m(np.zeros((6, 2)), np.zeros((5, 2)), 0.5, 3.0)
