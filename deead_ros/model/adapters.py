@@ -66,12 +66,14 @@ class MethodModule(nn.Module):
         return getattr(self.model, self.method)(*args)
 
 
-class VLAAdapter:
-    """The demo VLA: stem = DeeadVLA.stem, layer i = blocks[i], head = trajectory_at -> (1, T, 2)."""
+class DrivingFrameAdapter:
+    """A VLA fed by the `driving_frame` encoder: `stem(image, route, ego, command_ids)`, a list of layers,
+    and a head method read after any layer."""
 
-    def __init__(self, model: DeeadVLA) -> None:
+    def __init__(self, model: nn.Module, layers: nn.ModuleList, head_method: str) -> None:
         self.model = model.eval()
-        self.num_layers = model.cfg.n_layer
+        self.num_layers = len(layers)
+        self._layers, self._head_method = layers, head_method
 
     def stem_inputs(self) -> dict[str, torch.Tensor]:
         cfg = self.model.cfg
@@ -83,10 +85,17 @@ class VLAAdapter:
         return MethodModule(self.model, "stem")
 
     def layer(self, index: int) -> nn.Module:
-        return self.model.blocks[index]
+        return self._layers[index]
 
     def head(self) -> nn.Module:
-        return MethodModule(self.model, "trajectory_at")
+        return MethodModule(self.model, self._head_method)
+
+
+class VLAAdapter(DrivingFrameAdapter):
+    """The demo VLA: stem = DeeadVLA.stem, layer i = blocks[i], head = trajectory_at -> (1, T, 2)."""
+
+    def __init__(self, model: DeeadVLA) -> None:
+        super().__init__(model, model.blocks, "trajectory_at")
 
 
 class LlamaLayer(nn.Module):

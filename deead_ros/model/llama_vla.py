@@ -25,7 +25,7 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
 from deead_ros.engines.manifest import HeadContract
-from deead_ros.model.adapters import LlamaLayer, MethodModule
+from deead_ros.model.adapters import DrivingFrameAdapter, LlamaLayer
 from deead_ros.model.encoding import EGO_FEATURES, InputSpec, config_from_dict, config_to_dict
 
 _INPUTS = InputSpec()            # shape fields below default to the default input encoding
@@ -226,24 +226,8 @@ class LlamaVLA(nn.Module):
         return HeadContract(self.cfg.horizon, self.cfg.dt_s, "offsets", self.cfg.waypoint_scale_m)
 
 
-class LlamaVLAAdapter:
-    """LayeredAdapter for LlamaVLA: stem = LlamaVLA.stem, layer i = layers[i], head = LlamaVLA.head -> raw (1, T, 2)."""
+class LlamaVLAAdapter(DrivingFrameAdapter):
+    """LlamaVLA: stem = LlamaVLA.stem, layer i = layers[i], head = LlamaVLA.head -> raw offsets (1, T, 2)."""
 
     def __init__(self, model: LlamaVLA) -> None:
-        self.model = model.eval()
-        self.num_layers = model.cfg.num_hidden_layers
-
-    def stem_inputs(self) -> dict[str, torch.Tensor]:
-        cfg = self.model.cfg
-        return {"image": torch.zeros(1, 3, *cfg.image_hw), "route": torch.zeros(1, cfg.route_points, 2),
-                "ego": torch.zeros(1, EGO_FEATURES),
-                "command_ids": torch.zeros(1, cfg.max_command_tokens, dtype=torch.int32)}
-
-    def stem(self) -> nn.Module:
-        return MethodModule(self.model, "stem")
-
-    def layer(self, index: int) -> nn.Module:
-        return self.model.layers[index]
-
-    def head(self) -> nn.Module:
-        return MethodModule(self.model, "head")
+        super().__init__(model, model.layers, "head")
