@@ -23,7 +23,7 @@ setup(
     maintainer_email="maintainers@deead-ros.dev",
     description="Real-time VLA driving planner with action-guided early exit (DeeAD) for ROS 2.",
     license="Apache-2.0",
-    extras_require={"tensorrt": ["tensorrt>=10", "cuda-python"]},
+    extras_require={"tensorrt": ["tensorrt>=10", "cuda-python"], "ray": ["ray==2.60.0"]},
     entry_points={
         "console_scripts": [
             "deead_node = deead_ros.ros.node:main",
@@ -31,6 +31,7 @@ setup(
             "deead_export = deead_ros.model.export_onnx:main",
             "deead_build_engines = deead_ros.engines.build:main",
             "deead_eval = deead_ros.tools.eval:main",
+            "deead_calibrate = deead_ros.tools.calibrate:main",
             "deead_train = deead_ros.tools.train:main",
             "deead_make_bag = deead_ros.tools.make_bag:main",
         ],

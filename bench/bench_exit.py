@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this c
 
 from deead_ros.engines import make_engine  # noqa: E402
 from deead_ros.exit import AnyOfPolicy, ExitSettings, FixedPolicy, FullPolicy, OraclePolicy, PriorSettings  # noqa: E402
+from deead_ros.parameters import default  # noqa: E402
 from deead_ros.paths import demo_manifest_path  # noqa: E402
 from deead_ros.runner import Runner  # noqa: E402
 from deead_ros.tools.eval import EvalFrame, evaluate, summarise  # noqa: E402
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="manifest.json (default: the installed demo model)")
     parser.add_argument("--data", type=Path, default=Path("data/metadrive"))
     parser.add_argument("--frames", type=int, default=400, help="test frames (evenly spaced over the test set)")
-    parser.add_argument("--first-checkpoint", type=int, default=10)
+    parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
     runner = Runner(make_engine("onnxruntime", args.model or demo_manifest_path(), num_threads=1),
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         settings[f"oracle_{d:g}"] = OraclePolicy(delta_m=d, first_checkpoint=args.first_checkpoint)
     ablation = {}
     for d in ABLATION_DELTAS:
-        scan = replace(base, delta_m=d, strides=(1, 1, 1, 1))
+        scan = replace(base, delta_m=d, stride_table=(1.0,))          # check every layer
         ablation[f"scan_from_layer_1_{d:g}"] = replace(scan, first_checkpoint=1).build_policy()
         ablation[f"scan_from_layer_{args.first_checkpoint}_{d:g}"] = scan.build_policy()
     settings.update(ablation)

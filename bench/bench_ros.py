@@ -18,13 +18,23 @@ the model: the node's fixed overhead against a planning time of a size real VLAs
 dropped as superseded), memory flat, and nothing unaccounted; its last line has
 `frames_unaccounted`, `latency_p99_ms_max`, `runner_p50_ms` and `node_over_runner_10hz`.
 
+With --stress the demo bag is replayed at 1x into the node twice, alone and while os.cpu_count()
+busy-loop processes load every core, and each pass's plans are scored against the bag's ground truth:
+L2 at 1 s and 3 s, the share of the bag's frames planned and the drops by reason, for both passes in
+one run, with deead_eval's plans of the same bag as the reference. The node takes every input at the
+camera's stamp, so a frame planned under load is planned exactly as without it (`max_diff_common_m`);
+load may only cost frames (superseded) or, past io.odometry_wait_s, the ego state. Its last line has
+`l2_1s_ratio` and `l2_3s_ratio` (loaded / unloaded; goal <= 1.05) and `planned_share` of both passes.
+
     python bench/bench_ros.py [--seconds 20] [--rates 10 20 30] [--out docs]
     python bench/bench_ros.py --overload --seconds 60 --out docs
+    python bench/bench_ros.py --stress [--seconds 0] [--out docs]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -41,6 +51,7 @@ from nav_msgs.msg import Path as PathMsg  # noqa: E402
 
 from deead_ros.engines.manifest import load_manifest  # noqa: E402
 from deead_ros.errors import ModelFileError  # noqa: E402
+from deead_ros.exit.metrics import l2_at_m  # noqa: E402
 from deead_ros.paths import share_dir  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros.tools import bags as topics  # noqa: E402
@@ -79,12 +90,13 @@ def publish_camera(bag: Path, rate_hz: float, seconds: float) -> int:
     period, start = 1.0 / rate_hz, time.monotonic()
     sent = 0
     while time.monotonic() - start < seconds:
-        odom = Odometry()
-        odom.header.stamp, odom.header.frame_id = node.get_clock().now().to_msg(), "map"
+        exposure = node.get_clock().now().to_msg()                # the exposure: just before sending
+        odom = Odometry()                                         # odometry of the camera's instant: the
+        odom.header.stamp, odom.header.frame_id = exposure, "map"  # node need not wait for a later sample
         odom.pose.pose.orientation.w, odom.twist.twist.linear.x = 1.0, 8.0
         odometry.publish(odom)
         image = CompressedImage(format="jpeg", data=jpegs[sent % len(jpegs)])
-        image.header.stamp = node.get_clock().now().to_msg()      # the exposure: just before sending
+        image.header.stamp = exposure
         camera.publish(image)
         sent += 1
         time.sleep(max(0.0, start + sent * period - time.monotonic()))
@@ -160,19 +172,143 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
             "delivery_p50_ms": float(np.median(lat - wait_ms - node_ms))}
 
 
+def busy_loops(count: int) -> list[subprocess.Popen]:
+    """Processes that keep one core each busy until stopped."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def stress_pass(bag: Path, frames: int, seconds: float, load: int, dt_s: float) -> dict:
+    """Start the node, replay the bag at 1x (with `load` busy-loop processes), score what it published."""
+    from deead_ros.ros.demo import Listener, spin_until
+    node = subprocess.Popen(node_command({"camera_format": "compressed"}), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    listener = Listener()
+    executor = rclpy.executors.SingleThreadedExecutor()
+    executor.add_node(listener)
+    loops: list[subprocess.Popen] = []
+    try:
+        if not listener.set_params.wait_for_service(timeout_sec=60.0):
+            raise RuntimeError("deead_node did not come up within 60 s")
+        loops = busy_loops(load)
+        cpu_start = cpu_seconds(node.pid)
+        replay = subprocess.Popen([sys.executable, "-m", "deead_ros.ros.replay", str(bag), "--rate", "1",
+                                   "--wait-for-subscribers", "10", "--duration", str(seconds)],
+                                  stdout=subprocess.DEVNULL)
+        spin_until(executor, lambda: replay.poll() is not None, (seconds or frames / 10.0) + 120.0)
+        if replay.poll() is None:
+            replay.kill()
+            raise RuntimeError("deead_replay did not finish")
+        spin_until(executor, lambda: len(listener.exits) >= len(listener.truths), 3.0)   # the last frames
+        result = {"exits": dict(listener.exits), "trajectories": dict(listener.trajectories),
+                  "truths": dict(listener.truths)}
+        cpu = cpu_seconds(node.pid) - cpu_start
+        spin_until(executor, lambda: False, 1.5)                   # one more /diagnostics period
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        listener.destroy_node()
+    trajectories, truths, exits = result["trajectories"], result["truths"], result["exits"]
+    scored = [t for t in trajectories if t in truths]
+    drops = listener.diagnostics.get("drops", {})
+    sent = len(truths)                                          # camera frames the replay sent (one truth each)
+    return {"load_processes": load, "frames_sent": sent, "frames_planned": len(trajectories),
+            "planned_share": len(trajectories) / max(sent, 1),
+            "l2_1s_m": float(np.mean([l2_at_m(trajectories[t], truths[t], dt_s, 1.0) for t in scored])),
+            "l2_3s_m": float(np.mean([l2_at_m(trajectories[t], truths[t], dt_s, 3.0) for t in scored])),
+            "no_prior_share": float(np.mean([m.prior_source == "none" for m in exits.values()])) if exits else 0.0,
+            "latency_p50_ms": float(np.median([m.total_ms for m in exits.values()])) if exits else float("nan"),
+            "node_cpu_s": round(cpu, 1),
+            **{k: int(v) for k, v in drops.items() if k.startswith(("dropped_", "rejected_"))},
+            "trajectories": trajectories, "truths": truths}
+
+
+def offline_reference(bag: Path, model: str) -> dict[float, np.ndarray]:
+    """deead_eval's plans of the bag with the node's defaults: {camera stamp: trajectory}."""
+    from deead_ros.engines import make_engine
+    from deead_ros.exit import ExitSettings, PriorSettings
+    from deead_ros.frame_assembly import model_image_hw
+    from deead_ros.paths import demo_manifest_path
+    from deead_ros.runner import Runner
+    from deead_ros.tools.eval import bag_frames
+    runner = Runner(make_engine("onnxruntime", model or demo_manifest_path(), num_threads=1), ExitSettings(),
+                    PriorSettings())
+    return {f.camera_stamp_s: runner.plan(f.inputs, ego_motion_known=f.ego_motion_known).trajectory_m
+            for f in bag_frames(bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder))}
+
+
+def stress(bag: Path, seconds: float, out: Path | None) -> int:
+    """Unloaded vs loaded 1x replay of the demo bag; see the module docstring."""
+    from deead_ros.paths import demo_manifest_path
+    from deead_ros.ros.demo import count_camera_frames
+    frames, load = count_camera_frames(bag), os.cpu_count() or 1
+    dt_s = load_manifest(demo_manifest_path(), verify=False).dt_s
+    print(f"[bench_ros] stress: {bag} ({frames} frames) at 1x{f' for {seconds:g} s' if seconds else ''}, "
+          f"alone and with {load} busy-loop processes", flush=True)
+    rclpy.init()
+    try:
+        passes = {"unloaded": stress_pass(bag, frames, seconds, 0, dt_s),
+                  "loaded": stress_pass(bag, frames, seconds, load, dt_s)}
+    finally:
+        rclpy.try_shutdown()
+    offline = offline_reference(bag, "")
+    a, b = passes["unloaded"], passes["loaded"]
+    common = sorted(set(a["trajectories"]) & set(b["trajectories"]) & set(a["truths"]))
+    for name, row in passes.items():
+        live = row.pop("trajectories")
+        truths = row.pop("truths")
+        diffs = {t: float(np.abs(live[t] - offline[t]).max()) for t in live if t in offline}
+        row["max_diff_offline_m"] = max(diffs.values(), default=float("nan"))
+        row["frames_unlike_offline"] = sorted(round(t - min(offline), 2) for t, d in diffs.items() if d > 1e-4)
+        row["l2_1s_common_m"] = float(np.mean([l2_at_m(live[t], truths[t], dt_s, 1.0) for t in common]))
+        row["l2_3s_common_m"] = float(np.mean([l2_at_m(live[t], truths[t], dt_s, 3.0) for t in common]))
+        passes[name]["_live"] = live
+    max_diff = float(max((np.abs(a["_live"][t] - b["_live"][t]).max() for t in common), default=float("nan")))
+    for row in passes.values():
+        row.pop("_live")
+    keys = ("frames_sent", "frames_planned", "planned_share", "l2_1s_m", "l2_3s_m", "l2_1s_common_m",
+            "l2_3s_common_m", "no_prior_share", "latency_p50_ms", "max_diff_offline_m")
+    print(f"{'':>10} " + " ".join(f"{k:>18}" for k in keys))
+    for name, row in passes.items():
+        print(f"{name:>10} " + " ".join(f"{row[k]:>18.4g}" for k in keys))
+    summary = {"bag": str(bag), "seconds": seconds, "load_processes": load, "common_frames": len(common),
+               "max_diff_common_m": max_diff,
+               "l2_1s_ratio": round(b["l2_1s_m"] / a["l2_1s_m"], 4),
+               "l2_3s_ratio": round(b["l2_3s_m"] / a["l2_3s_m"], 4),
+               "planned_share": {name: round(row["planned_share"], 4) for name, row in passes.items()},
+               "passes": passes}
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench_stress.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=float, nargs="+", default=DEFAULT_RATES)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="seconds per rate (default 20); with --stress, per pass (default: the whole bag)")
     parser.add_argument("--bag", type=Path, default=share_dir() / "bags" / "demo")
     parser.add_argument("--model", default="", help="manifest.json (default: the installed demo model)")
     parser.add_argument("--param", nargs="*", default=[], metavar="NAME:=VALUE", help="extra node parameters")
     parser.add_argument("--overload", action="store_true",
                         help="a heavier model: an untrained 24-layer VLA of width 384 (exported once into "
                              "runs/heavy_model), full depth, camera at 10, 30 and 60 Hz")
-    parser.add_argument("--out", type=Path, default=None, help="write bench_ros.json (or bench_overload.json) here")
+    parser.add_argument("--stress", action="store_true",
+                        help="1x replay of the demo bag alone and with every core busy: L2 and frames planned")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write bench_ros.json (or bench_overload.json, bench_stress.json) here")
     parser.add_argument("--publish-camera", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.stress:
+        return stress(args.bag, args.seconds or 0.0, args.out)
+    args.seconds = 20.0 if args.seconds is None else args.seconds
     if args.publish_camera:
         return publish_camera(args.bag, args.publish_camera, args.seconds)
     extra = dict(item.split(":=", 1) for item in args.param)

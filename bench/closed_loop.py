@@ -1,41 +1,70 @@
 """Closed-loop safety in MetaDrive: the model drives held-out maps at full depth and with early exit.
 
-Runs in the MetaDrive venv (`make metadrive`); resumable (finished episodes are kept in
-<out>/episodes.jsonl, tagged with the sha256 of the weights that drove them, and skipped; a new
-model starts over, the expert's episodes are kept). Jobs go seed by seed, every setting on a seed
-before the next seed, so a run cut short still compares all settings on the same episodes.
+The protocol (declared before the run) is docs/closed_loop_protocol.md. Runs in the MetaDrive venv
+(`make metadrive`); one simulator process at a time. Resumable: every finished episode is one line
+of <out>/episodes[_density_D].jsonl, tagged with the protocol and expert versions, the traffic density
+and the sha256 of the weights that drove it (a new model starts over, the expert's episodes are kept), and
+is never run again. Jobs go seed by seed, every setting on a seed before the next seed, from seed
+3000 on, until --seeds seeds have a driving outcome in every setting. A seed whose spawn is not
+clear is recorded as `spawn_blocked` for every setting and replaced by the next one; an episode
+the simulator crashes or hangs on (--episode-timeout-s) is retried once, then the seed is recorded
+as `sim_failure` for every setting (counted in the report, not scored).
 
-    make closed-loop                                   # 60 held-out seeds x 8 settings
-    .venv-metadrive/bin/python bench/closed_loop.py --episodes 4               # a quick look
-    .venv-metadrive/bin/python bench/closed_loop.py --report-only              # tables from what exists
-    .venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full          # one episode, step by step
+    make closed-loop                                          # 200 seeds x 8 settings (days here)
+    nohup nice -n 10 .venv-metadrive/bin/python bench/closed_loop.py --seeds 200 > runs/closed_loop/run.log 2>&1 &
+    .venv-metadrive/bin/python bench/closed_loop.py --settings expert --seeds 30   # the expert alone
+    .venv-metadrive/bin/python bench/closed_loop.py --density 0.2                   # the dense split
+    .venv-metadrive/bin/python bench/closed_loop.py --report-only                   # the report from what exists
+    .venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full               # one episode, step by step
 
-Settings: the IDM expert (the data set's driver: the reference for route completion), the model at
-full depth, deead at delta 0.5 / 1 / 2 m, a fixed exit at --fixed-layer, patience, and
-deead-or-patience at 2 m. Writes docs/closed_loop.json and docs/closed_loop.png and ends with one
-JSON line: episodes, collision rates of full depth and deead at 2 m with their 95% intervals, and
-whether the intervals overlap.
+Settings: the yielding IDM expert (the data set's driver), the model at full depth, deead at
+delta 0.5 / 1 / 2 m, a fixed exit at --fixed-layer (deead 2 m's mean exit layer), patience, and
+deead-or-patience at 2 m. Writes <docs>/closed_loop.json (closed_loop_density_D.json for another
+density) and .png: per setting the rates with 95% intervals, per early-exit setting the paired
+comparison with full depth (McNemar; Newcombe's paired interval for rates, a seed bootstrap for
+completion and score) and the verdict against the declared margins;
+<out>/progress.json after every seed. Ends with one JSON line: seeds, the expert's rates, verdicts.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import multiprocessing as mp
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
-from deead_ros.engines.manifest import load_manifest  # noqa: E402
-from deead_ros.parameters import default  # noqa: E402
-from deead_ros.tools.closed_loop import EXPERT, left_out, summarise, timed_out  # noqa: E402
+from deead_ros.engines.manifest import load_manifest
+from deead_ros.parameters import default
+from deead_ros.tools.closed_loop import (
+    EXPERT,
+    PROTOCOL_VERSION,
+    SIM_ERROR,
+    SIM_FAILURE,
+    failed,
+    fill_not_scored,
+    next_job,
+    scored_seeds,
+    summarise,
+)
+from deead_ros.tools.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
 HELD_OUT_SEEDS = 3000          # maps never used for training (0-109), validation (1000-1009) or test (2000-2013)
+
+
+def model_sha256(manifest) -> str:
+    """The trained weights' sha256 when the export copied them, else a digest of the graphs the chain runs."""
+    weights = next((f for f in manifest.extra if f.role == "weights"), None)
+    if weights is not None:
+        return weights.sha256
+    return hashlib.sha256("".join(f.sha256 for f in manifest.engine_files).encode()).hexdigest()
 
 
 def driver(setting: str, model_id: str) -> str:
@@ -79,61 +108,155 @@ def _policy(setting: str):
     raise ValueError(f"unknown setting '{setting}'")
 
 
-def _run(job: tuple[int, str, int]) -> dict:
+def _run(job: tuple[int, str, float, int | None]) -> dict:
     from deead_ros.tools.closed_loop import PurePursuit, drive
-    seed, setting, max_steps = job
+    seed, setting, density, max_steps = job
     runner = None if setting == EXPERT else _worker_state["runner"]
     policy = None if setting == EXPERT else _policy(setting)
-    return drive(seed, setting, runner, policy, max_steps, PurePursuit(dt_s=runner.dt_s if runner else 0.5)).as_dict()
+    return drive(seed, setting, runner, policy, PurePursuit(dt_s=runner.dt_s if runner else 0.5), density=density,
+                 max_steps=max_steps).as_dict()
 
 
-def run_jobs(jobs: list[tuple[int, str, int]], args: argparse.Namespace,
-             skip: Callable[[int], bool]) -> Iterator[dict]:
-    """Yield each job's episode, in order; an episode over --episode-timeout-s is recorded as sim_timeout.
+class EpisodeRunner:
+    """One worker process that runs one episode at a time; a hang or crash costs only that episode.
 
-    Jobs on a seed that skip() says is left out anyway (the expert spawned into a crash, or the
-    simulator hung on it) are not run.
-
-    One worker process runs one episode at a time; the episode log is appended a line at a time, so
-    two runs on disjoint --settings can share it (about twice as fast on 2 cores). Why the timeout:
-    MetaDrive 0.2.6's renderer now and then takes minutes or never returns a frame (inside Panda3D's
-    getScreenshot); the worker is killed and a fresh one takes the next job.
+    Why a process and a timeout: MetaDrive 0.2.6's renderer now and then takes minutes or never
+    returns a frame (inside Panda3D's getScreenshot), and a native crash takes its process with it;
+    the worker is then replaced and the supervisor records the attempt.
     """
-    ctx = mp.get_context("spawn")
-    pool = None
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.pool = None
+
+    def run(self, job: tuple[int, str, float, int | None]) -> tuple[dict | None, str]:
+        """The episode's record, or None and what went wrong."""
+        ctx = mp.get_context("spawn")
+        if self.pool is None:
+            self.pool = ctx.Pool(1, initializer=_init_worker, initargs=(self.args.model, self.args.first_checkpoint),
+                                 maxtasksperchild=8)
+        pending = self.pool.apply_async(_run, (job,))
+        try:
+            return pending.get(timeout=self.args.episode_timeout_s), ""
+        except mp.TimeoutError:
+            self.close()
+            return None, f"no result after {self.args.episode_timeout_s:.0f} s"
+        except Exception as err:          # noqa: BLE001  any failure inside the simulator is this episode's
+            self.close()
+            return None, f"{type(err).__name__}: {err}"[:300]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool = None
+
+
+def log_path(out: Path, density: float) -> Path:
+    return out / ("episodes.jsonl" if density == TRAFFIC_DENSITY else f"episodes_density_{density:g}.jsonl")
+
+
+def docs_name(density: float) -> str:
+    return "closed_loop.json" if density == TRAFFIC_DENSITY else f"closed_loop_density_{density:g}.json"
+
+
+def load_records(log: Path, model_id: str, density: float, max_steps: int | None) -> list[dict]:
+    """This protocol's, density's, cap's and model's records (the expert's whatever the model)."""
+    if not log.exists():
+        return []
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:            # a line half written when a run was killed: that episode reruns
+            print(f"[closed_loop] {log}:{i + 1}: not a whole record, ignored", file=sys.stderr)
+    return [r for r in records if r.get("protocol") == PROTOCOL_VERSION and r.get("expert_version") == EXPERT_VERSION
+            and r.get("density") == density
+            and r.get("cap_override") == max_steps and r.get("model") in (driver(r["setting"], model_id), "all")]
+
+
+def _jsonable(value):
+    """NaN -> None, recursively (strict JSON for the docs)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -> list[dict]:
+    """Drive seeds from --first-seed until --seeds of them are scored in every setting; returns all records."""
+    records = load_records(log, model_id, args.density, args.max_steps)
+    runner = EpisodeRunner(args)
+    start, episodes_run = time.time(), 0
+    tag = {"protocol": PROTOCOL_VERSION, "expert_version": EXPERT_VERSION, "density": args.density,
+           "cap_override": args.max_steps}
+
+    def write(record: dict, sink) -> None:
+        record.update(tag)
+        record.setdefault("model", driver(record["setting"], model_id))
+        sink.write(json.dumps(record) + "\n")
+        sink.flush()
+        records.append(record)
+
+    print(f"[closed_loop] protocol {PROTOCOL_VERSION}, density {args.density}, {len(records)} records in {log}; "
+          f"target {args.seeds} scored seeds x {len(chosen)} settings", flush=True)
     try:
-        for job in jobs:
-            if skip(job[0]):
-                continue
-            if pool is None:
-                pool = ctx.Pool(1, initializer=_init_worker, initargs=(args.model, args.first_checkpoint),
-                                maxtasksperchild=8)
-            pending = pool.apply_async(_run, (job,))
-            try:
-                yield pending.get(timeout=args.episode_timeout_s)
-            except mp.TimeoutError:
-                pool.terminate()
-                pool = None
-                seed, setting, _ = job
-                yield timed_out(seed, setting, args.episode_timeout_s)
+        if log.exists() and log.stat().st_size and not log.read_bytes().endswith(b"\n"):
+            with log.open("a") as sink:                 # end a line cut short by a kill before appending
+                sink.write("\n")
+        with log.open("a") as sink:
+            seed = args.first_seed
+            while len(scored_seeds(records, chosen)) < args.seeds:
+                while (job := next_job(records, seed, chosen)) is not None:
+                    setting, attempt = job
+                    t0 = time.time()
+                    record, error = runner.run((seed, setting, args.density, args.max_steps))
+                    if record is None:
+                        reason = SIM_ERROR if attempt == 1 else SIM_FAILURE
+                        record = failed(seed, setting, reason, time.time() - t0, note=error)
+                        print(f"[closed_loop] seed {seed} {setting}: attempt {attempt} failed ({error}) -> {reason}",
+                              flush=True)
+                    write(record, sink)
+                    episodes_run += 1
+                    rate = episodes_run / max(time.time() - start, 1e-6) * 3600
+                    print(f"[closed_loop] seed {seed} {setting:>20}: {record['end_reason']:>13} after "
+                          f"{record['steps']:4d}/{record['max_steps']:4d} steps, completion {record['completion']:.2f}, "
+                          f"fault {record['fault_reason'] or '-':>12}, exit {record['mean_exit_layer']:.1f}, "
+                          f"{record['wall_s']:.0f} s | {rate:.1f} episodes/h", flush=True)
+                for record in fill_not_scored(records, seed, chosen):
+                    write(record, sink)
+                n_scored = len(scored_seeds(records, chosen))
+                (args.out / "progress.json").write_text(json.dumps({
+                    "seed": seed, "scored_seeds": n_scored, "target": args.seeds, "episodes_this_run": episodes_run,
+                    "episodes_per_hour": round(episodes_run / max(time.time() - start, 1e-6) * 3600, 1),
+                    "elapsed_h": round((time.time() - start) / 3600, 2), "log": str(log)}, indent=1))
+                print(f"[closed_loop] seed {seed} done: {n_scored}/{args.seeds} seeds scored in every setting",
+                      flush=True)
+                seed += 1
     finally:
-        if pool is not None:
-            pool.terminate()
+        runner.close()
+    return records
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=60,
-                        help="held-out seeds, from %d (a few are left out: the ego spawns into a collision); "
-                             "the default nets at least 50" % HELD_OUT_SEEDS)
-    parser.add_argument("--max-steps", type=int, default=200, help="episode cap in 0.1 s steps")
+    parser.add_argument("--seeds", type=int, default=200,
+                        help="seeds with a driving outcome in every setting (blocked / failed seeds are replaced)")
+    parser.add_argument("--first-seed", type=int, default=HELD_OUT_SEEDS)
+    parser.add_argument("--density", type=float, default=TRAFFIC_DENSITY,
+                        help="traffic density, trigger mode (the protocol's main split: %(default)s)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="override the step cap from the route length (quick looks; kept apart in the log)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="manifest.json of the exported model")
     parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
     parser.add_argument("--fixed-layer", type=int, default=11, help="bench_exit's mean depth of deead at 2 m")
     parser.add_argument("--settings", nargs="*", default=None, help="a subset of the settings")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "closed_loop")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
-    parser.add_argument("--episode-timeout-s", type=float, default=240.0,
+    parser.add_argument("--episode-timeout-s", type=float, default=900.0,
                         help="give up on an episode after this long (the simulator's renderer can hang)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--trace", nargs=2, metavar=("SEED", "SETTING"), default=None,
@@ -145,53 +268,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"closed_loop: no model at {args.model}; run `make setup` or pass --model", file=sys.stderr)
         return 2
     manifest = load_manifest(args.model, verify=False)
-    model_id = manifest.weights.sha256[:12]
+    model_sha = model_sha256(manifest)
+    model_id = model_sha[:12]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.trace:
         return trace_episode(int(args.trace[0]), args.trace[1], args, args.out / f"trace_{args.trace[0]}_"
                              f"{args.trace[1]}_{model_id}")
-    log = args.out / "episodes.jsonl"
-    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    done = [e for e in done
-            if e.get("max_steps") == args.max_steps and e.get("model") == driver(e["setting"], model_id)]
-    have = {(e["seed"], e["setting"]) for e in done}
-    jobs = [(seed, s, args.max_steps) for seed in range(HELD_OUT_SEEDS, HELD_OUT_SEEDS + args.episodes)
-            for s in chosen if (seed, s) not in have]
-    if jobs and not args.report_only:
-        print(f"[closed_loop] {len(have)} episodes done, {len(jobs)} to run ({len(chosen)} settings, "
-              f"{args.max_steps} steps cap) -> {log}", flush=True)
-        start = time.time()
-        with log.open("a") as sink:
-            for i, episode in enumerate(run_jobs(jobs, args, lambda seed: seed in left_out(done)), 1):  # seed-major
-                episode["max_steps"] = args.max_steps
-                episode["model"] = driver(episode["setting"], model_id)
-                sink.write(json.dumps(episode) + "\n")
-                sink.flush()
-                done.append(episode)
-                eta_min = (time.time() - start) / i * (len(jobs) - i) / 60
-                print(f"[closed_loop] {i}/{len(jobs)} seed {episode['seed']} {episode['setting']:>20}: "
-                      f"{episode['end_reason']:>13} after {episode['steps']:3d} steps, "
-                      f"{episode['progress_m']:6.1f} m, exit {episode['mean_exit_layer']:.1f}, "
-                      f"{episode['wall_s']:.0f} s; eta {eta_min:.0f} min", flush=True)
-    episodes = [e for e in done if e["setting"] in chosen]
-    summary = summarise(episodes, args.max_steps)
-    if not summary:
-        print("closed_loop: no episodes yet", file=sys.stderr)
+    log = log_path(args.out, args.density)
+    if args.report_only:
+        records = load_records(log, model_id, args.density, args.max_steps)
+    else:
+        records = run(args, chosen, model_id, log)
+    summary = summarise(records, chosen)
+    if not summary["seeds"]:
+        print("closed_loop: no seed scored in every setting yet", file=sys.stderr)
         return 2
     print_table(summary)
     args.docs.mkdir(parents=True, exist_ok=True)
-    (args.docs / "closed_loop.json").write_text(json.dumps(
-        {"max_steps": args.max_steps, "seeds_from": HELD_OUT_SEEDS, "model_version": manifest.model_version,
-         "model_sha256": manifest.weights.sha256, "settings": summary}, indent=1))
-    plot(summary, args.docs / "closed_loop.png")
-    headline = {"episodes_per_setting": min(s["episodes"] for s in summary.values())}
-    for name in ("full", "deead_2"):
-        if name in summary:
-            headline[f"collision_rate_{name}"] = round(summary[name]["collision_rate"], 3)
-            headline[f"collision_ci_{name}"] = [round(v, 3) for v in summary[name]["collision_ci"]]
-    if "full" in summary and "deead_2" in summary:
-        (a_low, a_high), (b_low, b_high) = summary["full"]["collision_ci"], summary["deead_2"]["collision_ci"]
-        headline["collision_intervals_overlap"] = bool(a_low <= b_high and b_low <= a_high)
+    report = {"protocol": PROTOCOL_VERSION, "expert_version": EXPERT_VERSION, "protocol_doc": "docs/closed_loop_protocol.md", "density": args.density,
+              "traffic_mode": "trigger", "reactive_traffic": True, "seeds_from": args.first_seed,
+              "cap_override": args.max_steps, "model_version": manifest.model_version,
+              "model_sha256": model_sha, **summary}
+    (args.docs / docs_name(args.density)).write_text(json.dumps(_jsonable(report), indent=1))
+    plot(summary, args.docs / docs_name(args.density).replace(".json", ".png"))
+    headline = {"seeds": len(summary["seeds"]), "not_scored": {k: len(v) for k, v in summary["not_scored"].items()}}
+    if EXPERT in summary["settings"]:
+        e = summary["settings"][EXPERT]
+        headline.update(expert_success=round(e["success_rate"], 3), expert_collision=round(e["collision_rate"], 3),
+                        expert_at_fault=round(e["at_fault_rate"], 3))
+    headline["verdicts"] = {name: c["collision"]["verdict"] for name, c in summary["comparisons"].items()}
     print(json.dumps(headline))
     return 0
 
@@ -207,7 +312,8 @@ def trace_episode(seed: int, setting: str, args: argparse.Namespace, stem: Path)
     _init_worker(args.model, args.first_checkpoint)
     runner = _worker_state["runner"]
     rows: list[dict[str, float]] = []
-    result = drive(seed, setting, runner, _policy(setting), args.max_steps, PurePursuit(dt_s=runner.dt_s), trace=rows)
+    result = drive(seed, setting, runner, _policy(setting), PurePursuit(dt_s=runner.dt_s), density=args.density,
+                   trace=rows, max_steps=args.max_steps)
     with stem.with_suffix(".csv").open("w", newline="") as sink:
         writer = csv.DictWriter(sink, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -245,17 +351,23 @@ def plot_trace(rows: list[dict[str, float]], title: str, path: Path) -> None:
 
 
 def print_table(summary: dict) -> None:
-    n = min(s["episodes"] for s in summary.values())
-    excluded = next(iter(summary.values()))["excluded_seeds"]
-    print(f"{n} episodes per setting (the seeds every setting finished; left out, the ego spawned into a "
-          f"collision or the simulator hung: {excluded}); rates with 95% Wilson intervals")
-    print(f"{'setting':>20} {'collision':>17} {'off-road':>17} {'success':>17} {'completion':>11} "
-          f"{'score':>17} {'exit':>6} {'ms':>6}")
-    for name, s in summary.items():
-        rate = lambda k: f"{s[k + '_rate']:.2f} [{s[k + '_ci'][0]:.2f},{s[k + '_ci'][1]:.2f}]"  # noqa: E731
-        print(f"{name:>20} {rate('collision'):>17} {rate('off_road'):>17} {rate('success'):>17} "
-              f"{s['route_completion']:>11.2f} {s['driving_score']:.2f} [{s['driving_score_ci'][0]:.2f},"
-              f"{s['driving_score_ci'][1]:.2f}] {s['mean_exit_layer']:>6.1f} {s['plan_ms_p50']:>6.1f}")
+    n = len(summary["seeds"])
+    skipped = ", ".join(f"{reason}: {len(seeds)}" for reason, seeds in summary["not_scored"].items()) or "none"
+    print(f"{n} seeds scored in every setting (not scored: {skipped}); rates with 95% Wilson intervals")
+    print(f"{'setting':>20} {'success':>17} {'collision':>17} {'at fault':>17} {'out of road':>17} "
+          f"{'completion':>11} {'score':>17} {'exit':>6} {'ms':>6}")
+    def rate(s: dict, k: str) -> str:
+        return f"{s[k + '_rate']:.2f} [{s[k + '_ci'][0]:.2f},{s[k + '_ci'][1]:.2f}]"
+
+    for name, s in summary["settings"].items():
+        print(f"{name:>20} {rate(s, 'success'):>17} {rate(s, 'collision'):>17} {rate(s, 'at_fault'):>17} "
+              f"{rate(s, 'out_of_road'):>17} {s['completion']:>11.2f} {s['score']:.2f} [{s['score_ci'][0]:.2f},"
+              f"{s['score_ci'][1]:.2f}] {s['mean_exit_layer']:>6.1f} {s['plan_ms_p50']:>6.1f}")
+    for name, c in summary["comparisons"].items():
+        col, score = c["collision"], c["score"]
+        print(f"{name:>20} vs full: collision {col['diff']:+.3f} 90% [{col['ci90'][0]:+.3f},{col['ci90'][1]:+.3f}] "
+              f"McNemar p={col['mcnemar_p']:.3f} -> {col['verdict']}; score {score['diff']:+.3f} -> "
+              f"{score['verdict']}; worse than full: {c['worse_than_full']}")
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -263,22 +375,23 @@ def plot(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    names = list(summary)
+    names = list(summary["settings"])
     x = np.arange(len(names))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, key, title in ((axes[0], "collision", "collision rate"), (axes[1], "success", "success rate")):
-        rates = np.array([summary[n][f"{key}_rate"] for n in names])
-        ci = np.array([summary[n][f"{key}_ci"] for n in names])
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    for ax, key, title in ((axes[0], "success", "arrived"), (axes[1], "collision", "collision rate"),
+                           (axes[2], "at_fault", "at-fault collision rate")):
+        rates = np.array([summary["settings"][n][f"{key}_rate"] for n in names])
+        ci = np.array([summary["settings"][n][f"{key}_ci"] for n in names])
         ax.bar(x, rates, yerr=[rates - ci[:, 0], ci[:, 1] - rates], capsize=3, color="tab:blue")
         ax.set(title=f"{title} (95% Wilson)", ylim=(0, 1))
-    scores = np.array([summary[n]["driving_score"] for n in names])
-    ci = np.array([summary[n]["driving_score_ci"] for n in names])
-    axes[2].bar(x, scores, yerr=[scores - ci[:, 0], ci[:, 1] - scores], capsize=3, color="tab:green")
-    axes[2].set(title="driving score (95% CI)", ylim=(0, 1.05))
+    scores = np.array([summary["settings"][n]["score"] for n in names])
+    ci = np.array([summary["settings"][n]["score_ci"] for n in names])
+    axes[3].bar(x, scores, yerr=[scores - ci[:, 0], ci[:, 1] - scores], capsize=3, color="tab:green")
+    axes[3].set(title="driving score (95% bootstrap)", ylim=(0, 1.05))
     for ax in axes:
         ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
-    fig.suptitle(f"closed loop, MetaDrive held-out maps, {min(s['episodes'] for s in summary.values())} "
-                 "episodes per setting")
+    fig.suptitle(f"closed loop (protocol {PROTOCOL_VERSION}), MetaDrive held-out maps, full routes, "
+                 f"{len(summary['seeds'])} paired seeds per setting")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

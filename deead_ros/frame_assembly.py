@@ -1,25 +1,71 @@
-"""Turn the newest camera, route, odometry and command messages into one runner frame.
+"""Turn camera, route, odometry and command messages into one runner frame, at the camera's instant.
 
 Works on any object with the ROS message attributes (rclpy messages in the node, rosbags'
 deserialised messages in offline evaluation), so the live node and `deead_eval` build frames with
-the same code. Decoders raise BadInputError with a reason a person can act on.
+the same code. The ego state is the one at the camera stamp (OdometryHistory), routes and external
+paths are moved into the ego frame with that pose, and inputs outside physical ranges
+(InputSettings) are refused with a reason before they can reach the prior or the model. Decoders
+raise BadInputError with a reason a person can act on; they read an image's size from its header
+and refuse oversized ones before decoding, and decode a JPEG larger than the model's input straight
+to (about) the model's scale.
 """
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Callable
+import struct
+import threading
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from PIL import Image as PilImage
 
-from deead_ros.model.encoding import FrameInputs, InputSpec, SpeedHistory
 from deead_ros.errors import BadInputError
 from deead_ros.geometry import to_ego_frame, yaw_from_quaternion
+from deead_ros.model.encoding import FrameInputs, InputSpec
+from deead_ros.odometry_history import EgoState, OdometryHistory
+from deead_ros.parameters import default
 
 MAX_IMAGE_SIDE = 8192
+PATH_HISTORY = 8                   # routes / external paths kept to pick the one of the camera's instant
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+_COMPRESSED_FORMATS = ("JPEG", "PNG")   # PIL decoders ever used: other bytes (DDS, GIF, ...) are bad input
+# What a corrupt or hostile jpeg/png can make PIL raise while reading it.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, NotImplementedError,
+                  MemoryError, struct.error, PilImage.DecompressionBombError)
+
+
+@dataclass(frozen=True, slots=True)
+class InputSettings:
+    """How a frame's inputs are paired in time and which are plausible (the `io.odometry_*` and
+    `input_limits.*` parameters; defaults from the parameter table)."""
+
+    odometry_max_gap_s: float = default("io.odometry_max_gap_s")
+    odometry_max_extrapolation_s: float = default("io.odometry_max_extrapolation_s")
+    odometry_wait_s: float = default("io.odometry_wait_s")
+    max_speed_mps: float = default("input_limits.max_speed_mps")
+    max_yaw_rate_rps: float = default("input_limits.max_yaw_rate_rps")
+    max_route_points: int = default("input_limits.max_route_points")
+    max_route_distance_m: float = default("input_limits.max_route_distance_m")
+    max_command_chars: int = default("input_limits.max_command_chars")
+    max_image_pixels: int = default("input_limits.max_image_pixels")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> InputSettings:
+        """From {parameter name: value}; names it does not know are ignored, missing ones keep the defaults."""
+        return cls(**{f.name: values[name] for f in fields(cls)
+                      if (name := PARAMETER_NAMES[f.name]) in values})
+
+
+PARAMETER_NAMES = {f.name: (f"io.{f.name}" if f.name.startswith("odometry_") else f"input_limits.{f.name}")
+                   for f in fields(InputSettings)}
+
+
+def model_image_hw(encoder: Any) -> tuple[int, int] | None:
+    """The (H, W) an encoder feeds its model, or None when it does not say (decode at full size)."""
+    hw = getattr(getattr(encoder, "spec", None), "image_hw", None)
+    return (int(hw[0]), int(hw[1])) if hw is not None else None
 
 
 def stamp_s(stamp: Any) -> float:
@@ -27,14 +73,26 @@ def stamp_s(stamp: Any) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def decode_image(msg: Any) -> np.ndarray:
+def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    """Refuse an image by the size its header states, before any pixel is read."""
+    if not (0 < height and 0 < width):
+        raise BadInputError(f"{what} size {width}x{height} outside 1..{MAX_IMAGE_SIDE} pixels")
+    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
+        raise BadInputError(f"{what} size {width}x{height} outside 1..{MAX_IMAGE_SIDE} pixels (larger than "
+                            f"{MAX_IMAGE_SIDE} px a side); refused before decoding")
+    if width * height > max_pixels:
+        raise BadInputError(f"{what} {width}x{height} has {width * height} pixels, larger than "
+                            f"input_limits.max_image_pixels={max_pixels}; refused before decoding "
+                            "(send the camera at a lower resolution or raise the limit)")
+
+
+def decode_image(msg: Any, max_pixels: int = default("input_limits.max_image_pixels")) -> np.ndarray:
     """sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) -> (H, W, 3) uint8 RGB."""
     channels = _CHANNELS.get(msg.encoding)
     if channels is None:
         raise BadInputError(f"image encoding '{msg.encoding}' unsupported; publish one of {sorted(_CHANNELS)}")
     h, w, step = msg.height, msg.width, msg.step
-    if not (0 < h <= MAX_IMAGE_SIDE and 0 < w <= MAX_IMAGE_SIDE):
-        raise BadInputError(f"image size {w}x{h} outside 1..{MAX_IMAGE_SIDE} pixels")
+    _check_pixels(w, h, max_pixels, "image")
     if step < w * channels:
         raise BadInputError(f"image step {step} < width {w} x {channels} bytes ({msg.encoding})")
     data = np.frombuffer(memoryview(msg.data).tobytes() if not isinstance(msg.data, bytes) else msg.data, np.uint8)
@@ -48,19 +106,28 @@ def decode_image(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(rgb[..., ::-1] if msg.encoding.startswith("bgr") else rgb)
 
 
-def decode_compressed(msg: Any) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg or png) -> (H, W, 3) uint8 RGB."""
+def decode_compressed(msg: Any, max_pixels: int = default("input_limits.max_image_pixels"),
+                      target_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg or png) -> (H, W, 3) uint8 RGB.
+
+    The size is read from the header and checked against max_pixels before any pixel is decoded. A
+    JPEG larger than target_hw (the model's (H, W)) is decoded by libjpeg's DCT scaling straight to
+    the smallest of 1/2, 1/4, 1/8 of its size that is still at least target_hw (PIL's `draft`):
+    a fraction of the work, and the encoder's resize then has less to average. None: full size.
+    """
     fmt = msg.format.lower()
     if fmt and not any(name in fmt for name in ("jpeg", "jpg", "png")):
         raise BadInputError(f"compressed image format '{msg.format}' unsupported; publish jpeg or png")
     try:
-        with PilImage.open(io.BytesIO(memoryview(msg.data).tobytes())) as img:
-            if img.width > MAX_IMAGE_SIDE or img.height > MAX_IMAGE_SIDE:
-                raise BadInputError(f"compressed image {img.width}x{img.height} is larger than {MAX_IMAGE_SIDE} px")
+        with PilImage.open(io.BytesIO(memoryview(msg.data).tobytes()), formats=_COMPRESSED_FORMATS) as img:
+            _check_pixels(img.width, img.height, max_pixels, f"compressed image ({img.format})")
+            if (target_hw is not None and img.format == "JPEG"
+                    and (img.height > target_hw[0] or img.width > target_hw[1])):
+                img.draft("RGB", (int(target_hw[1]), int(target_hw[0])))
             return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, PilImage.DecompressionBombError) as err:   # truncated / corrupt
-        raise BadInputError(f"compressed image cannot be decoded ({msg.format or 'no format'}): {err}") from err
-
+    except _DECODE_ERRORS as err:   # not jpeg/png, truncated, corrupt
+        raise BadInputError(f"compressed image cannot be decoded ({msg.format or 'no format'}): "
+                            f"{type(err).__name__}: {err}") from err
 
 
 def path_points(msg: Any) -> np.ndarray:
@@ -68,22 +135,8 @@ def path_points(msg: Any) -> np.ndarray:
     return np.array([(p.pose.position.x, p.pose.position.y) for p in msg.poses], dtype=np.float64).reshape(-1, 2)
 
 
-@dataclass(frozen=True, slots=True)
-class EgoState:
-    """The ego pose in the odometry frame, and its motion."""
-
-    x: float
-    y: float
-    yaw: float
-    speed_mps: float
-    yaw_rate_rps: float
-    frame_id: str
-    stamp_s: float
-    accel_mps2: float = 0.0       # from the odometry stream (LatestInputs), not from one message
-
-
-def ego_state(msg: Any) -> EgoState:
-    """nav_msgs/Odometry -> EgoState; NaN or inf anywhere is bad input."""
+def ego_state(msg: Any, max_speed_mps: float = math.inf, max_yaw_rate_rps: float = math.inf) -> EgoState:
+    """nav_msgs/Odometry -> EgoState; NaN or inf anywhere, or motion beyond the limits, is bad input."""
     p, q = msg.pose.pose.position, msg.pose.pose.orientation
     v, w = msg.twist.twist.linear, msg.twist.twist.angular
     if not all(math.isfinite(x) for x in (p.x, p.y, q.x, q.y, q.z, q.w, v.x, v.y, w.z)):
@@ -91,6 +144,11 @@ def ego_state(msg: Any) -> EgoState:
     if abs(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w - 1.0) > 0.1:
         raise BadInputError("odometry orientation is not a unit quaternion")
     speed = math.copysign(math.hypot(v.x, v.y), v.x)          # twist is in child_frame_id (the ego)
+    if not abs(speed) <= max_speed_mps:
+        raise BadInputError(f"odometry speed {speed:.4g} m/s beyond input_limits.max_speed_mps={max_speed_mps:g}")
+    if not abs(w.z) <= max_yaw_rate_rps:
+        raise BadInputError(f"odometry yaw rate {w.z:.4g} rad/s beyond "
+                            f"input_limits.max_yaw_rate_rps={max_yaw_rate_rps:g}")
     return EgoState(p.x, p.y, yaw_from_quaternion(q.x, q.y, q.z, q.w), speed, w.z,
                     msg.header.frame_id, stamp_s(msg.header.stamp))
 
@@ -103,7 +161,8 @@ class AssembledFrame:
     ego_motion_known: bool
     external_ego_m: np.ndarray | None
     camera_stamp_s: float
-    prior_age_s: float            # camera stamp - odometry stamp; -1 without fresh odometry
+    prior_age_s: float            # from the camera stamp to the nearest odometry sample, s; -1 without odometry
+    ego: EgoState | None = None   # the ego state at the camera stamp (odometry frame); None without odometry
 
 
 @dataclass
@@ -134,76 +193,174 @@ class CameraStampGuard:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class StampedPath:
+    """A route or external path, converted once when it arrives."""
+
+    points: np.ndarray | None      # (N, 2) float64 in frame_id, read-only; None: the message was refused
+    frame_id: str
+    stamp_s: float                 # 0: static (never stale)
+
+
+def pick_path(paths: tuple[StampedPath, ...], camera_s: float) -> StampedPath | None:
+    """The path of the camera's instant: the newest stamped at or before it (a static one: the newest
+    message); else the earliest after it. Paths are in arrival order."""
+    if not paths:
+        return None
+    if paths[-1].stamp_s == 0:
+        return paths[-1]
+    stamped = [p for p in paths if p.stamp_s > 0]
+    before = [p for p in stamped if p.stamp_s <= camera_s]
+    if before:
+        return max(before, key=lambda p: p.stamp_s)
+    return min(stamped, key=lambda p: p.stamp_s)
+
+
 @dataclass
 class LatestInputs:
-    """The newest route, odometry, command and external path, and how to turn them into a frame.
+    """Recent route, odometry, command and external path, and how to turn them into a frame.
 
-    Setters are called from subscription callbacks (or a bag loop); `assemble` from the planning
-    thread. Each setter stores one immutable value in one assignment.
+    Setters are called from subscription callbacks (or a bag loop); `wait_for_odometry` and
+    `assemble` from the planning thread. Each setter converts and checks its message once and
+    stores the result with one assignment (the odometry in a thread-safe OdometryHistory).
+
+    on_rejected(topic, reason): a message (or, at assembly, an input of this frame) cannot be used;
+    the frame is planned without it. on_notice(key, reason): an input was used after a change worth
+    counting ("odometry_reset": a pose jump, a changed frame or a restarted stream reset the history;
+    "command_truncated").
     """
 
     frame_id: str = "base_link"
     on_rejected: Callable[[str, str], None] = lambda topic, reason: None
+    on_notice: Callable[[str, str], None] = lambda key, reason: None
     accel_window_s: float = InputSpec().accel_window_s   # the model's: Runner.encoder.accel_window_s
-    route: Any = None
-    odometry: EgoState | None = None
+    settings: InputSettings = InputSettings()            # swapped in one assignment when parameters change
     command: str = ""
-    external: Any = None
 
     def __post_init__(self) -> None:
-        self._speeds = SpeedHistory(self.accel_window_s)   # written by set_odometry alone
+        self.history = OdometryHistory(max_jump_speed_mps=self.settings.max_speed_mps)
+        self._routes: tuple[StampedPath, ...] = ()
+        self._externals: tuple[StampedPath, ...] = ()
+        self._odometry_arrived = threading.Condition()
 
+    @property
+    def odometry(self) -> EgoState | None:
+        """The newest odometry sample (its acceleration is computed at assembly), or None."""
+        return self.history.newest()
+
+    # -- setters: subscription callbacks ---------------------------------------------------------
     def set_odometry(self, msg: Any) -> None:
+        settings = self.settings
         try:
-            ego = ego_state(msg)
+            ego = ego_state(msg, settings.max_speed_mps, settings.max_yaw_rate_rps)
         except BadInputError as err:
             self.on_rejected("odometry", str(err))
             return
-        self._speeds.add(ego.stamp_s, ego.speed_mps)
-        self.odometry = replace(ego, accel_mps2=self._speeds.acceleration_mps2())
+        self.history.max_jump_speed_mps = settings.max_speed_mps
+        reason = self.history.add(ego)                # ego_state checked it finite: a reason is a reset
+        if reason is not None:
+            self.on_notice("odometry_reset", reason)
+        with self._odometry_arrived:
+            self._odometry_arrived.notify_all()
 
     def set_route(self, msg: Any) -> None:
-        self.route = msg
-
-    def set_command(self, msg: Any) -> None:
-        self.command = msg.data
+        self._routes = (*self._routes[-(PATH_HISTORY - 1):], self._stamped_path("route", msg))
 
     def set_external(self, msg: Any) -> None:
-        self.external = msg
+        self._externals = (*self._externals[-(PATH_HISTORY - 1):], self._stamped_path("external", msg))
 
-    def assemble(self, camera_msg: Any, raw_image: bool, max_input_age_s: float, use_external: bool) -> AssembledFrame:
-        """Decode the camera message and attach the fresh inputs (BadInputError for an unusable image)."""
-        camera_s = stamp_s(camera_msg.header.stamp)
-        image = decode_image(camera_msg) if raw_image else decode_compressed(camera_msg)
-        ego = self.odometry
-        if ego is not None and abs(camera_s - ego.stamp_s) > max_input_age_s:
-            ego = None
-        route = self._in_ego_frame("route", self.route, ego, camera_s, max_input_age_s)
-        external = self._in_ego_frame("external", self.external, ego, camera_s, max_input_age_s) \
-            if use_external else None
-        inputs = FrameInputs(image, route, ego.speed_mps if ego else 0.0, ego.yaw_rate_rps if ego else 0.0,
-                             self.command, ego.accel_mps2 if ego else 0.0)
-        return AssembledFrame(inputs, ego is not None, external, camera_s, camera_s - ego.stamp_s if ego else -1.0)
+    def set_command(self, msg: Any) -> None:
+        text, limit = msg.data, self.settings.max_command_chars
+        if len(text) > limit:
+            self.on_notice("command_truncated", f"command of {len(text)} characters cut to "
+                                                f"input_limits.max_command_chars={limit}")
+            text = text[:limit]
+        self.command = text
 
-    def _in_ego_frame(self, key: str, msg: Any, ego: EgoState | None, camera_s: float,
-                      max_age_s: float) -> np.ndarray | None:
-        """A path in the ego frame, or None when missing, stale or unusable (a stamp of 0 never goes stale)."""
-        if msg is None:
-            return None
-        stamp = stamp_s(msg.header.stamp)
-        if stamp > 0 and abs(camera_s - stamp) > max_age_s:
-            return None
+    def _stamped_path(self, key: str, msg: Any) -> StampedPath:
+        """Convert a nav_msgs/Path once; a refused one is stored too, so frames of its instant go without it."""
+        stamp, frame = stamp_s(msg.header.stamp), msg.header.frame_id
+        limit = self.settings.max_route_points
+        if len(msg.poses) > limit:
+            self.on_rejected(key, f"{key} has {len(msg.poses)} points, more than "
+                                  f"input_limits.max_route_points={limit}")
+            return StampedPath(None, frame, stamp)
         points = path_points(msg)
         if len(points) == 0 or not np.isfinite(points).all():
             self.on_rejected(key, f"{key} is empty or has NaN/inf points")
+            return StampedPath(None, frame, stamp)
+        points.flags.writeable = False
+        return StampedPath(points, frame, stamp)
+
+    # -- the planning thread ---------------------------------------------------------------------
+    def wait_for_odometry(self, camera_s: float, timeout_s: float | None = None) -> bool:
+        """Wait (at most io.odometry_wait_s) until odometry stamped at or after camera_s has arrived.
+
+        Then the ego state is interpolated from the same samples live as offline (deead_eval feeds a
+        bag's odometry up to the first sample at or after each frame). Only a sample at most
+        io.odometry_max_gap_s after camera_s counts: those of a stream that has since restarted back
+        in time (a looping bag) do not. Returns whether it arrived. Without any odometry yet (none
+        published, e.g. a camera-only set-up) it does not wait: nothing would pair with the frame.
+        """
+        settings = self.settings
+        timeout_s = settings.odometry_wait_s if timeout_s is None else timeout_s
+        if not len(self.history):
+            return False
+        with self._odometry_arrived:
+            return self._odometry_arrived.wait_for(
+                lambda: self.history.has_after(camera_s, settings.odometry_max_gap_s), timeout_s)
+
+    def ego_at(self, camera_s: float) -> EgoState | None:
+        """The ego state at camera_s with its acceleration, or None (stale: reported through on_rejected)."""
+        settings = self.settings
+        state = self.history.at(camera_s, settings.odometry_max_gap_s, settings.odometry_max_extrapolation_s)
+        if isinstance(state, str):
+            if len(self.history):                     # none at all is not a rejection: /diagnostics says so
+                self.on_rejected("odometry", f"odometry stale: {state}")
             return None
-        frame = msg.header.frame_id
-        if frame == self.frame_id:
-            ego_points = points
-        elif ego is not None and frame == ego.frame_id:
-            ego_points = to_ego_frame(points, ego.x, ego.y, ego.yaw)
+        return replace(state, accel_mps2=self.history.acceleration_at(camera_s, self.accel_window_s))
+
+    def assemble(self, camera_msg: Any, raw_image: bool, max_input_age_s: float, use_external: bool,
+                 image_hw: tuple[int, int] | None = None) -> AssembledFrame:
+        """Decode the camera message and attach the inputs of its instant (BadInputError for an unusable image).
+
+        image_hw: the model's (H, W); a larger JPEG is decoded straight to about that scale. None: full size.
+        """
+        settings = self.settings
+        camera_s = stamp_s(camera_msg.header.stamp)
+        image = (decode_image(camera_msg, settings.max_image_pixels) if raw_image else
+                 decode_compressed(camera_msg, settings.max_image_pixels, image_hw))
+        ego = self.ego_at(camera_s)
+        route = self._in_ego_frame("route", pick_path(self._routes, camera_s), ego, camera_s, max_input_age_s)
+        external = (self._in_ego_frame("external", pick_path(self._externals, camera_s), ego, camera_s,
+                                       max_input_age_s) if use_external else None)
+        inputs = FrameInputs(image, route, ego.speed_mps if ego else 0.0, ego.yaw_rate_rps if ego else 0.0,
+                             self.command, ego.accel_mps2 if ego else 0.0)
+        age = self.history.nearest_gap_s(camera_s) if ego else -1.0
+        return AssembledFrame(inputs, ego is not None, external, camera_s, age, ego)
+
+    def _in_ego_frame(self, key: str, path: StampedPath | None, ego: EgoState | None, camera_s: float,
+                      max_age_s: float) -> np.ndarray | None:
+        """A path in the ego frame, or None when missing, refused, stale or unusable (stamp 0 never goes stale)."""
+        if path is None or path.points is None:
+            return None
+        if path.stamp_s > 0 and abs(camera_s - path.stamp_s) > max_age_s:
+            return None
+        if path.frame_id == self.frame_id:
+            ego_points = path.points
+        elif ego is not None and path.frame_id == ego.frame_id:
+            with np.errstate(over="ignore", invalid="ignore"):      # absurd coordinates are refused below
+                ego_points = to_ego_frame(path.points, ego.x, ego.y, ego.yaw)
         else:
-            known = self.frame_id + (f" or {ego.frame_id}" if ego else " (or the odometry frame, once odometry arrives)")
-            self.on_rejected(key, f"{key} in frame '{frame}'; expected {known} (no TF lookup in this node)")
+            known = self.frame_id + (f" or {ego.frame_id}" if ego else
+                                     " (or the odometry frame, with odometry at the camera stamp)")
+            self.on_rejected(key, f"{key} in frame '{path.frame_id}'; expected {known} (no TF lookup in this node)")
+            return None
+        limit = self.settings.max_route_distance_m
+        with np.errstate(over="ignore", invalid="ignore"):
+            farthest = float(np.max(np.hypot(ego_points[:, 0], ego_points[:, 1])))
+        if not farthest <= limit:
+            self.on_rejected(key, f"{key} has a point {farthest:.3g} m from the ego, farther than "
+                                  f"input_limits.max_route_distance_m={limit:g}")
             return None
         return ego_points

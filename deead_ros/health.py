@@ -2,7 +2,9 @@
 
 Every camera frame received is either planned or dropped with a reason; these counters prove it.
 The levels mirror diagnostic_msgs/DiagnosticStatus (OK, WARN, ERROR) and each status carries the
-measured value and its threshold, so a reader sees why a level was chosen.
+measured value and its threshold, so a reader sees why a level was chosen. An input is judged by
+the age of its newest message against io.max_input_age_s, and named when it goes stale; a path
+published once with stamp 0 (latched, transient local) is static and never goes stale.
 """
 from __future__ import annotations
 
@@ -11,11 +13,16 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Callable, Sequence
 
 import numpy as np
 
+from deead_ros.parameters import default
+
 DROP_REASONS = ("superseded", "stale_frame", "stamp_backwards", "stamp_future", "bad_input", "engine_error")
 REJECT_REASONS = ("stamp_backwards", "stamp_future", "bad_input", "engine_error")   # worth a WARN
+REQUIRED_INPUTS = ("odometry", "route")      # besides the camera: what a route prior needs
+_CONSEQUENCE = {"odometry": "no prior, planning at full depth", "route": "no route prior"}
 
 
 class Level(IntEnum):
@@ -43,6 +50,8 @@ class _Planned:
     num_layers: int
     total_ms: float
     prior_source: str
+    fallback: str = ""           # "" | carry_forward | stop: the plan failed validation
+    refused_exits: int = 0       # early exits refused by validation (the chain went deeper)
 
 
 @dataclass
@@ -50,31 +59,51 @@ class FrameStats:
     """Counters and a sliding window of planned frames; thread-safe (callbacks, worker and timer use it)."""
 
     window_s: float = 10.0
-    clock: object = time.monotonic
+    clock: Callable[[], float] = time.monotonic
     received: int = 0
     planned: int = 0
     drops: Counter = field(default_factory=Counter)
     rejected_inputs: Counter = field(default_factory=Counter)
+    fallbacks: Counter = field(default_factory=Counter)     # by kind, since start
+    refused_exits: int = 0                                  # since start
+    last_validation_failure: str = ""
     _window: deque = field(default_factory=deque)
     _arrivals: dict = field(default_factory=dict)
+    _last_arrival: dict = field(default_factory=dict)
+    _static: set = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def note_input(self, topic: str) -> None:
-        """Record the arrival of a message on an input topic (for rates and ages)."""
+    def note_input(self, topic: str, static: bool = False) -> None:
+        """Record the arrival of a message on an input topic (for rates and ages).
+
+        static: the message holds until replaced (a path with stamp 0, latched): it never goes stale.
+        """
         now = self.clock()
         with self._lock:
             arrivals = self._arrivals.setdefault(topic, deque())
             arrivals.append(now)
             self._trim(arrivals, now)
+            self._last_arrival[topic] = now
+            if static:
+                self._static.add(topic)
+            else:
+                self._static.discard(topic)
             if topic == "image":
                 self.received += 1
 
-    def note_planned(self, exit_layer: int, num_layers: int, total_ms: float, prior_source: str) -> None:
+    def note_planned(self, exit_layer: int, num_layers: int, total_ms: float, prior_source: str,
+                     fallback: str = "", refused_exits: int = 0, validation: str = "") -> None:
+        """Record a planned frame; fallback and validation say when its plan failed validation."""
         now = self.clock()
         with self._lock:
             self.planned += 1
-            self._window.append(_Planned(now, exit_layer, num_layers, total_ms, prior_source))
+            self._window.append(_Planned(now, exit_layer, num_layers, total_ms, prior_source, fallback,
+                                         refused_exits))
             self._trim(self._window, now, key=lambda p: p.t)
+            self.refused_exits += refused_exits
+            if fallback:
+                self.fallbacks[fallback] += 1
+                self.last_validation_failure = validation
 
     def note_dropped(self, reason: str) -> None:
         if reason not in DROP_REASONS:
@@ -100,9 +129,10 @@ class FrameStats:
                 self._trim(arrivals, now)
             planned = list(self._window)
             rates = {topic: len(a) / self.window_s for topic, a in self._arrivals.items()}
-            ages = {topic: now - a[-1] for topic, a in self._arrivals.items() if a}
+            ages = {topic: now - t for topic, t in self._last_arrival.items()}
             return StatsSnapshot(self.received, self.planned, dict(self.drops), dict(self.rejected_inputs), planned,
-                                 rates, ages, self.window_s)
+                                 rates, ages, self.window_s, frozenset(self._static), dict(self.fallbacks),
+                                 self.refused_exits, self.last_validation_failure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +143,12 @@ class StatsSnapshot:
     rejected_inputs: dict
     window: list
     input_rates_hz: dict
-    input_ages_s: dict
+    input_ages_s: dict           # time since each input's newest message (not limited to the window)
     window_s: float
+    static_inputs: frozenset = frozenset()    # inputs whose newest message is static (stamp 0, latched)
+    fallbacks: dict = field(default_factory=dict)   # by kind, since start
+    refused_exits: int = 0       # since start
+    last_validation_failure: str = ""
 
     @property
     def dropped(self) -> int:
@@ -135,21 +169,38 @@ class StatsSnapshot:
         return 1.0 - sum(p.exit_layer for p in self.window) / sum(p.num_layers for p in self.window)
 
 
-def assess(snap: StatsSnapshot, deadline_ms: float, backend: str, model_version: str) -> list[Status]:
-    """Turn a snapshot into one status per concern: input, planning, latency, drops, model."""
+def stale_inputs(snap: StatsSnapshot, max_input_age_s: float,
+                 required: Sequence[str] = REQUIRED_INPUTS) -> list[str]:
+    """Name each required input that never arrived or whose newest message is older than max_input_age_s."""
+    problems = []
+    for topic in required:
+        age = snap.input_ages_s.get(topic)
+        consequence = _CONSEQUENCE.get(topic, f"no {topic}")
+        if age is None:
+            problems.append(f"no {topic} received ({consequence})")
+        elif topic not in snap.static_inputs and age > max_input_age_s:
+            problems.append(f"{topic} stale: newest message {age:.1f} s ago > io.max_input_age_s "
+                            f"{max_input_age_s:g} s ({consequence})")
+    return problems
+
+
+def assess(snap: StatsSnapshot, deadline_ms: float, backend: str, model_version: str,
+           max_input_age_s: float = default("io.max_input_age_s"),
+           required_inputs: Sequence[str] = REQUIRED_INPUTS) -> list[Status]:
+    """Turn a snapshot into one status per concern: input, planning, validation, latency, drops, model."""
     statuses = []
     image_rate = snap.input_rates_hz.get("image", 0.0)
     if image_rate == 0.0:
         statuses.append(Status("input", Level.ERROR,
                                f"no camera frame in {snap.window_s:.0f} s; is ~/input/image publishing?", {}))
     else:
-        missing = [t for t in ("odometry", "route") if snap.input_rates_hz.get(t, 0.0) == 0.0]
-        level = Level.WARN if missing else Level.OK
-        message = (f"no {' or '.join(missing)} in the window: no route prior, planning at full depth or with "
-                   "the fallback prior" if missing else "inputs arriving")
-        statuses.append(Status("input", level, message, {
+        problems = stale_inputs(snap, max_input_age_s, required_inputs)
+        statuses.append(Status("input", Level.WARN if problems else Level.OK,
+                               "; ".join(problems) if problems else "inputs arriving", {
             **{f"{t}_rate_hz": f"{r:.1f}" for t, r in snap.input_rates_hz.items()},
-            **{f"{t}_age_s": f"{a:.2f}" for t, a in snap.input_ages_s.items()}}))
+            **{f"{t}_age_s": f"{a:.2f}" for t, a in snap.input_ages_s.items()},
+            **{f"{t}_static": "true" for t in sorted(snap.static_inputs)},
+            "max_input_age_s": f"{max_input_age_s:g}"}))
     planned_in_window = len(snap.window)
     if planned_in_window == 0:
         statuses.append(Status("planning", Level.ERROR, "no trajectory planned in the window", {
@@ -163,6 +214,7 @@ def assess(snap: StatsSnapshot, deadline_ms: float, backend: str, model_version:
             "mean_exit_layer": f"{snap.mean_exit_layer:.2f}", "layer_sparsity": f"{snap.sparsity:.3f}",
             "planning_rate_hz": f"{planned_in_window / snap.window_s:.1f}",
             "frames_received": str(snap.received), "frames_planned": str(snap.planned)}))
+    statuses.append(validation_status(snap))
     p50, p95 = snap.latency_ms(50), snap.latency_ms(95)
     if planned_in_window and p95 > deadline_ms:
         latency = Status("latency", Level.WARN, f"p95 {p95:.1f} ms exceeds the deadline {deadline_ms:.1f} ms", {})
@@ -180,3 +232,23 @@ def assess(snap: StatsSnapshot, deadline_ms: float, backend: str, model_version:
     statuses.append(Status("model", Level.OK, f"{backend} backend", {"backend": backend,
                                                                      "model_version": model_version}))
     return statuses
+
+
+def validation_status(snap: StatsSnapshot) -> Status:
+    """ERROR while frames in the window published a fallback instead of an implausible plan."""
+    failed = [p for p in snap.window if p.fallback]
+    refused = sum(p.refused_exits for p in snap.window)
+    values = {"fallbacks_in_window": str(len(failed)),
+              "fallbacks_carry_forward_in_window": str(sum(p.fallback == "carry_forward" for p in failed)),
+              "fallbacks_stop_in_window": str(sum(p.fallback == "stop" for p in failed)),
+              "fallbacks_total": str(sum(snap.fallbacks.values())),
+              "refused_exits_in_window": str(refused), "refused_exits_total": str(snap.refused_exits),
+              "last_failure": snap.last_validation_failure}
+    if failed:
+        return Status("validation", Level.ERROR,
+                      f"{len(failed)} of {len(snap.window)} plans in the window failed validation and were "
+                      f"replaced by a fallback; last: {snap.last_validation_failure}", values)
+    if refused:
+        return Status("validation", Level.OK, f"all published plans valid; {refused} early exits refused as "
+                      "implausible (planned deeper)", values)
+    return Status("validation", Level.OK, "all published plans valid", values)

@@ -11,10 +11,26 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from deead_ros.errors import ConfigError
-from deead_ros.frame_assembly import EgoState
+
+
+@dataclass(frozen=True, slots=True)
+class EgoState:
+    """The ego pose in the odometry frame, and its motion."""
+
+    x: float
+    y: float
+    yaw: float
+    speed_mps: float
+    yaw_rate_rps: float
+    frame_id: str
+    stamp_s: float
+    accel_mps2: float = 0.0       # speed change over the model's window (OdometryHistory.acceleration_at)
+
 
 JUMP_SLACK_M = 1.0      # a pose may move this much more than max_jump_speed_mps allows (noise, re-localisation)
 
@@ -145,15 +161,43 @@ class OdometryHistory:
         return (f"no odometry within {max_extrapolation_s:g} s of the camera stamp {stamp_s:.3f} s "
                 f"(oldest {oldest.stamp_s:.3f} s, {gap:.3f} s after; the history keeps {self.window_s:g} s)")
 
+    def acceleration_at(self, stamp_s: float, window_s: float) -> float:
+        """The speed change over the window_s before stamp_s, per second (SpeedHistory's semantics).
+
+        (speed at stamp_s - speed at max(stamp_s - window_s, oldest sample)) / that span, speeds
+        interpolated linearly between samples and held beyond the newest; 0 when the history starts
+        at or after stamp_s. For a camera stamp that equals an odometry stamp this is exactly what
+        model.encoding.SpeedHistory (the trainer's acceleration) gives after the samples up to it,
+        whatever order they arrived in.
+        """
+        with self._lock:
+            stamps = list(self._stamps)
+            speeds = [s.speed_mps for s in self._samples]
+        if not stamps or stamp_s <= stamps[0] or not math.isfinite(stamp_s):
+            return 0.0
+        start = max(stamp_s - window_s, stamps[0])
+        now, then = np.interp([stamp_s, start], stamps, speeds)
+        return float((now - then) / (stamp_s - start))
+
+    def nearest_gap_s(self, stamp_s: float) -> float:
+        """How far (s) the nearest sample is from stamp_s; inf when empty."""
+        with self._lock:
+            i = bisect.bisect_left(self._stamps, stamp_s)
+            near = self._stamps[max(i - 1, 0):i + 1]
+        return min((abs(stamp_s - t) for t in near), default=math.inf)
+
     def newest(self) -> EgoState | None:
         """The newest sample, or None when empty."""
         with self._lock:
             return self._samples[-1] if self._samples else None
 
-    def has_after(self, stamp_s: float) -> bool:
-        """Whether a sample at or after stamp_s has arrived (so `at(stamp_s)` need not extrapolate forwards)."""
+    def has_after(self, stamp_s: float, within_s: float = math.inf) -> bool:
+        """Whether a sample stamped in [stamp_s, stamp_s + within_s] has arrived (so `at(stamp_s)` can
+        interpolate instead of extrapolating forwards). With within_s = the interpolation's max gap, the
+        samples of a stream that has since restarted back in time (a looping bag) do not count."""
         with self._lock:
-            return bool(self._stamps) and self._stamps[-1] >= stamp_s
+            i = bisect.bisect_left(self._stamps, stamp_s)
+            return i < len(self._stamps) and self._stamps[i] <= stamp_s + within_s
 
     def clear(self) -> None:
         """Forget every sample (a bag restarted, or the node was reset)."""

@@ -52,10 +52,10 @@ PARAMETERS: tuple[Spec, ...] = (
     Spec("exit.min_exit_layer", "integer", 1, "never exit before this layer", (1, 256)),
     Spec("exit.horizon_s", "double", 2.0, "deviation averaged over waypoints within this time, s",
          (0.1, 10.0)),
-    Spec("exit.stride_multiples", "double_array", [8.0, 4.0, 2.0],
-         "run exit.strides[i] layers when deviation > multiples[i] x delta (strictly decreasing)"),
-    Spec("exit.strides", "integer_array", [8, 4, 2, 1],
-         "layers to run before the next check; one more entry than stride_multiples, non-increasing"),
+    Spec("exit.stride_table", "double_array", [8.0, 8.0, 4.0, 4.0, 2.0, 2.0, 1.0],
+         "multi-hop table: (multiple, stride) pairs, then the final stride: run `stride` layers before the "
+         "next check when deviation > multiple x delta (first match), else the final stride; multiples "
+         "finite, > 0 and strictly decreasing, strides whole numbers >= 1 and non-increasing"),
     Spec("exit.fixed_exit_layer", "integer", 18, "exit layer of the `fixed` policy", (1, 256)),
     Spec("exit.patience_tolerance_m", "double", 0.5,
          "`patience`: exit when successive checkpoints agree within this, m", (0.0, 20.0)),
@@ -70,11 +70,61 @@ PARAMETERS: tuple[Spec, ...] = (
          "without a usable route, roll out the ego's speed and yaw rate"),
     # input freshness (live)
     Spec("io.max_input_age_s", "double", 1.0,
-         "odometry, route and external path older than this (vs the camera stamp) are stale, s", (0.01, 60.0)),
+         "route and external path stamped further than this from the camera stamp are stale (stamp 0: static), s",
+         (0.01, 60.0)),
     Spec("io.max_frame_age_s", "double", 0.0,
          "drop camera frames older than this (vs the node clock) before planning; 0 disables, s", (0.0, 60.0)),
     Spec("io.max_future_s", "double", 0.5,
          "drop camera frames stamped further ahead of the node clock than this; 0 disables, s", (0.0, 60.0)),
+    # the ego state at the camera stamp (live)
+    Spec("io.odometry_max_gap_s", "double", 0.25,
+         "interpolate the ego state at the camera stamp between odometry samples at most this far on each side, s",
+         (0.01, 1.0)),
+    Spec("io.odometry_max_extrapolation_s", "double", 0.05,
+         "without a sample on one side, roll the nearest one (constant speed and yaw rate) at most this far; "
+         "further is stale, s", (0.0, 0.5)),
+    Spec("io.odometry_wait_s", "double", 0.1,
+         "before planning a frame, wait at most this long for odometry stamped at or after it (live and offline "
+         "plans then use the same samples); 0: never wait, s", (0.0, 1.0)),
+    # input plausibility (live): a message outside these is refused with a reason and counted
+    Spec("input_limits.max_speed_mps", "double", 100.0,
+         "odometry faster than this is refused; also the fastest pose change between two odometry messages "
+         "before the history resets (a jump), m/s", (1.0, 1000.0)),
+    Spec("input_limits.max_yaw_rate_rps", "double", 4.0, "odometry turning faster than this is refused, rad/s",
+         (0.1, 100.0)),
+    Spec("input_limits.max_route_points", "integer", 5000,
+         "a route or external path with more points is refused (checked before converting it)", (2, 1000000)),
+    Spec("input_limits.max_route_distance_m", "double", 100000.0,
+         "a route or external path with a point farther than this from the ego is refused, m", (10.0, 10000000.0)),
+    Spec("input_limits.max_command_chars", "integer", 200,
+         "a longer command is cut to this many characters (counted; the model reads the first words)",
+         (1, 1000000)),
+    Spec("input_limits.max_image_pixels", "integer", 16777216,
+         "a camera frame with more pixels (width x height, read from its header before decoding) is bad input",
+         (1024, 67108864)),
+    # output validation (live): a plan outside these limits is never published as valid
+    Spec("validation.max_speed_mps", "double", 60.0, "fastest segment speed between waypoints, m/s",
+         (0.1, 200.0)),
+    # Bounds of the physically impossible, above the waypoint noise of a trained model: the demo model's
+    # full-depth plans on bags/demo reach 13.8 m/s2 speed-up, 5.5 braking, 9.2 lateral, 0.61 1/m
+    # (1.01 1/m once, starting from standstill).
+    Spec("validation.max_accel_mps2", "double", 20.0, "largest longitudinal speed-up, m/s2", (0.1, 100.0)),
+    Spec("validation.max_decel_mps2", "double", 20.0, "largest longitudinal braking (positive), m/s2",
+         (0.1, 100.0)),
+    Spec("validation.max_lateral_accel_mps2", "double", 15.0, "largest lateral acceleration v^2 x curvature, m/s2",
+         (0.1, 100.0)),
+    Spec("validation.max_curvature_1pm", "double", 2.0, "largest curvature (1 / turning radius), 1/m",
+         (0.001, 100.0)),
+    Spec("validation.min_segment_m", "double", 0.5,
+         "curvature is checked only where both segments are longer than this (a standing plan's noise), m",
+         (0.01, 10.0)),
+    Spec("validation.max_first_point_error_m", "double", 5.0,
+         "first waypoint at most this far from the ego's speed x dt straight ahead, m", (0.1, 100.0)),
+    Spec("validation.stop_decel_mps2", "double", 3.0,
+         "braking of the stopping fallback, m/s2 (at most validation.max_decel_mps2)", (0.1, 20.0)),
+    Spec("validation.max_carry_forward_s", "double", 1.0,
+         "the last valid plan is carried forward by the ego's motion for at most this long after its "
+         "camera stamp, then the fallback is a stop; 0: always stop, s", (0.0, 10.0)),
     # diagnostics (live)
     Spec("diagnostics.period_s", "double", 1.0, "period of /diagnostics, s", (0.1, 60.0), read_only=True),
     Spec("diagnostics.window_s", "double", 10.0, "window of the rates and percentiles, s", (1.0, 600.0),

@@ -6,12 +6,15 @@ and says whether to exit there and, if not, how many layers to run before the ne
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
+
+from deead_ros.exit.validation import Validation
 
 
 class ExitReason(IntEnum):
@@ -32,24 +35,55 @@ class StrideTable:
 
     Run `strides[i]` layers when deviation > `multiples[i]` * delta (first match wins), else
     `strides[-1]`. The paper's table: 8 / 4 / 2 / 1 layers for deviation > 8 / 4 / 2 x delta.
+    As one parameter (`exit.stride_table`, see `from_flat`): [8, 8, 4, 4, 2, 2, 1].
     """
 
     multiples: tuple[float, ...] = (8.0, 4.0, 2.0)
     strides: tuple[int, ...] = (8, 4, 2, 1)
 
+    @classmethod
+    def from_flat(cls, values: Sequence[float]) -> "StrideTable":
+        """Build a table from (multiple, stride) pairs followed by the final stride.
+
+        [8, 8, 4, 4, 2, 2, 1]: 8 layers when deviation > 8 x delta, 4 when > 4 x delta, 2 when
+        > 2 x delta, else 1. Raises ValueError, naming `exit.stride_table`, when the values cannot
+        form a table (an even count, non-numbers, strides that are not whole numbers); the rules
+        between entries are `problem()`'s.
+        """
+        try:
+            flat = tuple(float(v) for v in values)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"exit.stride_table must hold numbers (got {values!r})") from err
+        if len(flat) % 2 != 1:
+            raise ValueError(f"exit.stride_table needs (multiple, stride) pairs and then the final stride, an odd "
+                             f"number of entries (got {len(flat)}: {list(flat)}), e.g. {list(_PAPER_TABLE)}")
+        strides = flat[1:-1:2] + flat[-1:]
+        if not all(math.isfinite(s) and s == int(s) for s in strides):
+            raise ValueError(f"exit.stride_table: strides (entries 2, 4, ... and the last) must be whole numbers "
+                             f"of layers (got {[_number(s) for s in strides]}), e.g. {list(_PAPER_TABLE)}")
+        return cls(flat[0:-1:2], tuple(int(s) for s in strides))
+
+    def flat(self) -> tuple[float, ...]:
+        """The table as the `exit.stride_table` parameter: pairs, then the final stride."""
+        pairs = [float(v) for pair in zip(self.multiples, self.strides) for v in pair]
+        return tuple(pairs + [float(self.strides[-1])]) if self.strides else tuple(pairs)
+
     def problem(self) -> str | None:
         """Return why this table is invalid, or None when it is usable."""
         if len(self.strides) != len(self.multiples) + 1:
-            return (f"exit.strides needs one more entry than exit.stride_multiples "
+            return (f"exit.stride_table: strides need one more entry than multiples "
                     f"(got {len(self.strides)} strides, {len(self.multiples)} multiples)")
         if any(s < 1 for s in self.strides):
-            return f"exit.strides must all be >= 1 layer (got {list(self.strides)})"
+            return f"exit.stride_table: strides must all be >= 1 layer (got {list(self.strides)})"
         if any(a < b for a, b in zip(self.strides, self.strides[1:])):
-            return f"exit.strides must not increase (got {list(self.strides)}), e.g. [8, 4, 2, 1]"
-        if any(m <= 0 for m in self.multiples):
-            return f"exit.stride_multiples must be > 0 (got {list(self.multiples)})"
+            return (f"exit.stride_table: strides must not increase (got {list(self.strides)}), "
+                    f"e.g. {list(_PAPER_TABLE)}")
+        if not all(math.isfinite(m) and m > 0 for m in self.multiples):
+            return (f"exit.stride_table: multiples must be finite numbers > 0 "
+                    f"(got {[_number(m) for m in self.multiples]})")
         if any(a <= b for a, b in zip(self.multiples, self.multiples[1:])):
-            return f"exit.stride_multiples must strictly decrease (got {list(self.multiples)}), e.g. [8, 4, 2]"
+            multiples = [_number(m) for m in self.multiples]
+            return f"exit.stride_table: multiples must strictly decrease (got {multiples}), e.g. {list(_PAPER_TABLE)}"
         return None
 
     def stride(self, deviation_m: float, delta_m: float) -> int:
@@ -60,6 +94,14 @@ class StrideTable:
         return self.strides[-1]
 
 
+_PAPER_TABLE = (8, 8, 4, 4, 2, 2, 1)
+
+
+def _number(value: float) -> float | int:
+    """A whole float as an int (for messages: [8, 4, 2] rather than [8.0, 4.0, 2.0])."""
+    return int(value) if math.isfinite(value) and value == int(value) else value
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """One look through the shared action head."""
@@ -68,7 +110,8 @@ class Checkpoint:
     trajectory_m: np.ndarray     # (T, 2) ego-frame waypoints read at this layer; owned by the trace
     deviation_m: float           # what the policy measured here (m); nan when it measured nothing
     next_stride: int             # layers run before the next check; 0 where the frame stopped
-    elapsed_ms: float            # head read + policy decision
+    elapsed_ms: float            # head read + policy decision (+ validation where it was checked)
+    refused: str = ""            # the policy would exit here but the trajectory failed validation: why
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +171,16 @@ class ExitTrace:
     layers_ms: float                          # time in decoder layers
     checks_ms: float                          # time in head reads and decisions
     policy: str = ""
+    validation: Validation | None = None      # the verdict on trajectory_m; None when no validator ran
 
     @property
     def exited_early(self) -> bool:
         return self.exit_layer < self.num_layers
+
+    @property
+    def refused_exits(self) -> int:
+        """Checkpoints where the policy would have exited but the trajectory failed validation."""
+        return sum(1 for c in self.checkpoints if c.refused)
 
     @property
     def layers_run(self) -> int:
@@ -143,10 +192,17 @@ def clamp_layer(layer: int, num_layers: int) -> int:
     return max(1, min(int(layer), num_layers))
 
 
-def run_with_exit(chain: LayerChainLike, state: Any, policy: ExitPolicy, ctx: FrameContext) -> ExitTrace:
+def run_with_exit(chain: LayerChainLike, state: Any, policy: ExitPolicy, ctx: FrameContext,
+                  validator: Callable[[np.ndarray], Validation] | None = None) -> ExitTrace:
     """Run the chain from the stem's `state`, looking through the head where the policy says.
 
     Layers after the exit are never computed. The last layer always ends the frame.
+
+    Args:
+        validator: checks a trajectory before the frame may end with it (deead_ros.exit.validation).
+            An early exit whose trajectory fails is refused: the checkpoint records why and the
+            chain goes on, looking again at the next layer. The last layer's trajectory ends the frame
+            whatever its verdict, which the trace carries (the caller replaces a failing one).
     """
     n = ctx.num_layers
     layer = 0
@@ -164,14 +220,27 @@ def run_with_exit(chain: LayerChainLike, state: Any, policy: ExitPolicy, ctx: Fr
         previous = checkpoints[-1] if checkpoints else None
         verdict = policy.judge(layer, trajectory, previous, ctx)
         is_last = layer >= n
-        stop = verdict.should_exit or is_last
-        next_layer = layer if stop else clamp_layer(max(verdict.next_layer, layer + 1), n)
+        check = validator(trajectory) if validator is not None and (verdict.should_exit or is_last) else None
+        refused = f"{check.code}: {check.reason}" if check is not None and not check.ok and not is_last else ""
+        stop = (verdict.should_exit and not refused) or is_last
+        if stop:
+            next_layer = layer
+        elif refused:                      # the plan here is implausible: look again one layer deeper
+            next_layer = layer + 1
+        else:
+            next_layer = clamp_layer(max(verdict.next_layer, layer + 1), n)
         elapsed_ms = (time.perf_counter() - t1) * 1e3
         checks_ms += elapsed_ms
-        checkpoints.append(Checkpoint(layer, trajectory, verdict.deviation_m, next_layer - layer, elapsed_ms))
+        checkpoints.append(Checkpoint(layer, trajectory, verdict.deviation_m, next_layer - layer, elapsed_ms,
+                                      refused))
         if stop:
-            return ExitTrace(trajectory, layer, n, verdict.reason, verdict.text, tuple(checkpoints),
-                             layers_ms, checks_ms, policy.name)
+            text = verdict.text
+            refusals = sum(1 for c in checkpoints if c.refused)
+            if refusals:
+                text += (f"; {refusals} early exit{'s' if refusals > 1 else ''} refused by validation "
+                         f"(first at layer {next(c.layer for c in checkpoints if c.refused)})")
+            return ExitTrace(trajectory, layer, n, verdict.reason, text, tuple(checkpoints),
+                             layers_ms, checks_ms, policy.name, check)
         target = next_layer
 
 

@@ -24,8 +24,7 @@ class ExitSettings:
     first_checkpoint: int = default("exit.first_checkpoint")   # first layer read through the head
     min_exit_layer: int = default("exit.min_exit_layer")  # never exit before this layer
     horizon_s: float = default("exit.horizon_s")          # deviation averaged over waypoints within this time, s
-    stride_multiples: tuple[float, ...] = default("exit.stride_multiples")
-    strides: tuple[int, ...] = default("exit.strides")
+    stride_table: tuple[float, ...] = default("exit.stride_table")   # (multiple, stride) pairs + final stride
     fixed_exit_layer: int = default("exit.fixed_exit_layer")   # `fixed` policy: static exit layer
     patience_tolerance_m: float = default("exit.patience_tolerance_m")   # `patience`: checkpoints agree within, m
     patience_stride: int = default("exit.patience_stride")     # `patience`: layers between checks
@@ -52,12 +51,15 @@ class ExitSettings:
                 return f"exit.{name}={value} is outside the model's layers [1, {num_layers}]"
         if self.patience_stride < 1:
             return f"exit.patience_stride={self.patience_stride} must be >= 1"
-        return StrideTable(self.stride_multiples, self.strides).problem()
+        try:
+            return StrideTable.from_flat(self.stride_table).problem()
+        except ValueError as err:
+            return str(err)
 
     def build_policy(self) -> ExitPolicy:
         """Return the policy these settings describe (call `problem()` first)."""
         deead = DeeadPolicy(self.delta_m, self.first_checkpoint, self.min_exit_layer, self.horizon_s,
-                            StrideTable(self.stride_multiples, self.strides))
+                            StrideTable.from_flat(self.stride_table))
         patience = PatiencePolicy(self.patience_tolerance_m, self.first_checkpoint, self.patience_stride,
                                   self.min_exit_layer, self.horizon_s)
         policies: dict[str, ExitPolicy] = {

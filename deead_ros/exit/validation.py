@@ -10,36 +10,49 @@ camera stamp and the ego itself, at the origin, is the plan's point at t = 0.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from deead_ros.geometry import to_ego_frame
+from deead_ros.parameters import default
 
 VALIDATION_CODES = ("ok", "non_finite", "shape", "speed", "acceleration", "deceleration",
                     "lateral_acceleration", "curvature", "first_point")
-DEFAULT_STOP_DECEL_MPS2 = 3.0     # comfortable braking for the stopping fallback
+FALLBACKS = ("", "carry_forward", "stop")   # what was published instead of a failing plan ("" = the plan)
+DEFAULT_STOP_DECEL_MPS2 = default("validation.stop_decel_mps2")   # comfortable braking for the stopping fallback
 
 
 @dataclass(frozen=True, slots=True)
 class ValidationLimits:
-    """Plausibility limits (names match the ROS parameters under `validation.`)."""
+    """Plausibility limits and the fallback's settings (names match the ROS parameters under `validation.`)."""
 
-    max_speed_mps: float = 60.0             # segment speed between consecutive points
-    max_accel_mps2: float = 10.0            # longitudinal speed-up
-    max_decel_mps2: float = 12.0            # longitudinal braking (a positive number)
-    max_lateral_accel_mps2: float = 10.0    # v^2 * curvature at each waypoint
-    max_curvature_1pm: float = 1.0          # 1 / turning radius, 1/m
-    min_segment_m: float = 0.5              # curvature only where both segments are longer (noise)
-    max_first_point_error_m: float = 5.0    # first waypoint vs the ego's speed * dt straight ahead
+    max_speed_mps: float = default("validation.max_speed_mps")          # segment speed between consecutive points
+    max_accel_mps2: float = default("validation.max_accel_mps2")        # longitudinal speed-up
+    max_decel_mps2: float = default("validation.max_decel_mps2")        # longitudinal braking (a positive number)
+    max_lateral_accel_mps2: float = default("validation.max_lateral_accel_mps2")   # v^2 * curvature at a waypoint
+    max_curvature_1pm: float = default("validation.max_curvature_1pm")  # 1 / turning radius, 1/m
+    min_segment_m: float = default("validation.min_segment_m")          # curvature only where both segments are longer
+    max_first_point_error_m: float = default("validation.max_first_point_error_m")   # vs speed * dt straight ahead
+    stop_decel_mps2: float = default("validation.stop_decel_mps2")      # braking of the stopping fallback
+    max_carry_forward_s: float = default("validation.max_carry_forward_s")   # oldest plan carried forward; 0: stop
 
     def problem(self) -> str | None:
         """Return why these limits are invalid, or None."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                return f"validation.{f.name}={value} must be a finite number > 0"
+            at_least_zero = f.name == "max_carry_forward_s"
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and (value >= 0 if at_least_zero else value > 0)):
+                return f"validation.{f.name}={value} must be a finite number {'>= 0' if at_least_zero else '> 0'}"
+        if self.stop_decel_mps2 > self.max_decel_mps2:
+            return (f"validation.stop_decel_mps2={self.stop_decel_mps2} must not exceed validation.max_decel_mps2="
+                    f"{self.max_decel_mps2}: the stopping fallback would fail its own check")
         return None
+
+    def with_updates(self, updates: dict) -> "ValidationLimits":
+        """Return a copy with `updates` applied (keys are field names)."""
+        return replace(self, **updates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +105,14 @@ def validate(trajectory_m: object, dt_s: float, ego_speed_mps: float | None,
     if not (math.isfinite(dt_s) and dt_s > 0):
         return _fail("shape", f"time step dt_s={dt_s} must be finite and > 0; take it from the model manifest")
     known = ego_speed_mps is not None and math.isfinite(ego_speed_mps)
+    ego_mps = float(ego_speed_mps) if ego_speed_mps is not None and known else 0.0
     z = np.ascontiguousarray(plan).view(np.complex128)[:, 0]          # (T,) waypoints as x + iy
     with np.errstate(all="ignore"):           # huge waypoints overflow to inf, and inf fails the checks
         if known:
-            error = abs(complex(z[0]) - ego_speed_mps * dt_s)
+            error = abs(complex(z[0]) - ego_mps * dt_s)
             if not error <= limits.max_first_point_error_m:
                 return _fail("first_point", f"first waypoint {error:.4g} m from where the ego would be after "
-                             f"{dt_s:g} s at {ego_speed_mps:.1f} m/s > validation.max_first_point_error_m "
+                             f"{dt_s:g} s at {ego_mps:.1f} m/s > validation.max_first_point_error_m "
                              f"{limits.max_first_point_error_m:g}")
         seg = np.empty_like(z)                                         # (T,): from the ego, then between waypoints
         seg[0] = z[0]
@@ -112,7 +126,7 @@ def validate(trajectory_m: object, dt_s: float, ego_speed_mps: float | None,
         # Segment means sit at (k + 0.5) dt and the ego's speed at 0, half a step before the first one;
         # accel[k] is the change around point k (0 = the ego; 0.0 there when the ego's speed is unknown).
         accel = np.empty_like(speed)
-        accel[0] = (speed[0] - abs(ego_speed_mps)) * 2.0 if known else 0.0
+        accel[0] = (speed[0] - abs(ego_mps)) * 2.0 if known else 0.0
         np.subtract(speed[1:], speed[:-1], out=accel[1:])
         accel /= dt_s
         i = int(accel.argmax())

@@ -7,40 +7,55 @@ model is busy replace the waiting one and are counted as superseded, so latency 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
 from typing import Any, Callable
 
 import rclpy
-from rclpy._rclpy_pybind11 import RCLError, UnknownROSArgsError
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, String
 
 from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, ConfigError, DeeadError
-from deead_ros.frame_assembly import CameraStampGuard, LatestInputs, stamp_s
+from deead_ros.frame_assembly import (PATH_HISTORY, AssembledFrame, CameraStampGuard, InputSettings, LatestInputs,
+                                      model_image_hw, stamp_s)
 from deead_ros.paths import demo_manifest_path
 from deead_ros.health import FrameStats, assess
 from deead_ros.ros import ros_io
-from deead_ros.ros.params import NodeConfig, candidate_values, config_from_values, declare_all
-from deead_ros.runner import Runner
+from deead_ros.ros.params import (GuardedParameterService, NodeConfig, candidate_values, config_from_values,
+                                  declare_all, with_declared_types)
+from deead_ros.runner import EgoPose, Runner
 from deead_ros_msgs.msg import ExitDiagnostics
 
 # Sensor-data QoS (best effort, depth 5): a frame that waits while the executor is busy still reaches the
 # mailbox, where it is counted as superseded, instead of vanishing uncounted in the middleware's queue.
 CAMERA_QOS = qos_profile_sensor_data
 INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+ODOMETRY_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)   # the history wants every sample
 ROUTE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Routes: a few kept (LatestInputs picks the one of the camera's instant by stamp), none lost to a busy executor.
+PATH_QOS = QoSProfile(depth=PATH_HISTORY, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 _THROTTLE_S = 5.0
+
+
+def _ego_pose(frame: AssembledFrame) -> EgoPose | None:
+    """The ego pose at the camera stamp, for carrying the last valid plan forward; None when unknown."""
+    ego = frame.ego
+    if ego is None:
+        return None
+    return EgoPose(frame.camera_stamp_s, ego.x, ego.y, ego.yaw)
 
 
 def build_runner(config: NodeConfig) -> Runner:
@@ -49,7 +64,7 @@ def build_runner(config: NodeConfig) -> Runner:
                         num_threads=config.num_threads, precision=config.precision,
                         engine_cache_dir=config.engine_cache_dir or None,
                         force_engine_update=config.force_engine_update)
-    return Runner(chain, config.exit, config.prior)
+    return Runner(chain, config.exit, config.prior, validation_limits=config.validation)
 
 
 class Mailbox:
@@ -79,26 +94,35 @@ class DeeadNode(Node):
     """Subscribes to camera, route, odometry and command; publishes the early-exit trajectory."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__("deead_node", **kwargs)
-        self._values = declare_all(self)
+        # rclpy's parameter services raise inside the executor on a malformed request: ours refuse it.
+        super().__init__("deead_node", **{**kwargs, "start_parameter_services": False})
+        self._values = declare_all(self)          # ConfigError on a start-up value of the wrong type or range
         self._config = config_from_values(self._values)
-        if self._config.camera_format not in ("raw", "compressed"):
-            raise ConfigError(f"camera_format='{self._config.camera_format}' must be raw or compressed")
         self._runner = build_runner(self._config)
+        problem = self._config.problem(self._runner.num_layers)
+        if problem:
+            raise ConfigError(problem)
         self._manifest = self._runner.chain.manifest
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_pre_set_parameters_callback(with_declared_types)     # an integer for a double: that double
+        self.add_on_set_parameters_callback(self._on_set_parameters)  # validates only
+        self.add_post_set_parameters_callback(self._after_set_parameters)   # applies what was accepted
+        self._parameter_service = GuardedParameterService(self)
 
         self.stats = FrameStats(window_s=self._config.io.diagnostics_window_s)
         self._mailbox = Mailbox()
         self._stamps = CameraStampGuard()
         self._inputs = LatestInputs(frame_id=self._config.io.frame_id, on_rejected=self._reject_input,
-                                    accel_window_s=self._runner.encoder.accel_window_s)
+                                    on_notice=self._input_notice, accel_window_s=self._runner.encoder.accel_window_s,
+                                    settings=InputSettings.from_values(self._values))
+        self._image_hw = model_image_hw(self._runner.encoder)     # a larger jpeg is decoded straight to this
         image_type = Image if self._config.camera_format == "raw" else CompressedImage
-        subscriptions = (("image", image_type, self._mailbox_put, CAMERA_QOS),
-                         ("route", Path, self._inputs.set_route, ROUTE_QOS),
-                         ("odometry", Odometry, self._inputs.set_odometry, INPUT_QOS),
+        # The camera last: the executor runs the ready callbacks of one wait in creation order, so the
+        # route and odometry that arrived with a frame are stored before the worker can take it.
+        subscriptions = (("route", Path, self._inputs.set_route, PATH_QOS),
+                         ("odometry", Odometry, self._inputs.set_odometry, ODOMETRY_QOS),
                          ("command", String, self._inputs.set_command, ROUTE_QOS),
-                         ("external_prior", Path, self._inputs.set_external, INPUT_QOS))
+                         ("external_prior", Path, self._inputs.set_external, INPUT_QOS),
+                         ("image", image_type, self._mailbox_put, CAMERA_QOS))
         for name, msg_type, store, qos in subscriptions:
             self.create_subscription(msg_type, f"~/input/{name}", self._counted(name, store), qos)
         self._trajectory_pub = self.create_publisher(Path, "~/output/trajectory", OUTPUT_QOS)
@@ -118,26 +142,36 @@ class DeeadNode(Node):
 
     # -- parameters -------------------------------------------------------------------------------
     def _on_set_parameters(self, params: list) -> SetParametersResult:
+        """Validate the candidate configuration as a whole; change nothing (the post-set callback applies)."""
+        problem = config_from_values(candidate_values(self._values, params)).problem(self._runner.num_layers)
+        return SetParametersResult(successful=problem is None, reason=problem or "")
+
+    def _after_set_parameters(self, params: list) -> None:
+        """Apply parameters rclpy has accepted and stored: swap in the new settings, one assignment each."""
         values = candidate_values(self._values, params)
         config = config_from_values(values)
-        problem = config.problem(self._runner.num_layers)
-        if problem:
-            return SetParametersResult(successful=False, reason=problem)
-        self._runner.configure(config.exit, config.prior)
+        self._runner.configure(config.exit, config.prior, config.validation)
         self._inputs.frame_id = config.io.frame_id
+        self._inputs.settings = InputSettings.from_values(values)
         self._values, self._config = values, config
-        return SetParametersResult(successful=True)
 
     # -- inputs: store the newest message, nothing else --------------------------------------------
     def _counted(self, topic: str, store: Callable[[Any], None]) -> Callable[[Any], None]:
+        is_path = topic in ("route", "external_prior")     # a path stamped 0 is static (latched): never stale
+
         def callback(msg: Any) -> None:
-            self.stats.note_input(topic)
+            self.stats.note_input(topic, static=is_path and stamp_s(msg.header.stamp) == 0.0)
             store(msg)
         return callback
 
     def _mailbox_put(self, msg: Any) -> None:
         if self._mailbox.put(msg):
             self.stats.note_dropped("superseded")
+
+    def _input_notice(self, key: str, reason: str) -> None:
+        """An input used after a change worth counting (odometry history reset, command truncated)."""
+        self.stats.note_rejected_input(key)
+        self.get_logger().warning(reason, throttle_duration_sec=_THROTTLE_S)
 
     def _reject_input(self, topic: str, reason: str) -> None:
         self.stats.note_rejected_input(topic)
@@ -170,10 +204,15 @@ class DeeadNode(Node):
             self.stats.note_dropped(reason)
             self.get_logger().warning(f"camera frame dropped: {message}", throttle_duration_sec=_THROTTLE_S)
             return
+        self._inputs.wait_for_odometry(stamp_s(msg.header.stamp))   # bounded: io.odometry_wait_s
         frame = self._inputs.assemble(msg, config.camera_format == "raw", config.io.max_input_age_s,
-                                      use_external=config.prior.source == "external")
+                                      use_external=config.prior.source == "external", image_hw=self._image_hw)
         result = self._runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known,
-                                   external_ego_m=frame.external_ego_m)
+                                   external_ego_m=frame.external_ego_m, ego_pose=_ego_pose(frame))
+        if result.fallback:
+            self.get_logger().error(
+                f"trajectory failed validation ({result.validation.reason}); published the {result.fallback} "
+                "fallback instead (ExitDiagnostics.valid = false)", throttle_duration_sec=_THROTTLE_S)
         frame_id, stamp = config.io.frame_id, msg.header.stamp
         self._trajectory_pub.publish(ros_io.trajectory_path(result.trajectory_m, stamp, frame_id))
         node_ms = (time.perf_counter() - taken) * 1e3
@@ -183,18 +222,25 @@ class DeeadNode(Node):
         if result.prior.is_valid:
             self._prior_pub.publish(ros_io.trajectory_path(result.prior.trajectory_m, stamp, frame_id))
         self._time_pub.publish(Float64(data=result.total_ms))
-        self.stats.note_planned(result.trace.exit_layer, result.trace.num_layers, result.total_ms, result.prior.source)
+        self.stats.note_planned(result.trace.exit_layer, result.trace.num_layers, result.total_ms, result.prior.source,
+                                fallback=result.fallback, refused_exits=result.trace.refused_exits,
+                                validation=result.validation.reason)
 
     # -- diagnostics -------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        statuses = assess(self.stats.snapshot(), self._config.io.latency_deadline_ms, self._runner.chain.backend,
-                          self._manifest.model_version)
+        config = self._config
+        required = ("odometry",) + {"route": ("route",), "external": ("external_prior",)}.get(config.prior.source, ())
+        statuses = assess(self.stats.snapshot(), config.io.latency_deadline_ms, self._runner.chain.backend,
+                          self._manifest.model_version, max_input_age_s=config.io.max_input_age_s,
+                          required_inputs=required)
         self._diag_pub.publish(ros_io.diagnostic_array(statuses, self.get_clock().now().to_msg(), self.get_name()))
 
     def shutdown(self) -> None:
         """Stop and join the worker before the node is destroyed."""
         self._stop.set()
         self._worker.join(timeout=5.0)
+        if self._worker.is_alive():
+            self.get_logger().warning("the planning thread did not stop within 5 s (a frame still in the engine)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
                "-r ~/input/image:=/camera/image/compressed. Parameters: README.md or `ros2 param describe`.")
     try:
         parser.parse_args(remove_ros_args(argv)[1:])
-        rclpy.init(args=argv)
-    except (RCLError, UnknownROSArgsError) as err:   # e.g. a --params-file that does not exist or is not YAML
+        # No rclpy signal handlers: they shut the context down while the worker may still publish.
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as err:   # rclpy's RCLError family (not public): a params file missing or not YAML, ...
         print(f"deead_node: cannot start: bad ROS arguments: {err}", file=sys.stderr)
         return 2
     try:
@@ -216,14 +263,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deead_node: cannot start: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    except KeyboardInterrupt:
+        rclpy.try_shutdown()
+        return 130
+    # SIGINT / SIGTERM only ask the loop to stop; then, in order: the worker stops and is joined (nothing
+    # publishes after that), the node is destroyed, and only then the context shuts down.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)       # a stop request is seen within 0.1 s
+    except ExternalShutdownException:
         pass
     finally:
         node.shutdown()
+        executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

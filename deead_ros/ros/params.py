@@ -1,20 +1,32 @@
-"""The node's parameters: one declaration table, typed config values, and atomic validation.
+"""The node's parameters: declared from one table, typed config values, validation, and guarded services.
 
-Every row of the table (deead_ros.parameters) becomes a declared ROS parameter with a descriptor (type, range, description,
-read-only). Live rows can change on a running node: the candidate configuration is validated as
-a whole and either replaces the old one in one assignment, or is refused with the reason.
+Every row of the table (deead_ros.parameters) becomes a declared ROS parameter with a descriptor
+(type, range, description, read-only). Live rows can change on a running node. ROS semantics:
+`set_parameters` (what `ros2 param set` and `ros2 param load` use) sets each parameter on its own
+and answers one result per parameter; `set_parameters_atomically` applies the whole batch or
+nothing. Either way each candidate configuration is validated as a whole before it is accepted.
+
+Start-up values come from parameter files and `-p name:=value`. An integer given for a double
+parameter (`-p exit.delta_m:=1`, `stride_table: [8, 8, 4, 4, 2, 2, 1]`) is taken as that double, at
+start-up and on a running node alike; any other wrong type or a value outside its range is a
+ConfigError naming the parameter, the expected type or range and the value.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.parameter_service import ParameterService
 
+from deead_ros.errors import ConfigError
 from deead_ros.exit import ExitSettings, PriorSettings
-from deead_ros.parameters import PARAMETERS, SPECS, default
+from deead_ros.exit.validation import ValidationLimits
+from deead_ros.parameters import PARAMETERS, SPECS, Spec, default
 
 T = ParameterType
 
@@ -23,6 +35,9 @@ T = ParameterType
 ROS_TYPES = {"bool": T.PARAMETER_BOOL, "integer": T.PARAMETER_INTEGER, "double": T.PARAMETER_DOUBLE,
              "string": T.PARAMETER_STRING, "integer_array": T.PARAMETER_INTEGER_ARRAY,
              "double_array": T.PARAMETER_DOUBLE_ARRAY}
+_TYPE_WORDS = {"bool": "a bool (true/false)", "integer": "an integer", "double": "a double (e.g. 2.0)",
+               "string": "a string", "integer_array": "an integer array", "double_array": "a double array"}
+CAMERA_FORMATS = ("raw", "compressed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +51,20 @@ class IoSettings:
     diagnostics_period_s: float = default("diagnostics.period_s")
     diagnostics_window_s: float = default("diagnostics.window_s")
     latency_deadline_ms: float = default("diagnostics.latency_deadline_ms")
+
+    def problem(self) -> str | None:
+        """Return why these settings are invalid, or None."""
+        if not self.frame_id or any(c.isspace() for c in self.frame_id):
+            return (f"output.frame_id='{self.frame_id}' must be a frame name, not empty and without spaces, e.g. "
+                    "base_link (the ego frame the trajectory is expressed in)")
+        if self.frame_id.startswith("/"):
+            return f"output.frame_id='{self.frame_id}' must not start with '/' (tf2 frame ids do not); use " \
+                   f"'{self.frame_id.lstrip('/')}'"
+        for name, spec_name in _IO_FIELDS_BY_ATTR.items():
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{spec_name}={value} must be a finite number"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +81,21 @@ class NodeConfig:
     exit: ExitSettings
     prior: PriorSettings
     io: IoSettings
+    validation: ValidationLimits = field(default_factory=ValidationLimits)
+    values: Mapping[str, Any] = field(default_factory=dict)    # every parameter by name, as set
 
     def problem(self, num_layers: int) -> str | None:
         """Return why this configuration cannot run a model of num_layers layers, or None."""
-        return self.exit.problem(num_layers) or self.prior.problem()
+        if self.camera_format not in CAMERA_FORMATS:
+            return f"camera_format='{self.camera_format}' must be one of {', '.join(CAMERA_FORMATS)}"
+        return (self.io.problem() or self.exit.problem(num_layers) or self.prior.problem()
+                or self.validation.problem())
 
 
 _SECTION_FIELDS = {
     "exit": {f.name for f in fields(ExitSettings)},
     "prior": {f.name for f in fields(PriorSettings)},
+    "validation": {f.name for f in fields(ValidationLimits)},
 }
 _IO_FIELDS = {
     "output.frame_id": "frame_id", "io.max_input_age_s": "max_input_age_s", "io.max_frame_age_s": "max_frame_age_s",
@@ -68,11 +103,12 @@ _IO_FIELDS = {
     "diagnostics.period_s": "diagnostics_period_s", "diagnostics.window_s": "diagnostics_window_s",
     "diagnostics.latency_deadline_ms": "latency_deadline_ms",
 }
+_IO_FIELDS_BY_ATTR = {attr: name for name, attr in _IO_FIELDS.items()}
 
 
 def config_from_values(values: dict[str, Any]) -> NodeConfig:
     """Build a NodeConfig from {parameter name: value} (every name in PARAMETERS present)."""
-    sections: dict[str, dict[str, Any]] = {"exit": {}, "prior": {}}
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTION_FIELDS}
     for name, value in values.items():
         section, _, key = name.partition(".")
         if section in sections and key in _SECTION_FIELDS[section]:
@@ -80,22 +116,122 @@ def config_from_values(values: dict[str, Any]) -> NodeConfig:
     io = IoSettings(**{field: values[name] for name, field in _IO_FIELDS.items()})
     return NodeConfig(values["backend"], values["model_file_path"], values["engine_cache_dir"], values["precision"],
                       values["force_engine_update"], values["num_threads"], values["camera_format"],
-                      ExitSettings(**sections["exit"]), PriorSettings(**sections["prior"]), io)
+                      ExitSettings(**sections["exit"]), PriorSettings(**sections["prior"]), io,
+                      ValidationLimits(**sections["validation"]), dict(values))
+
+
+def descriptor_of(spec: Spec) -> ParameterDescriptor:
+    """The ROS descriptor of one table row: type, description, range, read-only."""
+    descriptor = ParameterDescriptor(name=spec.name, type=ROS_TYPES[spec.type], description=spec.doc,
+                                     read_only=spec.read_only)
+    if spec.range is not None and spec.type == "double":
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
+                                                              to_value=float(spec.range[1]))]
+    elif spec.range is not None and spec.type == "integer":
+        descriptor.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+    return descriptor
+
+
+def as_declared_type(spec: Spec, value: Any) -> Any:
+    """Return value as the row's type: an integer (array) for a double (array) becomes that double.
+
+    Raises TypeError naming the expected type when the value has another type.
+    """
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(v: Any) -> bool:
+        return isinstance(v, float) or is_int(v)
+
+    checks: dict[str, Callable[[Any], bool]] = {
+        "bool": lambda v: isinstance(v, bool), "integer": is_int, "double": is_number,
+        "string": lambda v: isinstance(v, str),
+        "integer_array": lambda v: isinstance(v, (list, tuple)) and all(is_int(x) for x in v),
+        "double_array": lambda v: isinstance(v, (list, tuple)) and all(is_number(x) for x in v),
+    }
+    if not checks[spec.type](value):
+        raise TypeError(f"expected {_TYPE_WORDS[spec.type]}, got {_describe(value)}")
+    if spec.type == "double":
+        return float(value)
+    if spec.type == "double_array":
+        return [float(x) for x in value]
+    if spec.type == "integer_array":
+        return list(value)
+    return value
+
+
+def _describe(value: Any) -> str:
+    """'the string 'abc'', 'the integer 1', ... for messages."""
+    for kind, name in ((bool, "bool"), (int, "integer"), (float, "double"), (str, "string"), (list, "array"),
+                       (tuple, "array")):
+        if isinstance(value, kind):
+            return f"the {name} {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _range_problem(spec: Spec, value: Any) -> str | None:
+    if spec.range is None or spec.type not in ("integer", "double"):
+        return None
+    low, high = spec.range
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number in [{low:g}, {high:g}]"
+    if not low <= value <= high:
+        return f"is outside its range [{low:g}, {high:g}]"
+    return None
+
+
+def _declare(node: Node, spec: Spec) -> Any:
+    """Declare one parameter; return its value after overrides. Raises ConfigError for a bad override."""
+    try:
+        return node.declare_parameter(spec.name, spec.default, descriptor_of(spec)).value
+    except (InvalidParameterTypeException, InvalidParameterValueException):
+        pass
+    # The start-up value (a params file or -p) has another type than the table's, or lies outside the
+    # range: read it as given, take an integer for a double, and otherwise say what is wrong.
+    given = node.declare_parameter(spec.name, spec.default, ParameterDescriptor(dynamic_typing=True)).value
+    node.undeclare_parameter(spec.name)
+    try:
+        value = as_declared_type(spec, given)
+    except TypeError as err:
+        raise ConfigError(f"parameter {spec.name}: {err} (from a params file or -p {spec.name}:=...); "
+                          f"the default is {spec.default!r}") from None
+    problem = _range_problem(spec, value)
+    if problem:
+        raise ConfigError(f"parameter {spec.name}={value!r} {problem} (from a params file or -p {spec.name}:=...)")
+    try:
+        return node.declare_parameter(spec.name, value, descriptor_of(spec), ignore_override=True).value
+    except ParameterException as err:
+        raise ConfigError(f"parameter {spec.name}={value!r} refused: {err}") from None
 
 
 def declare_all(node: Node) -> dict[str, Any]:
-    """Declare every parameter with its descriptor; return {name: value} after overrides."""
-    for spec in PARAMETERS:
-        descriptor = ParameterDescriptor(name=spec.name, type=ROS_TYPES[spec.type], description=spec.doc,
-                                         read_only=spec.read_only)
-        if spec.range is not None and spec.type == "double":
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
-                                                                  to_value=float(spec.range[1]))]
-        elif spec.range is not None and spec.type == "integer":
-            descriptor.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]),
-                                                     step=1)]
-        node.declare_parameter(spec.name, spec.default, descriptor)
-    return {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+    """Declare every parameter with its descriptor; return {name: value} after overrides.
+
+    Raises ConfigError when a start-up value has the wrong type (an integer for a double is converted)
+    or lies outside its range.
+    """
+    return {spec.name: _declare(node, spec) for spec in PARAMETERS}
+
+
+_CONVERTIBLE = {("double", Parameter.Type.INTEGER), ("double_array", Parameter.Type.INTEGER_ARRAY)}
+
+
+def with_declared_types(params: list[Parameter]) -> list[Parameter]:
+    """Pre-set callback: an integer (array) sent for a double (array) parameter becomes that double.
+
+    `ros2 param set /deead_node exit.delta_m 1` sends an integer; `ros2 param load` of
+    `stride_table: [8, 8, 4, 4, 2, 2, 1]` an integer array. Everything else passes unchanged
+    (rclpy then refuses a wrong type with its reason). Never raises.
+    """
+    converted = []
+    for param in params:
+        spec = SPECS.get(param.name)
+        if spec is not None and (spec.type, param.type_) in _CONVERTIBLE:
+            value = as_declared_type(spec, list(param.value) if spec.type == "double_array" else param.value)
+            param = Parameter(param.name, Parameter.Type.DOUBLE if spec.type == "double"
+                              else Parameter.Type.DOUBLE_ARRAY, value)
+        converted.append(param)
+    return converted
 
 
 def candidate_values(current: dict[str, Any], changes: list[Parameter]) -> dict[str, Any]:
@@ -110,3 +246,85 @@ def candidate_values(current: dict[str, Any], changes: list[Parameter]) -> dict[
             value = list(value)
         values[param.name] = value
     return values
+
+
+def _refused(reason: str) -> SetParametersResult:
+    return SetParametersResult(successful=False, reason=reason)
+
+
+def parameter_from_msg(msg: Any) -> tuple[Parameter | None, str]:
+    """rcl_interfaces/Parameter -> (Parameter, "") or (None, why it is malformed). Never raises."""
+    try:
+        param = Parameter.from_parameter_msg(msg)
+    except (ValueError, TypeError, AttributeError) as err:
+        kind = getattr(getattr(msg, "value", None), "type", "?")
+        return None, (f"parameter '{getattr(msg, 'name', '?')}' is malformed (value type {kind}: {err}); "
+                      "use a rcl_interfaces/ParameterType constant with the matching *_value field")
+    if param.type_ == Parameter.Type.NOT_SET:
+        return None, f"parameter '{param.name}' has no value (type NOT_SET); deead_node's parameters cannot be unset"
+    return param, ""
+
+
+class GuardedParameterService(ParameterService):
+    """rclpy's parameter services, except that no request can raise out of them (and end the node).
+
+    rclpy's own service converts each request parameter with `Parameter.from_parameter_msg`, which
+    raises on an unknown type (e.g. 99) inside the executor. Here a malformed parameter is refused
+    with a reason: `set_parameters` answers it in its own result (the others are set as usual),
+    `set_parameters_atomically` refuses the whole batch. Anything else a callback raises is refused
+    (or answered empty) and logged, never propagated.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self._logger = node.get_logger()
+        super().__init__(node)
+
+    def _guarded(self, what: str, call: Callable[[], Any], on_error: Callable[[str], Any]) -> Any:
+        try:
+            return call()
+        except ParameterException as err:
+            return on_error(str(err))
+        except Exception as err:   # the service boundary: a request must never end the node
+            self._logger.error(f"{what} request failed ({type(err).__name__}: {err}); answered with a refusal",
+                               throttle_duration_sec=5.0)
+            return on_error(f"{type(err).__name__}: {err}")
+
+    def _set(self, what: str, params: list[Parameter]) -> SetParametersResult:
+        node = self._get_node()
+        undeclared = [p.name for p in params if not node.has_parameter(p.name)]
+        if undeclared:
+            return _refused(f"parameter(s) {', '.join(repr(n) for n in undeclared)} not declared by "
+                            f"{node.get_name()}; `ros2 param list` shows those that are")
+        return self._guarded(what, lambda: node.set_parameters_atomically(params), _refused)
+
+    def _set_parameters_callback(self, request: Any, response: Any) -> Any:
+        for msg in request.parameters:
+            param, reason = parameter_from_msg(msg)
+            response.results.append(self._set("set_parameters", [param]) if param is not None else _refused(reason))
+        return response
+
+    def _set_parameters_atomically_callback(self, request: Any, response: Any) -> Any:
+        params = []
+        for msg in request.parameters:
+            param, reason = parameter_from_msg(msg)
+            if param is None:
+                response.result = _refused(f"{reason}; nothing was set")
+                return response
+            params.append(param)
+        response.result = self._set("set_parameters_atomically", params)
+        return response
+
+    def _read_only(self, what: str, callback: Callable[[Any, Any], Any], request: Any, response: Any) -> Any:
+        return self._guarded(what, lambda: callback(request, response), lambda _reason: type(response)())
+
+    def _describe_parameters_callback(self, request: Any, response: Any) -> Any:
+        return self._read_only("describe_parameters", super()._describe_parameters_callback, request, response)
+
+    def _get_parameters_callback(self, request: Any, response: Any) -> Any:
+        return self._read_only("get_parameters", super()._get_parameters_callback, request, response)
+
+    def _get_parameter_types_callback(self, request: Any, response: Any) -> Any:
+        return self._read_only("get_parameter_types", super()._get_parameter_types_callback, request, response)
+
+    def _list_parameters_callback(self, request: Any, response: Any) -> Any:
+        return self._read_only("list_parameters", super()._list_parameters_callback, request, response)

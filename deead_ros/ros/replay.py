@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
-# Routes and commands are latched (transient local) as a route planner publishes them; the rest is
-# reliable with a small queue so a burst at the bag's start is not lost.
+# Routes and commands are latched (transient local) as a route planner publishes them; everything is
+# reliable with a small queue, so a recorded stream (a route per frame) is replayed without losses.
 LATCHED_TYPES = {"nav_msgs/msg/Path", "std_msgs/msg/String"}
 CAMERA_TYPES = {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"}
 
@@ -77,13 +78,15 @@ def main(argv: list[str] | None = None) -> int:
             publishers = {}
             for c in connections:
                 latched = c.msgtype in LATCHED_TYPES
-                qos = QoSProfile(depth=1 if latched else 10, reliability=ReliabilityPolicy.RELIABLE,
+                qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
                 publishers[c.id] = node.create_publisher(message_class(c.msgtype), remaps.get(c.topic, c.topic), qos)
             clock_pub = node.create_publisher(Clock, "/clock", 10) if args.clock else None
             cameras = [publishers[c.id] for c in connections if c.msgtype in CAMERA_TYPES]
             _wait_for_subscribers(cameras or list(publishers.values()), args.wait_for_subscribers)
             count = _play(reader, connections, publishers, clock_pub, args)
+            for publisher in publishers.values():     # deliver the last messages before the writers go away
+                publisher.wait_for_all_acked(Duration(seconds=2.0))
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -40,8 +40,10 @@ def exit_diagnostics(result, stamp: Time, frame_id: str, delta_m: float, prior_a
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
     msg.exit_layer, msg.layers_run, msg.num_layers = trace.exit_layer, trace.layers_run, trace.num_layers
     msg.exited_early, msg.reason, msg.reason_text = trace.exited_early, int(trace.reason), trace.reason_text
-    msg.checkpoints = [ExitCheckpoint(layer=c.layer, deviation_m=float(c.deviation_m), next_stride=c.next_stride)
-                       for c in trace.checkpoints]
+    msg.checkpoints = [ExitCheckpoint(layer=c.layer, deviation_m=float(c.deviation_m), next_stride=c.next_stride,
+                                      refused=c.refused) for c in trace.checkpoints]
+    msg.valid, msg.fallback, msg.refused_exits = result.is_valid, result.fallback, trace.refused_exits
+    msg.validation = "" if result.validation.ok else f"{result.validation.code}: {result.validation.reason}"
     msg.delta_m, msg.policy = float(delta_m), trace.policy
     msg.prior_source, msg.prior_detail = result.prior.source, result.prior.detail
     msg.prior_age_s = float(prior_age_s) if result.prior.is_valid else -1.0

@@ -23,3 +23,10 @@ def iterate_bag(bag: Path) -> Iterator[tuple[str, Any]]:
     with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
         for connection, _, raw in reader.messages():
             yield connection.topic, reader.deserialize(raw, connection.msgtype)
+
+
+def iterate_bag_timed(bag: Path) -> Iterator[tuple[str, int, Any]]:
+    """Yield (topic, record time in ns, message) in recorded order (rosbags' ROS 2 Jazzy types)."""
+    with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        for connection, timestamp, raw in reader.messages():
+            yield connection.topic, timestamp, reader.deserialize(raw, connection.msgtype)

@@ -1,11 +1,15 @@
 """Closed-loop driving in MetaDrive: the model drives held-out maps through the exit controller.
 
-Each episode is one map seed and one setting (the IDM expert, or the model with an exit policy).
-Every camera frame is planned by `Runner.plan`, the code path of the node; a pure-pursuit steering
-and proportional speed controller tracks the planned trajectory. The simulator pauses while the
-model plans, so latency does not change the driving here (it is reported, not simulated).
-Map, traffic and initial speed come from the seed (`collect_metadrive.episode_config`), so every
-setting meets the same episodes. Runs in the MetaDrive venv, which also holds onnxruntime.
+The protocol is docs/closed_loop_protocol.md (its version is PROTOCOL_VERSION, stored with every
+episode). Each episode is one map seed and one setting (the yielding IDM expert, or the model with
+an exit policy) and drives the whole route: it ends on arrival, a crash, leaving the road or the
+step cap from the route length. Every camera frame is planned by `Runner.plan`, the code path of
+the node; a pure-pursuit steering and proportional speed controller tracks the planned trajectory.
+The simulator pauses while the model plans, so latency does not change the driving here (it is
+reported, not simulated). Map, traffic and initial speed come from the seed
+(`collect_metadrive.episode_config`), so every setting meets the same episodes. The pure parts
+(at-fault rule, completion, score, spawn check, the paired statistics and the resume bookkeeping)
+run without the simulator. Runs in the MetaDrive venv, which also holds onnxruntime.
 """
 from __future__ import annotations
 
@@ -19,9 +23,37 @@ import numpy as np
 from deead_ros.tools import collect_metadrive as sim
 from deead_ros.tools import dataset_format as fmt
 
+PROTOCOL_VERSION = 2                       # docs/closed_loop_protocol.md; a new version starts the log over
 EXPERT = "expert"
-SPAWN_STEPS = 10                           # 1 s at 10 Hz
-SIM_TIMEOUT = "sim_timeout"                # end reason of an episode the simulator never finished
+FULL = "full"
+# end reasons that are no driving outcome: the seed is not scored for any setting
+SPAWN_BLOCKED = "spawn_blocked"            # the spawn-clear check failed (decided before anyone drove)
+SIM_ERROR = "sim_error"                    # one failed attempt (crash or hang); retried once
+SIM_FAILURE = "sim_failure"                # failed twice: recorded for every setting on the seed
+NOT_SCORED = (SPAWN_BLOCKED, SIM_FAILURE)
+
+# step cap: twice the route at the expert's target speed, plus slack for the start and waiting
+CAP_ROUTE_FACTOR = 2.0
+CAP_SLACK_S = 10.0
+# spawn-clear check
+SPAWN_CLEAR_M = 10.0                       # free road ahead of the ego's front bumper, plus 2 s at its speed
+SPAWN_CLEAR_S = 2.0
+VEHICLE_LENGTH_M = 4.5
+VEHICLE_WIDTH_M = 1.85
+# at-fault rule (docs/closed_loop_protocol.md)
+STOPPED_MPS = 0.5
+FRONT_SECTOR_DEG = 40.0
+REAR_SECTOR_DEG = 140.0
+LATERAL_TOWARDS_MPS = 0.3
+# driving score factors (CARLA leaderboard's collision penalties; out of road 0.7)
+SCORE_VEHICLE = 0.6
+SCORE_OBJECT = 0.65
+SCORE_OUT_OF_ROAD = 0.7
+# non-inferiority margins, declared before the run: (metric, margin, higher_is_worse)
+MARGINS = (("collision", 0.05, True), ("at_fault", 0.05, True), ("completion", 0.05, False),
+           ("score", 0.05, False))
+BOOTSTRAP_SAMPLES = 10_000
+MIN_SEEDS_FOR_VERDICT = 30                 # no non-inferiority verdict on fewer paired seeds
 
 
 @dataclass(frozen=True)
@@ -76,17 +108,24 @@ class EpisodeResult:
     seed: int
     setting: str
     steps: int
-    end_reason: str                        # arrive_dest | crash_vehicle | crash_object | out_of_road | max_steps ...
-    crash_vehicle: bool
-    crash_object: bool
-    out_of_road: bool
+    max_steps: int
+    end_reason: str                        # arrive_dest | crash_vehicle | crash_object | out_of_road | max_steps | ...
     arrived: bool
+    crash_vehicle: bool
+    crash_object: bool                     # objects and buildings
+    out_of_road: bool                      # MetaDrive's `not on_lane`, or the sidewalk
+    left_lane: bool                        # touched a solid line (does not end the episode)
+    at_fault: bool                         # the collision is the ego's under the written rule
+    fault_reason: str
     progress_m: float                      # along the route from the start
     route_length_m: float
+    completion: float
+    score: float
     mean_exit_layer: float                 # nan for the expert (layers run = exit layer)
     plan_ms_p50: float
     plan_ms_p95: float
     wall_s: float
+    protocol: int = PROTOCOL_VERSION
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,27 +150,139 @@ class RouteProgress:
         return self.best_m
 
 
-def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: PurePursuit,
-          trace: list[dict[str, float]] | None = None) -> EpisodeResult:
-    """Drive one seed with one setting (runner/policy None for the expert) until done or max_steps.
+# --------------------------------------------------------------------------- pure episode rules
+def step_cap(route_length_m: float, target_speed_mps: float, dt_s: float = fmt.DT_S) -> int:
+    """Steps allowed for a route: (2 x length / target speed + 10 s) / dt, rounded up."""
+    return math.ceil((CAP_ROUTE_FACTOR * route_length_m / max(target_speed_mps, 0.1) + CAP_SLACK_S) / dt_s)
 
+
+def route_completion(progress_m: float, route_length_m: float, arrived: bool) -> float:
+    """Progress over route length in [0, 1]; 1 on arrival (the destination zone starts before the route's end)."""
+    if arrived:
+        return 1.0
+    if route_length_m <= 1.0:
+        return 0.0
+    return float(np.clip(progress_m / route_length_m, 0.0, 1.0))
+
+
+def driving_score(completion: float, crash_vehicle: bool, crash_object: bool, out_of_road: bool) -> float:
+    """Completion x 0.6 (vehicle collision) x 0.65 (object collision) x 0.7 (out of road)."""
+    return float(completion * SCORE_VEHICLE ** bool(crash_vehicle) * SCORE_OBJECT ** bool(crash_object)
+                 * SCORE_OUT_OF_ROAD ** bool(out_of_road))
+
+
+def at_fault(kind: str, ego_speed_mps: float, other_xy_ego: np.ndarray | None,
+             ego_lateral_mps: float) -> tuple[bool, str]:
+    """Decide whether the ego caused a collision (docs/closed_loop_protocol.md), with the rule that decided.
+
+    Args:
+        kind: "vehicle" or "object" (objects and buildings).
+        ego_speed_mps: the ego's speed at the collision.
+        other_xy_ego: (2,) the other vehicle's centre in the ego frame (x forward, y left), m; None if unknown.
+        ego_lateral_mps: the ego's speed across its lane, left positive.
+    """
+    if kind != "vehicle":
+        return True, "object"
+    if ego_speed_mps < STOPPED_MPS:
+        return False, "stopped"
+    if other_xy_ego is None:
+        return True, "unknown_other"
+    x, y = float(other_xy_ego[0]), float(other_xy_ego[1])
+    bearing = abs(math.degrees(math.atan2(y, x)))
+    if bearing <= FRONT_SECTOR_DEG:
+        return True, "front"
+    if bearing >= REAR_SECTOR_DEG:
+        return False, "rear_ended"
+    towards = ego_lateral_mps * math.copysign(1.0, y)
+    if towards > LATERAL_TOWARDS_MPS:
+        return True, "side_moving_towards"
+    return False, "side_hit"
+
+
+def spawn_is_clear(others_xy_ego: np.ndarray, initial_speed_mps: float, lane_width_m: float) -> bool:
+    """Whether no vehicle overlaps the ego or stands on its lane within the clear distance ahead.
+
+    others_xy_ego: (N, 2) other vehicles' centres in the ego frame (x forward, y left), m.
+    Blocked when a centre is within a vehicle length / width of the ego's (overlap), or on the
+    ego's lane (|y| < lane width / 2) ahead, closer than 4.5 m + 10 m + 2 s x initial speed.
+    """
+    pts = np.asarray(others_xy_ego, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == 0:
+        return True
+    overlap = (np.abs(pts[:, 0]) < VEHICLE_LENGTH_M) & (np.abs(pts[:, 1]) < VEHICLE_WIDTH_M)
+    reach = VEHICLE_LENGTH_M + SPAWN_CLEAR_M + SPAWN_CLEAR_S * max(initial_speed_mps, 0.0)
+    ahead = (pts[:, 0] > 0.0) & (pts[:, 0] < reach) & (np.abs(pts[:, 1]) < 0.5 * lane_width_m)
+    return not bool((overlap | ahead).any())
+
+
+# --------------------------------------------------------------------------- one episode in the simulator
+def _others(env, vehicle) -> list:
+    from metadrive.component.vehicle.base_vehicle import BaseVehicle
+    return [o for o in env.engine.get_objects(lambda o: isinstance(o, BaseVehicle)).values() if o is not vehicle]
+
+
+def _ego_frame(vehicle, xy_md: np.ndarray) -> np.ndarray:
+    """MetaDrive-frame points (N, 2) into the ego frame (x forward, y left; right-handed)."""
+    pos = np.asarray(vehicle.position, dtype=np.float64)[:2]
+    pose = np.array([pos[0], -pos[1], -float(vehicle.heading_theta)])
+    pts = np.asarray(xy_md, dtype=np.float64).reshape(-1, 2) * [1.0, -1.0]
+    return fmt.world_to_ego(pts, pose) if len(pts) else pts
+
+
+def _fault(env, vehicle, kind: str, lateral_mps: float) -> tuple[bool, str]:
+    """Apply `at_fault` to the simulator state at a collision: the other vehicle is the nearest one."""
+    other_xy = None
+    if kind == "vehicle":
+        others = _others(env, vehicle)
+        if others:
+            xy = _ego_frame(vehicle, np.array([np.asarray(o.position)[:2] for o in others]))
+            other_xy = xy[int(np.argmin(np.linalg.norm(xy, axis=1)))]
+    return at_fault(kind, float(vehicle.speed) / 3.6, other_xy, lateral_mps)
+
+
+def _lateral_mps(vehicle) -> float:
+    """The ego's speed across its current lane, left positive (right-handed), m/s."""
+    lane = vehicle.lane
+    if lane is None:
+        return 0.0
+    long, _ = lane.local_coordinates(vehicle.position)
+    h_lane = -float(lane.heading_theta_at(long))
+    h_ego = -float(vehicle.heading_theta)
+    return float(vehicle.speed) / 3.6 * math.sin(h_ego - h_lane)
+
+
+def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density: float = sim.TRAFFIC_DENSITY,
+          trace: list[dict[str, float]] | None = None, max_steps: int | None = None) -> EpisodeResult:
+    """Drive one seed with one setting (runner/policy None for the expert) over its whole route.
+
+    Ends on arrival, a crash, out of road (MetaDrive's, or the sidewalk) or the step cap from the route
+    length (`max_steps` overrides it: quick looks only). A seed whose spawn is not clear ends at once
+    as SPAWN_BLOCKED (the same for every setting: it depends on the seed only).
     trace: a list to append one row per planned step to (what the model saw and planned, what the
     tracker did, where the car was in its lane): how to see why an episode ended as it did.
     """
     from deead_ros.model.encoding import FrameInputs, SpeedHistory
     start = time.time()
-    ep = sim.episode_config(seed)
-    env = sim.make_env(seed, ep, sim.IMAGE_W, sim.IMAGE_H, expert=setting == EXPERT)
+    ep = sim.episode_config(seed, traffic_density=density)
+    env = sim.make_env(seed, ep, sim.IMAGE_W, sim.IMAGE_H, expert=setting == EXPERT, camera=runner is not None)
     exits, plan_ms = [], []
-    flags = {"crash_vehicle": False, "crash_object": False, "out_of_road": False}
-    end_reason, steps = "max_steps", 0
+    flags = {"crash_vehicle": False, "crash_object": False, "out_of_road": False, "left_lane": False}
+    end_reason, steps, fault, cap = "max_steps", 0, (False, ""), 0
     try:
         obs = sim.start_episode(env, ep)
         vehicle = env.vehicle
         progress = RouteProgress(sim.route_ahead(vehicle, 1e5)["points"])
+        cap = max_steps or step_cap(progress.length_m, ep["target_speed_kmh"] / 3.6)
+        others = _others(env, vehicle)
+        xy = _ego_frame(vehicle, np.array([np.asarray(o.position)[:2] for o in others])) if others \
+            else np.zeros((0, 2))
+        lane_width = float(vehicle.navigation.current_lane.width)
+        if not spawn_is_clear(xy, ep["initial_speed_frac"] * ep["target_speed_kmh"] / 3.6, lane_width):
+            end_reason = SPAWN_BLOCKED
+            cap = 0
         previous_yaw = None
         speeds = SpeedHistory(runner.encoder.accel_window_s) if runner is not None else None
-        for steps in range(1, max_steps + 1):
+        for steps in range(1, cap + 1):
             action = [0.0, 0.0]
             if runner is not None:
                 seen = sim.observe(obs, vehicle)
@@ -158,35 +309,93 @@ def drive(seed: int, setting: str, runner, policy, max_steps: int, tracker: Pure
                         "plan_lateral_3s_m": float(result.trajectory_m[-1, 1]),
                         "route_lateral_3s_m": float(result.prior.trajectory_m[-1, 1])
                         if result.prior.is_valid else float("nan")})
+            lateral = _lateral_mps(vehicle)            # before the step: how the ego moved into a collision
             obs, _reward, done, info = env.step(action)
             pos = np.asarray(vehicle.position, dtype=np.float64)
             progress.update(np.array([pos[0], -pos[1]]))
-            for key in flags:
-                flags[key] |= bool(info.get(key, False))
-            if done:
-                end_reason = sim.why_done(info)
+            flags["left_lane"] |= bool(vehicle.on_white_continuous_line or vehicle.on_yellow_continuous_line)
+            flags["crash_vehicle"] |= bool(info.get("crash_vehicle", False))
+            flags["crash_object"] |= bool(info.get("crash_object", False) or info.get("crash_building", False))
+            flags["out_of_road"] |= bool(info.get("out_of_road", False) or vehicle.crash_sidewalk)
+            if (flags["crash_vehicle"] or flags["crash_object"]) and not fault[1]:
+                fault = _fault(env, vehicle, "vehicle" if flags["crash_vehicle"] else "object", lateral)
+            if done or flags["out_of_road"]:
+                end_reason = sim.why_done(info) if done else "out_of_road"
                 break
     finally:
         env.close()
     nan = float("nan")
+    arrived = end_reason == "arrive_dest"
+    completion = route_completion(progress.best_m, progress.length_m, arrived)
     return EpisodeResult(
-        seed=seed, setting=setting, steps=steps, end_reason=end_reason, arrived=end_reason == "arrive_dest",
+        seed=seed, setting=setting, steps=steps if end_reason != SPAWN_BLOCKED else 0, max_steps=cap,
+        end_reason=end_reason, arrived=arrived, at_fault=fault[0], fault_reason=fault[1],
         progress_m=round(progress.best_m, 2), route_length_m=round(progress.length_m, 2),
+        completion=round(completion, 4),
+        score=round(driving_score(completion, flags["crash_vehicle"], flags["crash_object"], flags["out_of_road"]), 4),
         mean_exit_layer=float(np.mean(exits)) if exits else nan,
         plan_ms_p50=float(np.percentile(plan_ms, 50)) if plan_ms else nan,
         plan_ms_p95=float(np.percentile(plan_ms, 95)) if plan_ms else nan,
         wall_s=round(time.time() - start, 1), **flags)
 
 
-def timed_out(seed: int, setting: str, after_s: float) -> dict[str, Any]:
-    """The record of an episode the simulator never finished (its seed is left out for every setting)."""
+def failed(seed: int, setting: str, reason: str, wall_s: float, note: str = "") -> dict[str, Any]:
+    """The record of an episode the simulator did not finish: SIM_ERROR (first attempt) or SIM_FAILURE."""
     nan = float("nan")
-    return EpisodeResult(seed=seed, setting=setting, steps=0, end_reason=SIM_TIMEOUT, crash_vehicle=False,
-                         crash_object=False, out_of_road=False, arrived=False, progress_m=0.0, route_length_m=0.0,
-                         mean_exit_layer=nan, plan_ms_p50=nan, plan_ms_p95=nan,
-                         wall_s=after_s).as_dict()
+    record = EpisodeResult(seed=seed, setting=setting, steps=0, max_steps=0, end_reason=reason, arrived=False,
+                           crash_vehicle=False, crash_object=False, out_of_road=False, left_lane=False,
+                           at_fault=False, fault_reason="", progress_m=0.0, route_length_m=0.0, completion=nan,
+                           score=nan, mean_exit_layer=nan, plan_ms_p50=nan, plan_ms_p95=nan,
+                           wall_s=round(wall_s, 1)).as_dict()
+    record["note"] = note
+    return record
 
 
+# --------------------------------------------------------------------------- resume bookkeeping
+def seed_status(records: list[dict[str, Any]], seed: int) -> str | None:
+    """NOT_SCORED reason of a seed (any setting blocked or failed on it), or None."""
+    reasons = {r["end_reason"] for r in records if r["seed"] == seed}
+    return next((reason for reason in NOT_SCORED if reason in reasons), None)
+
+
+def next_job(records: list[dict[str, Any]], seed: int, settings: list[str]) -> tuple[str, int] | None:
+    """The next (setting, attempt) to run on a seed, attempt 1 or 2; None when the seed is finished.
+
+    A (seed, setting) is finished once it has a record other than SIM_ERROR; one SIM_ERROR record
+    means the next run is its second (last) attempt. A seed that is not scored (spawn blocked,
+    simulator failure) needs no more driving: `fill_not_scored` records it for the other settings.
+    """
+    if seed_status(records, seed) is not None:
+        return None
+    for setting in settings:
+        mine = [r["end_reason"] for r in records if r["seed"] == seed and r["setting"] == setting]
+        if any(reason != SIM_ERROR for reason in mine):
+            continue
+        return setting, len(mine) + 1
+    return None
+
+
+def fill_not_scored(records: list[dict[str, Any]], seed: int, settings: list[str]) -> list[dict[str, Any]]:
+    """Records for the settings a not-scored seed has none for yet (the same reason for every setting)."""
+    reason = seed_status(records, seed)
+    if reason is None:
+        return []
+    have = {r["setting"] for r in records if r["seed"] == seed and r["end_reason"] != SIM_ERROR}
+    return [failed(seed, s, reason, 0.0, note="recorded for every setting of the seed") for s in settings
+            if s not in have]
+
+
+def scored_seeds(records: list[dict[str, Any]], settings: list[str]) -> list[int]:
+    """Seeds with a driving outcome for every setting (not blocked, no simulator failure)."""
+    final: dict[int, set[str]] = {}
+    for r in records:
+        if r["end_reason"] not in (SIM_ERROR,) + NOT_SCORED:
+            final.setdefault(r["seed"], set()).add(r["setting"])
+    return sorted(seed for seed, have in final.items()
+                  if set(settings) <= have and seed_status(records, seed) is None)
+
+
+# --------------------------------------------------------------------------- statistics
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a rate: honest at 0 and 1 and for small n (unlike p +- 1.96 se)."""
     if n == 0:
@@ -197,69 +406,140 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def mean_interval(values: np.ndarray, z: float = 1.96) -> tuple[float, float, float]:
-    """Mean and its normal-approximation 95% interval."""
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs b (only A) and c (only B): binomial(b+c, 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return float(min(1.0, 2.0 * tail))
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
+                     seed: int = 0) -> dict[str, float]:
+    """Mean difference a - b over paired values and its 90% / 95% percentile intervals (seeds resampled)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired_bootstrap needs two equal, non-empty samples; got {a.shape} and {b.shape}")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(samples, d.size))].mean(axis=1)
+    lo90, hi90, lo95, hi95 = np.percentile(means, [5.0, 95.0, 2.5, 97.5])
+    return {"diff": float(d.mean()), "ci90": [float(lo90), float(hi90)], "ci95": [float(lo95), float(hi95)]}
+
+
+def paired_rate_interval(x: np.ndarray, y: np.ndarray, z: float) -> list[float]:
+    """Newcombe's interval (1998, method 10) for the difference of two paired rates, mean(x) - mean(y).
+
+    Built from the two Wilson intervals and the correlation of the pairs, so it stays honest where
+    a bootstrap collapses: with no discordant pair a bootstrap interval is [0, 0] at any n, this one
+    is as wide as the Wilson intervals allow (e.g. +-0.19 at 3 seeds, +-0.013 at 200).
+    """
+    x, y = np.asarray(x, dtype=bool), np.asarray(y, dtype=bool)
+    n = x.size
+    a, b = int(np.sum(x & y)), int(np.sum(x & ~y))
+    c, d = int(np.sum(~x & y)), int(np.sum(~x & ~y))
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson_interval(a + b, n, z)
+    l2, u2 = wilson_interval(a + c, n, z)
+    denominator = math.sqrt(float((a + b) * (c + d) * (a + c) * (b + d)))
+    phi = (a * d - b * c) / denominator if denominator > 0 else 0.0
+    delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    epsilon = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return [p1 - p2 - delta, p1 - p2 + epsilon]
+
+
+def bootstrap_mean_interval(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> list[float]:
+    """95% percentile interval of a mean (seeds resampled)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(values.mean())
-    half = z * float(values.std(ddof=1)) / math.sqrt(values.size) if values.size > 1 else float("nan")
-    return mean, mean - half, mean + half
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(samples, values.size))].mean(axis=1)
+    return [float(v) for v in np.percentile(means, [2.5, 97.5])]
 
 
-def spawned_into_a_crash(episode: dict[str, Any]) -> bool:
-    """A collision within the first second: the spawn's fault, not the driver's."""
-    return (episode["crash_vehicle"] or episode["crash_object"]) and episode["steps"] <= SPAWN_STEPS
+def non_inferior(boot: dict[str, Any], margin: float, higher_is_worse: bool) -> str:
+    """Verdict against a margin from the 90% interval (one-sided 95%): non-inferior, inferior or inconclusive.
 
-
-def left_out(episodes: list[dict[str, Any]]) -> set[int]:
-    """Seeds no setting is scored on: the expert spawned into a crash, or the simulator hung in some setting."""
-    return {e["seed"] for e in episodes
-            if e["end_reason"] == SIM_TIMEOUT or (e["setting"] == EXPERT and spawned_into_a_crash(e))}
-
-
-def summarise(episodes: list[dict[str, Any]], max_steps: int) -> dict[str, dict[str, Any]]:
-    """Per setting, over the seeds every setting has finished: rates with Wilson intervals, score, depth.
-
-    Seeds where the expert collides within SPAWN_STEPS are left out for every setting: the
-    simulator spawned the ego into a collision before anyone drove; so are seeds on which the
-    simulator hung for some setting (SIM_TIMEOUT). Route completion is progress
-    over the expert's progress on the same seed within the same step
-    cap (capped at 1), because a capped episode cannot finish a long route; the driving score is
-    route completion x 0.6^(vehicle collision) x 0.65^(object collision), the CARLA leaderboard's
-    factors (an episode ends at its first collision, so each factor applies at most once).
+    Fewer than MIN_SEEDS_FOR_VERDICT seeds give "too few seeds" whatever the interval says.
     """
-    by_setting: dict[str, dict[int, dict]] = {}
-    for e in episodes:
-        by_setting.setdefault(e["setting"], {})[e["seed"]] = e
-    common = sorted(set.intersection(*(set(v) for v in by_setting.values()))) if by_setting else []
-    expert = by_setting.get(EXPERT, {})
-    broken = left_out(episodes)
-    common = [seed for seed in common if seed not in broken]
-    summary = {}
-    for setting, runs in by_setting.items():
-        rows = [runs[s] for s in common]
+    if boot.get("seeds", MIN_SEEDS_FOR_VERDICT) < MIN_SEEDS_FOR_VERDICT:
+        return "too few seeds"
+    lo, hi = boot["ci90"]
+    if higher_is_worse:
+        return "non-inferior" if hi < margin else "inferior" if lo > margin else "inconclusive"
+    return "non-inferior" if lo > -margin else "inferior" if hi < -margin else "inconclusive"
+
+
+def _outcomes(r: dict[str, Any]) -> dict[str, float]:
+    return {"collision": float(r["crash_vehicle"] or r["crash_object"]), "at_fault": float(r["at_fault"]),
+            "completion": float(r["completion"]), "score": float(r["score"])}
+
+
+def compare(setting_rows: list[dict[str, Any]], full_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A setting against full depth on the same seeds (rows in the same seed order): tests and verdicts."""
+    out: dict[str, Any] = {"seeds": len(setting_rows)}
+    a = [_outcomes(r) for r in setting_rows]
+    b = [_outcomes(r) for r in full_rows]
+    for metric, margin, higher_is_worse in MARGINS:
+        x = np.array([o[metric] for o in a])
+        y = np.array([o[metric] for o in b])
+        boot: dict[str, Any] = {**paired_bootstrap(x, y), "seeds": len(x)}
+        if metric in ("collision", "at_fault"):      # rates: Newcombe's paired interval, not the bootstrap
+            boot.update(ci90=paired_rate_interval(x > 0, y > 0, 1.645), ci95=paired_rate_interval(x > 0, y > 0, 1.96),
+                        interval="newcombe")
+        else:
+            boot["interval"] = "paired bootstrap"
+        row = {**boot, "margin": margin, "verdict": non_inferior(boot, margin, higher_is_worse)}
+        if metric in ("collision", "at_fault"):
+            only_setting, only_full = int(np.sum((x > 0) & (y == 0))), int(np.sum((x == 0) & (y > 0)))
+            row.update(only_setting=only_setting, only_full=only_full,
+                       mcnemar_p=mcnemar_exact(only_setting, only_full))
+        out[metric] = row
+    collision, score = out["collision"], out["score"]
+    out["worse_than_full"] = bool(len(setting_rows) >= MIN_SEEDS_FOR_VERDICT and (
+        (collision["mcnemar_p"] < 0.05 and collision["diff"] > 0) or score["ci95"][1] < 0.0))
+    return out
+
+
+def summarise(records: list[dict[str, Any]], settings: list[str]) -> dict[str, Any]:
+    """Per setting, over the seeds every setting has a driving outcome for; comparisons against full depth.
+
+    Returns {"seeds": [...], "not_scored": {reason: [seeds]}, "settings": {...}, "comparisons": {...}}.
+    """
+    seeds = scored_seeds(records, settings)
+    by_key = {(r["seed"], r["setting"]): r for r in records if r["end_reason"] not in (SIM_ERROR,) + NOT_SCORED}
+    not_scored: dict[str, list[int]] = {}
+    for seed in sorted({r["seed"] for r in records}):
+        reason = seed_status(records, seed)
+        if reason is not None:
+            not_scored.setdefault(reason, []).append(seed)
+    out: dict[str, Any] = {"seeds": seeds, "not_scored": not_scored, "settings": {}, "comparisons": {}}
+    for setting in settings:
+        rows = [by_key[(seed, setting)] for seed in seeds]
         n = len(rows)
-        completion = []
-        for r in rows:
-            reference = expert[r["seed"]]["progress_m"] if r["seed"] in expert else r["route_length_m"]
-            completion.append(min(1.0, r["progress_m"] / reference) if reference > 1.0 else 1.0)
-        completion = np.asarray(completion)
-        score = completion * np.array([0.6 ** r["crash_vehicle"] * 0.65 ** r["crash_object"] for r in rows])
-        success = [not (r["crash_vehicle"] or r["crash_object"] or r["out_of_road"])
-                   and (r["arrived"] or r["steps"] >= max_steps) for r in rows]
-        row: dict[str, Any] = {"episodes": n, "excluded_seeds": sorted(broken)}
-        for key, hits in (("collision", [r["crash_vehicle"] or r["crash_object"] for r in rows]),
+        row: dict[str, Any] = {"episodes": n}
+        for key, hits in (("success", [r["arrived"] for r in rows]),
+                          ("collision", [r["crash_vehicle"] or r["crash_object"] for r in rows]),
                           ("vehicle_collision", [r["crash_vehicle"] for r in rows]),
-                          ("off_road", [r["out_of_road"] for r in rows]), ("success", success)):
+                          ("object_collision", [r["crash_object"] for r in rows]),
+                          ("at_fault", [r["at_fault"] for r in rows]),
+                          ("out_of_road", [r["out_of_road"] for r in rows]),
+                          ("left_lane", [r["left_lane"] for r in rows]),
+                          ("timeout", [r["end_reason"] == "max_steps" for r in rows])):
             k = int(np.sum(hits))
             row[f"{key}_rate"] = k / n if n else float("nan")
-            row[f"{key}_ci"] = wilson_interval(k, n)
-        for key, values in (("route_completion", completion), ("driving_score", score)):
-            mean, low, high = mean_interval(values)
-            row[key], row[f"{key}_ci"] = mean, (max(0.0, low), min(1.0, high))     # both lie in [0, 1]
+            row[f"{key}_ci"] = list(wilson_interval(k, n))
+        for key in ("completion", "score"):
+            values = np.array([r[key] for r in rows], dtype=np.float64)
+            row[key] = float(values.mean()) if n else float("nan")
+            row[f"{key}_ci"] = bootstrap_mean_interval(values)
         exits = [r["mean_exit_layer"] for r in rows if not math.isnan(r["mean_exit_layer"])]
         row["mean_exit_layer"] = float(np.mean(exits)) if exits else float("nan")
         row["plan_ms_p50"] = float(np.nanmedian([r["plan_ms_p50"] for r in rows])) if exits else float("nan")
-        summary[setting] = row
-    return summary
+        out["settings"][setting] = row
+        if setting not in (FULL, EXPERT) and FULL in settings and n:
+            out["comparisons"][setting] = compare(rows, [by_key[(seed, FULL)] for seed in seeds])
+    return out

@@ -11,9 +11,10 @@ import csv
 import json
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -22,11 +23,13 @@ from deead_ros.errors import BadInputError, DeeadError
 from deead_ros.model.encoding import FrameInputs
 from deead_ros.exit import ExitPolicy, ExitSettings, FullPolicy, PriorSettings
 from deead_ros.exit.metrics import l2_at_m
-from deead_ros.frame_assembly import LatestInputs, path_points, stamp_s
+from deead_ros.frame_assembly import (CameraStampGuard, InputSettings, LatestInputs, model_image_hw, path_points,
+                                     stamp_s)
+from deead_ros.parameters import default
 from deead_ros.paths import demo_manifest_path
 from deead_ros.runner import PlanResult, Runner
 from deead_ros.tools import bags as topics
-from deead_ros.tools.bags import iterate_bag
+from deead_ros.tools.bags import iterate_bag_timed
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,28 +39,64 @@ class EvalFrame:
     inputs: FrameInputs
     ego_motion_known: bool
     truth_m: np.ndarray | None       # (T, 2) expert's future, ego frame
+    camera_stamp_s: float = float("nan")
+    external_ego_m: np.ndarray | None = None
 
 
-def bag_frames(bag: Path, accel_window_s: float) -> Iterator[EvalFrame]:
-    """Frames of a bag assembled exactly as the live node assembles them (acceleration over the model's window)."""
-    inputs = LatestInputs(accel_window_s=accel_window_s)
+def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | None = None,
+               settings: InputSettings = InputSettings(), max_input_age_s: float = default("io.max_input_age_s"),
+               on_rejected: Callable[[str, str], None] = lambda topic, reason: None
+               ) -> Iterator[EvalFrame]:
+    """Frames of a bag assembled exactly as the live node assembles them.
+
+    The same LatestInputs, the same decoding (image_hw: the model's (H, W), as the node passes it) and
+    the same timing rule: the node waits (io.odometry_wait_s) for odometry stamped at or after the
+    frame before assembling it; here every later message is at hand, so a camera frame waits in a
+    queue until that odometry sample and every message recorded at the same instant have been fed,
+    or until the bag has moved io.odometry_max_gap_s past the frame (no later sample could be used).
+    Camera stamps that go back are skipped like the node's `stamp_backwards` drops.
+    """
+    inputs = LatestInputs(accel_window_s=accel_window_s, settings=settings, on_rejected=on_rejected)
+    guard = CameraStampGuard()
     truths: dict[float, np.ndarray] = {}
-    for topic, msg in iterate_bag(bag):
+    waiting: deque[list] = deque()      # [camera record ns, message, raw, record ns its odometry was in or None]
+    give_up_ns = int(settings.odometry_max_gap_s * 1e9)
+
+    def ready(record_ns: int) -> Iterator[EvalFrame]:
+        """Assemble the frames whose odometry was in before this record time (all messages of that instant fed)."""
+        while waiting and (record_ns - waiting[0][0] > give_up_ns
+                           or (waiting[0][3] is not None and record_ns > waiting[0][3])):
+            _, msg, raw, _ = waiting.popleft()
+            try:
+                frame = inputs.assemble(msg, raw, max_input_age_s, False, image_hw)
+            except BadInputError as err:
+                print(f"[eval] camera frame at {stamp_s(msg.header.stamp):.2f} s skipped: {err}", file=sys.stderr)
+                continue
+            yield EvalFrame(frame.inputs, frame.ego_motion_known, truths.pop(frame.camera_stamp_s, None),
+                            frame.camera_stamp_s, frame.external_ego_m)
+
+    def mark_ready(record_ns: int) -> None:
+        for entry in waiting:
+            if entry[3] is None and inputs.wait_for_odometry(stamp_s(entry[1].header.stamp), timeout_s=0.0):
+                entry[3] = record_ns
+
+    for topic, record_ns, msg in iterate_bag_timed(bag):
+        yield from ready(record_ns)
         if topic == topics.ROUTE:
             inputs.set_route(msg)
         elif topic == topics.ODOMETRY:
             inputs.set_odometry(msg)
+            mark_ready(record_ns)
         elif topic == topics.COMMAND:
             inputs.set_command(msg)
         elif topic == topics.GROUND_TRUTH:
             truths[stamp_s(msg.header.stamp)] = path_points(msg)
         elif topic in (topics.CAMERA_COMPRESSED, topics.CAMERA_RAW):
-            try:
-                frame = inputs.assemble(msg, topic == topics.CAMERA_RAW, max_input_age_s=1.0, use_external=False)
-            except BadInputError as err:
-                print(f"[eval] camera frame at {stamp_s(msg.header.stamp):.2f} s skipped: {err}", file=sys.stderr)
-                continue
-            yield EvalFrame(frame.inputs, frame.ego_motion_known, truths.pop(frame.camera_stamp_s, None))
+            camera_s = stamp_s(msg.header.stamp)
+            if guard.refuse(camera_s, camera_s, max_frame_age_s=0.0, max_future_s=0.0) is None:
+                waiting.append([record_ns, msg, topic == topics.CAMERA_RAW, None])
+                mark_ready(record_ns)
+    yield from ready(2**62)                                  # the bag ended: assemble with what there is
 
 
 def evaluate(runner: Runner, frames: Iterable[EvalFrame], settings: dict[str, ExitPolicy],
@@ -69,7 +108,7 @@ def evaluate(runner: Runner, frames: Iterable[EvalFrame], settings: dict[str, Ex
             break
         for name, policy in settings.items():
             result = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known, policy=policy,
-                                 ground_truth_m=frame.truth_m)
+                                 external_ego_m=frame.external_ego_m, ground_truth_m=frame.truth_m)
             rows.append(_row(index, name, result, frame.truth_m, runner.dt_s))
         if (index + 1) % 50 == 0:
             print(f"[eval] {index + 1} frames", flush=True)
@@ -89,9 +128,12 @@ def _row(frame: int, setting: str, result: PlanResult, truth: np.ndarray | None,
            "checkpoint_layers": " ".join(str(c.layer) for c in trace.checkpoints),
            "checkpoint_deviations_m": " ".join(f"{c.deviation_m:.3f}" for c in trace.checkpoints),
            "prior_source": result.prior.source, "stem_ms": result.stem_ms, "layers_ms": trace.layers_ms,
-           "checks_ms": trace.checks_ms, "total_ms": result.total_ms}
-    for t in (1.0, 2.0, 3.0):
-        row[f"l2_{t:g}s_m"] = l2_at_m(trace.trajectory_m, truth, dt_s, t) if truth is not None else float("nan")
+           "checks_ms": trace.checks_ms, "total_ms": result.total_ms,
+           # validation: the model's plan passed (valid), else why not and the fallback published instead
+           "valid": result.is_valid, "validation": result.validation.code, "fallback": result.fallback,
+           "refused_exits": trace.refused_exits}
+    for t in (1.0, 2.0, 3.0):                   # of what the node would publish (the fallback when not valid)
+        row[f"l2_{t:g}s_m"] = l2_at_m(result.trajectory_m, truth, dt_s, t) if truth is not None else float("nan")
     return row
 
 
@@ -109,6 +151,8 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
             "latency_p50_ms": float(np.median(total)), "latency_p95_ms": float(np.percentile(total, 95)),
             "check_time_share": float(sum(r["checks_ms"] for r in sel) / total.sum()),
             **{f"l2_{t}s_m": float(np.nanmean([r[f"l2_{t}s_m"] for r in sel])) for t in (1, 2, 3)},
+            "fallback_share": float(np.mean([bool(r["fallback"]) for r in sel])),
+            "refused_exits_per_frame": float(np.mean([r["refused_exits"] for r in sel])),
         }
     full = summary.get("full")
     for values in summary.values():
@@ -159,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="manifest.json (default: the demo model installed by make setup)")
     parser.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime", "tensorrt"))
     parser.add_argument("--delta", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="thresholds to compare, m")
-    parser.add_argument("--first-checkpoint", type=int, default=10)
+    parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
     parser.add_argument("--num-threads", type=int, default=1)
     parser.add_argument("--max-frames", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for CSV, JSON and plots")
@@ -171,7 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deead_eval: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    frames = bag_frames(args.bag, runner.encoder.accel_window_s)
+    rejected: dict[str, int] = {}
+
+    def report(topic: str, reason: str) -> None:        # the first of each kind in full, then a count
+        if not rejected.get(topic):
+            print(f"[eval] {topic} not used: {reason}", file=sys.stderr)
+        rejected[topic] = rejected.get(topic, 0) + 1
+
+    frames = bag_frames(args.bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder), on_rejected=report)
     rows = evaluate(runner, frames, delta_settings(runner, args.delta), args.max_frames)
     if not rows:
         print(f"deead_eval: no camera frames in {args.bag}", file=sys.stderr)
@@ -186,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(rows, summary, args.out)
     print_table(summary)
     print(f"[eval] {len(rows)} plans in {time.perf_counter() - start:.1f} s; wrote {args.out}/frames.csv, "
-          "summary.json, eval.png")
+          "summary.json, eval.png" + (f"; inputs not used: {rejected}" if rejected else ""))
     return 0
 
 

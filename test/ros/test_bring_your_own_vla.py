@@ -124,7 +124,7 @@ def test_torch_and_onnxruntime_agree_on_a_model_they_never_saw(tiny_model):
     model, manifest = tiny_model
     frame = FrameInputs(np.random.default_rng(1).integers(0, 256, (96, 160, 3), dtype=np.uint8), None, 7.0, 0.0)
     plans = [Runner(make_engine(backend, manifest), ExitSettings(first_checkpoint=1), PriorSettings())
-             .plan(frame, policy=FullPolicy()).trajectory_m for backend in ("torch", "onnxruntime")]
+             .plan(frame, policy=FullPolicy()).trace.trajectory_m for backend in ("torch", "onnxruntime")]
     np.testing.assert_allclose(plans[1], plans[0], atol=1e-4)
     feed = {k: torch.from_numpy(v) for k, v in TinyEncoder(SIZE).encode(frame, None).items()}
     with torch.no_grad():

@@ -146,9 +146,10 @@ def test_node_in_process_plans_tunes_and_survives_bad_input(small_model, ros_con
 
         refused = driver.set(exit__first_checkpoint=NUM_LAYERS + 3)
         assert not refused[0].successful and "outside the model's layers [1, 6]" in refused[0].reason
-        refused = driver.set(exit__strides=[1, 2, 4, 8])
+        refused = driver.set(exit__stride_table=[8.0, 1.0, 4.0, 2.0, 2.0, 4.0, 8.0])
         assert not refused[0].successful and "must not increase" in refused[0].reason
-        assert list(node.get_parameter("exit.strides").value) == [8, 4, 2, 1], "a refused batch changes nothing"
+        assert list(node.get_parameter("exit.stride_table").value) == [8, 8, 4, 4, 2, 2, 1], \
+            "a refused value changes nothing"
         assert not driver.set(backend="torch")[0].successful, "read-only parameters cannot change"
 
         driver.send_frame(6, data=b"\xff\xd8 this is no jpeg")
@@ -224,14 +225,25 @@ def invalid_values(spec):
     if spec.range:
         values.append(type(spec.default)(spec.range[1]) * 2 + 1)
         values.append(type(spec.default)(spec.range[0]) - 1)
+    if spec.type == "double":
+        values += [math.nan, math.inf, -math.inf]
+    if spec.type == "double_array":
+        values += [[math.nan] * len(spec.default), [math.inf] + list(spec.default[1:]), []]
+    if spec.name == "output.frame_id":
+        values += ["", " base_link", "/base_link"]
     return values
 
 
 CROSS_FIELD = [
-    ({"exit.strides": [1, 2, 4, 8]}, "must not increase"),
-    ({"exit.strides": [8, 4, 2]}, "one more entry"),
-    ({"exit.stride_multiples": [2.0, 4.0, 8.0]}, "strictly decrease"),
-    ({"exit.stride_multiples": [8.0, 4.0, -2.0]}, "> 0"),
+    ({"exit.stride_table": [8.0, 1.0, 4.0, 2.0, 2.0, 4.0, 8.0]}, "must not increase"),
+    ({"exit.stride_table": [8.0, 8.0, 4.0, 4.0, 2.0, 2.0]}, "odd number of entries"),
+    ({"exit.stride_table": [2.0, 8.0, 4.0, 4.0, 8.0, 2.0, 1.0]}, "strictly decrease"),
+    ({"exit.stride_table": [8.0, 8.0, 4.0, 4.0, -2.0, 2.0, 1.0]}, "> 0"),
+    ({"exit.stride_table": [math.nan] * 7}, "whole numbers"),
+    ({"exit.stride_table": [math.nan, 8.0, math.nan, 4.0, math.nan, 2.0, 1.0]}, "finite"),
+    ({"exit.stride_table": [math.inf, 8.0, 4.0, 4.0, 2.0, 2.0, 1.0]}, "finite"),
+    ({"exit.stride_table": [8.0, 8.5, 4.0, 4.0, 2.0, 2.0, 1.0]}, "whole numbers"),
+    ({"validation.stop_decel_mps2": 15.0, "validation.max_decel_mps2": 12.0}, "stopping fallback"),
     ({"exit.first_checkpoint": NUM_LAYERS + 1}, "outside the model's layers"),
     ({"exit.min_exit_layer": NUM_LAYERS + 1}, "outside the model's layers"),
     ({"exit.policy": "fixed", "exit.fixed_exit_layer": NUM_LAYERS + 2}, "fixed_exit_layer"),
@@ -262,9 +274,9 @@ def test_every_parameter_refuses_invalid_values_atomically(small_model, ros_cont
         after = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
         assert after == before, "a refused batch must change nothing (exit.delta_m rode along with each)"
         assert refused > 2 * len(PARAMETERS)
-        ok = node.set_parameters_atomically([Parameter("exit.delta_m", value=0.5), Parameter("exit.strides",
-                                                                                              value=[4, 2, 1, 1])])
-        assert ok.successful and node._runner.settings[0].strides == (4, 2, 1, 1)
+        ok = node.set_parameters_atomically([Parameter("exit.delta_m", value=0.5),
+                                             Parameter("exit.stride_table", value=[4.0, 2.0, 2.0, 1.0, 1.0])])
+        assert ok.successful and node._runner.settings[0].stride_table == (4.0, 2.0, 2.0, 1.0, 1.0)
     finally:
         node.shutdown()
         node.destroy_node()

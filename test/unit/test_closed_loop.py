@@ -1,11 +1,37 @@
-"""Closed-loop pieces that run without the simulator: the tracker, route progress, and the statistics."""
+"""Closed-loop pieces that run without the simulator: tracker, route progress, the protocol's rules
+(at fault, completion, score, step cap, spawn check), the yielding IDM's decision, the statistics and
+the resume bookkeeping (docs/closed_loop_protocol.md)."""
 import math
 
 import numpy as np
 import pytest
 
-from deead_ros.tools.closed_loop import (EXPERT, PurePursuit, RouteProgress, left_out, summarise, timed_out,
-                                         wilson_interval)
+from deead_ros.tools import closed_loop as cl
+from deead_ros.tools import dataset_format as fmt
+from deead_ros.tools.closed_loop import (
+    EXPERT,
+    FULL,
+    SIM_ERROR,
+    SIM_FAILURE,
+    SPAWN_BLOCKED,
+    PurePursuit,
+    RouteProgress,
+    at_fault,
+    driving_score,
+    failed,
+    fill_not_scored,
+    mcnemar_exact,
+    next_job,
+    non_inferior,
+    paired_bootstrap,
+    route_completion,
+    scored_seeds,
+    spawn_is_clear,
+    step_cap,
+    summarise,
+    wilson_interval,
+)
+from deead_ros.tools.collect_metadrive import PathAhead, episode_config, idm_acceleration, yield_to
 
 TIMES = 0.5 * np.arange(1, 7)
 
@@ -14,6 +40,7 @@ def straight(speed, lateral=0.0):
     return np.stack([speed * TIMES, np.full(6, lateral)], axis=1)
 
 
+# --------------------------------------------------------------------------- tracker and progress
 def test_pure_pursuit_steers_towards_the_plan_and_tracks_its_speed():
     tracker = PurePursuit()
     steer, throttle = tracker.action(straight(8.0), 8.0)
@@ -41,6 +68,114 @@ def test_route_progress_ignores_jumps_to_a_nearby_part_of_the_route():
     assert progress.best_m == pytest.approx(28.0, abs=0.1) and progress.length_m == pytest.approx(104.0)
 
 
+# --------------------------------------------------------------------------- protocol rules
+def test_step_cap_is_twice_the_route_at_target_speed_plus_slack():
+    assert step_cap(400.0, 10.0) == 900, "2 x 400 m / 10 m/s = 80 s, + 10 s, at 10 Hz"
+    assert step_cap(0.0, 10.0) == 100
+
+
+def test_route_completion_is_progress_over_length_and_one_on_arrival():
+    assert route_completion(100.0, 400.0, arrived=False) == pytest.approx(0.25)
+    assert route_completion(395.0, 400.0, arrived=True) == 1.0, "the destination zone starts before the end"
+    assert route_completion(500.0, 400.0, arrived=False) == 1.0
+    assert route_completion(10.0, 0.0, arrived=False) == 0.0
+
+
+def test_driving_score_applies_one_factor_per_incident_kind():
+    assert driving_score(1.0, False, False, False) == 1.0
+    assert driving_score(0.5, True, False, False) == pytest.approx(0.3)
+    assert driving_score(0.5, False, True, False) == pytest.approx(0.325)
+    assert driving_score(0.5, False, False, True) == pytest.approx(0.35)
+
+
+@pytest.mark.parametrize("kind, speed, other, lateral, expected", [
+    ("object", 5.0, None, 0.0, (True, "object")),
+    ("vehicle", 0.2, np.array([3.0, 0.0]), 0.0, (False, "stopped")),            # hit while standing
+    ("vehicle", 5.0, np.array([4.5, 0.5]), 0.0, (True, "front")),               # ran into the car ahead
+    ("vehicle", 5.0, np.array([3.0, 2.0]), 0.0, (True, "front")),               # front corner: within 40 deg
+    ("vehicle", 5.0, np.array([-4.6, 0.3]), 0.0, (False, "rear_ended")),
+    ("vehicle", 5.0, np.array([0.5, 3.0]), 0.0, (False, "side_hit")),           # T-boned from the left
+    ("vehicle", 5.0, np.array([0.5, 3.0]), 0.8, (True, "side_moving_towards")),  # changing lane to the left
+    ("vehicle", 5.0, np.array([0.5, -3.0]), 0.8, (False, "side_hit")),          # moving away from it
+    ("vehicle", 5.0, np.array([0.5, -3.0]), -0.8, (True, "side_moving_towards")),
+])
+def test_at_fault_rule(kind, speed, other, lateral, expected):
+    assert at_fault(kind, speed, other, lateral) == expected
+
+
+def test_spawn_is_clear_unless_a_vehicle_overlaps_or_stands_on_the_lane_ahead():
+    lane = 3.5
+    assert spawn_is_clear(np.zeros((0, 2)), 5.0, lane)
+    assert not spawn_is_clear(np.array([[1.0, 0.5]]), 0.0, lane), "overlapping the ego"
+    assert not spawn_is_clear(np.array([[20.0, 0.3]]), 5.0, lane), "within 4.5 + 10 + 2 x 5 m on the lane"
+    assert spawn_is_clear(np.array([[30.0, 0.3]]), 5.0, lane), "beyond the clear distance"
+    assert spawn_is_clear(np.array([[10.0, 3.5]]), 5.0, lane), "on the next lane"
+    assert spawn_is_clear(np.array([[-10.0, 0.0]]), 5.0, lane), "behind"
+
+
+def test_episode_config_uses_the_protocols_traffic_and_keeps_the_maps():
+    ep = episode_config(3000)
+    assert ep["traffic_density"] == 0.1 and ep["traffic_mode"] == "trigger" and ep["reactive_traffic"]
+    dense = episode_config(3000, traffic_density=0.2)
+    assert dense["traffic_density"] == 0.2
+    assert {k: v for k, v in dense.items() if k != "traffic_density"} == \
+        {k: v for k, v in ep.items() if k != "traffic_density"}, "the same map, speeds and spawn"
+
+
+# --------------------------------------------------------------------------- yielding IDM
+def path(start, heading_deg, speed, name, length=30.0, active=True):
+    d = np.array([math.cos(math.radians(heading_deg)), math.sin(math.radians(heading_deg))])
+    pts = np.asarray(start, dtype=float) + np.outer(np.arange(0.0, length + 0.5, 1.0), d)
+    return PathAhead(pts, fmt.polyline_arclength(pts), speed, active, name)
+
+
+def test_yield_to_a_crossing_vehicle_that_gets_there_first():
+    me = path([0.0, 0.0], 0.0, 8.0, "b")                 # enters the crossing (x = 18) in 2.25 s
+    crossing = path([20.0, -6.0], 90.0, 4.0, "a")        # enters it (y = -2) in 1 s, clears it 2.4 s later
+    hit = yield_to(me, crossing)
+    assert hit is not None and hit[0] == pytest.approx(20.0 - 2.0, abs=1.0) and hit[1] == 0.0
+    assert yield_to(crossing, me) is None, "the first to arrive goes"
+
+
+def test_no_yield_when_the_crossing_vehicle_has_cleared_before_i_arrive_or_is_beyond_the_horizon():
+    me = path([0.0, 0.0], 0.0, 2.0, "b", length=15.0)     # 14 m at 2 m/s: 7 s, beyond the horizon
+    assert yield_to(me, path([14.0, -3.0], 90.0, 10.0, "a")) is None
+    me = path([0.0, 0.0], 0.0, 4.0, "b")                  # reaches x=14 in 3 s
+    fast = path([14.0, -3.0], 90.0, 15.0, "a")            # there at once, gone in 0.6 s
+    assert yield_to(me, fast) is None
+
+
+def test_follow_a_vehicle_ahead_on_the_same_path_at_its_speed():
+    me = path([0.0, 0.0], 0.0, 8.0, "b")
+    lead = path([12.0, 0.0], 0.0, 5.0, "a")
+    hit = yield_to(me, lead)
+    assert hit is not None and hit[1] == pytest.approx(5.0) and hit[0] < 12.0
+
+
+def test_parked_vehicles_only_matter_where_they_stand_and_a_vehicle_in_the_zone_carries_on():
+    me = path([0.0, 0.0], 0.0, 8.0, "b")
+    parked_across = path([15.0, -6.0], 90.0, 0.0, "a", length=1.0, active=False)   # beside the road
+    assert yield_to(me, parked_across) is None
+    parked_on = path([15.0, 0.0], 90.0, 0.0, "a", length=1.0, active=False)
+    assert yield_to(me, parked_on) is not None
+    inside = path([0.0, 0.0], 0.0, 3.0, "b")
+    assert yield_to(inside, path([1.0, -1.0], 90.0, 8.0, "a")) is None, "already in the conflict zone"
+
+
+def test_ties_go_to_the_smaller_name_so_two_yielding_vehicles_never_both_wait():
+    a = path([-10.0, 0.0], 0.0, 5.0, "a")
+    b = path([0.0, -10.0], 90.0, 5.0, "b")
+    assert (yield_to(a, b) is None) != (yield_to(b, a) is None)
+    assert yield_to(a, b) is None
+
+
+def test_idm_brakes_harder_the_closer_the_conflict_point():
+    far, near = idm_acceleration(8.0, 10.0, 30.0, 0.0), idm_acceleration(8.0, 10.0, 8.0, 0.0)
+    assert near < far and near < -4.0
+    assert idm_acceleration(5.0, 10.0, 200.0, 5.0) > 0.0, "a far obstacle at my speed: accelerate to target"
+
+
+# --------------------------------------------------------------------------- statistics
 def test_wilson_interval_is_honest_at_zero_and_small_n():
     low, high = wilson_interval(0, 50)
     assert low == 0.0 and 0.05 < high < 0.08
@@ -49,36 +184,180 @@ def test_wilson_interval_is_honest_at_zero_and_small_n():
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
 
 
-def episode(seed, setting, progress, crash=False, steps=200, exit_layer=float("nan")):
-    return {"seed": seed, "setting": setting, "steps": steps, "end_reason": "crash_vehicle" if crash else "max_steps",
-            "crash_vehicle": crash, "crash_object": False, "out_of_road": False, "arrived": False,
-            "progress_m": progress, "route_length_m": 300.0, "mean_exit_layer": exit_layer, "plan_ms_p50": 5.0}
+def test_mcnemar_exact_on_discordant_pairs():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    assert mcnemar_exact(5, 5) == 1.0
 
 
-def test_summary_compares_settings_on_common_seeds_against_the_expert():
-    episodes = [episode(1, EXPERT, 100.0), episode(2, EXPERT, 80.0), episode(3, EXPERT, 90.0),
-                episode(4, EXPERT, 0.5, crash=True, steps=3), episode(4, "full", 0.5, crash=True, steps=3),
-                episode(1, "full", 50.0, exit_layer=24), episode(2, "full", 80.0, crash=True, steps=60, exit_layer=24)]
-    summary = summarise(episodes, max_steps=200)
-    assert summary[EXPERT]["episodes"] == summary["full"]["episodes"] == 2, "seed 3 is not finished by every setting"
-    assert summary["full"]["excluded_seeds"] == [4], "spawned into a crash: left out for every setting"
-    full = summary["full"]
-    assert full["collision_rate"] == 0.5 and full["success_rate"] == 0.5
-    assert full["route_completion"] == pytest.approx(0.75)                   # 0.5 and 1.0 of the expert's
-    assert full["driving_score"] == pytest.approx((0.5 + 0.6) / 2)
-    assert summary[EXPERT]["driving_score"] == pytest.approx(1.0) and full["mean_exit_layer"] == 24
+def test_paired_bootstrap_is_deterministic_and_centred_on_the_mean_difference():
+    rng = np.random.default_rng(1)
+    a = rng.random(200)
+    same = paired_bootstrap(a, a)
+    assert same["diff"] == 0.0 and same["ci90"] == [0.0, 0.0]
+    shifted = paired_bootstrap(a + 0.1, a)
+    assert shifted["diff"] == pytest.approx(0.1) and shifted["ci95"] == pytest.approx([0.1, 0.1])
+    b = rng.random(200)
+    first, second = paired_bootstrap(a, b), paired_bootstrap(a, b)
+    assert first == second, "fixed RNG seed"
+    assert first["ci95"][0] <= first["ci90"][0] <= first["diff"] <= first["ci90"][1] <= first["ci95"][1]
+    with pytest.raises(ValueError):
+        paired_bootstrap(a, b[:10])
 
 
-def test_a_seed_the_simulator_hung_on_is_left_out_for_every_setting():
-    episodes = [episode(1, EXPERT, 100.0), episode(2, EXPERT, 80.0), episode(1, "full", 90.0, exit_layer=24),
-                timed_out(2, "full", 240.0)]
-    summary = summarise(episodes, max_steps=200)
-    assert summary["full"]["episodes"] == summary[EXPERT]["episodes"] == 1
-    assert summary["full"]["excluded_seeds"] == [2]
+def test_non_inferiority_verdict_against_the_margin():
+    assert non_inferior({"ci90": [-0.02, 0.03]}, 0.05, higher_is_worse=True) == "non-inferior"
+    assert non_inferior({"ci90": [-0.02, 0.08]}, 0.05, higher_is_worse=True) == "inconclusive"
+    assert non_inferior({"ci90": [0.06, 0.12]}, 0.05, higher_is_worse=True) == "inferior"
+    assert non_inferior({"ci90": [-0.03, 0.02]}, 0.05, higher_is_worse=False) == "non-inferior"
+    assert non_inferior({"ci90": [-0.09, -0.06]}, 0.05, higher_is_worse=False) == "inferior"
 
 
-def test_seeds_left_out_are_known_before_every_setting_ran_them():
-    episodes = [episode(1, EXPERT, 100.0), episode(2, EXPERT, 0.5, crash=True, steps=3), timed_out(3, "full", 240.0),
-                episode(4, "full", 0.5, crash=True, steps=3)]
-    assert left_out(episodes) == {2, 3}, "a driver's own early crash is scored, the expert's is the spawn's fault"
-    assert summarise(episodes, max_steps=200)["full"]["excluded_seeds"] == [2, 3]
+def episode(seed, setting, crash=False, arrived=None, completion=None, at_fault_=None, exit_layer=float("nan")):
+    arrived = (not crash) if arrived is None else arrived
+    completion = (1.0 if arrived else 0.5) if completion is None else completion
+    return {"seed": seed, "setting": setting, "steps": 300, "max_steps": 900,
+            "end_reason": "crash_vehicle" if crash else "arrive_dest" if arrived else "max_steps",
+            "arrived": arrived, "crash_vehicle": crash, "crash_object": False, "out_of_road": False,
+            "left_lane": False, "at_fault": crash if at_fault_ is None else at_fault_, "fault_reason": "",
+            "progress_m": 0.0, "route_length_m": 400.0, "completion": completion,
+            "score": driving_score(completion, crash, False, False), "mean_exit_layer": exit_layer,
+            "plan_ms_p50": 5.0}
+
+
+def test_summary_scores_the_seeds_every_setting_finished_and_compares_with_full_depth():
+    settings = [EXPERT, FULL, "deead_2"]
+    records = []
+    for seed in range(40):
+        records += [episode(seed, EXPERT), episode(seed, FULL, crash=seed < 4, exit_layer=24),
+                    episode(seed, "deead_2", crash=seed < 6, exit_layer=11)]
+    records.append(episode(40, EXPERT))                               # seed 40 not finished by every setting
+    records += [failed(41, s, SPAWN_BLOCKED, 0.0) for s in settings]
+    summary = summarise(records, settings)
+    assert summary["seeds"] == list(range(40))
+    assert summary["not_scored"] == {SPAWN_BLOCKED: [41]}
+    full, deead = summary["settings"][FULL], summary["settings"]["deead_2"]
+    assert full["collision_rate"] == pytest.approx(0.1) and deead["collision_rate"] == pytest.approx(0.15)
+    assert deead["success_rate"] == pytest.approx(0.85) and deead["mean_exit_layer"] == 11
+    assert summary["settings"][EXPERT]["score"] == 1.0
+    comparison = summary["comparisons"]["deead_2"]
+    assert comparison["collision"]["only_setting"] == 2 and comparison["collision"]["only_full"] == 0
+    assert comparison["collision"]["mcnemar_p"] == pytest.approx(0.5)
+    assert comparison["collision"]["diff"] == pytest.approx(0.05)
+    assert comparison["collision"]["verdict"] in ("inconclusive", "inferior")
+    assert EXPERT not in summary["comparisons"] and FULL not in summary["comparisons"]
+
+
+def test_a_setting_that_collides_much_more_is_worse_than_full():
+    settings = [FULL, "fixed_11"]
+    records = []
+    for seed in range(60):
+        records += [episode(seed, FULL, crash=seed < 3), episode(seed, "fixed_11", crash=seed < 20)]
+    comparison = summarise(records, settings)["comparisons"]["fixed_11"]
+    assert comparison["collision"]["mcnemar_p"] < 0.001 and comparison["worse_than_full"]
+    assert comparison["collision"]["verdict"] == "inferior"
+
+
+# --------------------------------------------------------------------------- resume bookkeeping
+def test_next_job_goes_setting_by_setting_and_retries_a_failed_episode_once():
+    settings = [EXPERT, FULL, "deead_2"]
+    records = [episode(7, EXPERT)]
+    assert next_job(records, 7, settings) == (FULL, 1)
+    records.append(failed(7, FULL, SIM_ERROR, 900.0))
+    assert next_job(records, 7, settings) == (FULL, 2), "the second and last attempt"
+    records.append(episode(7, FULL))
+    assert next_job(records, 7, settings) == ("deead_2", 1)
+    records.append(episode(7, "deead_2"))
+    assert next_job(records, 7, settings) is None
+    assert scored_seeds(records, settings) == [7]
+
+
+def test_a_seed_that_fails_twice_is_recorded_as_sim_failure_for_every_setting():
+    settings = [EXPERT, FULL, "deead_2"]
+    records = [episode(8, EXPERT), failed(8, FULL, SIM_ERROR, 900.0), failed(8, FULL, SIM_FAILURE, 900.0)]
+    assert next_job(records, 8, settings) is None
+    filled = fill_not_scored(records, 8, settings)
+    assert [(r["setting"], r["end_reason"]) for r in filled] == [("deead_2", SIM_FAILURE)], \
+        "the settings without a record get one; the expert's drive is kept but not scored"
+    records += filled
+    assert fill_not_scored(records, 8, settings) == [], "filled once"
+    assert scored_seeds(records, settings) == []
+    assert summarise(records, settings)["not_scored"] == {SIM_FAILURE: [8]}
+
+
+def test_a_blocked_spawn_skips_the_seed_for_every_setting():
+    settings = [EXPERT, FULL]
+    records = [dict(episode(9, EXPERT), end_reason=SPAWN_BLOCKED)]
+    assert next_job(records, 9, settings) is None
+    assert [r["setting"] for r in fill_not_scored(records, 9, settings)] == [FULL]
+
+
+def test_an_interrupted_run_resumes_where_it_stopped():
+    settings = [EXPERT, FULL, "deead_2"]
+    records = [episode(10, EXPERT), episode(10, FULL)]           # killed while driving deead_2 on seed 10
+    assert next_job(records, 10, settings) == ("deead_2", 1), "the lost episode is run, the others are not"
+    assert cl.PROTOCOL_VERSION == 2
+
+
+def test_the_expert_slows_for_curves_ahead_and_not_for_lane_jumps():
+    from deead_ros.tools.collect_metadrive import curve_speed_limit
+    line = np.stack([np.arange(0.0, 60.0), np.zeros(60)], axis=1)
+    assert curve_speed_limit(line, fmt.polyline_arclength(line)) > 100.0
+    theta = np.arange(0.0, 40.0) / 15.0                                     # a 15 m radius bend from 0 m on
+    bend = np.stack([15.0 * np.sin(theta), 15.0 * (1 - np.cos(theta))], axis=1)
+    assert curve_speed_limit(bend, fmt.polyline_arclength(bend)) == pytest.approx(math.sqrt(1.5 * 15.0), rel=0.1)
+    later = np.vstack([line[:30], bend + [30.0, 0.0]])                    # the bend starts 30 m ahead
+    v_later = curve_speed_limit(later, fmt.polyline_arclength(later))
+    assert v_later == pytest.approx(math.sqrt(1.5 * 15.0 + 2 * 2.0 * 29.0), rel=0.1), "brake to it in time"
+    offset = np.vstack([[[0.0, -0.3]], line])                             # the car 0.3 m off its lane: no curve
+    assert curve_speed_limit(offset, fmt.polyline_arclength(offset)) > 100.0
+    jump = np.vstack([line[:20], line[20:] + [0.0, 3.5]])                  # a lane jump: no curve
+    assert curve_speed_limit(jump, fmt.polyline_arclength(jump)) > 100.0
+
+
+def test_the_log_keeps_this_protocols_records_and_survives_a_line_cut_short(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "closed_loop_bench", Path(__file__).resolve().parents[2] / "bench" / "closed_loop.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tag = {"protocol": cl.PROTOCOL_VERSION, "expert_version": bench.EXPERT_VERSION, "density": 0.1,
+           "cap_override": None}
+    keep = [dict(episode(1, EXPERT), model=EXPERT, **tag), dict(episode(1, FULL), model="abc", **tag)]
+    other = [dict(episode(2, FULL), model="other-model", **tag),
+             dict(episode(2, EXPERT), model=EXPERT, **dict(tag, protocol=1)),
+             dict(episode(3, EXPERT), model=EXPERT, **dict(tag, density=0.2))]
+    log = tmp_path / "episodes.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in keep + other) + '{"seed": 4, "setting": "fu')
+    records = bench.load_records(log, "abc", 0.1, None)
+    assert [(r["seed"], r["setting"]) for r in records] == [(1, EXPERT), (1, FULL)]
+
+
+def test_paired_rate_interval_is_honest_where_the_bootstrap_collapses():
+    from deead_ros.tools.closed_loop import paired_rate_interval
+    same = np.array([True, False, False])                                   # 3 seeds, no discordant pair
+    lo, hi = paired_rate_interval(same, same, 1.645)
+    assert lo < -0.1 and hi > 0.1, "3 concordant seeds say little"
+    assert paired_bootstrap(same.astype(float), same.astype(float))["ci90"] == [0.0, 0.0], "the bootstrap collapses"
+    none = np.zeros(200, dtype=bool)
+    lo, hi = paired_rate_interval(none, none, 1.645)
+    assert -0.02 < lo < 0.0 < hi < 0.02
+    more = np.zeros(60, dtype=bool)
+    more[:20] = True
+    lo, hi = paired_rate_interval(more, np.zeros(60, dtype=bool), 1.96)
+    assert 0.15 < lo < 1 / 3 < hi < 0.5
+    lo2, hi2 = paired_rate_interval(np.zeros(60, dtype=bool), more, 1.96)
+    assert (lo2, hi2) == pytest.approx((-hi, -lo)), "symmetric in the two settings"
+
+
+def test_no_verdict_on_too_few_seeds():
+    settings = [FULL, "deead_2"]
+    records = [r for seed in range(3) for r in (episode(seed, FULL, crash=seed == 0),
+                                                 episode(seed, "deead_2", crash=seed == 0))]
+    comparison = summarise(records, settings)["comparisons"]["deead_2"]
+    assert {comparison[m]["verdict"] for m in ("collision", "at_fault", "completion", "score")} == {"too few seeds"}
+    assert comparison["collision"]["interval"] == "newcombe" and not comparison["worse_than_full"]

@@ -9,7 +9,7 @@ import pytest
 from test.conftest import REPO_ROOT
 
 SCRIPTS = ("deead_node", "deead_replay", "deead_export", "deead_build_engines", "deead_eval", "deead_train",
-           "deead_make_bag")
+           "deead_make_bag", "deead_calibrate")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

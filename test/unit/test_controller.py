@@ -1,5 +1,5 @@
 """Unit tests of the multi-hop exit controller and its policies on real (synthetic) layer chains."""
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -7,6 +7,7 @@ import pytest
 from deead_ros.exit import (ExitReason, ExitSettings, FixedPolicy, FrameContext, FullPolicy, OraclePolicy,
                             PatiencePolicy, StrideTable, run_with_exit)
 from deead_ros.exit.controller import checked_layers
+from deead_ros.exit.validation import validate
 from test.strategies import DT_S, HORIZON, TraceChain
 
 
@@ -94,6 +95,16 @@ def test_bad_stride_tables_say_why(table, message):
     assert message in table.problem()
 
 
+def test_stride_table_parameter_is_pairs_then_the_final_stride():
+    table = StrideTable.from_flat([8, 8, 4, 4, 2, 2, 1])
+    assert table == StrideTable((8.0, 4.0, 2.0), (8, 4, 2, 1)) == StrideTable()
+    assert table.flat() == (8.0, 8.0, 4.0, 4.0, 2.0, 2.0, 1.0) == ExitSettings().stride_table
+    assert StrideTable.from_flat([3]).stride(100.0, 1.0) == 3, "one entry: a constant stride"
+    assert StrideTable.from_flat([4.0, 2.0, 1.0]).problem() is None
+    with pytest.raises(ValueError, match="exit.stride_table"):
+        StrideTable.from_flat(["a"])
+
+
 @pytest.mark.parametrize("updates, message", [
     ({"policy": "fastest"}, "unknown"),
     ({"delta_m": -1.0}, ">= 0"),
@@ -104,7 +115,14 @@ def test_bad_stride_tables_say_why(table, message):
     ({"fixed_exit_layer": 0, "policy": "fixed"}, "outside"),
     ({"fixed_exit_layer": 40, "policy": "fixed"}, "outside"),
     ({"horizon_s": 0.0}, "> 0"),
-    ({"strides": [1, 2, 4, 8]}, "must not increase"),
+    ({"stride_table": [8, 1, 4, 2, 2, 4, 8]}, "must not increase"),
+    ({"stride_table": [8, 8, 4, 4, 2, 2]}, "odd number of entries"),
+    ({"stride_table": [float("nan")] * 7}, "whole numbers"),
+    ({"stride_table": [float("nan"), 8, float("nan"), 4, float("nan"), 2, 1]}, "finite"),
+    ({"stride_table": [float("inf"), 8, 4, 4, 2, 2, 1]}, "finite"),
+    ({"stride_table": [8, 8.5, 4, 4, 2, 2, 1]}, "whole numbers"),
+    ({"stride_table": [2, 8, 4, 4, 8, 2, 1]}, "strictly decrease"),
+    ({"stride_table": []}, "odd number"),
     ({"patience_stride": 0}, ">= 1"),
 ])
 def test_settings_problems(updates, message):
@@ -118,3 +136,73 @@ def test_default_settings_are_valid():
 def test_fixed_exit_layer_only_matters_to_the_fixed_policy():
     assert ExitSettings(fixed_exit_layer=24).problem(num_layers=16) is None
     assert "fixed_exit_layer=24" in ExitSettings(policy="fixed", fixed_exit_layer=24).problem(num_layers=16)
+
+
+# -- validation: an implausible early exit is refused, the chain goes deeper -------------------------------------
+
+@dataclass
+class PoisonedChain(TraceChain):
+    """A TraceChain whose head, after the layers in `poisoned` (1-based), reads a plan close to the prior
+    (mean 2 m over the first 2 s) but with a lateral jump no vehicle can follow; or NaN with `nan`."""
+
+    poisoned: frozenset = frozenset()
+    nan: bool = False
+
+    def head(self, state: int) -> np.ndarray:
+        out = super().head(state)
+        if state in self.poisoned:
+            out = np.full_like(out, np.nan) if self.nan else out + np.array([[0, 0], [0, 0], [0, 8]] + [[0, 0]] * (
+                HORIZON - 3), np.float32)
+        return out
+
+
+def straight_prior():
+    return np.stack([10.0 * (np.arange(HORIZON) + 1) * DT_S, np.zeros(HORIZON)], axis=1).astype(np.float32)
+
+
+WIDE = ExitSettings(first_checkpoint=13, delta_m=5.0)
+
+
+def validated_run(deviations, poisoned, settings=WIDE, policy=None, validator=True, nan=False):
+    chain = PoisonedChain(np.asarray(deviations, np.float32), prior_m=straight_prior(), poisoned=frozenset(poisoned),
+                          nan=nan)
+    ctx = FrameContext(chain.num_layers, chain.prior_m, DT_S)
+    check = (lambda trajectory: validate(trajectory, DT_S, 10.0)) if validator else None
+    return run_with_exit(chain, 0, policy or settings.build_policy(), ctx, check), chain
+
+
+def test_an_implausible_early_exit_is_refused_and_the_chain_goes_deeper():
+    trace, chain = validated_run(np.zeros(32), poisoned={13, 14})
+    assert trace.exit_layer == 15 and trace.reason == ExitReason.PRIOR_MATCHED and trace.validation.ok
+    assert checked_layers(trace) == [13, 14, 15] and chain.computed == list(range(15))
+    assert [c.refused.split(":")[0] for c in trace.checkpoints] == ["lateral_acceleration"] * 2 + [""]
+    assert "at waypoint 2" in trace.checkpoints[0].refused
+    assert trace.refused_exits == 2 and "2 early exits refused by validation (first at layer 13)" in trace.reason_text
+    assert [c.next_stride for c in trace.checkpoints] == [1, 1, 0]
+
+
+def test_without_a_validator_the_controller_exits_where_the_policy_says():
+    trace, _ = validated_run(np.zeros(32), poisoned={13}, validator=False)
+    assert trace.exit_layer == 13 and trace.validation is None and trace.refused_exits == 0
+
+
+def test_a_failing_last_layer_still_ends_the_frame_with_its_verdict():
+    trace, chain = validated_run(np.zeros(32), poisoned=set(range(13, 33)))
+    assert trace.exit_layer == 32 and len(chain.computed) == 32
+    assert not trace.validation.ok and trace.validation.code == "lateral_acceleration"
+    assert trace.refused_exits == 32 - 13, "every look before the last refused; the last is the runner's to replace"
+    assert trace.checkpoints[-1].refused == "", "the last layer is not refused: it ends the frame whatever its verdict"
+
+
+def test_a_non_finite_exit_is_refused_even_where_the_policy_ignores_the_deviation():
+    trace, _ = validated_run(np.zeros(32), poisoned={18}, policy=FixedPolicy(exit_layer=18), nan=True)
+    assert trace.exit_layer == 19 and trace.validation.ok and trace.refused_exits == 1
+    assert trace.checkpoints[0].refused.startswith("non_finite: waypoint 0 is NaN")
+
+
+def test_a_valid_frame_is_validated_once_at_its_exit():
+    calls = []
+    chain = PoisonedChain(np.zeros(32, np.float32), prior_m=straight_prior())
+    ctx = FrameContext(32, chain.prior_m, DT_S)
+    trace = run_with_exit(chain, 0, PAPER.build_policy(), ctx, lambda t: calls.append(1) or validate(t, DT_S, 10.0))
+    assert trace.exit_layer == 13 and trace.validation.ok and len(calls) == 1

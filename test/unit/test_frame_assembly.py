@@ -1,6 +1,9 @@
 """Message conversions into runner frames: images, odometry, paths; bad input is a clear BadInputError."""
 import io
 import math
+import random
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -137,7 +140,9 @@ def test_odometry_stream_gives_the_frame_its_acceleration():
     frame = inputs.assemble(camera(), raw_image=False, max_input_age_s=0.5, use_external=False)
     assert frame.inputs.speed_mps == pytest.approx(5.0) and frame.inputs.accel_mps2 == pytest.approx(-2.0)
     inputs.set_odometry(odometry(x=float("nan"), stamp_s=10.05))
-    assert inputs.odometry.accel_mps2 == pytest.approx(-2.0), "a rejected message leaves the history alone"
+    assert len(inputs.history) == 11, "a rejected message leaves the history alone"
+    again = inputs.assemble(camera(), raw_image=False, max_input_age_s=0.5, use_external=False)
+    assert again.inputs.accel_mps2 == pytest.approx(-2.0)
 
 
 def test_stale_odometry_and_unknown_frames_are_left_out_with_a_reason():
@@ -147,7 +152,8 @@ def test_stale_odometry_and_unknown_frames_are_left_out_with_a_reason():
     inputs.set_route(path_msg([[0.0, 0.0], [10.0, 0.0]], "utm", sec=12))
     frame = inputs.assemble(camera(sec=12), raw_image=False, max_input_age_s=0.5, use_external=False)
     assert not frame.ego_motion_known and frame.prior_age_s == -1.0, "2 s old odometry is stale"
-    assert frame.inputs.route_ego_m is None and rejected[0][0] == "route" and "'utm'" in rejected[0][1]
+    assert rejected[0][0] == "odometry" and "stale" in rejected[0][1] and "newest 10.000 s" in rejected[0][1]
+    assert frame.inputs.route_ego_m is None and rejected[1][0] == "route" and "'utm'" in rejected[1][1]
     inputs.set_odometry(odometry(x=float("nan")))
     assert rejected[-1] == ("odometry", "odometry has NaN or inf in pose or twist")
 
@@ -172,3 +178,303 @@ def test_camera_stamps_backwards_future_or_late_are_refused_once_with_a_reason()
     code, message = refuse(20.1, now_s=30.0)
     assert code == "stale_frame" and "9900 ms old" in message
     assert refuse(29.0, now_s=30.0) is None
+
+
+# -- issue 14: inputs at the camera's instant, plausibility, bounded work ------------------------------------
+
+def stamped(msg, t_s):
+    msg.header.stamp.sec, msg.header.stamp.nanosec = int(t_s), round(t_s % 1 * 1e9)
+    return msg
+
+
+def camera_at(t_s, pixels=None, fmt="jpeg"):
+    return stamped(CompressedImage(format=fmt, data=jpeg_bytes(np.zeros((16, 16, 3), np.uint8) if pixels is None
+                                                                 else pixels)), t_s)
+
+
+def recording(**settings):
+    """LatestInputs that records what it refuses and notices."""
+    log = {"rejected": [], "notices": []}
+    inputs = fa.LatestInputs(on_rejected=lambda topic, reason: log["rejected"].append((topic, reason)),
+                             on_notice=lambda key, reason: log["notices"].append((key, reason)),
+                             settings=fa.InputSettings(**settings))
+    return inputs, log
+
+
+def drive(inputs, stamps, speed=10.0, x0=0.0, accel=0.0):
+    """Odometry of an ego on +x from x0 at t=0 (constant acceleration), at the given stamps, in that order."""
+    for t in stamps:
+        inputs.set_odometry(odometry(x=x0 + speed * t + 0.5 * accel * t * t, y=0.0, yaw=0.0, vx=speed + accel * t,
+                                     wz=0.0, stamp_s=t))
+
+
+def assemble(inputs, t_s, **kwargs):
+    return inputs.assemble(camera_at(t_s), raw_image=False, max_input_age_s=1.0, use_external=False, **kwargs)
+
+
+def straight_route(x_from, x_to, frame="map", t_s=0.0, step=2.0):
+    return path_msg_at([[x, 0.0] for x in np.arange(x_from, x_to, step)], frame, t_s)
+
+
+def path_msg_at(points, frame_id, t_s):
+    msg = ros_io.trajectory_path(np.asarray(points, float), odometry().header.stamp, frame_id)
+    return stamped(msg, t_s)
+
+
+def test_parameters_of_the_input_settings_are_in_the_table():
+    from deead_ros.parameters import SPECS
+    assert set(fa.PARAMETER_NAMES.values()) <= set(SPECS)
+    values = {name: SPECS[name].default for name in fa.PARAMETER_NAMES.values()}
+    assert fa.InputSettings.from_values(values) == fa.InputSettings()
+    assert fa.InputSettings.from_values({"input_limits.max_speed_mps": 5.0, "exit.delta_m": 1.0}).max_speed_mps == 5.0
+
+
+def odometry_at(t, speed=10.0, accel=0.0, x0=0.0):
+    return odometry(x=x0 + speed * t + 0.5 * accel * t * t, y=0.0, yaw=0.0, vx=speed + accel * t, wz=0.0, stamp_s=t)
+
+
+def live(inputs, odometry_msgs, camera_stamps):
+    """Feed odometry in stamp order and assemble each camera frame as soon as odometry at or after its
+    stamp is in (the node's rule: it waits for that sample); returns {camera stamp: frame}."""
+    frames, pending = {}, sorted(camera_stamps)
+    for msg in odometry_msgs:
+        inputs.set_odometry(msg)
+        while pending and inputs.wait_for_odometry(pending[0], timeout_s=0.0):
+            t = pending.pop(0)
+            frames[t] = assemble(inputs, t)
+    return frames
+
+
+@pytest.mark.parametrize("odometry_hz", [5.0, 100.0])
+def test_ego_state_is_the_one_at_the_camera_stamp_whatever_the_odometry_rate(odometry_hz):
+    """A 10 Hz camera between odometry samples: pose, speed and acceleration at its own stamp."""
+    inputs, log = recording()
+    inputs.set_route(straight_route(-50.0, 200.0, t_s=0.0))               # a static route in the odometry frame
+    stamps = np.round(np.arange(0.0, 3.0 + 1e-9, 1.0 / odometry_hz), 6)
+    cameras = list(np.round(np.arange(0.55, 2.9, 0.1), 6))                # never on an odometry stamp at 5 Hz
+    frames = live(inputs, [odometry_at(t, accel=-1.0) for t in stamps], cameras)
+    assert sorted(frames) == cameras
+    for camera_s, frame in frames.items():
+        assert frame.ego_motion_known, log["rejected"]
+        x_true = 10.0 * camera_s - 0.5 * camera_s ** 2
+        # linear interpolation of a parabola: off by at most accel * dt^2 / 8 between samples
+        assert frame.inputs.route_ego_m[0, 0] == pytest.approx(-50.0 - x_true, abs=0.5 / odometry_hz ** 2 / 4 + 1e-9)
+        assert frame.inputs.speed_mps == pytest.approx(10.0 - camera_s, abs=1e-9)
+        assert frame.inputs.accel_mps2 == pytest.approx(-1.0, abs=1e-9)
+        assert frame.prior_age_s <= 0.5 / odometry_hz + 1e-9
+    assert not log["rejected"] and not log["notices"]
+
+
+def test_slow_odometry_without_a_later_sample_is_stale_beyond_the_extrapolation_limit():
+    inputs, log = recording(odometry_max_extrapolation_s=0.05)
+    drive(inputs, [1.0, 1.2])                                             # 5 Hz, the 1.4 s sample not here yet
+    assert assemble(inputs, 1.24).ego_motion_known, "0.04 s past the newest: rolled forward"
+    late = assemble(inputs, 1.3)
+    assert not late.ego_motion_known and late.prior_age_s == -1.0
+    topic, reason = log["rejected"][-1]
+    assert topic == "odometry" and "within 0.05 s of the camera stamp 1.300 s" in reason
+    drive(inputs, [1.4])                                                  # the next sample: now interpolated
+    frame = assemble(inputs, 1.3)
+    assert frame.ego_motion_known and frame.inputs.speed_mps == pytest.approx(10.0)
+
+
+def test_out_of_order_odometry_gives_the_same_frames_as_in_order():
+    stamps = list(np.round(np.arange(0.0, 2.0, 0.02), 6))
+    shuffled = stamps[:]
+    random.Random(3).shuffle(shuffled)
+    frames = []
+    for order in (stamps, shuffled):
+        inputs, log = recording()
+        drive(inputs, order, speed=8.0, accel=0.5)
+        inputs.set_route(straight_route(0.0, 100.0))
+        frames.append([assemble(inputs, t) for t in (0.61, 1.0, 1.37, 1.93)])
+        assert not log["rejected"] and not log["notices"]
+    for a, b in zip(*frames):
+        np.testing.assert_array_equal(a.inputs.route_ego_m, b.inputs.route_ego_m)
+        assert (a.inputs.speed_mps, a.inputs.accel_mps2) == (b.inputs.speed_mps, b.inputs.accel_mps2)
+
+
+def test_acceleration_matches_what_the_trainer_computes():
+    from deead_ros.model.encoding import accelerations
+    stamps = list(np.round(np.arange(0.0, 3.0, 0.1), 6))
+    speeds = 5.0 + np.sin(np.array(stamps) * 2.0)
+    trained = accelerations(stamps, speeds, 0.5)
+    inputs, _ = recording()
+    frames = live(inputs, [odometry(x=0.0, vx=float(v), wz=0.0, stamp_s=t) for t, v in zip(stamps, speeds)], stamps)
+    np.testing.assert_allclose([frames[t].inputs.accel_mps2 for t in stamps], trained, atol=1e-9)
+
+
+def test_route_is_taken_at_the_camera_instant_and_converted_once(monkeypatch):
+    calls = []
+    real = fa.path_points
+    monkeypatch.setattr(fa, "path_points", lambda msg: calls.append(1) or real(msg))
+    inputs, _ = recording()
+    drive(inputs, np.round(np.arange(0.0, 1.01, 0.1), 6))
+    inputs.set_route(straight_route(0.0, 60.0, t_s=0.5))
+    inputs.set_route(straight_route(500.0, 560.0, t_s=0.8))              # arrived, but for a later instant
+    assert len(calls) == 2, "converted when it arrives"
+    early = [assemble(inputs, t) for t in (0.5, 0.6, 0.7)]
+    assert len(calls) == 2, "never again per frame"
+    for t, frame in zip((0.5, 0.6, 0.7), early):
+        assert frame.inputs.route_ego_m[0, 0] == pytest.approx(-10.0 * t), "the route of 0.5 s"
+    assert assemble(inputs, 0.9).inputs.route_ego_m[0, 0] == pytest.approx(500.0 - 9.0)
+
+
+def test_a_pose_jump_resets_the_history_and_the_frame_after_it_uses_the_new_pose():
+    inputs, log = recording()
+    drive(inputs, np.round(np.arange(0.0, 1.01, 0.1), 6), x0=0.0)        # drive 1 ends at x = 10
+    inputs.set_route(straight_route(1000.0, 1200.0, t_s=2.0))            # drive 2 starts at x = 1000
+    # the frame of drive 2 arrives before its odometry: it must not be planned with drive 1's pose
+    assert not inputs.wait_for_odometry(2.0, timeout_s=0.02)
+    blind = assemble(inputs, 2.0)
+    assert not blind.ego_motion_known and blind.inputs.route_ego_m is None
+    threading.Timer(0.02, lambda: drive(inputs, [2.0], x0=1000.0 - 20.0)).start()
+    assert inputs.wait_for_odometry(2.0, timeout_s=2.0), "woken by the odometry that arrives while it waits"
+    frame = assemble(inputs, 2.0)
+    assert log["notices"][-1][0] == "odometry_reset" and "jumped" in log["notices"][-1][1]
+    assert frame.ego_motion_known and frame.inputs.route_ego_m[0, 0] == pytest.approx(0.0)
+    assert len(inputs.history) == 1
+
+
+def test_wait_for_odometry_is_bounded_by_the_parameter():
+    inputs, _ = recording(odometry_wait_s=0.05)
+    drive(inputs, [1.0])
+    assert inputs.wait_for_odometry(1.0) and inputs.wait_for_odometry(0.9)
+    start = time.perf_counter()
+    assert not inputs.wait_for_odometry(1.1)
+    assert 0.04 < time.perf_counter() - start < 0.5
+
+
+# The fuzz cases of issue 14. Odometry, routes and commands outside the limits are refused when they
+# arrive (counted as rejected inputs; the frame is planned without them); an image outside them is
+# bad input (the frame is dropped as `bad_input`, never decoded).
+
+@pytest.mark.parametrize("vx, wz, what", [(1e39, 0.0, "speed 1e+39"), (1e9, 0.0, "speed 1e+09"),
+                                          (1e300, 0.0, "speed 1e+300"), (-150.0, 0.0, "speed -150"),
+                                          (5.0, 1e9, "yaw rate 1e+09"), (5.0, -4.5, "yaw rate -4.5")])
+def test_implausible_odometry_is_refused_and_never_reaches_the_model(vx, wz, what):
+    inputs, log = recording()
+    inputs.set_odometry(odometry(vx=vx, wz=wz, stamp_s=10.0))
+    topic, reason = log["rejected"][-1]
+    assert topic == "odometry" and what in reason and "input_limits.max_" in reason, reason
+    assert len(inputs.history) == 0
+    frame = assemble(inputs, 10.0)
+    assert not frame.ego_motion_known and frame.inputs.speed_mps == 0.0
+
+
+def test_non_unit_quaternion_is_refused():
+    inputs, log = recording()
+    msg = odometry()
+    msg.pose.pose.orientation.w = 3.0
+    inputs.set_odometry(msg)
+    assert log["rejected"] == [("odometry", "odometry orientation is not a unit quaternion")]
+
+
+@pytest.mark.parametrize("route, frame", [
+    (np.array([[0.0, 0.0], [10.0, 0.0], [20.0, 1.0]]) * 1e160, "map"),      # finite, scaled by 1e160
+    (np.array([[0.0, 0.0], [10.0, 0.0], [20.0, 1.0]]) * 1e300, "base_link"),
+    (np.array([[0.0, 1e6], [10.0, 1e6], [20.0, 1e6]]), "map"),             # 1e6 m to the side
+])
+def test_absurdly_far_routes_are_refused_for_the_prior_and_the_model(route, frame):
+    inputs, log = recording()
+    drive(inputs, [9.9, 10.0], speed=1.0)
+    inputs.set_route(path_msg_at(route, frame, 10.0))
+    result = assemble(inputs, 10.0)
+    assert result.ego_motion_known and result.inputs.route_ego_m is None
+    topic, reason = log["rejected"][-1]
+    assert topic == "route" and "input_limits.max_route_distance_m" in reason, reason
+
+
+def test_a_route_of_100k_points_is_refused_before_it_is_converted():
+    from types import SimpleNamespace
+    inputs, log = recording()
+    huge = SimpleNamespace(header=stamped(Path(), 10.0).header, poses=[None] * 100_000)   # never looked into
+    start = time.perf_counter()
+    inputs.set_route(huge)
+    assert time.perf_counter() - start < 0.01
+    assert log["rejected"][-1][0] == "route" and "100000 points" in log["rejected"][-1][1]
+    drive(inputs, [10.0])
+    assert assemble(inputs, 10.0).inputs.route_ego_m is None, "the frame of its instant goes without a route"
+
+
+def test_a_1mb_command_is_cut_with_a_notice():
+    from std_msgs.msg import String
+    inputs, log = recording()
+    inputs.set_command(String(data="turn left at the junction " * 40_000))
+    assert len(inputs.command) == 200 and inputs.command.startswith("turn left at the junction turn")
+    assert log["notices"] == [("command_truncated", "command of 1040000 characters cut to "
+                                                    "input_limits.max_command_chars=200")]
+    inputs.set_command(String(data="stop"))
+    assert inputs.command == "stop" and len(log["notices"]) == 1
+
+
+@pytest.fixture(scope="module")
+def png_8000():
+    """The issue's 187 KB 8000x8000 PNG (64 M pixels; decoding it took 5.2 s and 1.1 GB)."""
+    buffer = io.BytesIO()
+    PilImage.new("RGB", (8000, 8000)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def test_an_8000x8000_png_is_refused_from_its_header(png_8000):
+    start = time.perf_counter()
+    with pytest.raises(BadInputError, match="8000x8000 has 64000000 pixels.*max_image_pixels=16777216"):
+        fa.decode_compressed(CompressedImage(format="png", data=png_8000))
+    assert time.perf_counter() - start < 0.2, "refused before decoding"
+
+
+def test_a_huge_raw_image_is_refused_from_its_header():
+    msg = Image(height=5000, width=5000, encoding="rgb8", step=15000)     # no data at all: never read
+    with pytest.raises(BadInputError, match="max_image_pixels"):
+        fa.decode_image(msg)
+    assert fa.decode_image(raw(RGB, "rgb8"), max_pixels=48).shape == (6, 8, 3)
+    with pytest.raises(BadInputError, match="max_image_pixels=47"):
+        fa.decode_image(raw(RGB, "rgb8"), max_pixels=47)
+
+
+@pytest.mark.parametrize("fmt", ["DDS", "GIF", "BMP", "TIFF"])
+def test_other_image_formats_in_a_png_frame_are_bad_input(fmt):
+    buffer = io.BytesIO()
+    PilImage.fromarray(np.zeros((8, 8, 4 if fmt == "DDS" else 3), np.uint8)).save(buffer, format=fmt)
+    with pytest.raises(BadInputError, match="cannot be decoded"):
+        fa.decode_compressed(CompressedImage(format="png", data=buffer.getvalue()))
+
+
+def test_a_large_jpeg_is_decoded_straight_to_the_model_scale():
+    from deead_ros.model.encoding import resize_rgb
+    rng = np.random.default_rng(0)
+    coarse = PilImage.fromarray(rng.integers(0, 255, (27, 48, 3), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((1920, 1080), PilImage.BICUBIC))     # a 1080p camera's smooth shapes
+    msg = CompressedImage(format="jpeg", data=jpeg_bytes(smooth))
+    full = fa.decode_compressed(msg)
+    small = fa.decode_compressed(msg, target_hw=(96, 160))
+    assert full.shape == (1080, 1920, 3) and small.shape == (135, 240, 3), "1/8: the smallest still >= 96x160"
+    difference = np.abs(resize_rgb(small, (96, 160)) - resize_rgb(full, (96, 160)))
+    assert difference.mean() < 3.0, f"the model sees nearly the same image ({difference.mean():.2f} / 255)"
+    assert fa.decode_compressed(msg, target_hw=(1080, 1920)).shape == full.shape
+    assert fa.decode_compressed(camera_at(0.0), target_hw=(96, 160)).shape == (16, 16, 3), "never upscaled"
+
+
+def test_model_image_hw_reads_the_encoder_spec():
+    from deead_ros.model.encoding import DrivingFrameEncoder, InputSpec
+    assert fa.model_image_hw(DrivingFrameEncoder(InputSpec())) == (96, 160)
+    assert fa.model_image_hw(object()) is None
+
+
+def test_a_restarted_odometry_stream_is_waited_for_not_its_old_samples():
+    """A bag played again: the history still holds the end of the first pass, stamped after the frame."""
+    inputs, log = recording(odometry_wait_s=0.02)
+    drive(inputs, np.round(np.arange(7.4, 9.41, 0.1), 6))
+    assert not inputs.wait_for_odometry(5.6), "samples 1.8 s after the frame belong to the previous pass"
+    drive(inputs, [5.5, 5.6])
+    assert log["notices"][-1][0] == "odometry_reset"
+    assert inputs.wait_for_odometry(5.6)
+    frame = assemble(inputs, 5.6)
+    assert frame.ego_motion_known and frame.prior_age_s == 0.0 and frame.inputs.speed_mps == 10.0
+
+
+def test_without_any_odometry_frames_are_not_held_back():
+    inputs, _ = recording(odometry_wait_s=0.5)
+    start = time.perf_counter()
+    assert not inputs.wait_for_odometry(1.0)
+    assert time.perf_counter() - start < 0.05

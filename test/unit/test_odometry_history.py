@@ -146,6 +146,7 @@ def test_slower_and_faster_odometry_than_the_camera(odometry_hz):
 def test_has_after_and_clear():
     h = history(driving([1.0, 1.1]))
     assert h.has_after(1.1) and not h.has_after(1.15)
+    assert h.has_after(0.9, within_s=0.1) and not h.has_after(0.5, within_s=0.25), "only samples soon after count"
     h.clear()
     assert len(h) == 0 and not h.has_after(0.0)
 
@@ -195,3 +196,19 @@ def test_interpolated_position_lies_between_the_neighbours(x, y, dx, dy, dt, f, 
     assert np.linalg.norm(p + u * seg - r) <= 1e-6 * (1 + np.abs(p).max()), "off the segment"
     assert -math.pi <= s.yaw < math.pi
     assert abs(wrap_angle(s.yaw - a.yaw)) <= abs(wrap_angle(b.yaw - a.yaw)) + 1e-9, "yaw took the long way"
+
+
+def test_acceleration_over_the_window_before_the_stamp():
+    h = history([ego(t, speed=10.0 - 2.0 * t) for t in np.arange(0.0, 1.01, 0.1)])
+    assert h.acceleration_at(1.0, 0.5) == pytest.approx(-2.0)
+    assert h.acceleration_at(0.25, 0.5) == pytest.approx(-2.0), "over less than the window at the start"
+    assert h.acceleration_at(0.0, 0.5) == 0.0 and h.acceleration_at(-1.0, 0.5) == 0.0
+    assert h.acceleration_at(1.2, 0.5) == pytest.approx((8.0 - 8.6) / 0.5), "speed held after the newest sample"
+    assert OdometryHistory().acceleration_at(1.0, 0.5) == 0.0
+
+
+def test_nearest_gap():
+    h = history(driving([1.0, 1.2]))
+    assert h.nearest_gap_s(1.05) == pytest.approx(0.05) and h.nearest_gap_s(1.19) == pytest.approx(0.01)
+    assert h.nearest_gap_s(2.0) == pytest.approx(0.8) and h.nearest_gap_s(0.5) == pytest.approx(0.5)
+    assert OdometryHistory().nearest_gap_s(1.0) == math.inf

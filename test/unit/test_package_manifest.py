@@ -19,6 +19,7 @@ ELSEWHERE = {
     "cuda": "cuda-python, with the TensorRT install (optional backend)",
     "metadrive": "the simulator's own venv (make metadrive), data collection and the closed loop only",
     "panda3d": "MetaDrive's renderer, in the simulator's venv",
+    "ray": "the optional scale-out extra (pip install 'deead_ros[ray]'; no rosdep key), for --workers/--ray-address",
 }
 
 

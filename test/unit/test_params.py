@@ -45,5 +45,82 @@ def test_every_exit_and_prior_setting_is_a_parameter():
 def test_defaults_build_a_valid_config_for_24_layers():
     config = config_from_values({spec.name: spec.default for spec in PARAMETERS})
     assert config.problem(num_layers=24) is None
-    assert config.exit.strides == (8, 4, 2, 1) and config.exit.first_checkpoint == 10
+    assert config.exit.stride_table == (8.0, 8.0, 4.0, 4.0, 2.0, 2.0, 1.0) and config.exit.first_checkpoint == 10
     assert "outside the model's layers" in config.problem(num_layers=8)
+
+
+def test_every_validation_limit_is_a_parameter_and_reaches_the_config():
+    from dataclasses import fields
+
+    from deead_ros.exit.validation import ValidationLimits
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    for f in fields(ValidationLimits):
+        assert f"validation.{f.name}" in SPECS, f"validation.{f.name} is not declared"
+    config = config_from_values({**values, "validation.max_speed_mps": 33.0})
+    assert config.validation == ValidationLimits(max_speed_mps=33.0)
+    assert config.values["validation.max_speed_mps"] == 33.0
+
+
+def test_every_double_has_a_range_so_ros_refuses_nan_and_inf():
+    for spec in PARAMETERS:
+        if spec.type == "double":
+            assert spec.range is not None, f"{spec.name} needs a range (NaN and inf fail a range check)"
+
+
+@pytest.mark.parametrize("frame_id, message", [("", "not empty"), ("base link", "without spaces"),
+                                               (" base_link", "without spaces"), ("/base_link", "must not start")])
+def test_frame_id_is_checked(frame_id, message):
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    problem = config_from_values({**values, "output.frame_id": frame_id}).problem(num_layers=24)
+    assert problem and "output.frame_id" in problem and message in problem
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("camera_format", "png", "camera_format"),
+    ("validation.max_speed_mps", float("nan"), "validation.max_speed_mps"),
+    ("validation.max_decel_mps2", 2.0, "stopping fallback"),
+    ("io.max_input_age_s", float("inf"), "io.max_input_age_s"),
+    ("exit.stride_table", [8.0, 8.0], "odd number"),
+])
+def test_config_problems_name_the_parameter(name, value, message):
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    assert message in config_from_values({**values, name: value}).problem(num_layers=24)
+
+
+def test_integers_are_taken_for_doubles_and_nothing_else_is_converted():
+    from rclpy.parameter import Parameter
+
+    from deead_ros.ros.params import as_declared_type, with_declared_types
+    assert as_declared_type(SPECS["exit.delta_m"], 1) == 1.0 and isinstance(as_declared_type(SPECS["exit.delta_m"], 1),
+                                                                            float)
+    assert as_declared_type(SPECS["exit.stride_table"], [8, 8, 1]) == [8.0, 8.0, 1.0]
+    for spec_name, value, expected in [("exit.delta_m", "abc", "expected a double (e.g. 2.0), got the string 'abc'"),
+                                       ("exit.delta_m", True, "got the bool True"),
+                                       ("num_threads", 2.0, "expected an integer, got the double 2.0"),
+                                       ("backend", 3, "expected a string, got the integer 3"),
+                                       ("exit.stride_table", ["a"], "expected a double array")]:
+        with pytest.raises(TypeError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+            as_declared_type(SPECS[spec_name], value)
+    converted = with_declared_types([Parameter("exit.delta_m", value=1),
+                                     Parameter("exit.stride_table", value=[4, 4, 1]), Parameter("num_threads", value=3),
+                                     Parameter("exit.policy", value="full"), Parameter("not.ours", value=1)])
+    assert [(p.name, p.type_, p.value) for p in converted] == [
+        ("exit.delta_m", Parameter.Type.DOUBLE, 1.0),
+        ("exit.stride_table", Parameter.Type.DOUBLE_ARRAY, [4.0, 4.0, 1.0]),
+        ("num_threads", Parameter.Type.INTEGER, 3), ("exit.policy", Parameter.Type.STRING, "full"),
+        ("not.ours", Parameter.Type.INTEGER, 1)]
+
+
+def test_a_malformed_parameter_message_is_refused_with_a_reason():
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+
+    from deead_ros.ros.params import parameter_from_msg
+    param, reason = parameter_from_msg(ParameterMsg(name="exit.delta_m", value=ParameterValue(type=99)))
+    assert param is None and "malformed" in reason and "99" in reason
+    param, reason = parameter_from_msg(ParameterMsg(name="exit.delta_m",
+                                                    value=ParameterValue(type=ParameterType.PARAMETER_NOT_SET)))
+    assert param is None and "cannot be unset" in reason
+    param, reason = parameter_from_msg(ParameterMsg(name="exit.delta_m", value=ParameterValue(
+        type=ParameterType.PARAMETER_DOUBLE, double_value=1.5)))
+    assert param.value == 1.5 and reason == ""

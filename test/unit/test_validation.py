@@ -120,12 +120,16 @@ def test_standing_still_with_noise_passes():
         assert check(noise, speed=None).ok
 
 
+COMFORT = ValidationLimits(max_accel_mps2=10.0, max_decel_mps2=12.0, max_lateral_accel_mps2=10.0)
+
+
 def test_braking_within_limits_passes_and_too_hard_fails():
-    assert check(stopping_trajectory(10.0, TIMES, 8.0)).ok
+    assert check(stopping_trajectory(10.0, TIMES, 8.0), limits=COMFORT).ok
     plan = straight(20.0)
     plan[2:] = plan[1]                            # 20 m/s to a standstill within half a second
-    result = check(plan, speed=20.0)
+    result = check(plan, speed=20.0, limits=COMFORT)
     assert result.code == "deceleration" and "validation.max_decel_mps2 12" in result.reason, result
+    assert check(plan, speed=20.0).code == "deceleration", "40 m/s2 is beyond the default limit too"
 
 
 def test_deceleration_against_the_ego_speed():
@@ -137,8 +141,11 @@ def test_deceleration_against_the_ego_speed():
 
 def test_acceleration_check():
     t = TIMES
-    assert check(np.stack([10.0 * t + 2.0 * t * t, 0 * t], 1)).ok          # +4 m/s2
-    assert check(np.stack([10.0 * t + 8.0 * t * t, 0 * t], 1)).code == "acceleration"   # +16 m/s2
+    assert check(np.stack([10.0 * t + 2.0 * t * t, 0 * t], 1), limits=COMFORT).ok          # +4 m/s2
+    assert check(np.stack([10.0 * t + 8.0 * t * t, 0 * t], 1), limits=COMFORT).code == "acceleration"   # +16
+    assert check(np.stack([10.0 * t + 8.0 * t * t, 0 * t], 1)).ok, "16 m/s2: within the default (noise) bound"
+    fast = ValidationLimits(max_speed_mps=200.0)
+    assert check(np.stack([10.0 * t + 15.0 * t * t, 0 * t], 1), limits=fast).code == "acceleration"   # +30 m/s2
 
 
 def test_limits_problem():
@@ -146,6 +153,20 @@ def test_limits_problem():
     assert "validation.max_speed_mps" in ValidationLimits(max_speed_mps=0.0).problem()
     assert "validation.min_segment_m" in ValidationLimits(min_segment_m=float("nan")).problem()
     assert "must be" in ValidationLimits(max_decel_mps2=-1.0).problem()
+    assert "finite" in ValidationLimits(max_speed_mps=float("inf")).problem()
+    assert ValidationLimits(max_carry_forward_s=0.0).problem() is None, "0: never carry forward, always stop"
+    assert ">= 0" in ValidationLimits(max_carry_forward_s=-1.0).problem()
+    assert "stopping fallback" in ValidationLimits(stop_decel_mps2=13.0, max_decel_mps2=12.0).problem()
+
+
+def test_limits_take_their_defaults_from_the_parameter_table():
+    from dataclasses import fields
+
+    from deead_ros.parameters import SPECS
+    for f in fields(ValidationLimits):
+        spec = SPECS[f"validation.{f.name}"]
+        assert getattr(ValidationLimits(), f.name) == spec.default and spec.range[0] <= spec.default <= spec.range[1]
+    assert ValidationLimits().with_updates({"max_speed_mps": 5.0}).max_speed_mps == 5.0
 
 
 def test_validate_is_cheap():
