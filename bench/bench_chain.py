@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench_chain_") as tmp:
-        trained = bool(args.model) or args.weights.is_file()
+        trained = args.weights.is_file()
         manifest = args.model or (export_pretrained(args.weights, Path(tmp), log=lambda line: None) if trained
                                   else export_random(Path(tmp), log=lambda line: None))
+        weights = "as exported" if args.model else "trained" if trained else "random"
         engine = make_engine("onnxruntime", manifest, num_threads=args.threads)
         if engine.manifest.fused is None:
             print(f"bench_chain: {manifest} has no fused graph; export it without --no-fused", file=sys.stderr)
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "boundary_us": round((p50["chain"] - p50["fused"]) / (n - 1) * 1e3, 1),
         "layer_ms": round(p50["layer"], 3), "head_ms": round(p50["head"], 3), "stem_ms": round(p50["stem"], 3),
         "fused_ms": round(p50["fused"], 3), "chain_ms": round(p50["chain"], 3), "num_layers": n,
-        "weights": "trained" if trained else "random", "model": engine.manifest.model_version,
+        "weights": weights, "model": engine.manifest.model_version,
         "threads": args.threads, "runs": args.runs,
     }
     print(f"{cpu_name()} | onnxruntime {ort.__version__} CPU, {args.threads} thread(s), fp32 | "
