@@ -19,6 +19,8 @@ from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
+from deead_ros.tools.bags import parse_remaps
+
 # Routes and commands are latched (transient local) as a route planner publishes them; everything is
 # reliable with a small queue, so a recorded stream (a route per frame) is replayed without losses.
 LATCHED_TYPES = {"nav_msgs/msg/Path", "std_msgs/msg/String"}
@@ -29,16 +31,6 @@ def message_class(msgtype: str) -> type:
     """'sensor_msgs/msg/Image' -> the rclpy message class."""
     package, _, name = msgtype.split("/")
     return getattr(importlib.import_module(f"{package}.msg"), name)
-
-
-def parse_remaps(items: list[str]) -> dict[str, str]:
-    remaps = {}
-    for item in items:
-        old, sep, new = item.partition(":=")
-        if not sep or not old or not new:
-            raise argparse.ArgumentTypeError(f"--remap expects OLD:=NEW, got '{item}'")
-        remaps[old] = new
-    return remaps
 
 
 def build_parser() -> argparse.ArgumentParser:

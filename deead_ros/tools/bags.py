@@ -1,6 +1,7 @@
 """The project's bags: topic names, frames, and reading them without the middleware."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +19,24 @@ WORLD_FRAME = "map"
 EGO_FRAME = "base_link"
 
 
+def parse_remaps(items: list[str]) -> dict[str, str]:
+    """`--remap OLD:=NEW` arguments (deead_replay and deead_eval) -> {OLD: NEW}."""
+    remaps = {}
+    for item in items:
+        old, sep, new = item.partition(":=")
+        if not sep or not old or not new:
+            raise argparse.ArgumentTypeError(f"--remap expects OLD:=NEW, got '{item}'")
+        remaps[old] = new
+    return remaps
+
+
+def bag_topics(bag: Path, remaps: dict[str, str] | None = None) -> dict[str, str]:
+    """{topic (after remapping): message type} of a bag."""
+    remaps = remaps or {}
+    with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        return {remaps.get(c.topic, c.topic): c.msgtype for c in reader.connections}
+
+
 def iterate_bag(bag: Path) -> Iterator[tuple[str, Any]]:
     """Yield (topic, message) in recorded order, deserialised to rosbags' ROS 2 Jazzy types."""
     with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
@@ -25,8 +44,9 @@ def iterate_bag(bag: Path) -> Iterator[tuple[str, Any]]:
             yield connection.topic, reader.deserialize(raw, connection.msgtype)
 
 
-def iterate_bag_timed(bag: Path) -> Iterator[tuple[str, int, Any]]:
-    """Yield (topic, record time in ns, message) in recorded order (rosbags' ROS 2 Jazzy types)."""
+def iterate_bag_timed(bag: Path, remaps: dict[str, str] | None = None) -> Iterator[tuple[str, int, Any]]:
+    """Yield (topic after remapping, record time in ns, message) in recorded order (rosbags' Jazzy types)."""
+    remaps = remaps or {}
     with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
         for connection, timestamp, raw in reader.messages():
-            yield connection.topic, timestamp, reader.deserialize(raw, connection.msgtype)
+            yield remaps.get(connection.topic, connection.topic), timestamp, reader.deserialize(raw, connection.msgtype)

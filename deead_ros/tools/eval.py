@@ -45,8 +45,8 @@ class EvalFrame:
 
 def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | None = None,
                settings: InputSettings = InputSettings(), max_input_age_s: float = default("io.max_input_age_s"),
-               on_rejected: Callable[[str, str], None] = lambda topic, reason: None
-               ) -> Iterator[EvalFrame]:
+               on_rejected: Callable[[str, str], None] = lambda topic, reason: None,
+               remaps: dict[str, str] | None = None) -> Iterator[EvalFrame]:
     """Frames of a bag assembled exactly as the live node assembles them.
 
     The same LatestInputs, the same decoding (image_hw: the model's (H, W), as the node passes it) and
@@ -54,7 +54,8 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
     frame before assembling it; here every later message is at hand, so a camera frame waits in a
     queue until that odometry sample and every message recorded at the same instant have been fed,
     or until the bag has moved io.odometry_max_gap_s past the frame (no later sample could be used).
-    Camera stamps that go back are skipped like the node's `stamp_backwards` drops.
+    Camera stamps that go back are skipped like the node's `stamp_backwards` drops. `remaps` renames the
+    bag's topics to this package's ({recorded: ours}, from `--remap OLD:=NEW`), as deead_replay does.
     """
     inputs = LatestInputs(accel_window_s=accel_window_s, settings=settings, on_rejected=on_rejected)
     guard = CameraStampGuard()
@@ -80,7 +81,7 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
             if entry[3] is None and inputs.wait_for_odometry(stamp_s(entry[1].header.stamp), timeout_s=0.0):
                 entry[3] = record_ns
 
-    for topic, record_ns, msg in iterate_bag_timed(bag):
+    for topic, record_ns, msg in iterate_bag_timed(bag, remaps):
         yield from ready(record_ns)
         if topic == topics.ROUTE:
             inputs.set_route(msg)
@@ -200,6 +201,8 @@ def plot(rows: list[dict], summary: dict[str, dict], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deead_eval", description=__doc__.splitlines()[0])
     parser.add_argument("bag", type=Path, help="rosbag2 folder (mcap or sqlite3) with the project's topics")
+    parser.add_argument("--remap", nargs="*", default=[], type=str, metavar="OLD:=NEW",
+                        help="rename the bag's topics to the ones deead_eval reads, as deead_replay does")
     parser.add_argument("--model", default="", help="manifest.json (default: the demo model installed by make setup)")
     parser.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime", "tensorrt"))
     parser.add_argument("--delta", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="thresholds to compare, m")
@@ -222,10 +225,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[eval] {topic} not used: {reason}", file=sys.stderr)
         rejected[topic] = rejected.get(topic, 0) + 1
 
-    frames = bag_frames(args.bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder), on_rejected=report)
+    try:
+        remaps = topics.parse_remaps(args.remap)
+        recorded = topics.bag_topics(args.bag, remaps)
+    except (argparse.ArgumentTypeError, OSError, ValueError) as err:     # rosbags' errors are ValueErrors
+        print(f"deead_eval: cannot read {args.bag}: {err}", file=sys.stderr)
+        return 2
+    frames = bag_frames(args.bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder), on_rejected=report,
+                        remaps=remaps)
     rows = evaluate(runner, frames, delta_settings(runner, args.delta), args.max_frames)
     if not rows:
-        print(f"deead_eval: no camera frames in {args.bag}", file=sys.stderr)
+        print(f"deead_eval: no camera frames in {args.bag}. It reads {topics.CAMERA_COMPRESSED} or "
+              f"{topics.CAMERA_RAW} (camera), {topics.ODOMETRY}, {topics.ROUTE}, and optionally {topics.COMMAND} and "
+              f"{topics.GROUND_TRUTH}; the bag has {', '.join(sorted(recorded)) or 'no topics'}"
+              f"{' (after --remap)' if remaps else ''}. Map its topics with --remap OLD:=NEW, e.g. "
+              f"--remap /sensing/camera/front/image_raw/compressed:={topics.CAMERA_COMPRESSED}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "frames.csv", "w", newline="") as f:

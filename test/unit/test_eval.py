@@ -25,3 +25,39 @@ def test_eval_writes_table_csv_json_and_plot(small_model, fixture_bag, tmp_path,
     assert summary["delta_50"]["refused_exits_per_frame"] == sum(int(r["refused_exits"]) for r in wide) / 40
     assert 0.0 <= summary["full"]["fallback_share"] <= 1.0
     assert "vs full" in capsys.readouterr().out
+
+
+AUTOWARE = {"/camera/image/compressed": "/sensing/camera/front/image_raw/compressed",
+            "/localization/odometry": "/localization/kinematic_state", "/planning/route": "/planning/route_path",
+            "/planning/command": "/planning/command", "/ground_truth/trajectory": "/ground_truth/trajectory"}
+
+
+def renamed_bag(source, out):
+    """The fixture bag as another stack would have recorded it: the same messages under other topic names."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+    store = get_typestore(Stores.ROS2_JAZZY)
+    with AnyReader([source], default_typestore=store) as reader, \
+            Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {c.id: writer.add_connection(AUTOWARE[c.topic], c.msgtype, typestore=store) for c in reader.connections}
+        for connection, timestamp, raw in reader.messages():
+            writer.write(conns[connection.id], timestamp, raw)
+    return out
+
+
+def test_a_bag_from_another_stack_evaluates_with_remaps(small_model, fixture_bag, tmp_path, capsys):
+    bag = renamed_bag(fixture_bag, tmp_path / "autoware")
+    common = [str(bag), "--model", str(small_model), "--delta", "1", "--first-checkpoint", "2"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 2
+    err = capsys.readouterr().err
+    assert "no camera frames" in err and "/camera/image/compressed" in err, err
+    assert "/sensing/camera/front/image_raw/compressed" in err and "--remap" in err, "it lists what the bag has"
+    remaps = [f"{theirs}:={ours}" for ours, theirs in AUTOWARE.items() if ours != theirs]
+    assert main([*common, "--out", str(tmp_path / "mapped"), "--remap", *remaps]) == 0
+    assert json.loads((tmp_path / "mapped" / "summary.json").read_text())["full"]["frames"] == 40
+
+
+def test_bad_remaps_and_unreadable_bags_are_refused(small_model, tmp_path, capsys):
+    assert main([str(tmp_path / "nothing"), "--model", str(small_model), "--first-checkpoint", "2"]) == 2
+    assert "cannot read" in capsys.readouterr().err
