@@ -30,6 +30,7 @@ from deead_ros.paths import demo_manifest_path
 from deead_ros.runner import PlanResult, Runner
 from deead_ros.tools import bags as topics
 from deead_ros.tools.bags import iterate_bag_timed
+from deead_ros.tools.scale_out import expand_bags, run_bags
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +199,47 @@ def plot(rows: list[dict], summary: dict[str, dict], out: Path) -> None:
     plt.close(fig)
 
 
+@dataclass(frozen=True, slots=True)
+class EvalJob:
+    """deead_eval's work on one bag (deead_ros.tools.scale_out.BagJob): the engines load once per worker."""
+
+    model: str
+    backend: str
+    num_threads: int
+    first_checkpoint: int
+    deltas: tuple[float, ...]
+    max_frames: int = 0
+    remaps: tuple[tuple[str, str], ...] = ()
+
+    def setup(self) -> Runner:
+        chain = make_engine(self.backend, self.model or demo_manifest_path(), num_threads=self.num_threads)
+        return Runner(chain, ExitSettings(first_checkpoint=self.first_checkpoint), PriorSettings())
+
+    def run(self, runner: Runner, bag: Path) -> tuple[list[dict], dict[str, int]]:
+        """(one row per frame and setting, with the bag's path; {input: times it was not used})."""
+        remaps = dict(self.remaps)
+        recorded = topics.bag_topics(bag, remaps)
+        rejected: dict[str, int] = {}
+
+        def count(topic: str, reason: str) -> None:
+            rejected[topic] = rejected.get(topic, 0) + 1
+
+        frames = bag_frames(bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder), on_rejected=count,
+                            remaps=remaps)
+        rows = evaluate(runner, frames, delta_settings(runner, self.deltas), self.max_frames)
+        if not rows:
+            raise BadInputError(
+                f"no camera frames in {bag}. It reads {topics.CAMERA_COMPRESSED} or {topics.CAMERA_RAW} (camera), "
+                f"{topics.ODOMETRY}, {topics.ROUTE}, and optionally {topics.COMMAND} and {topics.GROUND_TRUTH}; "
+                f"the bag has {', '.join(sorted(recorded)) or 'no topics'}{' (after --remap)' if remaps else ''}. "
+                f"Map its topics with --remap OLD:=NEW, e.g. "
+                f"--remap /sensing/camera/front/image_raw/compressed:={topics.CAMERA_COMPRESSED}")
+        return [{"bag": str(bag), **row} for row in rows], rejected
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deead_eval", description=__doc__.splitlines()[0])
-    parser.add_argument("bag", type=Path, help="rosbag2 folder (mcap or sqlite3) with the project's topics")
+    parser.add_argument("bags", nargs="+", help="rosbag2 folders (mcap or sqlite3), or globs of them")
     parser.add_argument("--remap", nargs="*", default=[], type=str, metavar="OLD:=NEW",
                         help="rename the bag's topics to the ones deead_eval reads, as deead_replay does")
     parser.add_argument("--model", default="", help="manifest.json (default: the demo model installed by make setup)")
@@ -208,38 +247,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delta", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="thresholds to compare, m")
     parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
     parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--max-frames", type=int, default=0)
+    parser.add_argument("--max-frames", type=int, default=0, help="per bag; 0: all")
+    parser.add_argument("--workers", type=int, default=1, help="Ray workers, one bag at a time each (1: this process)")
+    parser.add_argument("--ray-address", default="", help="join an existing Ray cluster (e.g. auto, ray://host:10001)")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for CSV, JSON and plots")
     args = parser.parse_args(argv)
+    start = time.perf_counter()
     try:
-        chain = make_engine(args.backend, args.model or demo_manifest_path(), num_threads=args.num_threads)
-        runner = Runner(chain, ExitSettings(first_checkpoint=args.first_checkpoint), PriorSettings())
-    except DeeadError as err:
+        bags = expand_bags(args.bags)
+        job = EvalJob(args.model, args.backend, args.num_threads, args.first_checkpoint, tuple(args.delta),
+                      args.max_frames, tuple(topics.parse_remaps(args.remap).items()))
+        run = run_bags(job, bags, workers=args.workers, ray_address=args.ray_address)
+    except (DeeadError, argparse.ArgumentTypeError) as err:
         print(f"deead_eval: {err}", file=sys.stderr)
         return 2
-    start = time.perf_counter()
-    rejected: dict[str, int] = {}
-
-    def report(topic: str, reason: str) -> None:        # the first of each kind in full, then a count
-        if not rejected.get(topic):
-            print(f"[eval] {topic} not used: {reason}", file=sys.stderr)
-        rejected[topic] = rejected.get(topic, 0) + 1
-
-    try:
-        remaps = topics.parse_remaps(args.remap)
-        recorded = topics.bag_topics(args.bag, remaps)
-    except (argparse.ArgumentTypeError, OSError, ValueError) as err:     # rosbags' errors are ValueErrors
-        print(f"deead_eval: cannot read {args.bag}: {err}", file=sys.stderr)
-        return 2
-    frames = bag_frames(args.bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder), on_rejected=report,
-                        remaps=remaps)
-    rows = evaluate(runner, frames, delta_settings(runner, args.delta), args.max_frames)
+    for failed in run.failed:
+        print(f"deead_eval: bag not used: {failed.bag}: {failed.error}", file=sys.stderr)
+    rows = [row for outcome in run.outcomes if outcome.ok for row in outcome.result[0]]
+    for outcome in run.outcomes:
+        for topic, count in (outcome.result[1].items() if outcome.ok else ()):
+            print(f"[eval] {outcome.bag}: {topic} not used in {count} message(s)", file=sys.stderr)
     if not rows:
-        print(f"deead_eval: no camera frames in {args.bag}. It reads {topics.CAMERA_COMPRESSED} or "
-              f"{topics.CAMERA_RAW} (camera), {topics.ODOMETRY}, {topics.ROUTE}, and optionally {topics.COMMAND} and "
-              f"{topics.GROUND_TRUTH}; the bag has {', '.join(sorted(recorded)) or 'no topics'}"
-              f"{' (after --remap)' if remaps else ''}. Map its topics with --remap OLD:=NEW, e.g. "
-              f"--remap /sensing/camera/front/image_raw/compressed:={topics.CAMERA_COMPRESSED}", file=sys.stderr)
+        print("deead_eval: no bag could be evaluated (see above)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "frames.csv", "w", newline="") as f:
@@ -250,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot(rows, summary, args.out)
     print_table(summary)
-    print(f"[eval] {len(rows)} plans in {time.perf_counter() - start:.1f} s; wrote {args.out}/frames.csv, "
-          "summary.json, eval.png" + (f"; inputs not used: {rejected}" if rejected else ""))
+    print(f"[eval] {len(rows)} plans of {len(bags) - len(run.failed)} bag(s) in {time.perf_counter() - start:.1f} s "
+          f"({run.mode}, {run.workers} worker(s)); wrote {args.out}/frames.csv, summary.json, eval.png")
     return 0
 
 

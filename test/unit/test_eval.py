@@ -1,6 +1,7 @@
 """deead_eval over a bag: the same runner as the node, without the middleware."""
 import csv
 import json
+import shutil
 
 from deead_ros.tools.eval import main
 
@@ -60,4 +61,27 @@ def test_a_bag_from_another_stack_evaluates_with_remaps(small_model, fixture_bag
 
 def test_bad_remaps_and_unreadable_bags_are_refused(small_model, tmp_path, capsys):
     assert main([str(tmp_path / "nothing"), "--model", str(small_model), "--first-checkpoint", "2"]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "no bag could be evaluated" in capsys.readouterr().err
+    assert main([str(tmp_path / "nothing"), "--remap", "/a=/b", "--model", str(small_model)]) == 2
+    assert "--remap expects OLD:=NEW" in capsys.readouterr().err
+
+
+def test_many_bags_on_two_ray_workers_match_the_serial_run(small_model, fixture_bag, tmp_path, capsys):
+    """Fleet scale: the same rows (all but timings) whether the bags run here or on Ray workers."""
+    common = ["--model", str(small_model), "--delta", "1", "--first-checkpoint", "2", "--max-frames", "10"]
+    bags = [str(shutil.copytree(fixture_bag, tmp_path / name)) for name in ("drive_a", "drive_b")]
+    assert main([*bags, *common, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*bags, *common, "--workers", "2", "--out", str(tmp_path / "ray")]) == 0
+    assert "ray-local, 2 worker(s)" in capsys.readouterr().out
+
+    def untimed(folder):
+        rows = list(csv.DictReader((tmp_path / folder / "frames.csv").read_text().splitlines()))
+        return [{k: v for k, v in r.items() if not k.endswith("_ms")} for r in rows]
+    serial = untimed("serial")
+    assert len(serial) == 2 * 10 * 2 and serial == untimed("ray")
+
+
+def test_a_failing_bag_is_reported_and_the_others_complete(small_model, fixture_bag, tmp_path, capsys):
+    assert main([str(fixture_bag), str(tmp_path / "missing_bag"), "--model", str(small_model), "--first-checkpoint",
+                 "2", "--max-frames", "5", "--out", str(tmp_path / "out")]) == 0
+    assert "bag not used" in capsys.readouterr().err and (tmp_path / "out" / "summary.json").is_file()
