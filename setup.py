@@ -14,6 +14,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/schema", glob("schema/*.json")),
         (f"share/{PACKAGE}/models/demo", glob("models/demo/*")),
         (f"share/{PACKAGE}/bags/demo", glob("bags/demo/*")),
     ],

@@ -28,7 +28,7 @@ def generate_launch_description() -> LaunchDescription:
     arguments = [DeclareLaunchArgument(name, default_value=topic, description=f"~/input/{name} source")
                  for name, topic in TOPICS.items()]
     arguments += [
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "deead.yaml"),
+        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "deead_node.param.yaml"),
                               description="parameters in the /**: ros__parameters: form"),
         DeclareLaunchArgument("model_file_path", default_value="",
                               description="manifest.json written by deead_export; empty: the installed demo model"),

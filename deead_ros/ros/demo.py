@@ -38,7 +38,7 @@ NODE = "deead_node"
 def node_command(parameters: dict[str, object]) -> list[str]:
     """deead_node as a process with the installed defaults, its inputs remapped to the bag's topics."""
     command = [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
-               str(share_dir() / "config" / "deead.yaml")]
+               str(share_dir() / "config" / "deead_node.param.yaml")]
     for name, value in parameters.items():
         command += ["-p", f"{name}:={value}"]
     remaps = {"image": topics.CAMERA_COMPRESSED, "route": topics.ROUTE, "odometry": topics.ODOMETRY,

@@ -244,11 +244,11 @@ class DeeadNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run deead_node: `deead_node --ros-args --params-file config/deead.yaml [-p name:=value]`."""
+    """Run deead_node: `deead_node --ros-args --params-file config/deead_node.param.yaml [-p name:=value]`."""
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="deead_node", description=__doc__.splitlines()[0],
-        epilog="ROS arguments follow --ros-args: --params-file config/deead.yaml, -p exit.delta_m:=1.0, "
+        epilog="ROS arguments follow --ros-args: --params-file config/deead_node.param.yaml, -p exit.delta_m:=1.0, "
                "-r ~/input/image:=/camera/image/compressed. Parameters: README.md or `ros2 param describe`.")
     try:
         parser.parse_args(remove_ros_args(argv)[1:])

@@ -507,7 +507,7 @@ def params_yaml(settings: ExitSettings, result: dict, source: str) -> str:
             f"# (Learn then Test, {guarantee['unit']}s as units: {chosen['n']} units, {chosen['frames']} frames, "
             f"{chosen['losses']} losses, upper bound {chosen['upper_bound']:.4f}).\n"
             "# It holds for the model and the exit settings below; load after the node's config:\n"
-            "#   deead_node --ros-args --params-file config/deead.yaml --params-file <this file>\n"
+            "#   deead_node --ros-args --params-file config/deead_node.param.yaml --params-file <this file>\n"
             "/**:\n  ros__parameters:\n    exit:\n"
             f"      policy: {settings.policy}\n"
             f"      delta_m: {float(result['delta_m'])!r}\n"

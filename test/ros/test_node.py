@@ -179,7 +179,7 @@ def test_node_in_process_plans_tunes_and_survives_bad_input(small_model, ros_con
 def test_node_as_its_own_process(small_model, ros_context):
     env = dict(os.environ)
     command = [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
-               str(REPO_ROOT / "config" / "deead.yaml"), "-p", f"model_file_path:={small_model}",
+               str(REPO_ROOT / "config" / "deead_node.param.yaml"), "-p", f"model_file_path:={small_model}",
                "-p", f"exit.first_checkpoint:={FIRST_CHECKPOINT}", "-p", "exit.fixed_exit_layer:=3"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     driver = Driver(ros_context)

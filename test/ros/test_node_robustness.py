@@ -297,7 +297,7 @@ def stop_while_frames_flow(small_model, ros_context, signum, tmp_path):
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
-             str(REPO_ROOT / "config" / "deead.yaml"), "-p", f"model_file_path:={small_model}",
+             str(REPO_ROOT / "config" / "deead_node.param.yaml"), "-p", f"model_file_path:={small_model}",
              "-p", "exit.first_checkpoint:=2", "-p", "exit.policy:=full", *LAX_VALIDATION], stdout=out,
             stderr=subprocess.STDOUT, env=dict(os.environ))     # full depth: the worker is always busy
     driver = Driver(ros_context)

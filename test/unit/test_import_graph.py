@@ -12,7 +12,8 @@ PACKAGE = REPO_ROOT / "deead_ros"
 # Lowest first. base: shared utilities every layer may use; tools (evaluation, training, data) run the
 # runner, so they sit above app; ros holds rclpy and may use everything.
 LAYERS = ("base", "engines", "exit", "model", "app", "tools", "ros")
-BASE = {"deead_ros", "deead_ros.errors", "deead_ros.geometry", "deead_ros.parameters", "deead_ros.paths"}
+BASE = {"deead_ros", "deead_ros.errors", "deead_ros.geometry", "deead_ros.parameters", "deead_ros.parameter_files",
+        "deead_ros.paths"}
 APP = {"deead_ros.runner", "deead_ros.frame_assembly", "deead_ros.health", "deead_ros.odometry_history"}
 
 

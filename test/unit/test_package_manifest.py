@@ -50,5 +50,5 @@ def test_every_import_has_a_declared_dependency():
 def test_no_declared_python_dependency_is_unused():
     used = {PROVIDED_BY[m] for m in third_party_imports() if m in PROVIDED_BY}
     python_keys = {d for d in declared() if d.startswith("python3-")} - {"python3-pytest", "python3-hypothesis",
-                                                                         "python3-yaml"}
+                                                                         "python3-yaml", "python3-jsonschema"}
     assert python_keys <= used, f"declared but never imported: {python_keys - used}"

@@ -1,4 +1,4 @@
-"""The parameter table, config/deead.yaml and the validation agree."""
+"""The parameter table, config/deead_node.param.yaml and the validation agree."""
 import pytest
 import yaml
 
@@ -17,7 +17,7 @@ def flatten(tree, prefix=""):
 
 @pytest.fixture(scope="module")
 def yaml_values():
-    doc = yaml.safe_load((REPO_ROOT / "config" / "deead.yaml").read_text())
+    doc = yaml.safe_load((REPO_ROOT / "config" / "deead_node.param.yaml").read_text())
     assert list(doc) == ["/**"], "config must use the /**: ros__parameters: form"
     return dict(flatten(doc["/**"]["ros__parameters"]))
 

@@ -1,0 +1,42 @@
+"""The params YAML, its JSON schema and the README's table are the parameter table, written out (and current)."""
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+from deead_ros import parameter_files
+from deead_ros.parameters import PARAMETERS
+from test.conftest import REPO_ROOT
+
+
+@pytest.mark.parametrize("path, expected", [
+    (parameter_files.YAML_PATH, parameter_files.params_yaml),
+    (parameter_files.SCHEMA_PATH, lambda: json.dumps(parameter_files.json_schema(), indent=2) + "\n"),
+    (parameter_files.README_PATH, lambda: parameter_files.readme_with_table((REPO_ROOT / "README.md").read_text())),
+])
+def test_the_committed_files_are_what_the_table_writes(path, expected):
+    assert (REPO_ROOT / path).read_text() == expected(), \
+        f"{path} differs from the parameter table: run `python -m deead_ros.parameter_files`"
+
+
+def test_the_yaml_holds_every_default_once_and_the_schema_accepts_it():
+    doc = yaml.safe_load((REPO_ROOT / parameter_files.YAML_PATH).read_text())
+    values = doc["/**"]["ros__parameters"]
+    flat = {f"{k}.{leaf}" if isinstance(v, dict) else k: (w if isinstance(v, dict) else v)
+            for k, v in values.items() for leaf, w in (v.items() if isinstance(v, dict) else [(None, v)])}
+    assert flat == {spec.name: spec.default for spec in PARAMETERS}
+    jsonschema.validate(doc, parameter_files.json_schema())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["exit"].update(delta_m="abc"), "is not of type 'number'"),
+    (lambda p: p["exit"].update(delta=1.0), "Additional properties are not allowed"),
+    (lambda p: p["exit"].update(delta_m=500.0), "is greater than the maximum"),
+    (lambda p: p.pop("prior"), "'prior' is a required property"),
+])
+def test_the_schema_refuses_a_wrong_type_a_misnamed_a_missing_or_an_out_of_range_parameter(change, message):
+    doc = yaml.safe_load((REPO_ROOT / parameter_files.YAML_PATH).read_text())
+    change(doc["/**"]["ros__parameters"])
+    with pytest.raises(jsonschema.ValidationError, match=message):
+        jsonschema.validate(doc, parameter_files.json_schema())
