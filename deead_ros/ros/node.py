@@ -29,6 +29,7 @@ from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, ConfigError, DeeadError
 from deead_ros.frame_assembly import (PATH_HISTORY, AssembledFrame, CameraStampGuard, InputSettings, LatestInputs,
                                       model_image_hw, stamp_s)
+from deead_ros.parameter_files import check_params_files, params_file_paths
 from deead_ros.paths import demo_manifest_path
 from deead_ros.health import FrameStats, assess
 from deead_ros.ros import ros_io
@@ -258,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deead_node: cannot start: bad ROS arguments: {err}", file=sys.stderr)
         return 2
     try:
+        check_params_files(params_file_paths(argv))
         node = DeeadNode()
     except DeeadError as err:
         print(f"deead_node: cannot start: {err}", file=sys.stderr)

@@ -128,9 +128,13 @@ def test_set_parameters_sets_each_on_its_own_and_atomically_all_or_nothing(small
 
 
 def test_start_up_values_of_the_wrong_type_end_in_one_line(small_model, tmp_path):
-    bad_file = tmp_path / "bad.yaml"
-    bad_file.write_text("/**:\n  ros__parameters:\n    exit:\n      delta_m: abc\n")
+    defaults = (REPO_ROOT / "config" / "deead_node.param.yaml").read_text()
+    bad_file, typo_file = tmp_path / "bad.yaml", tmp_path / "typo.yaml"
+    bad_file.write_text(defaults.replace("delta_m: 2.0", "delta_m: abc"))
+    typo_file.write_text(defaults.replace("delta_m: 2.0", "delta: 2.0"))
     cases = {
+        "typo": (["--params-file", str(typo_file)], "sets 'exit.delta', which is not a deead_node parameter (did you "
+                                                    "mean exit.delta_m?)"),
         "range": (["-p", "num_threads:=0"], "num_threads=0 is outside its range [1, 64]"),
         "file": (["--params-file", str(bad_file)], "exit.delta_m: expected a double (e.g. 2.0), got the string 'abc'"),
         "string": (["-p", "backend:=3"], "backend: expected a string, got the integer 3"),

@@ -1,5 +1,6 @@
 """The params YAML, its JSON schema and the README's table are the parameter table, written out (and current)."""
 import json
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -40,3 +41,20 @@ def test_the_schema_refuses_a_wrong_type_a_misnamed_a_missing_or_an_out_of_range
     change(doc["/**"]["ros__parameters"])
     with pytest.raises(jsonschema.ValidationError, match=message):
         jsonschema.validate(doc, parameter_files.json_schema())
+
+
+def test_params_files_are_checked_for_misnamed_and_missing_parameters(tmp_path):
+    from deead_ros.errors import ConfigError
+    full = REPO_ROOT / parameter_files.YAML_PATH
+    override = tmp_path / "calibrated.yaml"
+    override.write_text("/**:\n  ros__parameters:\n    exit:\n      delta_m: 0.5\n")
+    parameter_files.check_params_files([full, override])        # the defaults, then a file that overrides some
+    parameter_files.check_params_files([])                      # no file: the table's defaults
+    with pytest.raises(ConfigError, match="leave out backend, model_file_path"):
+        parameter_files.check_params_files([override])
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(full.read_text().replace("min_speed_mps: 1.0", "min_sped_mps: 1.0"))
+    with pytest.raises(ConfigError, match="'prior.min_sped_mps'.*did you mean prior.min_speed_mps"):
+        parameter_files.check_params_files([typo])
+    assert parameter_files.params_file_paths(["deead_node", "--ros-args", "-p", "a:=1", "--params-file", "x.yaml",
+                                              "--params-file", "y.yaml"]) == [Path("x.yaml"), Path("y.yaml")]
