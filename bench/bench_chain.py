@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from deead_ros.engines.ort_engine import open_session  # noqa: E402
 from deead_ros.exit import PriorSettings  # noqa: E402
 from deead_ros.model.encoding import FrameInputs, load_encoder  # noqa: E402
 from deead_ros.model.export_onnx import export_pretrained, export_random  # noqa: E402
+from deead_ros.paths import source_commit  # noqa: E402
 
 DEMO_WEIGHTS = ROOT / "models" / "demo" / "vla.safetensors"
 
@@ -52,11 +52,6 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown CPU"
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads, "runs": args.runs,
     }
     print(f"{cpu_name()} | onnxruntime {ort.__version__} CPU, {args.threads} thread(s), fp32 | "
-          f"{engine.manifest.model_version}, {n} layers | @{git_commit()} | {args.runs} runs after {args.burn_in} burn-in")
+          f"{engine.manifest.model_version}, {n} layers | @{source_commit() or 'unknown'} | "
+          f"{args.runs} runs after {args.burn_in} burn-in")
     print(f"layers, chain of {n} per-layer sessions: p50 {p50['chain']:.3f} ms  p99 {p99['chain']:.3f} ms")
     print(f"layers, one fused graph:                 p50 {p50['fused']:.3f} ms  p99 {p99['fused']:.3f} ms")
     print(f"  chain/fused {result['chain_over_fused']:.3f}x (target <= 1.05); per boundary "

@@ -13,9 +13,8 @@ import math
 import threading
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from deead_ros.errors import ConfigError
+from deead_ros.model.encoding import acceleration_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,22 +161,12 @@ class OdometryHistory:
                 f"(oldest {oldest.stamp_s:.3f} s, {gap:.3f} s after; the history keeps {self.window_s:g} s)")
 
     def acceleration_at(self, stamp_s: float, window_s: float) -> float:
-        """The speed change over the window_s before stamp_s, per second (SpeedHistory's semantics).
-
-        (speed at stamp_s - speed at max(stamp_s - window_s, oldest sample)) / that span, speeds
-        interpolated linearly between samples and held beyond the newest; 0 when the history starts
-        at or after stamp_s. For a camera stamp that equals an odometry stamp this is exactly what
-        model.encoding.SpeedHistory (the trainer's acceleration) gives after the samples up to it,
-        whatever order they arrived in.
-        """
+        """The speed change over the window_s before stamp_s, per second (model.encoding.acceleration_at, the
+        trainer's formula), from the samples held, whatever order they arrived in."""
         with self._lock:
             stamps = list(self._stamps)
             speeds = [s.speed_mps for s in self._samples]
-        if not stamps or stamp_s <= stamps[0] or not math.isfinite(stamp_s):
-            return 0.0
-        start = max(stamp_s - window_s, stamps[0])
-        now, then = np.interp([stamp_s, start], stamps, speeds)
-        return float((now - then) / (stamp_s - start))
+        return acceleration_at(stamps, speeds, stamp_s, window_s)
 
     def nearest_gap_s(self, stamp_s: float) -> float:
         """How far (s) the nearest sample is from stamp_s; inf when empty."""

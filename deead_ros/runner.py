@@ -149,7 +149,7 @@ class Runner:
             return validate(trajectory_m, dt_s, speed, limits)
 
         trace = run_with_exit(self.chain, state, policy or active_policy, ctx, check)
-        verdict = trace.validation or check(trace.trajectory_m)
+        verdict = trace.validation if trace.validation is not None else check(trace.trajectory_m)
         pose = ego_pose if ego_pose is not None and ego_pose.is_finite() else None
         if verdict.ok:
             if pose is not None:

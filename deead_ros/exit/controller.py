@@ -244,6 +244,22 @@ def run_with_exit(chain: LayerChainLike, state: Any, policy: ExitPolicy, ctx: Fr
         target = next_layer
 
 
+@dataclass
+class RecordedChain:
+    """A layer chain over the head's trajectories already read after every layer (L, T, 2): replays the
+    controller's choices without the model (evaluation, calibration). The state is the layers run so far."""
+
+    per_layer_m: np.ndarray          # (L, T, 2)
+
+    def run_layers(self, state: int, start: int, stop: int) -> int:
+        if state != start:                          # run_with_exit always continues from its last state
+            raise RuntimeError(f"replay asked to run layers {start}..{stop} from state {state}")
+        return stop
+
+    def head(self, state: int) -> np.ndarray:
+        return self.per_layer_m[state - 1]
+
+
 def checked_layers(trace: ExitTrace) -> Sequence[int]:
     """Layers at which the head was read, in order."""
     return [c.layer for c in trace.checkpoints]

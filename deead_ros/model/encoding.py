@@ -17,6 +17,7 @@ inputs (batch B; shapes for the default spec):
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Protocol, Sequence
@@ -67,6 +68,21 @@ class FrameInputs:
     accel_mps2: float = 0.0            # speed change over the spec's accel_window_s (SpeedHistory); 0: unknown
 
 
+def acceleration_at(stamps_s: Sequence[float], speeds_mps: Sequence[float], at_s: float, window_s: float) -> float:
+    """The speed change per second over the window_s before at_s: the model's acceleration input.
+
+    (speed at at_s - speed at max(at_s - window_s, first sample)) / that span, speeds interpolated
+    linearly between samples (stamps increasing) and held past the newest. 0 when the samples start
+    at or after at_s: a frame right after start-up or a jump back is taken as cruising. The trainer
+    (SpeedHistory), the node and deead_eval (OdometryHistory) and the closed loop all use this one formula.
+    """
+    if not len(stamps_s) or not math.isfinite(at_s) or not at_s > stamps_s[0]:
+        return 0.0
+    start = max(at_s - window_s, stamps_s[0])
+    now, then = np.interp([at_s, start], stamps_s, speeds_mps)
+    return float((now - then) / (at_s - start))
+
+
 class SpeedHistory:
     """Recent (stamp, speed) samples, and the acceleration they show over a window.
 
@@ -97,12 +113,9 @@ class SpeedHistory:
 
         0 with a single sample: a frame right after start-up or a jump back is taken as cruising.
         """
-        if len(self._stamps) < 2 or self._stamps[-1] <= self._stamps[0]:
+        if not self._stamps:
             return 0.0
-        now = self._stamps[-1]
-        start = max(now - self.window_s, self._stamps[0])
-        speed_then = float(np.interp(start, self._stamps, self._speeds))
-        return (self._speeds[-1] - speed_then) / (now - start)
+        return acceleration_at(self._stamps, self._speeds, self._stamps[-1], self.window_s)
 
 
 def accelerations(stamps_s: Sequence[float], speeds_mps: Sequence[float], window_s: float) -> np.ndarray:

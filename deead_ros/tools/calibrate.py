@@ -68,13 +68,13 @@ import numpy as np
 
 from deead_ros.engines import make_engine
 from deead_ros.errors import DeeadError
-from deead_ros.exit import (Checkpoint, ExitPolicy, ExitReason, ExitSettings, FrameContext, PriorSettings, Verdict,
-                            run_with_exit)
+from deead_ros.exit import (Checkpoint, ExitPolicy, ExitReason, ExitSettings, FrameContext, PriorSettings,
+                            RecordedChain, Verdict, run_with_exit)
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.exit.validation import ValidationLimits, validate
 from deead_ros.frame_assembly import model_image_hw
 from deead_ros.parameters import SPECS, default
-from deead_ros.paths import demo_manifest_path
+from deead_ros.paths import demo_manifest_path, source_commit
 from deead_ros.runner import Runner
 from deead_ros.tools import bags as topics
 from deead_ros.tools.eval import EvalFrame, bag_frames, delta_settings, evaluate, summarise
@@ -252,13 +252,11 @@ def drives_from_stamps(stamps_s: np.ndarray, gap_s: float) -> np.ndarray:
 
 def bag_topics(bag: Path) -> set[str]:
     """The topics a rosbag2 folder (or file) holds; CalibrationError naming the file when it cannot be read."""
-    from rosbags.highlevel import AnyReader, AnyReaderError
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.highlevel import AnyReaderError
     if not bag.exists():
         raise CalibrationError(f"{bag}: no such bag (a rosbag2 folder with metadata.yaml, or an .mcap / .db3 file)")
     try:
-        with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
-            return {c.topic for c in reader.connections}
+        return set(topics.bag_topics(bag))
     except (AnyReaderError, OSError, ValueError, KeyError) as err:    # a missing metadata file, bad magic, ...
         raise CalibrationError(f"{bag}: cannot be read as a rosbag2 ({type(err).__name__}: {err})") from err
 
@@ -311,21 +309,6 @@ def record_frames(runner: Runner, frames: Iterable[EvalFrame], bag: str = "", dr
                       np.asarray(valid, dtype=bool), stacked(truths, (horizon, 2)), runner.dt_s, n_layers)
 
 
-class _RecordedChain:
-    """A layer chain over recorded head outputs: the state is the number of layers run so far."""
-
-    def __init__(self, layers_m: np.ndarray) -> None:
-        self._layers_m = layers_m
-
-    def run_layers(self, state: int, start: int, stop: int) -> int:
-        if state != start:                          # internal invariant of run_with_exit
-            raise RuntimeError(f"replay asked to run layers {start}..{stop} from state {state}")
-        return stop
-
-    def head(self, state: int) -> np.ndarray:
-        return self._layers_m[state - 1]
-
-
 def replay_frame(records: BagRecords, index: int, policy: ExitPolicy,
                  limits: ValidationLimits) -> tuple[int, np.ndarray]:
     """(exit layer, published trajectory) of frame `index` under `policy`, from the recording; no model run.
@@ -341,7 +324,7 @@ def replay_frame(records: BagRecords, index: int, policy: ExitPolicy,
     speed = float(records.speed_mps[index])
     speed_or_none = None if math.isnan(speed) else speed
     dt_s = records.dt_s
-    trace = run_with_exit(_RecordedChain(records.layers_m[index]), 0, policy, ctx,
+    trace = run_with_exit(RecordedChain(records.layers_m[index]), 0, policy, ctx,
                           lambda t: validate(t, dt_s, speed_or_none, limits))
     if trace.exit_layer >= records.num_layers:
         return trace.exit_layer, records.full_m[index]
@@ -620,16 +603,6 @@ def measure_latency(job: RecordJob, bag: Path, delta_m: float, frames: int, repl
             "note": "measured on a shared, loaded 2-core CPU (ONNX Runtime, one thread): ratios hold better than ms"}
 
 
-def _git_commit() -> str:
-    import subprocess
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent, check=False)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def calibrate(records: list[BagRecords], base: ExitSettings, limits: ValidationLimits, deltas_m: Sequence[float],
               eps_m: float, alpha: float, confidence: float, against: str, at_s: float, unit: str,
               block_s: float) -> tuple[dict, Replayed, np.ndarray, np.ndarray, np.ndarray]:
@@ -750,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     if comparison:
         result["scale_out"]["serial_vs_ray"] = comparison
     result["model"] = args.model or str(demo_manifest_path())
-    result["git_commit"] = _git_commit()
+    result["git_commit"] = source_commit()
     if args.split_test:
         blocks = split_blocks(drive_keys, stamps, args.split_block_s)
         result["split_test"] = split_test(losses, replayed.exit_layer, replayed.num_layers, blocks, drive_keys, stamps,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from deead_ros.model.encoding import FrameInputs, encode_batch
-from deead_ros.exit import ExitSettings, FrameContext, PriorSettings, run_with_exit, select_prior
+from deead_ros.exit import ExitSettings, FrameContext, PriorSettings, RecordedChain, run_with_exit, select_prior
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.exit.prior import constant_turn_rate_prior
 from deead_ros.model.weights import CONFIG_FILE, load_pretrained, read_config
@@ -28,19 +28,6 @@ from deead_ros.tools.dataset_format import load_episode
 from deead_ros.tools.train import episode_frames
 
 DELTAS = (0.5, 1.0, 2.0)
-
-
-@dataclass
-class RecordedChain:
-    """A layer chain over trajectories already read at every layer: replays the controller's choices."""
-
-    per_layer_m: np.ndarray          # (L, T, 2)
-
-    def run_layers(self, state: int, start: int, stop: int) -> int:
-        return stop
-
-    def head(self, state: int) -> np.ndarray:
-        return self.per_layer_m[state - 1]
 
 
 @dataclass
