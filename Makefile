@@ -1,15 +1,20 @@
-# make setup: the environment alone; make test: set-up + the whole suite; make demo: set-up + the demo.
+# make setup: the environment alone; make lint: ruff + mypy; make test: set-up + lint + the whole suite;
+# make demo: set-up + the demo.
 VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export AMENT_PREFIX_PATH := $(VENV)
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export FASTRTPS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_localhost_shm.xml
 
-.PHONY: setup test test-slow demo metadrive closed-loop clean
+.PHONY: setup lint test test-slow demo metadrive closed-loop clean
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
 
-test: setup
+lint: setup
+	$(PY) -m ruff check deead_ros bench test scripts
+	$(PY) -m mypy
+
+test: setup lint
 	$(PY) -m pytest
 
 test-slow: setup

@@ -1,15 +1,19 @@
 """End to end over ROS: camera publisher and deead_node in separate processes on loopback.
 
-For each camera rate (10, 20, 30 Hz) a publisher process sends the demo bag's jpeg frames stamped
-with the time of sending, plus odometry and a static route; the node plans them; this process
-measures latency from the camera stamp to the trajectory's arrival (median, p95, p99), the node's
-own planning time from its exit diagnostics, drops by reason from /diagnostics and the node's CPU
-use, its RSS early and late, and whether every frame is accounted for (received = planned +
-dropped by reason). Where the latency goes, from the exit diagnostics: the wait until the
-planning thread takes the frame (transport, executor, hand-off), the node's time around the
-runner (decoding, assembly, message building) and the delivery of the trajectory to the listener.
-Prints a table and ends with one JSON line; the target is node latency / runner time <= 1.10 at
-10 Hz.
+For each camera size (160x96, 640x360, 1920x1080) and format (JPEG CompressedImage, raw rgb8 Image) a
+publisher process sends the demo bag's frames at that size, at 10 Hz (--rates), stamped with the time
+of sending, plus odometry and a static route; the node plans them; this process measures latency
+from the camera stamp to the trajectory's arrival (median, p95, p99), the node's own planning time
+from its exit diagnostics, drops by reason from /diagnostics and the node's CPU use, its RSS early
+and late, and whether every frame is accounted for (received = planned + dropped by reason). Where
+the latency goes, from the exit diagnostics: the wait until the planning thread takes the frame
+(transport, executor, hand-off), decoding, the assembly of the camera instant's inputs, the runner,
+building and publishing the messages, and the delivery of the trajectory to the listener. Beside
+each, the floor: the same harness with an echo node (same QoS, message types and executor) that
+publishes a Path as soon as it receives the image, so the middleware's own share is measured in the
+same run. Prints a table and ends with one JSON line: per size and format `node_over_runner`,
+`overhead_ms` (latency - runner - floor) and `floor_ms`. Goals: overhead <= 0.5 ms at 160x96 and
+640x360, node / runner <= 1.10 at 640x360 JPEG, decoding a 1920x1080 JPEG <= 5 ms.
 
 With --overload the model is a heavier one (an untrained 24-layer VLA of width 384 at full depth,
 about 40 ms per frame, exported once into runs/heavy_model) and the camera runs at 10 Hz (slower than
@@ -26,18 +30,20 @@ camera's stamp, so a frame planned under load is planned exactly as without it (
 load may only cost frames (superseded) or, past io.odometry_wait_s, the ego state. Its last line has
 `l2_1s_ratio` and `l2_3s_ratio` (loaded / unloaded; goal <= 1.05) and `planned_share` of both passes.
 
-    python bench/bench_ros.py [--seconds 20] [--rates 10 20 30] [--out docs]
+    python bench/bench_ros.py [--seconds 20] [--sizes 640x360] [--formats jpeg raw] [--rates 10 20] [--out docs]
     python bench/bench_ros.py --overload --seconds 60 --out docs
     python bench/bench_ros.py --stress [--seconds 0] [--out docs]
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,28 +58,56 @@ from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from deead_ros.engines.manifest import load_manifest  # noqa: E402
 from deead_ros.errors import ModelFileError  # noqa: E402
 from deead_ros.exit.metrics import l2_at_m  # noqa: E402
+from deead_ros.parameters import default  # noqa: E402
 from deead_ros.paths import share_dir  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros.tools import bags as topics  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
 from proc_stats import cpu_seconds, rss_mb  # noqa: E402
 
-DEFAULT_RATES = [10.0, 20.0, 30.0]
+DEFAULT_RATES = [10.0]
+DEFAULT_SIZES = ["160x96", "640x360", "1920x1080"]
 HEAVY_MODEL = Path(__file__).resolve().parents[1] / "runs" / "heavy_model"
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "config" / "deead_node.param.yaml"   # this checkout's node
 
 
-def publish_camera(bag: Path, rate_hz: float, seconds: float) -> int:
-    """The camera process: the bag's jpeg frames at rate_hz, stamped now, with odometry and a static route."""
-    from geometry_msgs.msg import PoseStamped
-    from nav_msgs.msg import Odometry
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CompressedImage
+def camera_frames(bag: Path, size: tuple[int, int], fmt: str, count: int) -> list[bytes]:
+    """The bag's first `count` frames at size (W, H): JPEG bytes (quality 90) or raw rgb8 pixels."""
+    from PIL import Image as PilImage
 
     from deead_ros.tools.bags import iterate_bag
-    jpegs = [bytes(m.data) for t, m in iterate_bag(bag) if t == topics.CAMERA_COMPRESSED][:200]
+    jpegs = [bytes(m.data) for t, m in iterate_bag(bag) if t == topics.CAMERA_COMPRESSED][:count]
+    frames = []
+    for data in jpegs:
+        with PilImage.open(io.BytesIO(data)) as img:
+            image = img.convert("RGB")
+        if image.size != size:
+            image = image.resize(size, PilImage.BICUBIC)
+        if fmt == "raw":
+            frames.append(image.tobytes())
+        else:
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=90)
+            frames.append(buffer.getvalue())
+    return frames
+
+
+def publish_camera(bag: Path, rate_hz: float, seconds: float, size: tuple[int, int], fmt: str) -> int:
+    """The camera process: the bag's frames at rate_hz and size, stamped now, with odometry and a static route."""
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image
+
+    frames = camera_frames(bag, size, fmt, 40 if fmt == "raw" else 200)
     rclpy.init()
     node = rclpy.create_node("bench_camera")
-    camera = node.create_publisher(CompressedImage, topics.CAMERA_COMPRESSED, 1)
+    if fmt == "raw":
+        camera = node.create_publisher(Image, topics.CAMERA_RAW, qos_profile_sensor_data)
+        messages = [Image(height=size[1], width=size[0], encoding="rgb8", step=size[0] * 3, data=f) for f in frames]
+    else:
+        camera = node.create_publisher(CompressedImage, topics.CAMERA_COMPRESSED, qos_profile_sensor_data)
+        messages = [CompressedImage(format="jpeg", data=f) for f in frames]
     odometry = node.create_publisher(Odometry, topics.ODOMETRY, 10)
     route_pub = node.create_publisher(PathMsg, topics.ROUTE, QoSProfile(
         depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
@@ -87,6 +121,7 @@ def publish_camera(bag: Path, rate_hz: float, seconds: float) -> int:
     deadline = time.monotonic() + 20
     while camera.get_subscription_count() == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(0.5)                                            # let the subscriber's other topics match too
     period, start = 1.0 / rate_hz, time.monotonic()
     sent = 0
     while time.monotonic() - start < seconds:
@@ -95,7 +130,7 @@ def publish_camera(bag: Path, rate_hz: float, seconds: float) -> int:
         odom.header.stamp, odom.header.frame_id = exposure, "map"  # node need not wait for a later sample
         odom.pose.pose.orientation.w, odom.twist.twist.linear.x = 1.0, 8.0
         odometry.publish(odom)
-        image = CompressedImage(format="jpeg", data=jpegs[sent % len(jpegs)])
+        image = messages[sent % len(messages)]
         image.header.stamp = exposure
         camera.publish(image)
         sent += 1
@@ -106,15 +141,50 @@ def publish_camera(bag: Path, rate_hz: float, seconds: float) -> int:
     return 0
 
 
+def echo(fmt: str, executor_name: str) -> int:
+    """The floor: a node that receives the same camera message and at once publishes a Path stamped like it.
+
+    Same QoS, message types and executor as deead_node, no work: its latency is the middleware's and
+    rclpy's own share (transport, deserialising the image, the executor, publishing, delivery).
+    """
+    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.signals import SignalHandlerOptions
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from deead_ros.ros.node import OUTPUT_QOS, make_executor, spin_until_signalled
+    from deead_ros.ros.ros_io import trajectory_path
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node(NODE)
+    publisher = node.create_publisher(PathMsg, "~/output/trajectory", OUTPUT_QOS)
+    straight = np.stack([np.arange(1, 7) * 4.0, np.zeros(6)], axis=1)
+    image_type, topic = (Image, topics.CAMERA_RAW) if fmt == "raw" else (CompressedImage, topics.CAMERA_COMPRESSED)
+    node.create_subscription(image_type, topic,
+                             lambda msg: publisher.publish(trajectory_path(straight, msg.header.stamp, "base_link")),
+                             qos_profile_sensor_data)
+    executor = make_executor(executor_name)
+    executor.add_node(node)
+    spin_until_signalled(executor)
+    executor.shutdown(timeout_sec=1.0)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
 def stamp_ns(msg) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
-def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[str, str]) -> dict:
-    parameters = {"camera_format": "compressed", "diagnostics.period_s": 1.0, **extra}
+def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[str, str],
+            size: tuple[int, int] = (160, 96), fmt: str = "jpeg", floor: bool = False) -> dict:
+    """One run: the camera at rate_hz into deead_node (or, floor=True, into the echo node); see the docstring."""
+    parameters = {"camera_format": "raw" if fmt == "raw" else "compressed", "diagnostics.period_s": 1.0, **extra}
     if model:
         parameters["model_file_path"] = model
-    node = subprocess.Popen(node_command(parameters), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    executor_name = str(parameters.get("executor", default("executor")))
+    command = ([sys.executable, __file__, "--echo", fmt, "--executor", executor_name] if floor
+               else node_command(parameters, PARAMS_FILE))
+    log = tempfile.TemporaryFile("w+")                # the node's log, read back if it fails to start
+    node = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     listener = rclpy.create_node("bench_listener")
     latencies, exits, counters = {}, {}, {}           # latencies and the node's timings by camera stamp, ns
 
@@ -125,7 +195,7 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
         latencies[stamp_ns(msg)] = (arrival - stamp_ns(msg)) / 1e6
 
     def on_exit(msg: ExitDiagnostics) -> None:
-        exits[stamp_ns(msg)] = (msg.input_wait_ms, msg.node_ms, msg.total_ms)
+        exits[stamp_ns(msg)] = (msg.input_wait_ms, msg.node_ms, msg.total_ms, msg.decode_ms, msg.assembly_ms)
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for values in node_statuses(msg).values():
@@ -136,9 +206,13 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
                                  on_exit, 50)
     listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     while listener.count_publishers(f"/{NODE}/output/trajectory") == 0:
+        if node.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"{' '.join(command[:4])} exited at start: {log.read().strip()[-2000:]}")
         rclpy.spin_once(listener, timeout_sec=0.1)
     camera = subprocess.Popen([sys.executable, __file__, "--publish-camera", str(rate_hz), "--seconds", str(seconds),
-                               "--bag", str(bag)], stdout=subprocess.PIPE, text=True)
+                               "--bag", str(bag), "--sizes", f"{size[0]}x{size[1]}", "--formats", fmt],
+                              stdout=subprocess.PIPE, text=True)
     cpu_start, wall_start = cpu_seconds(node.pid), time.monotonic()
     rss_samples = []
     while camera.poll() is None:
@@ -150,26 +224,45 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
     while time.monotonic() < settle:
         rclpy.spin_once(listener, timeout_sec=0.02)
     sent = json.loads(camera.stdout.read().strip().splitlines()[-1])["sent"]
-    node.send_signal(signal.SIGINT)
-    node.wait(timeout=15)
+    stop(node)
     listener.destroy_node()
+    row = {"size": f"{size[0]}x{size[1]}", "format": fmt, "rate_hz": rate_hz, "executor": executor_name,
+           "sent": sent, "planned": len(latencies)}
+    if floor:
+        lat = np.array([latencies[t] for t in sorted(latencies)[5:]])
+        return {**row, "floor_p50_ms": float(np.median(lat)), "floor_p95_ms": float(np.percentile(lat, 95)),
+                "floor_cpu_cores": round(cpu, 2)}
     stamps = sorted(set(latencies) & set(exits))[5:]           # skip the warm-up frames
     lat = np.array([latencies[t] for t in stamps])
-    wait_ms, node_ms, runner_ms = np.array([exits[t] for t in stamps]).T
+    wait_ms, node_ms, runner_ms, decode_ms, assembly_ms = np.array([exits[t] for t in stamps]).T
     drops = {k: int(v) for k, v in counters.items() if k.startswith("dropped_")}
     received = int(counters.get("frames_received", 0))
     third = max(1, len(rss_samples) // 3)
-    return {"rate_hz": rate_hz, "sent": sent, "received": received, "planned": len(latencies), **drops,
+    return {**row, "received": received, **drops,
             "unaccounted": received - int(counters.get("frames_planned", 0)) - sum(drops.values()),
             "rss_mb_first_third": float(np.median(rss_samples[:third])),
             "rss_mb_last_third": float(np.median(rss_samples[-third:])),
             "latency_p50_ms": float(np.median(lat)), "latency_p95_ms": float(np.percentile(lat, 95)),
             "latency_p99_ms": float(np.percentile(lat, 99)), "runner_p50_ms": float(np.median(runner_ms)),
             "node_over_runner": float(np.median(lat) / np.median(runner_ms)), "node_cpu_cores": round(cpu, 2),
-            # where the latency goes (medians): to the planning thread, in the node around the runner, to the listener
-            "wait_p50_ms": float(np.median(wait_ms)),
+            # where the latency goes (medians): to the planning thread, decoding, the inputs of the camera's
+            # instant, the runner, building and publishing messages, delivery to the listener
+            "wait_p50_ms": float(np.median(wait_ms)), "decode_p50_ms": float(np.median(decode_ms)),
+            "assembly_p50_ms": float(np.median(assembly_ms)),
+            "messages_p50_ms": float(np.median(node_ms - runner_ms - decode_ms - assembly_ms)),
             "node_outside_runner_p50_ms": float(np.median(node_ms - runner_ms)),
             "delivery_p50_ms": float(np.median(lat - wait_ms - node_ms))}
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGINT, as a user stops a node; killed after 15 s so that no node outlives its run (and loads the next)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        print(f"[bench_ros] {process.args[1:3]} ignored SIGINT for 15 s: killed", file=sys.stderr, flush=True)
+        process.kill()
+        process.wait()
 
 
 def busy_loops(count: int) -> list[subprocess.Popen]:
@@ -180,7 +273,7 @@ def busy_loops(count: int) -> list[subprocess.Popen]:
 def stress_pass(bag: Path, frames: int, seconds: float, load: int, dt_s: float) -> dict:
     """Start the node, replay the bag at 1x (with `load` busy-loop processes), score what it published."""
     from deead_ros.ros.demo import Listener, spin_until
-    node = subprocess.Popen(node_command({"camera_format": "compressed"}), stdout=subprocess.DEVNULL,
+    node = subprocess.Popen(node_command({"camera_format": "compressed"}, PARAMS_FILE), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     listener = Listener()
     executor = rclpy.executors.SingleThreadedExecutor()
@@ -207,11 +300,7 @@ def stress_pass(bag: Path, frames: int, seconds: float, load: int, dt_s: float) 
         for loop in loops:
             loop.kill()
             loop.wait()
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        stop(node)
         listener.destroy_node()
     trajectories, truths, exits = result["trajectories"], result["truths"], result["exits"]
     scored = [t for t in trajectories if t in truths]
@@ -289,57 +378,98 @@ def stress(bag: Path, seconds: float, out: Path | None) -> int:
     return 0
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    width, height = text.lower().split("x")
+    return int(width), int(height)
+
+
+def sizes_table(rows: list[dict], floors: dict[tuple[str, str], dict]) -> dict:
+    """Per size and format: latency, runner, the floor beside them, and the node's overhead beyond the floor."""
+    table = {}
+    for row in rows:
+        floor = floors.get((row["size"], row["format"]), {})
+        floor_ms = floor.get("floor_p50_ms", float("nan"))
+        row["floor_p50_ms"], row["floor_p95_ms"] = floor_ms, floor.get("floor_p95_ms", float("nan"))
+        row["overhead_ms"] = row["latency_p50_ms"] - row["runner_p50_ms"] - floor_ms
+        table[f"{row['size']} {row['format']}"] = {
+            "node_over_runner": round(row["node_over_runner"], 3), "overhead_ms": round(row["overhead_ms"], 2),
+            "floor_ms": round(floor_ms, 2), "latency_p50_ms": round(row["latency_p50_ms"], 2),
+            "runner_p50_ms": round(row["runner_p50_ms"], 2), "decode_p50_ms": round(row["decode_p50_ms"], 2)}
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=float, nargs="+", default=DEFAULT_RATES)
+    parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, help="camera sizes WxH")
+    parser.add_argument("--formats", nargs="+", default=["jpeg", "raw"], choices=("jpeg", "raw"),
+                        help="CompressedImage (jpeg, quality 90) and/or Image (rgb8)")
     parser.add_argument("--seconds", type=float, default=None,
-                        help="seconds per rate (default 20); with --stress, per pass (default: the whole bag)")
+                        help="seconds per run (default 20); with --stress, per pass (default: the whole bag)")
     parser.add_argument("--bag", type=Path, default=share_dir() / "bags" / "demo")
     parser.add_argument("--model", default="", help="manifest.json (default: the installed demo model)")
     parser.add_argument("--param", nargs="*", default=[], metavar="NAME:=VALUE", help="extra node parameters")
     parser.add_argument("--overload", action="store_true",
                         help="a heavier model: an untrained 24-layer VLA of width 384 (exported once into "
-                             "runs/heavy_model), full depth, camera at 10, 30 and 60 Hz")
+                             "runs/heavy_model), full depth, 160x96 jpeg camera at 10, 30 and 60 Hz")
     parser.add_argument("--stress", action="store_true",
                         help="1x replay of the demo bag alone and with every core busy: L2 and frames planned")
     parser.add_argument("--out", type=Path, default=None,
                         help="write bench_ros.json (or bench_overload.json, bench_stress.json) here")
+    parser.add_argument("--tag", default="", help="suffix of the JSON's name, e.g. before: bench_ros_before.json")
     parser.add_argument("--publish-camera", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--echo", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--executor", default=default("executor"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stress:
         return stress(args.bag, args.seconds or 0.0, args.out)
+    if args.echo:
+        return echo(args.echo, args.executor)
     args.seconds = 20.0 if args.seconds is None else args.seconds
     if args.publish_camera:
-        return publish_camera(args.bag, args.publish_camera, args.seconds)
+        return publish_camera(args.bag, args.publish_camera, args.seconds, parse_size(args.sizes[0]), args.formats[0])
     extra = dict(item.split(":=", 1) for item in args.param)
-    model, rates = args.model, args.rates
+    model, rates, cameras = args.model, args.rates, [(parse_size(s), f) for s in args.sizes for f in args.formats]
     if args.overload:
         model, rates = str(heavy_model()), (args.rates if args.rates != DEFAULT_RATES else [10.0, 30.0, 60.0])
+        cameras = [((160, 96), "jpeg")]
         extra.setdefault("exit.policy", "full")
     rclpy.init()
-    rows = [measure(args.bag, rate, args.seconds, model, extra) for rate in rates]
+    rows, floors = [], {}
+    for size, fmt in cameras:
+        for rate in rates:
+            rows.append(measure(args.bag, rate, args.seconds, model, extra, size, fmt))
+            row = rows[-1]
+            print(f"[bench_ros] {size[0]}x{size[1]} {fmt} {rate:g} Hz: "
+                  f"latency p50 {row['latency_p50_ms']:.2f} ms, runner {row['runner_p50_ms']:.2f} ms", flush=True)
+        if not args.overload:
+            floor = measure(args.bag, rates[0], args.seconds, model, extra, size, fmt, floor=True)
+            floors[(floor["size"], fmt)] = floor
+            print(f"[bench_ros] {floor['size']} {fmt} floor (echo node): "
+                  f"p50 {floor['floor_p50_ms']:.2f} ms", flush=True)
     rclpy.try_shutdown()
-    keys = ("rate_hz", "sent", "received", "planned", "dropped_superseded", "unaccounted", "latency_p50_ms",
-            "latency_p95_ms", "latency_p99_ms", "runner_p50_ms", "node_over_runner", "wait_p50_ms",
-            "node_outside_runner_p50_ms", "delivery_p50_ms", "node_cpu_cores", "rss_mb_first_third",
-            "rss_mb_last_third")
-    print(" ".join(f"{k:>18}" for k in keys))
+    table = sizes_table(rows, floors)
+    keys = ("rate_hz", "sent", "planned", "dropped_superseded", "unaccounted", "latency_p50_ms", "latency_p95_ms",
+            "runner_p50_ms", "node_over_runner", "floor_p50_ms", "overhead_ms", "wait_p50_ms", "decode_p50_ms",
+            "assembly_p50_ms", "messages_p50_ms", "delivery_p50_ms", "node_cpu_cores", "rss_mb_last_third")
+    print(f"{'camera':>16} " + " ".join(f"{k[:13]:>13}" for k in keys))
     for row in rows:
-        print(" ".join(f"{row.get(k, 0):>18.2f}" for k in keys))
+        print(f"{row['size'] + ' ' + row['format']:>16} " + " ".join(f"{row.get(k, 0):>13.2f}" for k in keys))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        name = "bench_overload.json" if args.overload else "bench_ros.json"
-        (args.out / name).write_text(json.dumps({"model": model or "demo", "parameters": extra,
-                                                 "seconds": args.seconds, "rows": rows}, indent=1))
+        name = "bench_overload" if args.overload else "bench_ros"
+        (args.out / f"{name}{'_' + args.tag if args.tag else ''}.json").write_text(json.dumps(
+            {"model": model or "demo", "parameters": extra, "seconds": args.seconds, "rows": rows,
+             "floors": list(floors.values()), "by_camera": table}, indent=1))
     if args.overload:
+        at_10hz = [r for r in rows if r["rate_hz"] == 10]
         print(json.dumps({"frames_unaccounted": sum(r["unaccounted"] for r in rows),
                           "latency_p99_ms_max": round(max(r["latency_p99_ms"] for r in rows), 1),
                           "runner_p50_ms": round(rows[0]["runner_p50_ms"], 1),
-                          **{"node_over_runner_10hz": round(r["node_over_runner"], 3)
-                             for r in rows if r["rate_hz"] == 10},
+                          **({"node_over_runner_10hz": round(at_10hz[-1]["node_over_runner"], 3)} if at_10hz else {}),
                           "rows": rows}))
     else:
-        print(json.dumps({"node_over_runner_10hz": round(rows[0]["node_over_runner"], 3), "rows": rows}))
+        print(json.dumps({"by_camera": table, "frames_unaccounted": sum(r["unaccounted"] for r in rows)}))
     return 0
 
 

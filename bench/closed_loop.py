@@ -1,7 +1,8 @@
 """Closed-loop safety in MetaDrive: the model drives held-out maps at full depth and with early exit.
 
 The protocol (declared before the run) is docs/closed_loop_protocol.md. Runs in the MetaDrive venv
-(`make metadrive`); one simulator process at a time. Resumable: every finished episode is one line
+(`make metadrive`); --workers N episodes at once, each in its own simulator: worker processes on this
+machine, or Ray actors (--ray locally, --ray-address on a cluster). Resumable: every finished episode is one line
 of <out>/episodes[_density_D].jsonl, tagged with the protocol and expert versions, the traffic density
 and the sha256 of the weights that drove it (a new model starts over, the expert's episodes are kept), and
 is never run again. Jobs go seed by seed, every setting on a seed before the next seed, from seed
@@ -11,6 +12,7 @@ the simulator crashes or hangs on (--episode-timeout-s) is retried once, then th
 as `sim_failure` for every setting (counted in the report, not scored).
 
     make closed-loop                                          # 200 seeds x 8 settings (days here)
+    .venv-metadrive/bin/python bench/closed_loop.py --workers 8 --ray-address auto   # on a Ray cluster
     nohup nice -n 10 .venv-metadrive/bin/python bench/closed_loop.py --seeds 200 > runs/closed_loop/run.log 2>&1 &
     .venv-metadrive/bin/python bench/closed_loop.py --settings expert --seeds 30   # the expert alone
     .venv-metadrive/bin/python bench/closed_loop.py --density 0.2                   # the dense split
@@ -34,7 +36,7 @@ import math
 import multiprocessing as mp
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
@@ -117,38 +119,137 @@ def _run(job: tuple[int, str, float, int | None]) -> dict:
                  max_steps=max_steps).as_dict()
 
 
-class EpisodeRunner:
-    """One worker process that runs one episode at a time; a hang or crash costs only that episode.
+Job = tuple[int, str, float, int | None]        # seed, setting, density, step cap
 
-    Why a process and a timeout: MetaDrive 0.2.6's renderer now and then takes minutes or never
+
+@dataclass
+class Running:
+    """An episode a worker is driving."""
+
+    job: Job
+    attempt: int
+    started: float
+
+
+class ProcessWorkers:
+    """Episodes in worker processes on this machine, one at a time each; a hang or crash costs only that episode.
+
+    Why processes and a timeout: MetaDrive 0.2.6's renderer now and then takes minutes or never
     returns a frame (inside Panda3D's getScreenshot), and a native crash takes its process with it;
     the worker is then replaced and the supervisor records the attempt.
     """
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.pool = None
+    def __init__(self, count: int, model: str, first_checkpoint: int) -> None:
+        self._init = (model, first_checkpoint)
+        self._pools: list = [None] * count
+        self._pending: dict[int, tuple] = {}               # slot -> (AsyncResult, Running)
 
-    def run(self, job: tuple[int, str, float, int | None]) -> tuple[dict | None, str]:
-        """The episode's record, or None and what went wrong."""
-        ctx = mp.get_context("spawn")
-        if self.pool is None:
-            self.pool = ctx.Pool(1, initializer=_init_worker, initargs=(self.args.model, self.args.first_checkpoint),
-                                 maxtasksperchild=8)
-        pending = self.pool.apply_async(_run, (job,))
-        try:
-            return pending.get(timeout=self.args.episode_timeout_s), ""
-        except mp.TimeoutError:
-            self.close()
-            return None, f"no result after {self.args.episode_timeout_s:.0f} s"
-        except Exception as err:          # noqa: BLE001  any failure inside the simulator is this episode's
-            self.close()
-            return None, f"{type(err).__name__}: {err}"[:300]
+    @property
+    def free(self) -> int:
+        return len(self._pools) - len(self._pending)
+
+    def submit(self, job: Job, attempt: int) -> None:
+        slot = next(i for i in range(len(self._pools)) if i not in self._pending)
+        if self._pools[slot] is None:
+            self._pools[slot] = mp.get_context("spawn").Pool(1, initializer=_init_worker, initargs=self._init,
+                                                             maxtasksperchild=8)
+        self._pending[slot] = (self._pools[slot].apply_async(_run, (job,)), Running(job, attempt, time.time()))
+
+    def poll(self, timeout_s: float, episode_timeout_s: float) -> list[tuple[Running, dict | None, str]]:
+        """Finished episodes (record, or None and what went wrong), waiting up to timeout_s for the first."""
+        deadline = time.time() + timeout_s
+        while True:
+            done = []
+            for slot, (pending, running) in list(self._pending.items()):
+                if pending.ready():
+                    try:
+                        done.append((running, pending.get(), ""))
+                    except Exception as err:          # noqa: BLE001  any failure inside the simulator is this episode's
+                        done.append((running, None, f"{type(err).__name__}: {err}"[:300]))
+                        self._replace(slot)
+                elif time.time() - running.started > episode_timeout_s:
+                    done.append((running, None, f"no result after {episode_timeout_s:.0f} s"))
+                    self._replace(slot)
+                else:
+                    continue
+                self._pending.pop(slot, None)
+            if done or time.time() >= deadline:
+                return done
+            time.sleep(0.2)
+
+    def _replace(self, slot: int) -> None:
+        if self._pools[slot] is not None:
+            self._pools[slot].terminate()
+            self._pools[slot] = None
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool = None
+        for slot in range(len(self._pools)):
+            self._replace(slot)
+
+
+class RayWorkers:
+    """Episodes as Ray actors, one simulator each, locally (`ray.init(num_cpus=N)`) or on a cluster.
+
+    The actor runs the very same `_init_worker` / `_run` as a worker process; an actor that hangs past
+    the episode timeout or dies is killed and replaced, and the supervisor records the attempt. On a
+    cluster every node needs this checkout and the MetaDrive venv at the same path (or a runtime_env).
+    """
+
+    def __init__(self, count: int, model: str, first_checkpoint: int, address: str) -> None:
+        import ray
+        self._ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address or None, num_cpus=None if address else count, include_dashboard=False,
+                     log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+        self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(EpisodeActor)
+        self._init = (model, first_checkpoint)
+        self._actors = [self._actor_class.remote(*self._init) for _ in range(count)]
+        self._pending: dict = {}                           # ObjectRef -> (actor index, Running)
+
+    @property
+    def free(self) -> int:
+        return len(self._actors) - len(self._pending)
+
+    def submit(self, job: Job, attempt: int) -> None:
+        busy = {index for index, _ in self._pending.values()}
+        index = next(i for i in range(len(self._actors)) if i not in busy)
+        self._pending[self._actors[index].run.remote(job)] = (index, Running(job, attempt, time.time()))
+
+    def poll(self, timeout_s: float, episode_timeout_s: float) -> list[tuple[Running, dict | None, str]]:
+        done = []
+        if self._pending:
+            ready, _ = self._ray.wait(list(self._pending), num_returns=1, timeout=timeout_s)
+            for ref in ready:
+                index, running = self._pending.pop(ref)
+                try:
+                    done.append((running, self._ray.get(ref), ""))
+                except Exception as err:              # noqa: BLE001  the actor died or the episode raised
+                    done.append((running, None, f"{type(err).__name__}: {err}"[:300]))
+                    self._replace(index)
+        for ref, (index, running) in list(self._pending.items()):
+            if time.time() - running.started > episode_timeout_s:
+                self._pending.pop(ref)
+                done.append((running, None, f"no result after {episode_timeout_s:.0f} s"))
+                self._replace(index)
+        return done
+
+    def _replace(self, index: int) -> None:
+        self._ray.kill(self._actors[index])
+        self._actors[index] = self._actor_class.remote(*self._init)
+
+    def close(self) -> None:
+        for actor in self._actors:
+            self._ray.kill(actor)
+
+
+class EpisodeActor:
+    """A Ray actor holding one runner (and one simulator at a time): the worker process's code, in Ray."""
+
+    def __init__(self, model: str, first_checkpoint: int) -> None:
+        _init_worker(model, first_checkpoint)
+
+    def run(self, job: Job) -> dict:
+        return _run(job)
 
 
 def log_path(out: Path, density: float) -> Path:
@@ -186,13 +287,27 @@ def _jsonable(value):
     return value
 
 
+def make_workers(args: argparse.Namespace) -> ProcessWorkers | RayWorkers:
+    if args.ray_address or args.ray:
+        return RayWorkers(args.workers, args.model, args.first_checkpoint, args.ray_address)
+    return ProcessWorkers(args.workers, args.model, args.first_checkpoint)
+
+
 def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -> list[dict]:
-    """Drive seeds from --first-seed until --seeds of them are scored in every setting; returns all records."""
+    """Drive seeds from --first-seed until --seeds of them are scored in every setting; returns all records.
+
+    Every worker takes the next job in seed order (every setting of a seed before the next seed); a seed
+    is opened only while the open ones could still fall short of the target, so a run with N workers
+    drives the same seeds as a serial one.
+    """
     records = load_records(log, model_id, args.density, args.max_steps)
-    runner = EpisodeRunner(args)
+    workers = make_workers(args)
     start, episodes_run = time.time(), 0
     tag = {"protocol": PROTOCOL_VERSION, "expert_version": EXPERT_VERSION, "density": args.density,
            "cap_override": args.max_steps}
+    running: dict[tuple[int, str], Running] = {}
+    open_seeds: list[int] = []
+    next_seed = args.first_seed
 
     def write(record: dict, sink) -> None:
         record.update(tag)
@@ -201,43 +316,64 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
         sink.flush()
         records.append(record)
 
+    def next_start() -> tuple[int, str, int] | None:
+        nonlocal next_seed
+        while True:
+            for seed in open_seeds:
+                if (job := next_job(records, seed, chosen, running)) is not None:
+                    return seed, *job
+            if len(scored_seeds(records, chosen)) + len(open_seeds) >= args.seeds:
+                return None
+            open_seeds.append(next_seed)
+            next_seed += 1
+
     print(f"[closed_loop] protocol {PROTOCOL_VERSION}, density {args.density}, {len(records)} records in {log}; "
-          f"target {args.seeds} scored seeds x {len(chosen)} settings", flush=True)
+          f"target {args.seeds} scored seeds x {len(chosen)} settings, {args.workers} at once "
+          f"({'Ray actors' if isinstance(workers, RayWorkers) else 'worker processes'})", flush=True)
     try:
         if log.exists() and log.stat().st_size and not log.read_bytes().endswith(b"\n"):
             with log.open("a") as sink:                 # end a line cut short by a kill before appending
                 sink.write("\n")
         with log.open("a") as sink:
-            seed = args.first_seed
-            while len(scored_seeds(records, chosen)) < args.seeds:
-                while (job := next_job(records, seed, chosen)) is not None:
-                    setting, attempt = job
-                    t0 = time.time()
-                    record, error = runner.run((seed, setting, args.density, args.max_steps))
+            while True:
+                while workers.free and (start_job := next_start()) is not None:
+                    seed, setting, attempt = start_job
+                    job = (seed, setting, args.density, args.max_steps)
+                    workers.submit(job, attempt)
+                    running[(seed, setting)] = Running(job, attempt, time.time())
+                if not running:
+                    break
+                for done, record, error in workers.poll(1.0, args.episode_timeout_s):
+                    seed, setting = done.job[0], done.job[1]
+                    running.pop((seed, setting), None)
                     if record is None:
-                        reason = SIM_ERROR if attempt == 1 else SIM_FAILURE
-                        record = failed(seed, setting, reason, time.time() - t0, note=error)
-                        print(f"[closed_loop] seed {seed} {setting}: attempt {attempt} failed ({error}) -> {reason}",
-                              flush=True)
+                        reason = SIM_ERROR if done.attempt == 1 else SIM_FAILURE
+                        record = failed(seed, setting, reason, time.time() - done.started, note=error)
+                        print(f"[closed_loop] seed {seed} {setting}: attempt {done.attempt} failed ({error}) -> "
+                              f"{reason}", flush=True)
                     write(record, sink)
                     episodes_run += 1
                     rate = episodes_run / max(time.time() - start, 1e-6) * 3600
                     print(f"[closed_loop] seed {seed} {setting:>20}: {record['end_reason']:>13} after "
-                          f"{record['steps']:4d}/{record['max_steps']:4d} steps, completion {record['completion']:.2f}, "
+                          f"{record['steps']:4d}/{record['max_steps']:4d} steps, "
+                          f"completion {record['completion']:.2f}, "
                           f"fault {record['fault_reason'] or '-':>12}, exit {record['mean_exit_layer']:.1f}, "
                           f"{record['wall_s']:.0f} s | {rate:.1f} episodes/h", flush=True)
-                for record in fill_not_scored(records, seed, chosen):
-                    write(record, sink)
-                n_scored = len(scored_seeds(records, chosen))
-                (args.out / "progress.json").write_text(json.dumps({
-                    "seed": seed, "scored_seeds": n_scored, "target": args.seeds, "episodes_this_run": episodes_run,
-                    "episodes_per_hour": round(episodes_run / max(time.time() - start, 1e-6) * 3600, 1),
-                    "elapsed_h": round((time.time() - start) / 3600, 2), "log": str(log)}, indent=1))
-                print(f"[closed_loop] seed {seed} done: {n_scored}/{args.seeds} seeds scored in every setting",
-                      flush=True)
-                seed += 1
+                for seed in list(open_seeds):            # seeds with nothing left to drive or running
+                    if next_job(records, seed, chosen) is None and not any(s == seed for s, _ in running):
+                        for record in fill_not_scored(records, seed, chosen):
+                            write(record, sink)
+                        open_seeds.remove(seed)
+                        n_scored = len(scored_seeds(records, chosen))
+                        (args.out / "progress.json").write_text(json.dumps({
+                            "seed": seed, "scored_seeds": n_scored, "target": args.seeds,
+                            "episodes_this_run": episodes_run, "workers": args.workers,
+                            "episodes_per_hour": round(episodes_run / max(time.time() - start, 1e-6) * 3600, 1),
+                            "elapsed_h": round((time.time() - start) / 3600, 2), "log": str(log)}, indent=1))
+                        print(f"[closed_loop] seed {seed} done: {n_scored}/{args.seeds} seeds scored in every "
+                              "setting", flush=True)
     finally:
-        runner.close()
+        workers.close()
     return records
 
 
@@ -256,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="*", default=None, help="a subset of the settings")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "closed_loop")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="episodes driven at once: worker processes, or Ray actors with --ray / --ray-address")
+    parser.add_argument("--ray", action="store_true", help="run the episodes as local Ray actors (ray.init)")
+    parser.add_argument("--ray-address", default="", help="join an existing Ray cluster (e.g. auto, ray://head:10001)")
     parser.add_argument("--episode-timeout-s", type=float, default=900.0,
                         help="give up on an episode after this long (the simulator's renderer can hang)")
     parser.add_argument("--report-only", action="store_true")
@@ -285,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print_table(summary)
     args.docs.mkdir(parents=True, exist_ok=True)
-    report = {"protocol": PROTOCOL_VERSION, "expert_version": EXPERT_VERSION, "protocol_doc": "docs/closed_loop_protocol.md", "density": args.density,
+    report = {"protocol": PROTOCOL_VERSION, "expert_version": EXPERT_VERSION,
+              "protocol_doc": "docs/closed_loop_protocol.md", "density": args.density,
               "traffic_mode": "trigger", "reactive_traffic": True, "seeds_from": args.first_seed,
               "cap_override": args.max_steps, "model_version": manifest.model_version,
               "model_sha256": model_sha, **summary}

@@ -15,6 +15,7 @@ import io
 import math
 import struct
 import threading
+import time
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
@@ -23,7 +24,7 @@ from PIL import Image as PilImage
 
 from deead_ros.errors import BadInputError
 from deead_ros.geometry import to_ego_frame, yaw_from_quaternion
-from deead_ros.model.encoding import FrameInputs, InputSpec
+from deead_ros.model.encoding import FrameInputs, InputSpec, fit_image
 from deead_ros.odometry_history import EgoState, OdometryHistory
 from deead_ros.parameters import default
 
@@ -86,8 +87,13 @@ def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
                             "(send the camera at a lower resolution or raise the limit)")
 
 
-def decode_image(msg: Any, max_pixels: int = default("input_limits.max_image_pixels")) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) -> (H, W, 3) uint8 RGB."""
+def decode_image(msg: Any, max_pixels: int = default("input_limits.max_image_pixels"),
+                 target_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) -> (H, W, 3) uint8 RGB, at target_hw when given.
+
+    The pixels are read in place (no copy of the message's buffer) and resized to target_hw (the
+    model's (H, W)) before anything else touches them; None: full size.
+    """
     channels = _CHANNELS.get(msg.encoding)
     if channels is None:
         raise BadInputError(f"image encoding '{msg.encoding}' unsupported; publish one of {sorted(_CHANNELS)}")
@@ -95,25 +101,28 @@ def decode_image(msg: Any, max_pixels: int = default("input_limits.max_image_pix
     _check_pixels(w, h, max_pixels, "image")
     if step < w * channels:
         raise BadInputError(f"image step {step} < width {w} x {channels} bytes ({msg.encoding})")
-    data = np.frombuffer(memoryview(msg.data).tobytes() if not isinstance(msg.data, bytes) else msg.data, np.uint8)
+    try:
+        data = np.frombuffer(msg.data, np.uint8)      # bytes, array.array (rclpy), memoryview: no copy
+    except TypeError:                                 # a list of ints
+        data = np.asarray(msg.data, np.uint8)
     if data.size < step * h:
         raise BadInputError(f"image data has {data.size} bytes; {w}x{h} {msg.encoding} with step {step} "
                             f"needs {step * h}")
     pixels = data[: step * h].reshape(h, step)[:, : w * channels].reshape(h, w, channels)
-    if channels == 1:
-        return np.repeat(pixels, 3, axis=2)
-    rgb = pixels[..., :3]
+    rgb = np.repeat(pixels, 3, axis=2) if channels == 1 else pixels[..., :3]
+    if target_hw is not None:
+        rgb = fit_image(rgb, target_hw)              # per channel: the same before or after the swap below
     return np.ascontiguousarray(rgb[..., ::-1] if msg.encoding.startswith("bgr") else rgb)
 
 
 def decode_compressed(msg: Any, max_pixels: int = default("input_limits.max_image_pixels"),
                       target_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg or png) -> (H, W, 3) uint8 RGB.
+    """sensor_msgs/CompressedImage (jpeg or png) -> (H, W, 3) uint8 RGB, at target_hw when given.
 
     The size is read from the header and checked against max_pixels before any pixel is decoded. A
     JPEG larger than target_hw (the model's (H, W)) is decoded by libjpeg's DCT scaling straight to
-    the smallest of 1/2, 1/4, 1/8 of its size that is still at least target_hw (PIL's `draft`):
-    a fraction of the work, and the encoder's resize then has less to average. None: full size.
+    the smallest of 1/2, 1/4, 1/8 of its size that is still at least target_hw (PIL's `draft`): a
+    fraction of the work; fit_image (the encoder's resize) does the rest. None: full size.
     """
     fmt = msg.format.lower()
     if fmt and not any(name in fmt for name in ("jpeg", "jpg", "png")):
@@ -124,10 +133,11 @@ def decode_compressed(msg: Any, max_pixels: int = default("input_limits.max_imag
             if (target_hw is not None and img.format == "JPEG"
                     and (img.height > target_hw[0] or img.width > target_hw[1])):
                 img.draft("RGB", (int(target_hw[1]), int(target_hw[0])))
-            return np.asarray(img.convert("RGB"))
+            rgb = np.asarray(img.convert("RGB"))
     except _DECODE_ERRORS as err:   # not jpeg/png, truncated, corrupt
         raise BadInputError(f"compressed image cannot be decoded ({msg.format or 'no format'}): "
                             f"{type(err).__name__}: {err}") from err
+    return fit_image(rgb, target_hw) if target_hw is not None else rgb
 
 
 def path_points(msg: Any) -> np.ndarray:
@@ -163,6 +173,7 @@ class AssembledFrame:
     camera_stamp_s: float
     prior_age_s: float            # from the camera stamp to the nearest odometry sample, s; -1 without odometry
     ego: EgoState | None = None   # the ego state at the camera stamp (odometry frame); None without odometry
+    decode_ms: float = 0.0        # of assembling: decoding the camera message
 
 
 @dataclass
@@ -182,7 +193,8 @@ class CameraStampGuard:
         """(reason code, what was wrong and what to do) for a frame to drop, or None to plan it."""
         if max_future_s > 0 and camera_s - now_s > max_future_s:
             return "stamp_future", (f"camera stamp {camera_s - now_s:.3f} s ahead of the node clock "
-                                    f"(> io.max_future_s={max_future_s}); check the camera's clock sync or use_sim_time")
+                                    f"(> io.max_future_s={max_future_s}); "
+                                    "check the camera's clock sync or use_sim_time")
         previous, self.last_s = self.last_s, camera_s
         if previous is not None and camera_s < previous:
             return "stamp_backwards", (f"camera stamp went back {previous - camera_s:.3f} s (a looping bag or a "
@@ -328,8 +340,10 @@ class LatestInputs:
         """
         settings = self.settings
         camera_s = stamp_s(camera_msg.header.stamp)
-        image = (decode_image(camera_msg, settings.max_image_pixels) if raw_image else
+        started = time.perf_counter()
+        image = (decode_image(camera_msg, settings.max_image_pixels, image_hw) if raw_image else
                  decode_compressed(camera_msg, settings.max_image_pixels, image_hw))
+        decode_ms = (time.perf_counter() - started) * 1e3
         ego = self.ego_at(camera_s)
         route = self._in_ego_frame("route", pick_path(self._routes, camera_s), ego, camera_s, max_input_age_s)
         external = (self._in_ego_frame("external", pick_path(self._externals, camera_s), ego, camera_s,
@@ -337,7 +351,7 @@ class LatestInputs:
         inputs = FrameInputs(image, route, ego.speed_mps if ego else 0.0, ego.yaw_rate_rps if ego else 0.0,
                              self.command, ego.accel_mps2 if ego else 0.0)
         age = self.history.nearest_gap_s(camera_s) if ego else -1.0
-        return AssembledFrame(inputs, ego is not None, external, camera_s, age, ego)
+        return AssembledFrame(inputs, ego is not None, external, camera_s, age, ego, decode_ms)
 
     def _in_ego_frame(self, key: str, path: StampedPath | None, ego: EgoState | None, camera_s: float,
                       max_age_s: float) -> np.ndarray | None:

@@ -41,6 +41,9 @@ PARAMETERS: tuple[Spec, ...] = (
     Spec("camera_format", "string", "compressed",
          "camera message type on ~/input/image: raw (sensor_msgs/Image) | compressed (CompressedImage)",
          read_only=True),
+    Spec("executor", "string", "events",
+         "the ROS executor: events (rclpy.experimental.EventsExecutor, less CPU per callback) | single_threaded "
+         "(rclpy's SingleThreadedExecutor)", read_only=True),
     # outputs
     Spec("output.frame_id", "string", "base_link", "frame of the published trajectory (the ego frame)"),
     # exit controller (live)
@@ -125,6 +128,28 @@ PARAMETERS: tuple[Spec, ...] = (
     Spec("validation.max_carry_forward_s", "double", 1.0,
          "the last valid plan is carried forward by the ego's motion for at most this long after its "
          "camera stamp, then the fallback is a stop; 0: always stop, s", (0.0, 10.0)),
+    # debug output (live): ~/debug/image and ~/debug/markers, drawn only while someone subscribes
+    Spec("debug.image_width", "integer", 640,
+         "width of ~/debug/image, px (the camera frame as the model saw it, scaled up; the caption needs ~480)",
+         (160, 3840)),
+    Spec("debug.jpeg_quality", "integer", 80, "JPEG quality of ~/debug/image", (1, 100)),
+    Spec("debug.marker_lifetime_s", "double", 0.5,
+         "lifetime of ~/debug/markers, so that a stopped node's markers vanish; 0: until replaced, s", (0.0, 60.0)),
+    # The camera's mounting: with a CameraInfo on ~/input/camera_info the plan is also projected onto
+    # ~/debug/image. Defaults: the demo bag's MetaDrive camera (deead_ros.tools.eval.metadrive_camera).
+    Spec("debug.camera_height_m", "double", 1.5,
+         "camera's optical centre above the ground (used with a CameraInfo on ~/input/camera_info to project the plan "
+         "onto ~/debug/image), m", (0.05, 20.0)),
+    Spec("debug.camera_pitch_rad", "double", 0.1244, "camera's downward tilt (0: level, positive: down), rad",
+         (-1.5, 1.5)),
+    Spec("debug.camera_forward_m", "double", 0.8, "camera's optical centre ahead of the ego origin, m",
+         (-20.0, 20.0)),
+    # Foxglove WebSocket server (restart to change): the same channels, live in a browser without ROS
+    Spec("foxglove.port", "integer", 0,
+         "serve the debug image, trajectory, markers (SceneUpdate) and exit diagnostics (JSON) to Foxglove on "
+         "ws://foxglove.host:PORT (needs foxglove-sdk); 0: off", (0, 65535), read_only=True),
+    Spec("foxglove.host", "string", "127.0.0.1",
+         "address the Foxglove server binds to (0.0.0.0: every interface)", read_only=True),
     # diagnostics (live)
     Spec("diagnostics.period_s", "double", 1.0, "period of /diagnostics, s", (0.1, 60.0), read_only=True),
     Spec("diagnostics.window_s", "double", 10.0, "window of the rates and percentiles, s", (1.0, 600.0),

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One idempotent set-up of the main environment: .venv with ROS 2 Jazzy wheels and the pinned
-# requirements, the deead_ros_msgs interfaces built with CMake into the venv, deead_ros installed
-# (non-editable, so its share/ files exist), and the demo model exported to per-layer ONNX.
+# requirements, the lint tools (requirements-dev.txt, requirements-stubs.txt, and the TensorRT stubs
+# made parseable in build/stubs), the deead_ros_msgs interfaces built with CMake into the venv,
+# deead_ros installed (non-editable, so its share/ files exist), and the demo model exported to
+# per-layer ONNX.
 # Each step is skipped when the hash of its inputs matches the last run: a second run takes seconds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +29,15 @@ if ! up_to_date requirements "$h"; then
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt"
   mark_done requirements "$h"
+fi
+
+h=$(inputs_hash requirements-dev.txt requirements-stubs.txt scripts/tensorrt_stubs.py)
+if ! up_to_date lint "$h" || [ ! -f "$ROOT/build/stubs/tensorrt/__init__.pyi" ]; then
+  log "installing the lint tools (ruff, mypy, type stubs; tensorrt-stubs without its NVIDIA dependencies)"
+  "$VENV/bin/pip" install -q -r "$ROOT/requirements-dev.txt"
+  "$VENV/bin/pip" install -q --no-deps -r "$ROOT/requirements-stubs.txt"
+  "$VENV/bin/python" "$ROOT/scripts/tensorrt_stubs.py" "$ROOT/build/stubs"
+  mark_done lint "$h"
 fi
 
 h=$(inputs_hash requirements.txt msg/*.msg deead_ros_msgs/CMakeLists.txt deead_ros_msgs/package.xml)
@@ -61,5 +72,21 @@ if [ -f "$ROOT/models/demo/vla.safetensors" ]; then
       --out "$VENV/share/deead_ros/models/demo/onnx"
     mark_done export "$h"
   fi
+fi
+
+# Optional: Debian's Chromium, for the report page's browser test (it skips, saying why, without it).
+# Tried once per venv (remove $STAMPS/chromium to try again), only as root with apt-get; set
+# DEEAD_SKIP_CHROMIUM=1 to never try. A failure here never fails the set-up.
+if [ ! -x /usr/bin/chromium ] && [ "${DEEAD_SKIP_CHROMIUM:-0}" != 1 ] && ! up_to_date chromium tried; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    log "installing Debian's chromium (optional: the report page's browser test)"
+    mkdir -p "$ROOT/build"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium fonts-liberation) > "$ROOT/build/chromium.install.log" 2>&1 \
+      || log "chromium not installed (see build/chromium.install.log): the browser test will skip"
+  else
+    log "chromium not installed (needs root and apt-get): the browser test will skip"
+  fi
+  mark_done chromium tried
 fi
 log "environment ready: $VENV"

@@ -23,8 +23,11 @@ DEPS=(
 # declares protobuf>=4 for its model tools, which breaks MetaDrive's generated code; its runtime
 # imports fine with protobuf 3.20, so it goes in without its declared dependencies.
 RUNTIME=(onnxruntime==1.32.0 flatbuffers==25.12.19)
+# The closed loop's episodes as Ray actors (bench/closed_loop.py --ray / --ray-address); ray 2.60 keeps
+# numpy 1.23 and protobuf 3.20 (checked by the import below).
+SCALE_OUT=(ray==2.60.0)
 STAMP="${VENV}/.deead_metadrive_stamp"
-WANT="$("${PYTHON}" -c 'import sys; print(".".join(map(str, sys.version_info[:2])))') ${METADRIVE_PIN} ${DEPS[*]} ${RUNTIME[*]}"
+WANT="$("${PYTHON}" -c 'import sys; print(".".join(map(str, sys.version_info[:2])))') ${METADRIVE_PIN} ${DEPS[*]} ${RUNTIME[*]} ${SCALE_OUT[*]}"
 
 if [[ -f "${STAMP}" && "$(cat "${STAMP}")" == "${WANT}" && -x "${VENV}/bin/python" ]]; then
   echo "[setup_metadrive] ${VENV} is up to date (stamp matches); nothing to do."
@@ -49,11 +52,17 @@ echo "[setup_metadrive] installing pinned deps: ${DEPS[*]}"
 echo "[setup_metadrive] installing ${RUNTIME[*]} (--no-deps: see above)"
 "${PIP[@]}" install -q --no-deps "${RUNTIME[@]}"
 
+echo "[setup_metadrive] installing ${SCALE_OUT[*]}"
+"${PIP[@]}" install -q "${SCALE_OUT[@]}"
+
 echo "[setup_metadrive] checking the import"
 "${VENV}/bin/python" - <<'PY'
-import numpy, metadrive, panda3d, onnxruntime
+import numpy, metadrive, panda3d, onnxruntime, ray
+from google import protobuf
 from metadrive.envs.metadrive_env import MetaDriveEnv
-print(f"[setup_metadrive] numpy {numpy.__version__}, onnxruntime {onnxruntime.__version__}, metadrive from {metadrive.__file__}")
+assert numpy.__version__ == "1.23.5" and protobuf.__version__ == "3.20.3", (numpy.__version__, protobuf.__version__)
+print(f"[setup_metadrive] numpy {numpy.__version__}, onnxruntime {onnxruntime.__version__}, ray {ray.__version__}, "
+      f"metadrive from {metadrive.__file__}")
 PY
 
 echo "${WANT}" > "${STAMP}"

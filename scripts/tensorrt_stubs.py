@@ -40,7 +40,8 @@ def main(argv: list[str]) -> int:
     for package in ("tensorrt", "tensorrt_bindings"):
         sources = sorted((site / package).glob("*.pyi"))
         if not sources:
-            print(f"tensorrt_stubs: no stubs in {site / package}; pip install --no-deps tensorrt-stubs", file=sys.stderr)
+            print(f"tensorrt_stubs: no stubs in {site / package}; pip install --no-deps tensorrt-stubs",
+                  file=sys.stderr)
             return 2
         (out / package).mkdir(parents=True, exist_ok=True)
         for source in sources:

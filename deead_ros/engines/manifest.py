@@ -169,8 +169,8 @@ def load_manifest(path: str | os.PathLike[str], *, verify: bool = True) -> Manif
     if path.is_dir():
         path = path / MANIFEST_FILE
     if not path.is_file():
-        raise ModelFileError(f"engine manifest {path} is missing; export the model first: "
-                             "`make setup` installs the demo model; export yours with `deead_export --weights W --out DIR`")
+        raise ModelFileError(f"engine manifest {path} is missing; export the model first: `make setup` installs "
+                             "the demo model; export yours with `deead_export --weights W --out DIR`")
     try:
         data = json.loads(path.read_text())
         manifest = _parse(data, path)
@@ -222,10 +222,12 @@ def _parse(data: dict[str, Any], path: Path) -> Manifest:
     files = _get(data, "files", dict, "")
 
     def record(role: str, entry: Any, where: str) -> ModelFile:
-        specs = [tuple(TensorSpec(_get(t, "name", str, f"{where}.{k}[]."),
-                                  tuple(int(n) for n in _get(t, "shape", list, f"{where}.{k}[].")),
-                                  _get(t, "dtype", str, f"{where}.{k}[]."))
-                       for t in entry.get(k, ())) for k in ("inputs", "outputs")] if isinstance(entry, dict) else [(), ()]
+        specs: list[tuple[TensorSpec, ...]] = [(), ()]
+        if isinstance(entry, dict):
+            specs = [tuple(TensorSpec(_get(t, "name", str, f"{where}.{k}[]."),
+                                      tuple(int(n) for n in _get(t, "shape", list, f"{where}.{k}[].")),
+                                      _get(t, "dtype", str, f"{where}.{k}[]."))
+                           for t in entry.get(k, ())) for k in ("inputs", "outputs")]
         return ModelFile(role, (path.parent / _get(entry, "path", str, where + ".")).resolve(),
                          _get(entry, "sha256", str, where + "."), int(_get(entry, "bytes", int, where + ".")), *specs)
 
@@ -257,7 +259,8 @@ def _parse(data: dict[str, Any], path: Path) -> Manifest:
         if len(torch_layers) != num_layers:
             raise _FieldError(f"files.torch.layers lists {len(torch_layers)} programs for num_layers={num_layers}")
         torch_files = (record("torch_stem", _get(torch_entries, "stem", dict, "files.torch."), "files.torch.stem"),
-                       *(record(f"torch_layer_{i:02d}", e, f"files.torch.layers[{i}]") for i, e in enumerate(torch_layers)),
+                       *(record(f"torch_layer_{i:02d}", e, f"files.torch.layers[{i}]")
+                         for i, e in enumerate(torch_layers)),
                        record("torch_head", _get(torch_entries, "head", dict, "files.torch."), "files.torch.head"))
     return Manifest(
         path=path, model_version=_get(data, "model_version", str, ""), arch=str(data.get("arch", "")),

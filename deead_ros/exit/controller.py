@@ -138,7 +138,10 @@ class FrameContext:
 class ExitPolicy(Protocol):
     """Decides where to look first, and what to do at each look. Stateless between frames."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The policy's name in diagnostics and reports (a read-only field of the frozen policies)."""
+        ...
 
     def first_check(self, ctx: FrameContext) -> int:
         """Return the first layer (1-based) at which to read the head."""
@@ -257,7 +260,8 @@ class RecordedChain:
         return stop
 
     def head(self, state: int) -> np.ndarray:
-        return self.per_layer_m[state - 1]
+        trajectory_m: np.ndarray = self.per_layer_m[state - 1]
+        return trajectory_m
 
 
 def checked_layers(trace: ExitTrace) -> Sequence[int]:

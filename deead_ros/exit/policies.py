@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deead_ros.exit.controller import Checkpoint, ExitReason, FrameContext, StrideTable, Verdict
+from deead_ros.exit.controller import Checkpoint, ExitPolicy, ExitReason, FrameContext, StrideTable, Verdict
 from deead_ros.exit.metrics import mean_deviation_m, steps_within
 
 POLICY_NAMES = ("deead", "full", "fixed", "patience", "deead_or_patience")
@@ -138,7 +138,7 @@ class OraclePolicy:
 class AnyOfPolicy:
     """Exit when any member would exit; look next where the most eager member wants to look."""
 
-    members: tuple
+    members: tuple[ExitPolicy, ...]
     name: str = "any"
 
     def first_check(self, ctx: FrameContext) -> int:

@@ -31,7 +31,7 @@ class ExitSettings:
 
     def with_updates(self, updates: dict[str, Any]) -> "ExitSettings":
         """Return a copy with `updates` applied (keys are field names); lists become tuples."""
-        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in updates.items()}
+        clean: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in updates.items()}
         return replace(self, **clean)
 
     def problem(self, num_layers: int) -> str | None:
@@ -44,7 +44,9 @@ class ExitSettings:
             return f"exit.horizon_s={self.horizon_s} must be > 0 s"
         if not math.isfinite(self.patience_tolerance_m) or self.patience_tolerance_m < 0:
             return f"exit.patience_tolerance_m={self.patience_tolerance_m} must be >= 0 m"
-        layer_settings = ("first_checkpoint", "min_exit_layer") + (("fixed_exit_layer",) if self.policy == "fixed" else ())
+        layer_settings: tuple[str, ...] = ("first_checkpoint", "min_exit_layer")
+        if self.policy == "fixed":
+            layer_settings += ("fixed_exit_layer",)
         for name in layer_settings:
             value = getattr(self, name)
             if not 1 <= value <= num_layers:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class ValidationLimits:
                     f"{self.max_decel_mps2}: the stopping fallback would fail its own check")
         return None
 
-    def with_updates(self, updates: dict) -> "ValidationLimits":
+    def with_updates(self, updates: dict[str, Any]) -> "ValidationLimits":
         """Return a copy with `updates` applied (keys are field names)."""
         return replace(self, **updates)
 

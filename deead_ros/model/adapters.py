@@ -10,13 +10,16 @@ are computed once for the static sequence length and baked into every layer.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 from torch import nn
 
 from deead_ros.model.encoding import EGO_FEATURES
 from deead_ros.model.vla import DeeadVLA
+
+if TYPE_CHECKING:                     # transformers takes seconds to import; only the Llama models need it
+    from transformers import LlamaForCausalLM
 
 
 class LayeredAdapter(Protocol):
@@ -66,9 +69,22 @@ class MethodModule(nn.Module):
         return getattr(self.model, self.method)(*args)
 
 
+class DrivingFrameShape(Protocol):
+    """What DrivingFrameAdapter reads from the model's `cfg` to make example stem inputs."""
+
+    @property
+    def image_hw(self) -> tuple[int, int]: ...
+
+    @property
+    def route_points(self) -> int: ...
+
+    @property
+    def max_command_tokens(self) -> int: ...
+
+
 class DrivingFrameAdapter:
     """A VLA fed by the `driving_frame` encoder: `stem(image, route, ego, command_ids)`, a list of layers,
-    and a head method read after any layer."""
+    and a head method read after any layer. The model's `cfg` has the fields of DrivingFrameShape."""
 
     def __init__(self, model: nn.Module, layers: nn.ModuleList, head_method: str) -> None:
         self.model = model.eval()
@@ -76,7 +92,7 @@ class DrivingFrameAdapter:
         self._layers, self._head_method = layers, head_method
 
     def stem_inputs(self) -> dict[str, torch.Tensor]:
-        cfg = self.model.cfg
+        cfg = cast(DrivingFrameShape, self.model.cfg)      # nn.Module declares no `cfg`: the model's own field
         return {"image": torch.zeros(1, 3, *cfg.image_hw), "route": torch.zeros(1, cfg.route_points, 2),
                 "ego": torch.zeros(1, EGO_FEATURES),
                 "command_ids": torch.zeros(1, cfg.max_command_tokens, dtype=torch.int32)}
@@ -136,7 +152,7 @@ class LlamaAdapter:
     additive tensor that exports to ONNX and TensorRT as plain MatMul/Add/Softmax.
     """
 
-    def __init__(self, model: nn.Module, seq_len: int) -> None:
+    def __init__(self, model: LlamaForCausalLM, seq_len: int) -> None:
         if model.config._attn_implementation != "eager":
             raise ValueError(f"LlamaAdapter needs attn_implementation='eager' (got "
                              f"{model.config._attn_implementation!r}); load the model with that argument")

@@ -14,13 +14,15 @@ from deead_ros.model.adapters import LayeredAdapter, VLAAdapter
 from deead_ros.model.llama_vla import LlamaVLA, LlamaVLAAdapter, LlamaVLAConfig
 from deead_ros.model.vla import DeeadVLA, VLAConfig
 
+VLAModel = DeeadVLA | LlamaVLA                    # a model of a registered architecture
+
 
 @dataclass(frozen=True)
 class Architecture:
     """How to build a model from its config and cut it into exportable parts."""
 
     config: Any                                   # frozen config dataclass with from_dict / to_dict
-    model: Callable[[Any], nn.Module]             # config -> model (random weights)
+    model: Callable[[Any], VLAModel]              # config -> model (random weights)
     adapter: Callable[[Any], LayeredAdapter]      # model -> stem / layer / head parts
 
 

@@ -22,7 +22,7 @@ from dataclasses import replace
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import onnx
 import torch
@@ -89,7 +89,7 @@ def export_program(module: nn.Module, inputs: dict[str, torch.Tensor], path: Pat
 
 
 def export_chain(adapter: LayeredAdapter, out_dir: Path, *, fused: bool = True, torch_programs: bool = True,
-                 log: Callable[[str], None] = print) -> dict[str, object]:
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export the adapter's stem, each layer, the head and (optionally) the fused layers into out_dir.
 
     Returns:
@@ -105,7 +105,7 @@ def export_chain(adapter: LayeredAdapter, out_dir: Path, *, fused: bool = True, 
     ]
     jobs = list(parts) + ([("fused", LayerRange(adapter, 0, adapter.num_layers), {HIDDEN_IN: hidden}, HIDDEN_OUT)]
                           if fused else [])
-    records: dict[str, object] = {"layers": []}
+    records: dict[str, Any] = {"layers": []}
     total = len(jobs) + (len(parts) if torch_programs else 0)
     for n, (role, module, inputs, output) in enumerate(jobs, start=1):
         t0 = time.perf_counter()
@@ -119,7 +119,7 @@ def export_chain(adapter: LayeredAdapter, out_dir: Path, *, fused: bool = True, 
         log(f"[{n:2d}/{total}] {path.name:14s} {record['bytes'] / 1e6:6.2f} MB  {time.perf_counter() - t0:5.2f} s")
     if torch_programs:
         (out_dir / "torch").mkdir(exist_ok=True)
-        programs: dict[str, object] = {"layers": []}
+        programs: dict[str, Any] = {"layers": []}
         for n, (role, module, inputs, _) in enumerate(parts, start=len(jobs) + 1):
             t0 = time.perf_counter()
             path = out_dir / "torch" / f"{role}.pt2"

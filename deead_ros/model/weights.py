@@ -17,10 +17,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from torch import nn
-
 from deead_ros.errors import ModelFileError
-from deead_ros.model.architectures import ARCHITECTURES, DEFAULT_ARCH, arch_of
+from deead_ros.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel, arch_of
 from deead_ros.model.encoding import InputSpec
 
 WEIGHTS_FILE = "vla.safetensors"
@@ -33,7 +31,7 @@ DEFAULT_MODEL_VERSION = "deead-vla-1 (untrained)"
 class Pretrained:
     """A loaded model with what it needs to be fed and named."""
 
-    model: nn.Module              # fp32, eval mode, CPU
+    model: VLAModel               # fp32, eval mode, CPU
     arch: str                     # its name in model.architectures.ARCHITECTURES
     inputs: InputSpec
     model_version: str
@@ -49,7 +47,7 @@ def check_compatible(cfg: Any, spec: InputSpec) -> str | None:
     return "; ".join(bad) or None
 
 
-def save_pretrained(model: nn.Module, inputs: InputSpec, out_dir: str | os.PathLike,
+def save_pretrained(model: VLAModel, inputs: InputSpec, out_dir: str | os.PathLike,
                     model_version: str = DEFAULT_MODEL_VERSION) -> Path:
     """Write `<out_dir>/vla.safetensors` (fp16) and `<out_dir>/config.json`; return the weights path."""
     problem = check_compatible(model.cfg, inputs)

@@ -35,14 +35,14 @@ from deead_ros_msgs.msg import ExitDiagnostics
 NODE = "deead_node"
 
 
-def node_command(parameters: dict[str, object]) -> list[str]:
-    """deead_node as a process with the installed defaults, its inputs remapped to the bag's topics."""
+def node_command(parameters: dict[str, object], params_file: Path | None = None) -> list[str]:
+    """deead_node as a process with the installed defaults (or params_file), its inputs remapped to the bag's topics."""
     command = [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
-               str(share_dir() / "config" / "deead_node.param.yaml")]
+               str(params_file or share_dir() / "config" / "deead_node.param.yaml")]
     for name, value in parameters.items():
         command += ["-p", f"{name}:={value}"]
-    remaps = {"image": topics.CAMERA_COMPRESSED, "route": topics.ROUTE, "odometry": topics.ODOMETRY,
-              "command": topics.COMMAND}
+    camera = topics.CAMERA_RAW if parameters.get("camera_format") == "raw" else topics.CAMERA_COMPRESSED
+    remaps = {"image": camera, "route": topics.ROUTE, "odometry": topics.ODOMETRY, "command": topics.COMMAND}
     for name, topic in remaps.items():
         command += ["-r", f"~/input/{name}:={topic}"]
     return command
@@ -64,14 +64,20 @@ class Listener(Node):
         self.exits: dict[float, ExitDiagnostics] = {}
         self.truths: dict[float, np.ndarray] = {}
         self.diagnostics: dict[str, dict[str, str]] = {}
-        self.create_subscription(PathMsg, f"/{NODE}/output/trajectory",
-                                 lambda m: self.trajectories.__setitem__(stamp_s(m.header.stamp), path_points(m)), qos)
-        self.create_subscription(ExitDiagnostics, f"/{NODE}/output/exit_diagnostics",
-                                 lambda m: self.exits.__setitem__(stamp_s(m.header.stamp), m), qos)
-        self.create_subscription(PathMsg, topics.GROUND_TRUTH,
-                                 lambda m: self.truths.__setitem__(stamp_s(m.header.stamp), path_points(m)), qos)
+        self.create_subscription(PathMsg, f"/{NODE}/output/trajectory", self._on_trajectory, qos)
+        self.create_subscription(ExitDiagnostics, f"/{NODE}/output/exit_diagnostics", self._on_exit, qos)
+        self.create_subscription(PathMsg, topics.GROUND_TRUTH, self._on_truth, qos)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.set_params = self.create_client(SetParameters, f"/{NODE}/set_parameters")
+
+    def _on_trajectory(self, msg: PathMsg) -> None:
+        self.trajectories[stamp_s(msg.header.stamp)] = path_points(msg)
+
+    def _on_exit(self, msg: ExitDiagnostics) -> None:
+        self.exits[stamp_s(msg.header.stamp)] = msg
+
+    def _on_truth(self, msg: PathMsg) -> None:
+        self.truths[stamp_s(msg.header.stamp)] = path_points(msg)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         self.diagnostics.update(node_statuses(msg))

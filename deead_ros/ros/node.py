@@ -17,12 +17,13 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float64, String
 
 from deead_ros.engines import make_engine
@@ -33,6 +34,7 @@ from deead_ros.parameter_files import check_params_files, params_file_paths
 from deead_ros.paths import demo_manifest_path
 from deead_ros.health import FrameStats, assess
 from deead_ros.ros import ros_io
+from deead_ros.ros.debug import CAMERA_INFO_QOS, DebugOutput
 from deead_ros.ros.params import (GuardedParameterService, NodeConfig, candidate_values, config_from_values,
                                   declare_all, with_declared_types)
 from deead_ros.runner import EgoPose, Runner
@@ -123,6 +125,7 @@ class DeeadNode(Node):
                          ("odometry", Odometry, self._inputs.set_odometry, ODOMETRY_QOS),
                          ("command", String, self._inputs.set_command, ROUTE_QOS),
                          ("external_prior", Path, self._inputs.set_external, INPUT_QOS),
+                         ("camera_info", CameraInfo, self._camera_info, CAMERA_INFO_QOS),
                          ("image", image_type, self._mailbox_put, CAMERA_QOS))
         for name, msg_type, store, qos in subscriptions:
             self.create_subscription(msg_type, f"~/input/{name}", self._counted(name, store), qos)
@@ -131,6 +134,10 @@ class DeeadNode(Node):
         self._prior_pub = self.create_publisher(Path, "~/debug/prior", OUTPUT_QOS)
         self._time_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # ~/debug/image and ~/debug/markers (drawn only while subscribed), and the optional Foxglove server
+        self.debug = DebugOutput(self, lambda: self._config.debug, self.stats.note_rejected_input,
+                                  {"trajectory": self._trajectory_pub.topic_name,
+                                   "exit_diagnostics": self._exit_pub.topic_name})
         self.create_timer(self._config.io.diagnostics_period_s, self._publish_diagnostics)
 
         self._stop = threading.Event()
@@ -169,6 +176,9 @@ class DeeadNode(Node):
         if self._mailbox.put(msg):
             self.stats.note_dropped("superseded")
 
+    def _camera_info(self, msg: Any) -> None:
+        self.debug.set_camera_info(msg)
+
     def _input_notice(self, key: str, reason: str) -> None:
         """An input used after a change worth counting (odometry history reset, command truncated)."""
         self.stats.note_rejected_input(key)
@@ -205,9 +215,11 @@ class DeeadNode(Node):
             self.stats.note_dropped(reason)
             self.get_logger().warning(f"camera frame dropped: {message}", throttle_duration_sec=_THROTTLE_S)
             return
+        assembling = time.perf_counter()
         self._inputs.wait_for_odometry(stamp_s(msg.header.stamp))   # bounded: io.odometry_wait_s
         frame = self._inputs.assemble(msg, config.camera_format == "raw", config.io.max_input_age_s,
                                       use_external=config.prior.source == "external", image_hw=self._image_hw)
+        assembly_ms = (time.perf_counter() - assembling) * 1e3 - frame.decode_ms
         result = self._runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known,
                                    external_ego_m=frame.external_ego_m, ego_pose=_ego_pose(frame))
         if result.fallback:
@@ -215,17 +227,26 @@ class DeeadNode(Node):
                 f"trajectory failed validation ({result.validation.reason}); published the {result.fallback} "
                 "fallback instead (ExitDiagnostics.valid = false)", throttle_duration_sec=_THROTTLE_S)
         frame_id, stamp = config.io.frame_id, msg.header.stamp
-        self._trajectory_pub.publish(ros_io.trajectory_path(result.trajectory_m, stamp, frame_id))
+        path = ros_io.trajectory_path(result.trajectory_m, stamp, frame_id)
+        self._trajectory_pub.publish(path)
         node_ms = (time.perf_counter() - taken) * 1e3
-        self._exit_pub.publish(ros_io.exit_diagnostics(
+        exit_msg = ros_io.exit_diagnostics(
             result, stamp, frame_id, config.exit.delta_m, frame.prior_age_s, self._runner.chain.backend,
-            self._manifest.model_version, input_wait_ms=(now_s - frame.camera_stamp_s) * 1e3, node_ms=node_ms))
-        if result.prior.is_valid:
+            self._manifest.model_version, input_wait_ms=(now_s - frame.camera_stamp_s) * 1e3, node_ms=node_ms,
+            decode_ms=frame.decode_ms, assembly_ms=assembly_ms)
+        self._exit_pub.publish(exit_msg)
+        if result.prior.trajectory_m is not None:           # a valid prior
             self._prior_pub.publish(ros_io.trajectory_path(result.prior.trajectory_m, stamp, frame_id))
         self._time_pub.publish(Float64(data=result.total_ms))
         self.stats.note_planned(result.trace.exit_layer, result.trace.num_layers, result.total_ms, result.prior.source,
                                 fallback=result.fallback, refused_exits=result.trace.refused_exits,
                                 validation=result.validation.reason)
+        try:    # after the plan is out: drawing never delays it, and never costs it (the frame is planned)
+            self.debug.publish(msg, config.camera_format == "raw", frame.inputs.image_rgb, result,
+                                config.exit.delta_m, config.debug, path, exit_msg)
+        except Exception as err:   # PIL, the middleware, the Foxglove server: debug output must not end planning
+            self.get_logger().error(f"debug output failed ({type(err).__name__}: {err}); the plan was published",
+                                    throttle_duration_sec=_THROTTLE_S)
 
     # -- diagnostics -------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -236,12 +257,37 @@ class DeeadNode(Node):
                           required_inputs=required)
         self._diag_pub.publish(ros_io.diagnostic_array(statuses, self.get_clock().now().to_msg(), self.get_name()))
 
+    @property
+    def executor_name(self) -> str:
+        return self._config.executor
+
     def shutdown(self) -> None:
         """Stop and join the worker before the node is destroyed."""
         self._stop.set()
         self._worker.join(timeout=5.0)
         if self._worker.is_alive():
             self.get_logger().warning("the planning thread did not stop within 5 s (a frame still in the engine)")
+        self.debug.close()
+
+
+def make_executor(name: str) -> Executor:
+    """The executor the `executor` parameter names (events: rclpy's EventsExecutor, less CPU per callback)."""
+    return EventsExecutor() if name == "events" else SingleThreadedExecutor()
+
+
+def spin_until_signalled(executor: Executor) -> None:
+    """Spin until SIGINT or SIGTERM, seen within 0.1 s; the signals only ask the loop to stop.
+
+    In slices of spin_once: rclpy 7.1's EventsExecutor.spin() neither returns on a signal nor idles.
+    """
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    try:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,16 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     # SIGINT / SIGTERM only ask the loop to stop; then, in order: the worker stops and is joined (nothing
     # publishes after that), the node is destroyed, and only then the context shuts down.
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda _signum, _frame: stop.set())
-    executor = SingleThreadedExecutor()
+    executor = make_executor(node.executor_name)
     executor.add_node(node)
     try:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.1)       # a stop request is seen within 0.1 s
-    except ExternalShutdownException:
-        pass
+        spin_until_signalled(executor)
     finally:
         node.shutdown()
         executor.shutdown(timeout_sec=1.0)

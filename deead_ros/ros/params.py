@@ -38,6 +38,7 @@ ROS_TYPES = {"bool": T.PARAMETER_BOOL, "integer": T.PARAMETER_INTEGER, "double":
 _TYPE_WORDS = {"bool": "a bool (true/false)", "integer": "an integer", "double": "a double (e.g. 2.0)",
                "string": "a string", "integer_array": "an integer array", "double_array": "a double array"}
 CAMERA_FORMATS = ("raw", "compressed")
+EXECUTORS = ("events", "single_threaded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,27 @@ class IoSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DebugSettings:
+    """The debug image and markers (drawn only while someone subscribes) and the optional Foxglove server."""
+
+    image_width: int = default("debug.image_width")
+    jpeg_quality: int = default("debug.jpeg_quality")
+    marker_lifetime_s: float = default("debug.marker_lifetime_s")
+    camera_height_m: float = default("debug.camera_height_m")
+    camera_pitch_rad: float = default("debug.camera_pitch_rad")
+    camera_forward_m: float = default("debug.camera_forward_m")
+    foxglove_port: int = default("foxglove.port")
+    foxglove_host: str = default("foxglove.host")
+
+    def problem(self) -> str | None:
+        """Return why these settings are invalid, or None (the numbers' ranges are the descriptors')."""
+        if not self.foxglove_host or any(c.isspace() for c in self.foxglove_host):
+            return (f"foxglove.host='{self.foxglove_host}' must be an address without spaces, e.g. 127.0.0.1 "
+                    "(this machine only) or 0.0.0.0 (every interface)")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything the node reads from its parameters, as plain values (no rclpy types)."""
 
@@ -78,18 +100,22 @@ class NodeConfig:
     force_engine_update: bool
     num_threads: int
     camera_format: str
+    executor: str
     exit: ExitSettings
     prior: PriorSettings
     io: IoSettings
     validation: ValidationLimits = field(default_factory=ValidationLimits)
     values: Mapping[str, Any] = field(default_factory=dict)    # every parameter by name, as set
+    debug: DebugSettings = field(default_factory=DebugSettings)
 
     def problem(self, num_layers: int) -> str | None:
         """Return why this configuration cannot run a model of num_layers layers, or None."""
         if self.camera_format not in CAMERA_FORMATS:
             return f"camera_format='{self.camera_format}' must be one of {', '.join(CAMERA_FORMATS)}"
+        if self.executor not in EXECUTORS:
+            return f"executor='{self.executor}' must be one of {', '.join(EXECUTORS)}"
         return (self.io.problem() or self.exit.problem(num_layers) or self.prior.problem()
-                or self.validation.problem())
+                or self.validation.problem() or self.debug.problem())
 
 
 _SECTION_FIELDS = {
@@ -104,6 +130,12 @@ _IO_FIELDS = {
     "diagnostics.latency_deadline_ms": "latency_deadline_ms",
 }
 _IO_FIELDS_BY_ATTR = {attr: name for name, attr in _IO_FIELDS.items()}
+_DEBUG_FIELDS = {
+    "debug.image_width": "image_width", "debug.jpeg_quality": "jpeg_quality",
+    "debug.marker_lifetime_s": "marker_lifetime_s", "debug.camera_height_m": "camera_height_m",
+    "debug.camera_pitch_rad": "camera_pitch_rad", "debug.camera_forward_m": "camera_forward_m",
+    "foxglove.port": "foxglove_port", "foxglove.host": "foxglove_host",
+}
 
 
 def config_from_values(values: dict[str, Any]) -> NodeConfig:
@@ -116,8 +148,10 @@ def config_from_values(values: dict[str, Any]) -> NodeConfig:
     io = IoSettings(**{field: values[name] for name, field in _IO_FIELDS.items()})
     return NodeConfig(values["backend"], values["model_file_path"], values["engine_cache_dir"], values["precision"],
                       values["force_engine_update"], values["num_threads"], values["camera_format"],
+                      values["executor"],
                       ExitSettings(**sections["exit"]), PriorSettings(**sections["prior"]), io,
-                      ValidationLimits(**sections["validation"]), dict(values))
+                      ValidationLimits(**sections["validation"]), dict(values),
+                      DebugSettings(**{field: values[name] for name, field in _DEBUG_FIELDS.items()}))
 
 
 def descriptor_of(spec: Spec) -> ParameterDescriptor:

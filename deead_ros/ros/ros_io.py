@@ -12,7 +12,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 
+from deead_ros.diagnostics import exit_diagnostics_fields
 from deead_ros.health import Status
+from deead_ros.runner import PlanResult
 from deead_ros_msgs.msg import ExitCheckpoint, ExitDiagnostics
 
 
@@ -32,24 +34,15 @@ def trajectory_path(points_m: np.ndarray, stamp: Time, frame_id: str) -> Path:
     return path
 
 
-def exit_diagnostics(result, stamp: Time, frame_id: str, delta_m: float, prior_age_s: float, backend: str,
-                     model_version: str, input_wait_ms: float = 0.0, node_ms: float = 0.0) -> ExitDiagnostics:
+def exit_diagnostics(result: PlanResult, stamp: Time, frame_id: str, delta_m: float, prior_age_s: float,
+                     backend: str, model_version: str, input_wait_ms: float = 0.0, node_ms: float = 0.0,
+                     decode_ms: float = 0.0, assembly_ms: float = 0.0) -> ExitDiagnostics:
     """A runner PlanResult (and the node's own timing of the frame) -> deead_ros_msgs/ExitDiagnostics."""
-    trace = result.trace
-    msg = ExitDiagnostics()
+    fields = exit_diagnostics_fields(result, delta_m, prior_age_s, backend, model_version)
+    checkpoints = [ExitCheckpoint(**c) for c in fields.pop("checkpoints")]
+    msg = ExitDiagnostics(**fields, checkpoints=checkpoints, input_wait_ms=float(input_wait_ms),
+                          node_ms=float(node_ms), decode_ms=float(decode_ms), assembly_ms=float(assembly_ms))
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
-    msg.exit_layer, msg.layers_run, msg.num_layers = trace.exit_layer, trace.layers_run, trace.num_layers
-    msg.exited_early, msg.reason, msg.reason_text = trace.exited_early, int(trace.reason), trace.reason_text
-    msg.checkpoints = [ExitCheckpoint(layer=c.layer, deviation_m=float(c.deviation_m), next_stride=c.next_stride,
-                                      refused=c.refused) for c in trace.checkpoints]
-    msg.valid, msg.fallback, msg.refused_exits = result.is_valid, result.fallback, trace.refused_exits
-    msg.validation = "" if result.validation.ok else f"{result.validation.code}: {result.validation.reason}"
-    msg.delta_m, msg.policy = float(delta_m), trace.policy
-    msg.prior_source, msg.prior_detail = result.prior.source, result.prior.detail
-    msg.prior_age_s = float(prior_age_s) if result.prior.is_valid else -1.0
-    msg.stem_ms, msg.layers_ms, msg.checks_ms = result.stem_ms, trace.layers_ms, trace.checks_ms
-    msg.total_ms, msg.backend, msg.model_version = result.total_ms, backend, model_version
-    msg.input_wait_ms, msg.node_ms = float(input_wait_ms), float(node_ms)
     return msg
 
 

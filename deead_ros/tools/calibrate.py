@@ -112,7 +112,8 @@ def binomial_p_value(losses: int, n: int, alpha: float) -> float:
     return binomial_cdf(losses, n, alpha)
 
 
-def _bisect_decreasing(f: Callable[[float], float], target: float, lo: float = 0.0, hi: float = 1.0, iterations: int = 60) -> float:
+def _bisect_decreasing(f: Callable[[float], float], target: float, lo: float = 0.0, hi: float = 1.0,
+                       iterations: int = 60) -> float:
     """The smallest x in [lo, hi] with f(x) <= target, for f non-increasing in x (to 2^-60)."""
     if f(lo) <= target:
         return lo
@@ -750,8 +751,8 @@ def main(argv: list[str] | None = None) -> int:
     if result["delta_m"] is None:
         reason = result["ltt"].get("refused") or (
             f"no delta certified: the strictest, {args.deltas[0]:g} m, has upper bound "
-            f"{result['ltt']['rows'][0]['upper_bound']:.3f} > alpha {args.alpha:g}; keep exit.delta_m at 0 (full depth) "
-            "or loosen eps / alpha, or add frames")
+            f"{result['ltt']['rows'][0]['upper_bound']:.3f} > alpha {args.alpha:g}; keep exit.delta_m at 0 "
+            "(full depth) or loosen eps / alpha, or add frames")
         if "full_depth_risk" in result["guarantee"]:
             reason += (f" (at full depth the model itself misses the ground truth by more than {args.eps:g} m in "
                        f"{result['guarantee']['full_depth_risk']:.1%} of the frames)")

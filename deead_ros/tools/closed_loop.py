@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -284,7 +285,7 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
         speeds = SpeedHistory(runner.encoder.accel_window_s) if runner is not None else None
         for steps in range(1, cap + 1):
             action = [0.0, 0.0]
-            if runner is not None:
+            if runner is not None and speeds is not None:       # speeds exists whenever runner does
                 seen = sim.observe(obs, vehicle)
                 yaw_rate = 0.0 if previous_yaw is None else \
                     float(fmt.wrap_angle(seen.pose[2] - previous_yaw)) / fmt.DT_S
@@ -358,16 +359,20 @@ def seed_status(records: list[dict[str, Any]], seed: int) -> str | None:
     return next((reason for reason in NOT_SCORED if reason in reasons), None)
 
 
-def next_job(records: list[dict[str, Any]], seed: int, settings: list[str]) -> tuple[str, int] | None:
-    """The next (setting, attempt) to run on a seed, attempt 1 or 2; None when the seed is finished.
+def next_job(records: list[dict[str, Any]], seed: int, settings: list[str],
+             running: Collection[tuple[int, str]] = ()) -> tuple[str, int] | None:
+    """The next (setting, attempt) to run on a seed, attempt 1 or 2; None when nothing is left to start.
 
     A (seed, setting) is finished once it has a record other than SIM_ERROR; one SIM_ERROR record
-    means the next run is its second (last) attempt. A seed that is not scored (spawn blocked,
-    simulator failure) needs no more driving: `fill_not_scored` records it for the other settings.
+    means the next run is its second (last) attempt; one in `running` (being driven by a worker) is
+    not handed out again. A seed that is not scored (spawn blocked, simulator failure) needs no more
+    driving: `fill_not_scored` records it for the other settings.
     """
     if seed_status(records, seed) is not None:
         return None
     for setting in settings:
+        if (seed, setting) in running:
+            continue
         mine = [r["end_reason"] for r in records if r["seed"] == seed and r["setting"] == setting]
         if any(reason != SIM_ERROR for reason in mine):
             continue
@@ -417,7 +422,7 @@ def mcnemar_exact(b: int, c: int) -> float:
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
-                     seed: int = 0) -> dict[str, float]:
+                     seed: int = 0) -> dict[str, float | list[float]]:
     """Mean difference a - b over paired values and its 90% / 95% percentile intervals (seeds resampled)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.size == 0:

@@ -253,7 +253,7 @@ def lane_path(vehicle, lane, length_m: float, step_m: float = 1.0) -> np.ndarray
             left -= s1 - s0
         if left <= 0:
             break
-        if k is None or k + 2 >= len(ckpts) or ckpts[k + 2] not in net.graph.get(ckpts[k + 1], {}):
+        if k is None or net is None or k + 2 >= len(ckpts) or ckpts[k + 2] not in net.graph.get(ckpts[k + 1], {}):
             end = np.asarray(lane.position(lane.length, 0.0))         # end of the known route: straight on
             h = lane.heading_theta_at(lane.length)
             d = np.array([math.cos(h), math.sin(h)])
@@ -376,8 +376,8 @@ def make_env(seed: int, ep: dict[str, Any], width: int, height: int, expert: boo
 
     expert: the ego is driven by the yielding IDM expert (the action given to `step` is ignored);
     False: by the [steering, throttle] actions given to `step` (closed-loop evaluation). Background
-    traffic becomes the yielding IDM too in `start_episode` when ep["reactive_traffic"]. The env ends an episode on arrival,
-    a crash or MetaDrive's own out-of-road (`not on_lane`); touching a solid line does not end it
+    traffic becomes the yielding IDM too in `start_episode` when ep["reactive_traffic"]. The env ends an episode on
+    arrival, a crash or MetaDrive's own out-of-road (`not on_lane`); touching a solid line does not end it
     (`on_continuous_line_done=False`): the closed loop reports it as "left the lane".
     """
     _patch_panda3d()
@@ -386,7 +386,9 @@ def make_env(seed: int, ep: dict[str, Any], width: int, height: int, expert: boo
     from metadrive.component.map.pg_map import MapGenerateMethod
     from metadrive.policy.env_input_policy import EnvInputPolicy
 
-    class ExpertIDM(yielding_idm_class()):
+    idm_base: Any = yielding_idm_class()             # a subclass of MetaDrive's IDMPolicy, made at run time
+
+    class ExpertIDM(idm_base):
         NORMAL_SPEED = ep["target_speed_kmh"]          # km/h, as IDMPolicy compares it with speed
 
     config = dict(
@@ -489,7 +491,9 @@ def route_ahead(vehicle, length_m: float) -> dict[str, Any]:
     entry_heading = None
     if first_block in JUNCTION_BLOCKS and k is not None:
         entry_heading = _entry_heading(net, ckpts, k, first_block)
-    pieces, pts, total = [], [], 0.0
+    pieces: list[dict[str, Any]] = []
+    pts: list[np.ndarray] = []
+    total = 0.0
     s0, jump = s_ego, False
     while True:
         if lane.length - s0 > 1e-3:
@@ -729,7 +733,7 @@ def finish_episode(seed, ep, rec, end_reason, reset_s, sim_s, width, height, max
         scenario.append(scenario_label(rec["speed"][t], rec["lead"][t], rec["labels"][t],
                                        rec["block"][t], lc))
     sl = slice(0, max(n, 0))
-    data = {
+    data: dict[str, Any] = {
         "images": np.asarray(rec["images"][sl], dtype=np.uint8).reshape(-1, height, width, 3),
         "pose": pose[sl],
         "speed": np.asarray(rec["speed"][sl], dtype=np.float32),

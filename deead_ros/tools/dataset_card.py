@@ -4,7 +4,8 @@
 
 Reports, per split: frames, episodes, maps, image size, speeds, commands, scenario labels, episode
 end reasons, the frames left out and why, and the share of frames where the expert's 3 s plan
-differs from the route prior (the node's own, deead_ros.exit.prior) by more than 1 m (mean L2 over the horizon), by scenario.
+differs from the route prior (the node's own, deead_ros.exit.prior) by more than 1 m (mean L2 over the
+horizon), by scenario.
 That share bounds how often an early exit against a route prior can be right.
 """
 from __future__ import annotations
@@ -93,7 +94,7 @@ def _share(values: list[float] | np.ndarray) -> str:
     return f"{100.0 * np.mean(v > DEVIATION_M):.1f}%" if v.size else "n/a"
 
 
-def _median(values) -> str:
+def _median(values: list[float] | np.ndarray) -> str:
     v = _defined(values)
     return f"{np.median(v):.2f}" if v.size else "n/a"
 
@@ -169,6 +170,7 @@ def render(splits: dict[str, Any], data: Path) -> str:
     for s in fmt.SCENARIOS + ("all",):
         row = []
         for a in splits.values():
+            v: list[float] | np.ndarray
             if s == "all":
                 v = np.concatenate(a["dev_all"]) if a["dev_all"] else []
             else:

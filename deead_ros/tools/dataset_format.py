@@ -43,7 +43,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -162,7 +162,7 @@ def polyline_arclength(poly: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(seg)])
 
 
-def resample_polyline(poly: np.ndarray, s_query: np.ndarray) -> np.ndarray:
+def resample_polyline(poly: np.ndarray, s_query: np.ndarray | Sequence[float]) -> np.ndarray:
     """Interpolate points at arc lengths `s_query` along a polyline (M, 2), clamped at both ends."""
     poly = np.asarray(poly, dtype=np.float64)
     s = polyline_arclength(poly)
@@ -211,7 +211,7 @@ def save_episode(path: str | os.PathLike, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, allow_pickle=True, **arrays)   # numpy's default, named so no array fills it
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

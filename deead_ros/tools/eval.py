@@ -2,34 +2,42 @@
 
 The same Runner and the same input assembly as the live node, fed straight from the bag (exact
 and fast: no transport, no dropped frames). For each delta and for full depth it writes a
-per-frame CSV, a summary JSON and plots, and prints the table side by side.
+per-frame CSV, a summary JSON, plots and a report page (index.html: the table, the plots and the
+debug images of the worst frames), and prints the table side by side. On request it records the
+plans as a ROS 2 MCAP for Foxglove or RViz (--record) and the debug images as a video (--video).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import heapq
 import json
+import math
+import shlex
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
+from deead_ros.debug_view import CameraModel, CameraMounting, encode_png, render_debug_image, trajectory_markers
 from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, DeeadError
-from deead_ros.model.encoding import FrameInputs
 from deead_ros.exit import ExitPolicy, ExitSettings, FullPolicy, PriorSettings
 from deead_ros.exit.metrics import l2_at_m
-from deead_ros.frame_assembly import (CameraStampGuard, InputSettings, LatestInputs, model_image_hw, path_points,
-                                     stamp_s)
+from deead_ros.frame_assembly import CameraStampGuard, InputSettings, LatestInputs, model_image_hw, path_points, stamp_s
+from deead_ros.model.encoding import FrameInputs
 from deead_ros.parameters import default
-from deead_ros.paths import demo_manifest_path
+from deead_ros.paths import demo_manifest_path, source_commit
 from deead_ros.runner import PlanResult, Runner
 from deead_ros.tools import bags as topics
 from deead_ros.tools.bags import iterate_bag_timed
+from deead_ros.tools.eval_page import TABLE_COLUMNS, Row, Summary, WorstFrame, write_page
+from deead_ros.tools.plan_recording import DebugVideo, PlanRecorder
 from deead_ros.tools.scale_out import expand_bags, run_bags
 
 
@@ -42,6 +50,8 @@ class EvalFrame:
     truth_m: np.ndarray | None       # (T, 2) expert's future, ego frame
     camera_stamp_s: float = float("nan")
     external_ego_m: np.ndarray | None = None
+    prior_age_s: float = -1.0        # camera stamp to the nearest odometry sample, s; -1 without odometry
+    camera_msg: Any = None           # the camera message as recorded (rosbags' type): what --record writes
 
 
 def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | None = None,
@@ -61,7 +71,7 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
     inputs = LatestInputs(accel_window_s=accel_window_s, settings=settings, on_rejected=on_rejected)
     guard = CameraStampGuard()
     truths: dict[float, np.ndarray] = {}
-    waiting: deque[list] = deque()      # [camera record ns, message, raw, record ns its odometry was in or None]
+    waiting: deque[list[Any]] = deque()      # [camera record ns, message, raw, record ns its odometry was in or None]
     give_up_ns = int(settings.odometry_max_gap_s * 1e9)
 
     def ready(record_ns: int) -> Iterator[EvalFrame]:
@@ -75,7 +85,7 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
                 print(f"[eval] camera frame at {stamp_s(msg.header.stamp):.2f} s skipped: {err}", file=sys.stderr)
                 continue
             yield EvalFrame(frame.inputs, frame.ego_motion_known, truths.pop(frame.camera_stamp_s, None),
-                            frame.camera_stamp_s, frame.external_ego_m)
+                            frame.camera_stamp_s, frame.external_ego_m, frame.prior_age_s, msg)
 
     def mark_ready(record_ns: int) -> None:
         for entry in waiting:
@@ -101,29 +111,43 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
     yield from ready(2**62)                                  # the bag ended: assemble with what there is
 
 
+FrameSink = Callable[[int, EvalFrame, dict[str, PlanResult]], None]
+
+
 def evaluate(runner: Runner, frames: Iterable[EvalFrame], settings: dict[str, ExitPolicy],
-             max_frames: int = 0) -> list[dict]:
-    """Plan every frame under every setting (same frame, back to back); one row per frame and setting."""
-    rows: list[dict] = []
+             max_frames: int = 0, on_frame: FrameSink | None = None) -> list[Row]:
+    """Plan every frame under every setting (same frame, back to back); one row per frame and setting.
+
+    on_frame(index, frame, {setting: PlanResult}) sees every frame's plans (debug images, recordings).
+    """
+    rows: list[Row] = []
     for index, frame in enumerate(frames):
         if max_frames and index >= max_frames:
             break
+        results = {}
         for name, policy in settings.items():
-            result = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known, policy=policy,
-                                 external_ego_m=frame.external_ego_m, ground_truth_m=frame.truth_m)
-            rows.append(_row(index, name, result, frame.truth_m, runner.dt_s))
+            results[name] = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known, policy=policy,
+                                        external_ego_m=frame.external_ego_m, ground_truth_m=frame.truth_m)
+            rows.append(_row(index, name, results[name], frame.truth_m, runner.dt_s))
+        if on_frame is not None:
+            on_frame(index, frame, results)
         if (index + 1) % 50 == 0:
             print(f"[eval] {index + 1} frames", flush=True)
     return rows
 
 
+def setting_name(delta_m: float) -> str:
+    """The name of the setting that runs the configured policy at this delta (rows, plots, recorded topics)."""
+    return f"delta_{delta_m:g}"
+
+
 def delta_settings(runner: Runner, deltas: Iterable[float]) -> dict[str, ExitPolicy]:
     """Full depth plus the configured policy at each delta."""
     base_exit, _ = runner.settings
-    return {"full": FullPolicy(), **{f"delta_{d:g}": replace(base_exit, delta_m=d).build_policy() for d in deltas}}
+    return {"full": FullPolicy(), **{setting_name(d): replace(base_exit, delta_m=d).build_policy() for d in deltas}}
 
 
-def _row(frame: int, setting: str, result: PlanResult, truth: np.ndarray | None, dt_s: float) -> dict:
+def _row(frame: int, setting: str, result: PlanResult, truth: np.ndarray | None, dt_s: float) -> Row:
     trace = result.trace
     row = {"frame": frame, "setting": setting, "exit_layer": trace.exit_layer, "num_layers": trace.num_layers,
            "reason": trace.reason.name.lower(), "checks": len(trace.checkpoints),
@@ -139,7 +163,7 @@ def _row(frame: int, setting: str, result: PlanResult, truth: np.ndarray | None,
     return row
 
 
-def summarise(rows: list[dict]) -> dict[str, dict]:
+def summarise(rows: list[Row]) -> Summary:
     """Per setting: frames, mean exit layer, sparsity, checks, latency p50/p95, L2 at 1/2/3 s, ratios to full."""
     summary = {}
     for setting in dict.fromkeys(r["setting"] for r in rows):
@@ -162,17 +186,13 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
     return summary
 
 
-def print_table(summary: dict[str, dict]) -> None:
-    columns = [("mean_exit_layer", "exit layer", ".1f"), ("layer_sparsity", "sparsity", ".1%"),
-               ("checks_per_frame", "checks", ".2f"), ("latency_p50_ms", "p50 ms", ".2f"),
-               ("latency_p95_ms", "p95 ms", ".2f"), ("latency_ratio_vs_full", "vs full", ".2f"),
-               ("l2_1s_m", "L2 1s", ".3f"), ("l2_2s_m", "L2 2s", ".3f"), ("l2_3s_m", "L2 3s", ".3f")]
-    print(f"{'setting':>12} " + " ".join(f"{title:>10}" for _, title, _ in columns))
+def print_table(summary: Summary) -> None:
+    print(f"{'setting':>12} " + " ".join(f"{title:>10}" for _, title, _ in TABLE_COLUMNS))
     for setting, values in summary.items():
-        print(f"{setting:>12} " + " ".join(f"{values[key]:>10{fmt}}" for key, _, fmt in columns))
+        print(f"{setting:>12} " + " ".join(f"{values[key]:>10{fmt}}" for key, _, fmt in TABLE_COLUMNS))
 
 
-def plot(rows: list[dict], summary: dict[str, dict], out: Path) -> None:
+def plot(rows: list[Row], summary: Summary, out: Path) -> None:
     """Exit-layer histograms, deviation per checkpoint, latency per frame."""
     import matplotlib
     matplotlib.use("Agg")
@@ -199,6 +219,98 @@ def plot(rows: list[dict], summary: dict[str, dict], out: Path) -> None:
     plt.close(fig)
 
 
+def metadrive_camera() -> CameraModel:
+    """MetaDrive 0.2.6's front camera, as deead_ros.tools.collect_metadrive records it (bags/demo).
+
+    Its camera sits 0.8 m ahead of and 1.5 m above the vehicle's origin and looks at a point 1.6 m further
+    ahead and 0.2 m lower (7.1 degrees down); its lens has a 60 degree horizontal field of view and an aspect
+    ratio of 2, drawn on a 160 x 96 image (so its pixels are not square: fy > fx).
+    """
+    from deead_ros.tools.collect_metadrive import IMAGE_H, IMAGE_W
+    fx = IMAGE_W / 2 / math.tan(math.radians(30))
+    fy = IMAGE_H / 2 / (math.tan(math.radians(30)) / 2)
+    camera = CameraModel.from_intrinsics([fx, 0, IMAGE_W / 2, 0, fy, IMAGE_H / 2, 0, 0, 1], IMAGE_W, IMAGE_H,
+                                         CameraMounting(height_m=1.5, pitch_rad=math.atan2(0.2, 1.6), forward_m=0.8))
+    assert isinstance(camera, CameraModel), camera
+    return camera
+
+
+CAMERAS: dict[str, Callable[[], CameraModel] | None] = {"none": None, "metadrive": metadrive_camera}
+
+
+def camera_rate_hz(bag: Path, remaps: dict[str, str]) -> float:
+    """The bag's camera rate (messages over its duration): the video's frame rate, so that it plays in real time."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+    with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        count = sum(c.msgcount for c in reader.connections
+                    if remaps.get(c.topic, c.topic) in (topics.CAMERA_COMPRESSED, topics.CAMERA_RAW))
+        span_s = reader.duration / 1e9
+    return (count - 1) / span_s if count > 1 and span_s > 0 else 10.0      # 10 Hz when the bag cannot tell
+
+
+WORST_FRAME_GAP = 20        # frames (2 s at 10 Hz) between two worst frames shown
+
+
+class FrameOutputs:
+    """What deead_eval draws of each frame, for the setting shown: the worst frames' debug images, and the MCAP
+    and the video when asked for. Called by `evaluate` with every frame's plans."""
+
+    def __init__(self, shown: str, deltas_m: dict[str, float], dt_s: float, camera: CameraModel | None,
+                 debug_width: int, worst_frames: int, recorder: PlanRecorder | None = None,
+                 video: DebugVideo | None = None) -> None:
+        self.shown, self.deltas_m, self.dt_s, self.camera = shown, deltas_m, dt_s, camera
+        self.debug_width, self.worst_frames = debug_width, worst_frames
+        self.recorder, self.video = recorder, video
+        self._candidates = worst_frames * 4         # the worst frames come in runs: keep more, then pick apart
+        self._worst: list[tuple[float, int, bytes, str]] = []     # a min-heap on L2: the worst frames so far
+
+    def __call__(self, index: int, frame: EvalFrame, results: dict[str, PlanResult]) -> None:
+        result = results[self.shown]
+        l2 = l2_at_m(result.trajectory_m, frame.truth_m, self.dt_s, 3.0) if frame.truth_m is not None else math.nan
+        is_worst = self.worst_frames > 0 and math.isfinite(l2) and (len(self._worst) < self._candidates
+                                                                     or l2 > self._worst[0][0])
+        if not (is_worst or self.recorder or self.video):
+            return
+        image = render_debug_image(frame.inputs.image_rgb, result, self.deltas_m[self.shown], truth=frame.truth_m,
+                                   camera=self.camera, target_width=self.debug_width)
+        if is_worst:
+            trace = result.trace
+            caption = f"exit {trace.exit_layer}/{trace.num_layers} {trace.reason.name.lower()}"
+            entry = (l2, index, encode_png(image), caption)
+            (heapq.heappush if len(self._worst) < self._candidates else heapq.heappushpop)(self._worst, entry)
+        if self.video:
+            self.video.add(image)
+        if self.recorder:
+            self.recorder.write_frame(frame.camera_stamp_s, frame.camera_msg, results, self.deltas_m, self.shown,
+                                      image, trajectory_markers(result, truth=frame.truth_m), frame.truth_m,
+                                      frame.prior_age_s)
+
+    def worst(self, bag: str) -> list[WorstFrame]:
+        """The worst frames, worst first, at least WORST_FRAME_GAP frames apart (not six frames of one moment)."""
+        picked: list[WorstFrame] = []
+        for l2, index, png, caption in sorted(self._worst, reverse=True):
+            if len(picked) < self.worst_frames and all(abs(index - w.frame) >= WORST_FRAME_GAP for w in picked):
+                picked.append(WorstFrame(bag, index, l2, png, caption))
+        return picked
+
+    def close(self) -> None:
+        for output in (self.recorder, self.video):
+            if output is not None:
+                output.close()
+
+
+@dataclass(frozen=True, slots=True)
+class EvalOutputs:
+    """What deead_eval draws besides the table: the setting shown, its debug images, and per-bag recordings."""
+
+    shown: str = "full"                         # a setting of delta_settings (its plans are drawn and recorded)
+    camera: str = "none"                        # a key of CAMERAS: project the plans onto the camera image
+    debug_width: int = 640                      # debug images are drawn at this width, px
+    worst_frames: int = 6                       # per bag, for the report page
+    files: tuple[tuple[str, str, str], ...] = ()    # (bag, --record path or "", --video path or "")
+
+
 @dataclass(frozen=True, slots=True)
 class EvalJob:
     """deead_eval's work on one bag (deead_ros.tools.scale_out.BagJob): the engines load once per worker."""
@@ -210,13 +322,14 @@ class EvalJob:
     deltas: tuple[float, ...]
     max_frames: int = 0
     remaps: tuple[tuple[str, str], ...] = ()
+    outputs: EvalOutputs = EvalOutputs()
 
     def setup(self) -> Runner:
         chain = make_engine(self.backend, self.model or demo_manifest_path(), num_threads=self.num_threads)
         return Runner(chain, ExitSettings(first_checkpoint=self.first_checkpoint), PriorSettings())
 
-    def run(self, runner: Runner, bag: Path) -> tuple[list[dict], dict[str, int]]:
-        """(one row per frame and setting, with the bag's path; {input: times it was not used})."""
+    def run(self, runner: Runner, bag: Path) -> tuple[list[Row], dict[str, int], list[WorstFrame]]:
+        """(one row per frame and setting, with the bag's path; {input: times it was not used}; the worst frames)."""
         remaps = dict(self.remaps)
         recorded = topics.bag_topics(bag, remaps)
         rejected: dict[str, int] = {}
@@ -226,7 +339,18 @@ class EvalJob:
 
         frames = bag_frames(bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder), on_rejected=count,
                             remaps=remaps)
-        rows = evaluate(runner, frames, delta_settings(runner, self.deltas), self.max_frames)
+        outputs = self.outputs
+        record, video = next(((r, v) for b, r, v in outputs.files if b == str(bag)), ("", ""))
+        camera = CAMERAS[outputs.camera]
+        sink = FrameOutputs(
+            outputs.shown, {"full": math.nan, **{setting_name(d): d for d in self.deltas}}, runner.dt_s,
+            camera() if camera else None, outputs.debug_width, outputs.worst_frames,
+            PlanRecorder(Path(record), self.backend, runner.chain.manifest.model_version) if record else None,
+            DebugVideo(Path(video), camera_rate_hz(bag, remaps)) if video else None)
+        try:
+            rows = evaluate(runner, frames, delta_settings(runner, self.deltas), self.max_frames, sink)
+        finally:
+            sink.close()
         if not rows:
             raise BadInputError(
                 f"no camera frames in {bag}. It reads {topics.CAMERA_COMPRESSED} or {topics.CAMERA_RAW} (camera), "
@@ -234,7 +358,24 @@ class EvalJob:
                 f"the bag has {', '.join(sorted(recorded)) or 'no topics'}{' (after --remap)' if remaps else ''}. "
                 f"Map its topics with --remap OLD:=NEW, e.g. "
                 f"--remap /sensing/camera/front/image_raw/compressed:={topics.CAMERA_COMPRESSED}")
-        return [{"bag": str(bag), **row} for row in rows], rejected
+        return [{"bag": str(bag), **row} for row in rows], rejected, sink.worst(str(bag))
+
+
+def write_worst_frames(folder: Path, worst: list[WorstFrame]) -> None:
+    """The worst frames' debug images as PNG files, worst first (a previous run's are removed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):
+        stale.unlink()
+    for rank, frame in enumerate(worst):
+        (folder / f"{rank:02d}_{Path(frame.bag).name}_frame_{frame.frame:05d}.png").write_bytes(frame.png)
+
+
+def per_bag_path(path: str, index: int, bags: list[Path]) -> str:
+    """--record/--video path of the index-th bag: the path itself for one bag, else its stem + _NNN_<bag name>."""
+    if not path or len(bags) == 1:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_{index:03d}_{bags[index].name}{p.suffix}"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,13 +391,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, default=0, help="per bag; 0: all")
     parser.add_argument("--workers", type=int, default=1, help="Ray workers, one bag at a time each (1: this process)")
     parser.add_argument("--ray-address", default="", help="join an existing Ray cluster (e.g. auto, ray://host:10001)")
-    parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for CSV, JSON and plots")
+    parser.add_argument("--out", type=Path, default=Path("runs/eval"),
+                        help="folder for CSV, JSON, plots and the report page index.html")
+    parser.add_argument("--show", default="", metavar="SETTING",
+                        help="setting whose plans are drawn and recorded: full or delta_<D> "
+                             "(default: the last --delta)")
+    parser.add_argument("--camera", default="none", choices=sorted(CAMERAS),
+                        help="camera model to project the plans onto the image (metadrive: the demo bag's camera)")
+    parser.add_argument("--worst-frames", type=int, default=6, help="the report shows the debug images of this many "
+                        "of the worst frames by L2, 2 s apart (0: none)")
+    parser.add_argument("--debug-width", type=int, default=640, help="width of the debug images, px")
+    parser.add_argument("--record", default="", metavar="OUT.mcap",
+                        help="write the camera, plans, prior, markers, debug images and exit diagnostics as a ROS 2 "
+                             "MCAP (a path without .mcap: a rosbag2 folder); several bags: one file each")
+    parser.add_argument("--video", default="", metavar="OUT.mp4", help="write the debug images as an H.264 video")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    shown = args.show or setting_name(args.delta[-1])
+    if shown not in ("full", *map(setting_name, args.delta)):
+        print(f"deead_eval: --show {shown} is not a setting of this run: full or "
+              f"{' '.join(map(setting_name, args.delta))}", file=sys.stderr)
+        return 2
     try:
         bags = expand_bags(args.bags)
+        files = tuple((str(bag), per_bag_path(args.record, i, bags), per_bag_path(args.video, i, bags))
+                      for i, bag in enumerate(bags))
+        outputs = EvalOutputs(shown, args.camera, args.debug_width, args.worst_frames, files)
         job = EvalJob(args.model, args.backend, args.num_threads, args.first_checkpoint, tuple(args.delta),
-                      args.max_frames, tuple(topics.parse_remaps(args.remap).items()))
+                      args.max_frames, tuple(topics.parse_remaps(args.remap).items()), outputs)
         run = run_bags(job, bags, workers=args.workers, ray_address=args.ray_address)
     except (DeeadError, argparse.ArgumentTypeError) as err:
         print(f"deead_eval: {err}", file=sys.stderr)
@@ -278,9 +440,26 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot(rows, summary, args.out)
+    worst = sorted((w for outcome in run.outcomes if outcome.ok for w in outcome.result[2]),
+                   key=lambda w: w.l2_3s_m, reverse=True)[:args.worst_frames]
+    write_worst_frames(args.out / "worst_frames", worst)
+    wall_s = time.perf_counter() - start
+    written = [path for outcome, (_, record, video) in zip(run.outcomes, files) if outcome.ok
+               for path in (record, video) if path]
+    run_settings = {
+        "command": shlex.join(["deead_eval", *(sys.argv[1:] if argv is None else argv)]),
+        "bags": " ".join(str(b) for b in bags), "model": str(args.model or demo_manifest_path()),
+        "backend": f"{args.backend}, {args.num_threads} thread(s)", "setting shown": shown,
+        "exit settings": repr(ExitSettings(first_checkpoint=args.first_checkpoint)),
+        "prior settings": repr(PriorSettings()), "camera projection": args.camera,
+        "frames": f"{summary['full']['frames']} (--max-frames {args.max_frames or 'all'} per bag)",
+        "run": f"{run.mode}, {run.workers} worker(s), {wall_s:.1f} s", "source commit": source_commit() or "unknown",
+        "recordings": " ".join(written) or "none (--record, --video)"}
+    page = write_page(args.out, rows, summary, worst, run_settings, (args.out / "eval.png").read_bytes())
     print_table(summary)
-    print(f"[eval] {len(rows)} plans of {len(bags) - len(run.failed)} bag(s) in {time.perf_counter() - start:.1f} s "
-          f"({run.mode}, {run.workers} worker(s)); wrote {args.out}/frames.csv, summary.json, eval.png")
+    print(f"[eval] {len(rows)} plans of {len(bags) - len(run.failed)} bag(s) in {wall_s:.1f} s "
+          f"({run.mode}, {run.workers} worker(s)); wrote {args.out}/frames.csv, summary.json, eval.png, {page.name}"
+          + "".join(f", {path}" for path in written))
     return 0
 
 

@@ -80,7 +80,7 @@ def write_bag(episode_files: list[Path], out: Path, raw: bool = False, max_frame
     camera_topic, camera_type = ((topics.CAMERA_RAW, "sensor_msgs/msg/Image") if raw else
                                  (topics.CAMERA_COMPRESSED, "sensor_msgs/msg/CompressedImage"))
     frames = 0
-    t0 = BAG_EPOCH_S
+    t0 = float(BAG_EPOCH_S)
     with Writer(out, version=9, storage_plugin=plugin) as writer:
         conns = {name: writer.add_connection(topic, msgtype, typestore=TYPESTORE) for name, topic, msgtype in (
             ("camera", camera_topic, camera_type), ("route", topics.ROUTE, "nav_msgs/msg/Path"),

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deead_ros.errors import ModelFileError
 from deead_ros.model.encoding import FrameInputs, encode_batch
 from deead_ros.exit import ExitSettings, FrameContext, PriorSettings, RecordedChain, run_with_exit, select_prior
 from deead_ros.exit.metrics import l2_at_m
-from deead_ros.exit.prior import constant_turn_rate_prior
+from deead_ros.exit.prior import Prior, constant_turn_rate_prior
+from deead_ros.model.vla import DeeadVLA
 from deead_ros.model.weights import CONFIG_FILE, load_pretrained, read_config
 from deead_ros.parameters import default
 from deead_ros.tools.dataset_format import load_episode
@@ -68,6 +70,8 @@ def paired_map_bootstrap(diff: np.ndarray, maps: np.ndarray, resamples: int = 10
 def per_layer_trajectories(weights: Path, frames: list[FrameInputs], batch: int = 128) -> np.ndarray:
     """(N, L, T, 2) trajectories read through the shared head after every layer."""
     pretrained = load_pretrained(weights)
+    if not isinstance(pretrained.model, DeeadVLA):
+        raise ModelFileError(f"{weights}: deead_report reads the demo architecture (deead_vla), not {pretrained.arch}")
     out = []
     for start in range(0, len(frames), batch):
         encoded = encode_batch(frames[start:start + batch], pretrained.inputs)
@@ -78,6 +82,13 @@ def per_layer_trajectories(weights: Path, frames: list[FrameInputs], batch: int 
 
 def l2_table(pred: np.ndarray, truth: np.ndarray, dt_s: float) -> dict[str, float]:
     return {f"l2_{t}s": float(np.mean([l2_at_m(p, g, dt_s, t) for p, g in zip(pred, truth)])) for t in (1, 2, 3)}
+
+
+def trajectory_or_nan(prior: Prior, steps: int) -> np.ndarray:
+    """The prior's (T, 2) trajectory, or (steps, 2) NaN where it has none."""
+    if prior.trajectory_m is None:
+        return np.full((steps, 2), np.nan, np.float32)
+    return prior.trajectory_m
 
 
 def quartiles(values: np.ndarray) -> dict[str, list[float]]:
@@ -107,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     priors = [select_prior(route_only, times, f.speed_mps, f.yaw_rate_rps, route_only.route_ahead(f.route_ego_m))
               for f in frames]
     has_route = np.array([p.is_valid for p in priors])
-    route_prior = np.stack([p.trajectory_m if p.is_valid else np.full((len(times), 2), np.nan, np.float32)
-                            for p in priors])
-    cv_prior = np.stack([constant_turn_rate_prior(f.speed_mps, f.yaw_rate_rps, times).trajectory_m for f in frames])
+    route_prior = np.stack([trajectory_or_nan(p, len(times)) for p in priors])
+    cv_prior = np.stack([trajectory_or_nan(constant_turn_rate_prior(f.speed_mps, f.yaw_rate_rps, times), len(times))
+                         for f in frames])
 
     variants = {"early-exit loss (shipped)": args.weights}
     if args.ablation_weights:
@@ -194,7 +205,7 @@ def plot(curves: dict, exits: dict, num_layers: int, out: Path) -> None:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4))
     for delta, e in exits.items():
-        ax.hist(e["exit_layers"], bins=np.arange(0.5, num_layers + 1.5), alpha=0.5,
+        ax.hist(e["exit_layers"], bins=np.arange(0.5, num_layers + 1.5).tolist(), alpha=0.5,
                 label=f"delta {delta} m: mean {e['mean_exit_layer']:.1f}")
     ax.set(title="exit layer (route prior, multi-hop controller)", xlabel="exit layer", ylabel="test frames")
     ax.legend()

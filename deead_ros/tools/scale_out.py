@@ -250,10 +250,11 @@ def compare_serial_and_ray(job: BagJob, bags: Sequence[str | os.PathLike[str]], 
                            same: Callable[[Any, Any], bool] | None = None) -> tuple[dict, BagRun]:
     """Run the same bags serially and on `workers` local Ray actors, back to back; return the timings.
 
-    Returns (timings, the Ray run). The timings: serial_s, ray_s (wall, start-up included), ray_startup_s (ray.init), ray_setup_s (actors
-    loading their engines), speedup (serial_s / ray_s), speedup_after_startup (serial_s / (ray_s - startup
-    - setup) with the serial engine load also taken out), identical (every bag's result equal, by `same`), and
-    load_average (the machine's 5-minute load average at the end: on a shared machine, the other jobs' share).
+    Returns (timings, the Ray run). The timings: serial_s, ray_s (wall, start-up included), ray_startup_s
+    (ray.init), ray_setup_s (actors loading their engines), speedup (serial_s / ray_s), speedup_after_startup
+    (serial_s / (ray_s - startup - setup) with the serial engine load also taken out), identical (every bag's
+    result equal, by `same`), and load_average (the machine's 5-minute load average at the end: on a shared
+    machine, the other jobs' share).
     """
     serial = run_bags(job, bags, workers=1, progress=None)
     parallel = run_bags(job, bags, workers=workers, progress=None)

@@ -88,7 +88,8 @@ def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, spec: InputSpec)
 def evaluate(model: DeeadVLA, data: dict[str, np.ndarray], spec: InputSpec, batch: int = 256) -> np.ndarray:
     """Per-layer mean displacement (L,) on a data set."""
     model.eval()
-    total, count = None, 0
+    total: torch.Tensor | None = None
+    count = 0
     for start in range(0, len(data["future"]), batch):
         idx = np.arange(start, min(start + batch, len(data["future"])))
         *inputs, future = batch_tensors(data, idx, spec)
@@ -96,6 +97,8 @@ def evaluate(model: DeeadVLA, data: dict[str, np.ndarray], spec: InputSpec, batc
         total = ade if total is None else total + ade
         count += len(idx)
     model.train()
+    if total is None:
+        raise ValueError("evaluate needs at least one frame")
     return (total / count).numpy()
 
 
@@ -247,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp.replace(checkpoint)
     log.close()
     best = load_pretrained(args.out)
+    assert isinstance(best.model, DeeadVLA), f"{args.out} holds a {best.arch}, not the model trained here"
     per_layer = evaluate(best.model, val, spec)
     (args.run / "val_per_layer_ade.json").write_text(json.dumps([float(x) for x in per_layer]))
     print(f"[train] kept {best.model_version}: val ADE per layer {[round(float(x), 2) for x in per_layer]}")

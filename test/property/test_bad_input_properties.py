@@ -37,7 +37,8 @@ def jpeg(width, height, quality=80):
     return buffer.getvalue()
 
 
-@given(cut=st.integers(0, 400), flip=st.lists(st.integers(0, 399), max_size=8), fmt=st.sampled_from(["jpeg", "png", ""]))
+@given(cut=st.integers(0, 400), flip=st.lists(st.integers(0, 399), max_size=8),
+       fmt=st.sampled_from(["jpeg", "png", ""]))
 def test_truncated_or_corrupt_jpeg_decodes_or_says_why(cut, flip, fmt):
     data = bytearray(jpeg(32, 24)[:cut])
     for i in flip:

@@ -65,7 +65,8 @@ def test_bigger_delta_never_exits_later_with_unit_strides(dev, a, b):
     exits = []
     for delta in (lo, hi):
         chain = TraceChain(dev)
-        settings = ExitSettings(delta_m=delta, first_checkpoint=1, stride_table=(8.0, 1.0, 4.0, 1.0, 2.0, 1.0, 1.0), horizon_s=3.0)
+        settings = ExitSettings(delta_m=delta, first_checkpoint=1, stride_table=(8.0, 1.0, 4.0, 1.0, 2.0, 1.0, 1.0),
+                                horizon_s=3.0)
         exits.append(run_with_exit(chain, 0, settings.build_policy(),
                                    FrameContext(len(dev), chain.prior_m, DT_S)).exit_layer)
     assert exits[1] <= exits[0]

@@ -147,7 +147,8 @@ def test_the_node_runs_it(tiny_model, ros_context):
         driver.wait_for_node()
         for sec in (1, 2, 3):
             driver.send_frame(sec, data=jpeg(sec))
-            assert driver.spin_until(lambda: (sec, 0) in driver.exits, 20.0), f"no plan for the frame at {sec} s"
+            key = (sec, 0)
+            assert driver.spin_until(lambda key=key: key in driver.exits, 20.0), f"no plan for the frame at {sec} s"
         for sec in (1, 2, 3):
             exit_msg, path = driver.exits[(sec, 0)], driver.trajectories[(sec, 0)]
             assert exit_msg.num_layers == LAYERS and 1 <= exit_msg.exit_layer <= LAYERS

@@ -44,7 +44,8 @@ def test_exit_diagnostics_between_two_processes(ros_context):
         deadline = time.time() + 20
         while not received and time.time() < deadline and publisher.poll() is None:
             executor.spin_once(timeout_sec=0.1)
-        assert received, f"no ExitDiagnostics within 20 s; publisher stderr:\n{publisher.stderr.read() if publisher.poll() is not None else ''}"
+        assert received, ("no ExitDiagnostics within 20 s; publisher stderr:\n"
+                          f"{publisher.stderr.read() if publisher.poll() is not None else ''}")
         msg = received[0]
         assert (msg.exit_layer, msg.num_layers, msg.exited_early, msg.header.stamp.sec) == (17, 24, True, 42)
         assert [c.layer for c in msg.checkpoints] == [10, 14, 16, 17]

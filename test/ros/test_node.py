@@ -107,7 +107,8 @@ def _pose(x):
 def plan_frames(driver, seconds, timeout_s=20.0):
     for sec in seconds:
         driver.send_frame(sec)
-        assert driver.spin_until(lambda: (sec, 0) in driver.exits, timeout_s), f"no plan for the frame at {sec} s"
+        key = (sec, 0)
+        assert driver.spin_until(lambda key=key: key in driver.exits, timeout_s), f"no plan for the frame at {sec} s"
     return [driver.exits[(sec, 0)] for sec in seconds]
 
 
@@ -176,11 +177,13 @@ def test_node_in_process_plans_tunes_and_survives_bad_input(small_model, ros_con
         driver.node.destroy_node()
 
 
-def test_node_as_its_own_process(small_model, ros_context):
+@pytest.mark.parametrize("executor", ["events", "single_threaded"])
+def test_node_as_its_own_process(small_model, ros_context, executor):
     env = dict(os.environ)
     command = [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
                str(REPO_ROOT / "config" / "deead_node.param.yaml"), "-p", f"model_file_path:={small_model}",
-               "-p", f"exit.first_checkpoint:={FIRST_CHECKPOINT}", "-p", "exit.fixed_exit_layer:=3"]
+               "-p", f"exit.first_checkpoint:={FIRST_CHECKPOINT}", "-p", "exit.fixed_exit_layer:=3",
+               "-p", f"executor:={executor}"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     driver = Driver(ros_context)
     try:

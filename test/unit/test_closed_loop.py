@@ -317,14 +317,74 @@ def test_the_expert_slows_for_curves_ahead_and_not_for_lane_jumps():
     assert curve_speed_limit(jump, fmt.polyline_arclength(jump)) > 100.0
 
 
-def test_the_log_keeps_this_protocols_records_and_survives_a_line_cut_short(tmp_path):
+def closed_loop_bench():
+    """bench/closed_loop.py as a module (it is a script, not part of the package)."""
     import importlib.util
-    import json
+    import sys
     from pathlib import Path
     spec = importlib.util.spec_from_file_location(
         "closed_loop_bench", Path(__file__).resolve().parents[2] / "bench" / "closed_loop.py")
     bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench                    # its dataclasses look their module up
     spec.loader.exec_module(bench)
+    return bench
+
+
+class SimulatedWorkers:
+    """Stands in for the worker processes / Ray actors (no simulator here): the supervisor's real loop drives it.
+
+    Episodes finish newest first (out of order, as parallel workers do); (seed 3002, full) fails on its first
+    attempt and the expert's spawn on seed 3004 is blocked.
+    """
+
+    def __init__(self, count):
+        self.count, self.pending, self.started = count, [], []
+
+    @property
+    def free(self):
+        return self.count - len(self.pending)
+
+    def submit(self, job, attempt):
+        self.started.append((job[0], job[1], attempt))
+        self.pending.append((job, attempt))
+
+    def poll(self, timeout_s, episode_timeout_s):
+        job, attempt = self.pending.pop()
+        seed, setting = job[0], job[1]
+        running = type("Running", (), {"job": job, "attempt": attempt, "started": 0.0})
+        if (seed, setting, attempt) == (3002, FULL, 1):
+            return [(running, None, "RuntimeError: the renderer hung")]
+        record = dict(episode(seed, setting, crash=seed % 3 == 0), wall_s=30.0)
+        if (seed, setting) == (3004, EXPERT):
+            record["end_reason"] = SPAWN_BLOCKED
+        return [(running, record, "")]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_supervisor_drives_the_same_seeds_with_one_worker_or_many(tmp_path, monkeypatch, workers):
+    import argparse
+    bench = closed_loop_bench()
+    simulated = SimulatedWorkers(workers)
+    monkeypatch.setattr(bench, "make_workers", lambda args: simulated)
+    settings = [EXPERT, FULL, "deead_2"]
+    args = argparse.Namespace(seeds=5, first_seed=3000, density=0.1, max_steps=None, out=tmp_path, workers=workers,
+                              episode_timeout_s=900.0)
+    records = bench.run(args, settings, "abc", tmp_path / "episodes.jsonl")
+    assert scored_seeds(records, settings) == [3000, 3001, 3002, 3003, 3005], "3004 blocked: replaced by 3005"
+    assert summarise(records, settings)["not_scored"] == {SPAWN_BLOCKED: [3004]}
+    finished = sorted((r["seed"], r["setting"], r["end_reason"]) for r in records)
+    assert (3002, FULL, SIM_ERROR) in finished and (3002, FULL, "arrive_dest") in finished, "retried once"
+    assert len(simulated.started) == len(set(simulated.started)), "no episode started twice"
+    logged = bench.load_records(tmp_path / "episodes.jsonl", "abc", 0.1, None)
+    assert sorted((r["seed"], r["setting"], r["end_reason"]) for r in logged) == finished, "every record logged"
+
+
+def test_the_log_keeps_this_protocols_records_and_survives_a_line_cut_short(tmp_path):
+    import json
+    bench = closed_loop_bench()
     tag = {"protocol": cl.PROTOCOL_VERSION, "expert_version": bench.EXPERT_VERSION, "density": 0.1,
            "cap_override": None}
     keep = [dict(episode(1, EXPERT), model=EXPERT, **tag), dict(episode(1, FULL), model="abc", **tag)]

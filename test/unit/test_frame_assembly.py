@@ -448,11 +448,25 @@ def test_a_large_jpeg_is_decoded_straight_to_the_model_scale():
     msg = CompressedImage(format="jpeg", data=jpeg_bytes(smooth))
     full = fa.decode_compressed(msg)
     small = fa.decode_compressed(msg, target_hw=(96, 160))
-    assert full.shape == (1080, 1920, 3) and small.shape == (135, 240, 3), "1/8: the smallest still >= 96x160"
-    difference = np.abs(resize_rgb(small, (96, 160)) - resize_rgb(full, (96, 160)))
+    assert full.shape == (1080, 1920, 3) and small.shape == (96, 160, 3), "decoded at 1/8, then fit to 96x160"
+    difference = np.abs(small - resize_rgb(full, (96, 160)))
     assert difference.mean() < 3.0, f"the model sees nearly the same image ({difference.mean():.2f} / 255)"
     assert fa.decode_compressed(msg, target_hw=(1080, 1920)).shape == full.shape
     assert fa.decode_compressed(camera_at(0.0), target_hw=(96, 160)).shape == (16, 16, 3), "never upscaled"
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "mono8"])
+def test_a_large_raw_image_is_read_in_place_and_fit_to_the_model_scale(encoding):
+    from deead_ros.model.encoding import resize_rgb
+    rng = np.random.default_rng(1)
+    rgb = np.asarray(PilImage.fromarray(rng.integers(0, 255, (9, 16, 3), dtype=np.uint8)).resize((640, 360)))
+    if encoding == "mono8":
+        rgb = np.repeat(rgb[..., :1], 3, axis=2)
+    pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "mono8": rgb[..., :1],
+              "rgba8": np.concatenate([rgb, np.full_like(rgb[..., :1], 255)], axis=2)}[encoding]
+    small = fa.decode_image(raw(np.ascontiguousarray(pixels), encoding), target_hw=(96, 160))
+    assert small.shape == (96, 160, 3) and small.dtype == np.uint8
+    assert np.abs(small - resize_rgb(rgb, (96, 160))).max() <= 1.0, "the encoder's resize, rounded to uint8"
 
 
 def test_model_image_hw_reads_the_encoder_spec():

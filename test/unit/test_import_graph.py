@@ -14,7 +14,8 @@ PACKAGE = REPO_ROOT / "deead_ros"
 LAYERS = ("base", "engines", "exit", "model", "app", "tools", "ros")
 BASE = {"deead_ros", "deead_ros.errors", "deead_ros.geometry", "deead_ros.parameters", "deead_ros.parameter_files",
         "deead_ros.paths"}
-APP = {"deead_ros.runner", "deead_ros.frame_assembly", "deead_ros.health", "deead_ros.odometry_history"}
+APP = {"deead_ros.runner", "deead_ros.frame_assembly", "deead_ros.health", "deead_ros.odometry_history",
+       "deead_ros.debug_view", "deead_ros.diagnostics"}
 
 
 def module_name(path) -> str:

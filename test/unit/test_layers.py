@@ -21,7 +21,8 @@ def test_pure_modules_import_without_rclpy_or_torch(module):
 def test_runner_and_exit_never_import_rclpy():
     offenders = [str(p.relative_to(REPO_ROOT)) for layer in ("exit", "engines", "model", "tools")
                  for p in (REPO_ROOT / "deead_ros" / layer).rglob("*.py")
-                 if any(line.lstrip().startswith(("import rclpy", "from rclpy")) for line in p.read_text().splitlines())]
+                 if any(line.lstrip().startswith(("import rclpy", "from rclpy"))
+                        for line in p.read_text().splitlines())]
     runner = REPO_ROOT / "deead_ros" / "runner.py"
     if runner.exists() and "rclpy" in runner.read_text():
         offenders.append("deead_ros/runner.py")

@@ -11,7 +11,8 @@ PROVIDED_BY = {
     "numpy": "python3-numpy", "PIL": "python3-pil", "onnxruntime": "python3-onnxruntime-pip",
     "rosbags": "python3-rosbags-pip", "onnx": "python3-onnx", "torch": "python3-torch-pip",
     "safetensors": "python3-safetensors-pip", "transformers": "python3-transformers-pip",
-    "matplotlib": "python3-matplotlib", "yaml": "python3-yaml",
+    "matplotlib": "python3-matplotlib", "yaml": "python3-yaml", "foxglove": "python3-foxglove-sdk-pip",
+    "imageio_ffmpeg": "python3-imageio-ffmpeg-pip",
 }
 # Not package.xml dependencies, with the reason.
 ELSEWHERE = {
@@ -50,5 +51,6 @@ def test_every_import_has_a_declared_dependency():
 def test_no_declared_python_dependency_is_unused():
     used = {PROVIDED_BY[m] for m in third_party_imports() if m in PROVIDED_BY}
     python_keys = {d for d in declared() if d.startswith("python3-")} - {"python3-pytest", "python3-hypothesis",
-                                                                         "python3-jsonschema"}
+                                                                         "python3-jsonschema",
+                                                                         "python3-websockets"}
     assert python_keys <= used, f"declared but never imported: {python_keys - used}"
