@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -175,8 +176,12 @@ def stamp_ns(msg) -> int:
 
 
 def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[str, str],
-            size: tuple[int, int] = (160, 96), fmt: str = "jpeg", floor: bool = False) -> dict:
-    """One run: the camera at rate_hz into deead_node (or, floor=True, into the echo node); see the docstring."""
+            size: tuple[int, int] = (160, 96), fmt: str = "jpeg", floor: bool = False,
+            debug_subscriber: bool = False) -> dict:
+    """One run: the camera at rate_hz into deead_node (or, floor=True, into the echo node); see the docstring.
+
+    debug_subscriber: the listener also subscribes to ~/debug/image and ~/debug/markers, so the node draws.
+    """
     parameters = {"camera_format": "raw" if fmt == "raw" else "compressed", "diagnostics.period_s": 1.0, **extra}
     if model:
         parameters["model_file_path"] = model
@@ -205,6 +210,15 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
     listener.create_subscription(ExitDiagnostics, f"/{NODE}/output/exit_diagnostics",
                                  on_exit, 50)
     listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    debug_received = {"image": 0, "markers": 0}
+    if debug_subscriber:
+        from sensor_msgs.msg import CompressedImage
+        from visualization_msgs.msg import MarkerArray
+
+        def counter(name: str) -> Callable[[object], None]:
+            return lambda _msg: debug_received.__setitem__(name, debug_received[name] + 1)
+        for name, msg_type in (("image", CompressedImage), ("markers", MarkerArray)):
+            listener.create_subscription(msg_type, f"/{NODE}/debug/{name}", counter(name), 5)
     while listener.count_publishers(f"/{NODE}/output/trajectory") == 0:
         if node.poll() is not None:
             log.seek(0)
@@ -245,6 +259,8 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
             "latency_p50_ms": float(np.median(lat)), "latency_p95_ms": float(np.percentile(lat, 95)),
             "latency_p99_ms": float(np.percentile(lat, 99)), "runner_p50_ms": float(np.median(runner_ms)),
             "node_over_runner": float(np.median(lat) / np.median(runner_ms)), "node_cpu_cores": round(cpu, 2),
+            "node_cpu_ms_per_frame": round(cpu * 1e3 / rate_hz, 2), "debug_subscriber": debug_subscriber,
+            "debug_images_received": debug_received["image"], "debug_markers_received": debug_received["markers"],
             # where the latency goes (medians): to the planning thread, decoding, the inputs of the camera's
             # instant, the runner, building and publishing messages, delivery to the listener
             "wait_p50_ms": float(np.median(wait_ms)), "decode_p50_ms": float(np.median(decode_ms)),
@@ -416,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="1x replay of the demo bag alone and with every core busy: L2 and frames planned")
     parser.add_argument("--out", type=Path, default=None,
                         help="write bench_ros.json (or bench_overload.json, bench_stress.json) here")
+    parser.add_argument("--debug", action="store_true",
+                        help="each camera twice, without and with a subscriber to ~/debug/image and ~/debug/markers: "
+                             "latency and the node's CPU per frame (the drawing's cost); writes bench_debug.json")
     parser.add_argument("--tag", default="", help="suffix of the JSON's name, e.g. before: bench_ros_before.json")
     parser.add_argument("--publish-camera", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--echo", default="", help=argparse.SUPPRESS)
@@ -435,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         cameras = [((160, 96), "jpeg")]
         extra.setdefault("exit.policy", "full")
     rclpy.init()
+    if args.debug:
+        return debug_costs(args, cameras, model, extra)
     rows, floors = [], {}
     for size, fmt in cameras:
         for rate in rates:
@@ -470,6 +491,31 @@ def main(argv: list[str] | None = None) -> int:
                           "rows": rows}))
     else:
         print(json.dumps({"by_camera": table, "frames_unaccounted": sum(r["unaccounted"] for r in rows)}))
+    return 0
+
+
+def debug_costs(args: argparse.Namespace, cameras: list, model: str, extra: dict[str, str]) -> int:
+    """Without and with a debug subscriber per camera: the plan's latency must not change; CPU shows the drawing."""
+    rows = []
+    for size, fmt in cameras:
+        for subscribed in (False, True):
+            rows.append(measure(args.bag, args.rates[0], args.seconds, model, extra, size, fmt,
+                                debug_subscriber=subscribed))
+    rclpy.try_shutdown()
+    summary = {}
+    for plain, drawn in zip(rows[::2], rows[1::2]):
+        summary[f"{plain['size']} {plain['format']}"] = {
+            "latency_p50_ms": [round(plain["latency_p50_ms"], 2), round(drawn["latency_p50_ms"], 2)],
+            "node_cpu_ms_per_frame": [plain["node_cpu_ms_per_frame"], drawn["node_cpu_ms_per_frame"]],
+            "drawing_cpu_ms_per_frame": round(drawn["node_cpu_ms_per_frame"] - plain["node_cpu_ms_per_frame"], 2),
+            "debug_images_received": drawn["debug_images_received"], "planned": [plain["planned"], drawn["planned"]]}
+    for name, row in summary.items():
+        print(f"[bench_ros] {name}: {row}")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_debug.json").write_text(json.dumps({"seconds": args.seconds, "rows": rows,
+                                                               "by_camera": summary}, indent=1))
+    print(json.dumps({"by_camera": summary}))
     return 0
 
 

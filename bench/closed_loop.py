@@ -307,6 +307,7 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
            "cap_override": args.max_steps}
     running: dict[tuple[int, str], Running] = {}
     open_seeds: list[int] = []
+    driven: set[int] = set()                             # seeds this run drove an episode on
     next_seed = args.first_seed
 
     def write(record: dict, sink) -> None:
@@ -341,6 +342,7 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
                     job = (seed, setting, args.density, args.max_steps)
                     workers.submit(job, attempt)
                     running[(seed, setting)] = Running(job, attempt, time.time())
+                    driven.add(seed)
                 if not running:
                     break
                 for done, record, error in workers.poll(1.0, args.episode_timeout_s):
@@ -364,6 +366,8 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
                         for record in fill_not_scored(records, seed, chosen):
                             write(record, sink)
                         open_seeds.remove(seed)
+                        if seed not in driven:                   # finished in an earlier run: nothing to say
+                            continue
                         n_scored = len(scored_seeds(records, chosen))
                         (args.out / "progress.json").write_text(json.dumps({
                             "seed": seed, "scored_seeds": n_scored, "target": args.seeds,
