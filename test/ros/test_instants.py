@@ -14,6 +14,7 @@ import pytest
 pytestmark = pytest.mark.ros
 
 import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Path  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
@@ -72,11 +73,13 @@ def test_two_replays_publish_the_same_plans_and_agree_with_deead_eval(small_mode
     plans: dict[float, np.ndarray] = {}
     listener.create_subscription(Path, "/deead_node/output/trajectory",
                                  lambda m: plans.__setitem__(stamp_s(m.header.stamp), path_points(m)), 50)
+    spinning: list[DiagnosticArray] = []          # the node's /diagnostics timer fires only once its executor spins
+    listener.create_subscription(DiagnosticArray, "/diagnostics", spinning.append, 10)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(listener)
     try:
-        deadline = time.monotonic() + 30
-        while listener.count_publishers("/deead_node/output/trajectory") == 0 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30          # a loaded machine: the node may exist well before it spins
+        while not spinning and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
         first = replay(executor, fixture_bag, plans, rate=1.0)
         second = replay(executor, fixture_bag, plans, rate=2.0)   # faster, and after a jump back in time
