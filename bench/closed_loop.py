@@ -323,7 +323,9 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
             for seed in open_seeds:
                 if (job := next_job(records, seed, chosen, running)) is not None:
                     return seed, *job
-            if len(scored_seeds(records, chosen)) + len(open_seeds) >= args.seeds:
+            unfinished = [s for s in open_seeds
+                          if any(seed == s for seed, _ in running) or next_job(records, s, chosen) is not None]
+            if len(scored_seeds(records, chosen)) + len(unfinished) >= args.seeds:
                 return None
             open_seeds.append(next_seed)
             next_seed += 1

@@ -382,6 +382,24 @@ def test_the_supervisor_drives_the_same_seeds_with_one_worker_or_many(tmp_path, 
     assert sorted((r["seed"], r["setting"], r["end_reason"]) for r in logged) == finished, "every record logged"
 
 
+def test_a_resumed_run_replaces_a_seed_blocked_in_an_earlier_run(tmp_path, monkeypatch):
+    import argparse
+    bench = closed_loop_bench()
+    settings = [EXPERT, FULL]
+    args = argparse.Namespace(seeds=5, first_seed=3000, density=0.1, max_steps=None, out=tmp_path, workers=2,
+                              episode_timeout_s=900.0)
+    log = tmp_path / "episodes.jsonl"
+    monkeypatch.setattr(bench, "make_workers", lambda args: SimulatedWorkers(2))
+    args.seeds = 4
+    bench.run(args, settings, "abc", log)                       # 3000-3003 scored
+    args.seeds = 5
+    records = bench.run(args, settings, "abc", log)             # 3004 blocked: the run goes on to 3005
+    assert scored_seeds(records, settings) == [3000, 3001, 3002, 3003, 3005]
+    args.seeds = 6
+    records = bench.run(args, settings, "abc", log)             # resumed next to the blocked seed
+    assert scored_seeds(records, settings) == [3000, 3001, 3002, 3003, 3005, 3006]
+
+
 def test_the_log_keeps_this_protocols_records_and_survives_a_line_cut_short(tmp_path):
     import json
     bench = closed_loop_bench()
