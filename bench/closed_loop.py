@@ -461,15 +461,16 @@ def trace_episode(seed: int, setting: str, args: argparse.Namespace, stem: Path)
     rows: list[dict[str, float]] = []
     result = drive(seed, setting, runner, _policy(setting), PurePursuit(dt_s=runner.dt_s), density=args.density,
                    trace=rows, max_steps=args.max_steps)
-    with stem.with_suffix(".csv").open("w", newline="") as sink:
+    csv_path, png_path = (stem.parent / f"{stem.name}{ext}" for ext in (".csv", ".png"))   # a setting has dots
+    with csv_path.open("w", newline="") as sink:
         writer = csv.DictWriter(sink, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     sees = "sees" if runner.chain.manifest.encoder.config.get("acceleration_input", True) else "does not see"
     plot_trace(rows, f"seed {seed}, {setting}: {result.end_reason} after {result.steps} steps, "
-                     f"{result.progress_m:.0f} m (the model {sees} the acceleration)", stem.with_suffix(".png"))
+                     f"{result.progress_m:.0f} m (the model {sees} the acceleration)", png_path)
     print(f"[closed_loop] seed {seed} {setting}: {result.end_reason} after {result.steps} steps; wrote "
-          f"{stem.with_suffix('.csv')} and .png")
+          f"{csv_path} and .png")
     return 0
 
 
