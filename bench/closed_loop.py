@@ -304,7 +304,7 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
     workers = make_workers(args)
     start, episodes_run = time.time(), 0
     tag = {"protocol": PROTOCOL_VERSION, "expert_version": EXPERT_VERSION, "density": args.density,
-           "cap_override": args.max_steps}
+           "cap_override": args.max_steps, "render_seeded": True}    # collect_metadrive.make_env seeds the renderer
     running: dict[tuple[int, str], Running] = {}
     open_seeds: list[int] = []
     driven: set[int] = set()                             # seeds this run drove an episode on

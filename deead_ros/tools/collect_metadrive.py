@@ -41,6 +41,7 @@ import json
 import math
 import multiprocessing as mp
 import queue
+import random
 import time
 import traceback
 from dataclasses import dataclass
@@ -379,7 +380,13 @@ def make_env(seed: int, ep: dict[str, Any], width: int, height: int, expert: boo
     traffic becomes the yielding IDM too in `start_episode` when ep["reactive_traffic"]. The env ends an episode on
     arrival, a crash or MetaDrive's own out-of-road (`not on_lane`); touching a solid line does not end it
     (`on_continuous_line_done=False`): the closed loop reports it as "left the lane".
+
+    Python's and numpy's global random generators are seeded from `seed` first: MetaDrive 0.2.6 draws
+    parts of what the camera renders from them, so without this two runs of one seed see different
+    images (about a fifth of the pixels of the first frame), and a model driving it ends differently.
     """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
     _patch_panda3d()
     from metadrive.envs.metadrive_env import MetaDriveEnv
     from metadrive.component.map.base_map import BaseMap
