@@ -305,7 +305,7 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
     start, episodes_run = time.time(), 0
     tag = {"protocol": PROTOCOL_VERSION, "expert_version": EXPERT_VERSION, "density": args.density,
            "cap_override": args.max_steps, "render_seeded": True}    # collect_metadrive.make_env seeds the renderer
-    running: dict[tuple[int, str], Running] = {}
+    running: set[tuple[int, str]] = set()               # (seed, setting) a worker is driving
     open_seeds: list[int] = []
     driven: set[int] = set()                             # seeds this run drove an episode on
     next_seed = args.first_seed
@@ -343,13 +343,13 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
                     seed, setting, attempt = start_job
                     job = (seed, setting, args.density, args.max_steps)
                     workers.submit(job, attempt)
-                    running[(seed, setting)] = Running(job, attempt, time.time())
+                    running.add((seed, setting))
                     driven.add(seed)
                 if not running:
                     break
                 for done, record, error in workers.poll(1.0, args.episode_timeout_s):
                     seed, setting = done.job[0], done.job[1]
-                    running.pop((seed, setting), None)
+                    running.discard((seed, setting))
                     if record is None:
                         reason = SIM_ERROR if done.attempt == 1 else SIM_FAILURE
                         record = failed(seed, setting, reason, time.time() - done.started, note=error)
