@@ -16,7 +16,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,9 @@ MANIFEST_FORMAT = 2
 HIDDEN_IN, HIDDEN_OUT, TRAJECTORY = "hidden_in", "hidden_out", "trajectory"   # tensor names of layer/head graphs
 HEAD_FORMS = ("absolute", "offsets")
 EGO_FRAME = "ego: x forward, y left, metres (REP 103)"
+if TYPE_CHECKING:
+    import torch
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")   # raw head outputs: the engines' numpy, training's torch
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +74,12 @@ class HeadContract:
 
     def waypoints(self, raw: np.ndarray) -> np.ndarray:
         """Raw head output (1, T, 2) or (T, 2) -> (T, 2) float32 waypoints in metres (a new array)."""
-        steps = np.asarray(raw, dtype=np.float32).reshape(self.horizon, 2) * np.float32(self.scale_m)
-        return np.cumsum(steps, axis=0) if self.form == "offsets" else steps.copy()
+        return self.to_metres(np.asarray(raw, dtype=np.float32).reshape(self.horizon, 2))
+
+    def to_metres(self, raw: ArrayT) -> ArrayT:
+        """Raw head outputs (..., T, 2), numpy or torch (training reads every layer at once) -> metres, a new array."""
+        steps = raw * self.scale_m
+        return steps.cumsum(-2) if self.form == "offsets" else steps
 
     def to_dict(self) -> dict[str, Any]:
         return {"horizon": self.horizon, "dt_s": self.dt_s, "form": self.form, "scale_m": self.scale_m,

@@ -221,6 +221,11 @@ class LlamaVLA(nn.Module):
             plans.append(h[:, -1])                   # (B, D)
         return self._plan_to_raw(torch.stack(plans, dim=1))   # (B, L, T, 2)
 
+    def forward_all_layers(self, image: torch.Tensor, route: torch.Tensor, ego: torch.Tensor,
+                           command_ids: torch.Tensor) -> torch.Tensor:
+        """Waypoints in metres after every layer (B, L, T, 2), through the head contract: what training scores."""
+        return self.head_contract().to_metres(self.raw_at_all_layers(image, route, ego, command_ids))
+
     def head_contract(self) -> HeadContract:
         """The head emits per-step offsets in units of waypoint_scale_m (ORION's planner emits offsets)."""
         return HeadContract(self.cfg.horizon, self.cfg.dt_s, "offsets", self.cfg.waypoint_scale_m)

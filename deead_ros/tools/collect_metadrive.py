@@ -82,15 +82,25 @@ IDM_JAM_M = 2.0                   # yielding IDM: jam distance to the conflict p
 IDM_TIME_GAP_S = 1.0
 IDM_COMFORT_MPS2 = 2.0
 IDM_MAX_MPS2 = 4.0
+# Commanded lane changes (the collector's data only; the closed loop's expert keeps its lane):
+LANE_CHANGE_SHARE = 0.5           # share of the collected maps whose expert is told to change lanes
+LANE_CHANGE_FIRST_S = (2.0, 6.0)  # the first command comes this long after the start (uniform)
+LANE_CHANGE_GAP_S = (4.0, 10.0)   # ... and the next this long after a change ends
+LANE_CHANGE_LEAD_S = 3.0          # the route jumps lanes this long ahead of the command (at the speed then) ...
+LANE_CHANGE_LEAD_M = 20.0         # ... but at least this far
+LANE_CHANGE_LENGTH_M = 15.0       # the route's diagonal from one lane's centre to the other's
+LANE_CHANGE_CLEAR_M = (15.0, 8.0)  # the target lane must be free this far behind / ahead of the ego
 
 
 # --------------------------------------------------------------------------- per-seed scenario
 def episode_config(seed: int, traffic_density: float = TRAFFIC_DENSITY,
-                   reactive_traffic: bool = REACTIVE_TRAFFIC) -> dict[str, Any]:
+                   reactive_traffic: bool = REACTIVE_TRAFFIC, lane_change_share: float = 0.0) -> dict[str, Any]:
     """Draw the map and traffic of one seed deterministically from it (stored in `meta`).
 
     The map, lanes, speeds and spawn are drawn from the seed as before (the same maps as earlier
     data sets); traffic follows the protocol: `traffic_density` in trigger mode, reactive or not.
+    With `lane_change_share` > 0, that share of the seeds (drawn from a generator of its own, so the
+    other draws stay) gets `lane_changes`: the expert is commanded to change lanes (`LaneChangeCommander`).
     """
     rng = np.random.default_rng(1_000_003 + seed)
     n_blocks = int(rng.integers(3, 6))
@@ -100,7 +110,7 @@ def episode_config(seed: int, traffic_density: float = TRAFFIC_DENSITY,
         blocks[int(rng.integers(0, 2))] = str(rng.choice(["X", "T", "O"], p=[0.4, 0.35, 0.25]))
     lane_num = int(rng.choice([2, 3, 3]))
     rng.uniform(0.12, 0.30), rng.random()    # the old traffic draws, unused: speeds and spawns stay as they were
-    return {
+    config: dict[str, Any] = {
         "blocks": "".join(blocks),
         "lane_num": lane_num,
         "traffic_density": float(traffic_density),
@@ -110,6 +120,12 @@ def episode_config(seed: int, traffic_density: float = TRAFFIC_DENSITY,
         "spawn_longitude": round(float(rng.uniform(1.0, 8.0)), 2),
         "initial_speed_frac": round(float(rng.uniform(0.0, 0.8)), 2),
     }
+    lc_rng = np.random.default_rng(2_000_003 + seed)
+    if lc_rng.random() < lane_change_share:
+        config["lane_changes"] = {"first_s": round(float(lc_rng.uniform(*LANE_CHANGE_FIRST_S)), 1),
+                                  "prefer": "left" if lc_rng.random() < 0.5 else "right",
+                                  "seed": int(lc_rng.integers(2**31))}
+    return config
 
 
 def _patch_panda3d() -> None:
@@ -372,6 +388,87 @@ def make_traffic_reactive(env) -> int:
     return n
 
 
+@dataclass
+class LaneChange:
+    """One commanded lane change: into `target` (a lane of the ego's road), the route jumping at `s_jump`."""
+
+    target: Any                  # MetaDrive lane
+    direction: str               # "left" / "right"
+    s_jump: float                # arc length on the ego's lane where the route leaves it
+    steering: bool = False       # the expert has started to move over
+
+
+class LaneChangeCommander:
+    """Tells the expert when to change lanes, as a route planner with lane-level routing would.
+
+    MetaDrive's IDM only changes lanes to overtake or where lanes end, and its navigation never
+    asks for it, so a data set recorded with it has no lane-change commands. On maps whose
+    `episode_config` has `lane_changes`, after `first_s` and then every LANE_CHANGE_GAP_S, on a road
+    outside junctions with an adjacent route lane and road enough left, a change is commanded: the
+    route (`route_ahead`) leaves the ego's lane LANE_CHANGE_LEAD_S ahead and reaches the adjacent
+    lane's centre LANE_CHANGE_LENGTH_M later, so the command follows from the route as everywhere
+    else ("change lane to the left/right" while the jump is ahead). The expert steers to the target
+    lane from the jump on, once the target lane is clear (LANE_CHANGE_CLEAR_M), and gives up if its
+    road ends first.
+    """
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.prefer = plan["prefer"]
+        self.rng = np.random.default_rng(plan["seed"])
+        self.next_s = float(plan["first_s"])
+        self.active: LaneChange | None = None
+        self.completed = 0
+
+    def _rest(self, t_s: float) -> None:
+        self.active = None
+        self.next_s = t_s + float(self.rng.uniform(*LANE_CHANGE_GAP_S))
+
+    def update(self, vehicle, t_s: float, others_xy: list[np.ndarray]):
+        """Advance the command at time t_s; returns the lane the expert must steer to, or None (its own)."""
+        nav = vehicle.navigation
+        lane = nav.current_lane
+        ref = list(nav.current_ref_lanes or [])
+        if self.active is not None:
+            change = self.active
+            if lane is change.target:
+                self.completed += 1
+                self._rest(t_s)
+                return None
+            s_ego = float(lane.local_coordinates(vehicle.position)[0])
+            if lane not in ref or change.target not in ref or s_ego > lane.length - 5.0:
+                self._rest(t_s)                          # the road ended or changed first: give up
+                return None
+            if not change.steering and s_ego >= change.s_jump and self._clear(change.target, vehicle, others_xy):
+                change.steering = True
+            return change.target if change.steering else None
+        if t_s < self.next_s or lane not in ref or len(ref) < 2 or _block_of(lane) in JUNCTION_BLOCKS:
+            return None
+        i = ref.index(lane)
+        neighbours = {"left": i - 1, "right": i + 1}   # MetaDrive numbers a road's lanes from the left
+        order = [self.prefer, "right" if self.prefer == "left" else "left"]
+        direction = next((d for d in order if 0 <= neighbours[d] < len(ref)), None)
+        s_ego = float(lane.local_coordinates(vehicle.position)[0])
+        s_jump = s_ego + max(LANE_CHANGE_LEAD_M, LANE_CHANGE_LEAD_S * float(vehicle.speed) / 3.6)
+        if direction is None or s_jump + LANE_CHANGE_LENGTH_M + 5.0 > lane.length:
+            return None                                  # not here: try again on the next road
+        self.active = LaneChange(ref[neighbours[direction]], direction, s_jump)
+        return None
+
+    @staticmethod
+    def _clear(target, vehicle, others_xy: list[np.ndarray]) -> bool:
+        s_me = float(target.local_coordinates(vehicle.position)[0])
+        behind, ahead = LANE_CHANGE_CLEAR_M[0] + VEHICLE_LENGTH_M, LANE_CHANGE_CLEAR_M[1] + VEHICLE_LENGTH_M
+        for pos in others_xy:
+            s, lat = target.local_coordinates(pos)
+            if abs(lat) < 0.75 * float(target.width) and -behind < s - s_me < ahead:
+                return False
+        return True
+
+    def route_hint(self) -> tuple[Any, float] | None:
+        """(target lane, jump arc length on the ego's lane) while a change is commanded, for `route_ahead`."""
+        return None if self.active is None else (self.active.target, self.active.s_jump)
+
+
 def make_env(seed: int, ep: dict[str, Any], width: int, height: int, expert: bool = True, camera: bool = True):
     """Build a MetaDrive env for exactly this seed (`start_seed`, one scenario).
 
@@ -397,6 +494,18 @@ def make_env(seed: int, ep: dict[str, Any], width: int, height: int, expert: boo
 
     class ExpertIDM(idm_base):
         NORMAL_SPEED = ep["target_speed_kmh"]          # km/h, as IDMPolicy compares it with speed
+
+        def act(self, *args, **kwargs):
+            steering, acc = super().act(*args, **kwargs)
+            if ep.get("lane_changes"):
+                if getattr(self, "lane_changes", None) is None:
+                    self.lane_changes = LaneChangeCommander(ep["lane_changes"])
+                me = self.control_object
+                others = [pos for v, pos, _speed, _active in _step_cache(self.engine)["vehicles"] if v is not me]
+                target = self.lane_changes.update(me, self.engine.episode_step * fmt.DT_S, others)
+                if target is not None:
+                    steering = self.steering_control(target)
+            return [steering, acc]
 
     config = dict(
         use_render=False, offscreen_render=camera, show_terrain=False, show_skybox=False,
@@ -468,12 +577,15 @@ def _entry_heading(net, ckpts: list, k: int, block: str) -> float | None:
     return _heading_rh(lane, lane.length)
 
 
-def route_ahead(vehicle, length_m: float) -> dict[str, Any]:
+def route_ahead(vehicle, length_m: float, lane_change: tuple[Any, float] | None = None) -> dict[str, Any]:
     """Walk the ego's own lane forward through the navigation checkpoints.
 
     Starts on ``navigation.current_lane`` (the lane the ego is on, as MetaDrive localises it) at the
     point abreast of the ego and continues, road by road along ``navigation.checkpoints``, with the
-    lane that continues it geometrically (or, where lanes end, the nearest one: a lane jump). Returns
+    lane that continues it geometrically (or, where lanes end, the nearest one: a lane jump). With a
+    commanded `lane_change` (target lane of the same road, jump arc length on the ego's lane), the
+    route leaves the ego's lane at the jump (or at the ego, once past it) and joins the target lane
+    LANE_CHANGE_LENGTH_M further on: a lane jump like the others. Returns
     the dense centre line (right-handed world frame) and per-lane pieces as dicts: s_a, s_b (arc
     length along the route), block id, jump flag, h_end (heading at the lane end); plus the ego lane's
     width and, when the ego is inside a junction block, the heading at that junction's entry.
@@ -501,17 +613,27 @@ def route_ahead(vehicle, length_m: float) -> dict[str, Any]:
     pieces: list[dict[str, Any]] = []
     pts: list[np.ndarray] = []
     total = 0.0
-    s0, jump = s_ego, False
+    s0, jump, gap = s_ego, False, 0.0              # gap: the diagonal a commanded lane change adds before a piece
+    switch = lane_change if lane_change is not None and lane_change[0] in ref and lane is not lane_change[0] \
+        else None                                  # (target lane, jump) still to make on this road
     while True:
-        if lane.length - s0 > 1e-3:
-            seg = _to_rh(_lane_points(lane, s0, lane.length))
+        s1 = lane.length if switch is None else float(np.clip(switch[1], s0, lane.length))
+        if s1 - s0 > 1e-3:
+            seg = _to_rh(_lane_points(lane, s0, s1))
         else:
-            seg = _to_rh(np.asarray([lane.position(lane.length, 0.0)], dtype=np.float64))
+            seg = _to_rh(np.asarray([lane.position(s1, 0.0)], dtype=np.float64))
         seg_len = poly_len(seg)
-        pieces.append({"s_a": total, "s_b": total + seg_len, "block": _block_of(lane), "jump": jump,
-                       "h_end": _heading_rh(lane, lane.length)})
+        pieces.append({"s_a": total, "s_b": total + gap + seg_len, "block": _block_of(lane), "jump": jump,
+                       "h_end": _heading_rh(lane, s1)})
         pts.append(seg if (not pts or jump) else seg[1:])
-        total += seg_len
+        total += gap + seg_len
+        gap = 0.0
+        if switch is not None:                     # over to the target lane, on the same road
+            target = switch[0]
+            s0 = min(float(target.local_coordinates(lane.position(s1, 0.0))[0]) + LANE_CHANGE_LENGTH_M,
+                     float(target.length))
+            lane, jump, switch, gap = target, True, None, LANE_CHANGE_LENGTH_M
+            continue
         if total >= length_m or k is None or k + 2 >= len(ckpts):
             break
         lane, jump = _next_lane(lane, list(net.graph[ckpts[k + 1]][ckpts[k + 2]]))
@@ -640,12 +762,12 @@ class Observation:
     labels: dict[str, Any]       # route_labels: command, junction, lane change, curvature
 
 
-def observe(obs: dict[str, Any], vehicle) -> Observation:
-    """Read the camera image, ego pose and speed, and the route ahead with its command."""
+def observe(obs: dict[str, Any], vehicle, lane_change: tuple[Any, float] | None = None) -> Observation:
+    """Read the camera image, ego pose and speed, and the route ahead (with a commanded lane change) and its command."""
     img = np.asarray(obs["image"])[..., -1]                    # (H, W, 3) BGR floats 0..255
     pos = np.asarray(vehicle.position, dtype=np.float64)
     yaw = -float(vehicle.heading_theta)
-    route = route_ahead(vehicle, (fmt.ROUTE_POINTS - 1) * fmt.ROUTE_SPACING_M + 2.0)
+    route = route_ahead(vehicle, (fmt.ROUTE_POINTS - 1) * fmt.ROUTE_SPACING_M + 2.0, lane_change)
     pts, valid = sample_route(route["points"])
     return Observation(np.clip(img[..., ::-1], 0, 255).astype(np.uint8),
                        np.array([pos[0], -pos[1], float(fmt.wrap_angle(yaw))]), float(vehicle.speed) / 3.6,
@@ -670,9 +792,9 @@ def why_done(info: dict[str, Any]) -> str:
 
 
 def run_episode(seed: int, max_steps: int, width: int, height: int,
-                traffic_density: float = TRAFFIC_DENSITY) -> dict[str, Any]:
+                traffic_density: float = TRAFFIC_DENSITY, lane_change_share: float = 0.0) -> dict[str, Any]:
     """Drive one seed with the expert and return the episode dict (tail without future dropped)."""
-    ep = episode_config(seed, traffic_density=traffic_density)
+    ep = episode_config(seed, traffic_density=traffic_density, lane_change_share=lane_change_share)
     env = make_env(seed, ep, width, height)
     try:
         t_reset = time.time()
@@ -686,10 +808,12 @@ def run_episode(seed: int, max_steps: int, width: int, height: int,
         end_reason = "max_steps"
         t0 = time.time()
         from metadrive.component.vehicle.base_vehicle import BaseVehicle
+        expert = env.engine.get_policy(vehicle.name)
         for step in range(max_steps):
             if step > 0:
                 obs, _r, done, info = env.step([0.0, 0.0])
-            seen = observe(obs, vehicle)
+            commander = getattr(expert, "lane_changes", None)
+            seen = observe(obs, vehicle, commander.route_hint() if commander is not None else None)
             xy, route, pts, labels = seen.pose[:2], seen.route, seen.route_world, seen.labels
             rec["images"].append(seen.image)
             rec["pose"].append(seen.pose.tolist())
@@ -713,6 +837,8 @@ def run_episode(seed: int, max_steps: int, width: int, height: int,
                 end_reason = why_done(info)
                 break
         sim_s = time.time() - t0
+        commander = getattr(expert, "lane_changes", None)
+        ep = dict(ep, lane_changes_made=commander.completed if commander is not None else 0)
     finally:
         env.close()
     return finish_episode(seed, ep, rec, end_reason, reset_s, sim_s, width, height, max_steps)
@@ -799,7 +925,7 @@ def _worker(worker_id: int, inbox, results, args_dict) -> None:
         t0 = time.time()
         try:
             data = run_episode(seed, args_dict["max_steps"], args_dict["width"], args_dict["height"],
-                               args_dict["traffic_density"])
+                               args_dict["traffic_density"], args_dict["lane_change_share"])
             fmt.save_episode(fmt.episode_path(out, split, seed), data)
         except Exception:             # any simulator failure: report it; the supervisor retries once
             err = traceback.format_exc()
@@ -836,7 +962,8 @@ def collect(args) -> int:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     args_dict = {"out": str(out), "max_steps": args.max_steps, "width": args.width, "height": args.height,
-                 "episodes_per_worker": args.episodes_per_worker, "traffic_density": args.traffic_density}
+                 "episodes_per_worker": args.episodes_per_worker, "traffic_density": args.traffic_density,
+                 "lane_change_share": args.lane_change_share}
     pending = list(todo)
     n_total = len(todo)
     workers: dict[int, dict[str, Any]] = {}          # id -> {proc, inbox, job, assigned}
@@ -1000,6 +1127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--traffic-density", type=float, default=TRAFFIC_DENSITY,
                    help="trigger-mode traffic density (the closed loop's protocol: %(default)s)")
     p.add_argument("--max-steps", type=int, default=MAX_STEPS, help="episode cap in 0.1 s steps")
+    p.add_argument("--lane-change-share", type=float, default=LANE_CHANGE_SHARE,
+                   help="share of the maps whose expert is commanded to change lanes (default: %(default)s)")
     p.add_argument("--episodes-per-worker", type=int, default=20,
                    help="a worker process is replaced after this many episodes")
     p.add_argument("--width", type=int, default=IMAGE_W)

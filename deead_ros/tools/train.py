@@ -1,8 +1,11 @@
-"""deead_train: train the demo VLA on the simulator data set, on the CPU, resumable.
+"""deead_train: train a VLA of a registered architecture on the simulator data set, on the CPU, resumable.
 
+`--arch` picks the architecture (deead_vla: the first demo model; llama_vla: the ORION-shaped ViT +
+Llama decoder), `--model-config KEY=VALUE` changes its config (width, depth, ...).
 Loss: the mean displacement (L2, metres) of the trajectory read through the shared head after
 every layer, weighted by depth (LayerSkip/DEED-style early-exit loss; the final layer weighs
-most). With --final-only, only the last layer is trained: the variant that shows why the
+most: `--shallow-weight` for the first layer rising linearly to 1 before the last, `--final-weight`
+for the last). With --final-only, only the last layer is trained: the variant that shows why the
 early-exit loss is needed (intermediate layers then do not produce usable trajectories).
 Checkpoints every --checkpoint-every steps; a run that is cut off resumes where it stopped.
 """
@@ -15,17 +18,18 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from deead_ros.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel
 from deead_ros.model.encoding import (ACCEL_FEATURE, FrameInputs, InputSpec, accelerations, encode_batch,
                                      normalise_images)
-from deead_ros.model.vla import DeeadVLA, VLAConfig
 from deead_ros.model.weights import load_pretrained, save_pretrained
 from deead_ros.tools.dataset_format import load_episode, world_to_ego
 
-MODEL_VERSION = "deead-vla-1 metadrive"
+MODEL_VERSIONS = {"deead_vla": "deead-vla-1 metadrive", "llama_vla": "llama-vla-1 metadrive"}
 
 
 def episode_frames(ep: dict[str, np.ndarray], accel_window_s: float) -> tuple[np.ndarray, list[FrameInputs]]:
@@ -62,15 +66,34 @@ def encode_split(files: list[Path], spec: InputSpec) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in parts.items()} if parts["future"] else {}
 
 
-def layer_weights(num_layers: int, final_only: bool) -> torch.Tensor:
-    """Per-layer loss weights: rising with depth, the final layer the largest; normalised to sum 1."""
+def layer_weights(num_layers: int, final_only: bool, shallow: float = 0.2, final: float = 2.0) -> torch.Tensor:
+    """Per-layer loss weights: `shallow` at the first layer rising linearly to 1, `final` at the last; sum 1.
+
+    A small `shallow` weight lets the first layers prepare features instead of plans (a model whose
+    early layers must already plan well does not need its depth); the exit controller still finds
+    usable plans in the middle layers, which the linear ramp keeps trained.
+    """
     if final_only:
         w = torch.zeros(num_layers)
         w[-1] = 1.0
         return w
-    w = torch.linspace(0.2, 1.0, num_layers)
-    w[-1] = 2.0
+    w = torch.linspace(shallow, 1.0, num_layers)
+    w[-1] = final
     return w / w.sum()
+
+
+def model_config(arch: str, overrides: list[str]) -> Any:
+    """The architecture's default config with KEY=VALUE overrides (values parsed as JSON: 128, 5.0, [96, 160])."""
+    values: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--model-config {item!r}: expected KEY=VALUE, e.g. hidden_size=128")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text
+    return ARCHITECTURES[arch].config.from_dict(values)
 
 
 def per_layer_ade(pred: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
@@ -85,7 +108,7 @@ def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, spec: InputSpec)
 
 
 @torch.no_grad()
-def evaluate(model: DeeadVLA, data: dict[str, np.ndarray], spec: InputSpec, batch: int = 256) -> np.ndarray:
+def evaluate(model: VLAModel, data: dict[str, np.ndarray], spec: InputSpec, batch: int = 256) -> np.ndarray:
     """Per-layer mean displacement (L,) on a data set."""
     model.eval()
     total: torch.Tensor | None = None
@@ -149,7 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=150)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--final-only", action="store_true", help="train the last layer only (ablation)")
-    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCH,
+                        help="model architecture (default: %(default)s)")
+    parser.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override fields of the architecture's config, e.g. num_hidden_layers=32 hidden_size=128")
+    parser.add_argument("--layers", type=int, default=24, help="deead_vla's depth (n_layer)")
+    parser.add_argument("--shallow-weight", type=float, default=0.2,
+                        help="early-exit loss weight of the first layer, rising linearly to 1 before the last")
+    parser.add_argument("--final-weight", type=float, default=2.0, help="early-exit loss weight of the last layer")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=500)
@@ -170,7 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     spec = InputSpec(acceleration_input=args.acceleration_input)
-    regime = {"inputs": spec.to_dict(), "final_only": args.final_only, "accel_dropout": args.accel_dropout}
+    overrides = args.model_config + ([f"n_layer={args.layers}"] if args.arch == "deead_vla" else [])
+    try:
+        cfg = model_config(args.arch, overrides)
+    except ValueError as err:
+        parser.error(str(err))
+    regime = {"inputs": spec.to_dict(), "final_only": args.final_only, "accel_dropout": args.accel_dropout,
+              "arch": args.arch, "model": cfg.to_dict(), "shallow_weight": args.shallow_weight,
+              "final_weight": args.final_weight}
     checkpoint = args.run / "checkpoint.pt"
     state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
     if state is not None:
@@ -192,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[train] {len(train['future'])} train frames ({len(train_files)} episodes), {len(val['future'])} val "
           f"frames; encoded in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    model = DeeadVLA(VLAConfig(n_layer=args.layers))
+    model = ARCHITECTURES[args.arch].model(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    weights = layer_weights(args.layers, args.final_only)
+    n_layers = ARCHITECTURES[args.arch].adapter(model).num_layers
+    weights = layer_weights(n_layers, args.final_only, args.shallow_weight, args.final_weight)
     args.run.mkdir(parents=True, exist_ok=True)
     step, best_val = 0, float("inf")
     variant = ("final-layer loss only" if args.final_only else "early-exit loss") + \
@@ -234,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             val_ade = f"{val_final:.4f}"
             if val_final < best_val:          # keep the weights that validate best (the data set is small)
                 best_val = val_final
-                save_pretrained(model, spec, args.out, f"{MODEL_VERSION} ({variant}, step {step})")
+                save_pretrained(model, spec, args.out, f"{MODEL_VERSIONS[args.arch]} ({variant}, step {step})")
         writer.writerow([step, f"{loss.item():.4f}", f"{ade[-1].item():.4f}", f"{lr:.2e}",
                          f"{time.perf_counter() - start:.0f}", val_ade])
         if step % 20 == 0 or val_ade:
@@ -250,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp.replace(checkpoint)
     log.close()
     best = load_pretrained(args.out)
-    assert isinstance(best.model, DeeadVLA), f"{args.out} holds a {best.arch}, not the model trained here"
+    assert best.arch == args.arch, f"{args.out} holds a {best.arch}, not the model trained here"
     per_layer = evaluate(best.model, val, spec)
     (args.run / "val_per_layer_ade.json").write_text(json.dumps([float(x) for x in per_layer]))
     print(f"[train] kept {best.model_version}: val ADE per layer {[round(float(x), 2) for x in per_layer]}")
