@@ -210,6 +210,11 @@ def fit_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """
     if image.shape[0] < hw[0] or image.shape[1] < hw[1] or image.shape[:2] == tuple(hw):
         return image
+    return resize_uint8(image, hw)
+
+
+def resize_uint8(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """resize_rgb rounded back to uint8: an image stored at `hw` (decoding, training on another camera size)."""
     return np.clip(np.rint(resize_rgb(image, hw)), 0, 255).astype(np.uint8)
 
 

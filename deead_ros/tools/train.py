@@ -25,7 +25,7 @@ import torch
 
 from deead_ros.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel
 from deead_ros.model.encoding import (ACCEL_FEATURE, FrameInputs, InputSpec, accelerations, encode_batch,
-                                     normalise_images)
+                                     normalise_images, resize_uint8)
 from deead_ros.model.weights import load_pretrained, save_pretrained
 from deead_ros.tools.dataset_format import load_episode, world_to_ego
 
@@ -58,7 +58,10 @@ def encode_split(files: list[Path], spec: InputSpec) -> dict[str, np.ndarray]:
         if not frames:
             continue
         encoded = encode_batch(frames, spec)        # the normalised image is redone per batch from uint8
-        parts["images"].append(ep["images"][keep])
+        images = ep["images"][keep]
+        if images.shape[1:3] != tuple(spec.image_hw):   # recorded at another size: stored as the encoder resizes
+            images = np.stack([resize_uint8(image, spec.image_hw) for image in images])
+        parts["images"].append(images)
         for key in ("route", "ego", "command_ids"):
             parts[key].append(encoded[key])
         parts["future"].append(ep["future_ego"][keep].astype(np.float32))
@@ -77,8 +80,8 @@ def layer_weights(num_layers: int, final_only: bool, shallow: float = 0.2, final
         w = torch.zeros(num_layers)
         w[-1] = 1.0
         return w
-    w = torch.linspace(shallow, 1.0, num_layers)
-    w[-1] = final
+    w = torch.full((num_layers,), final)
+    w[:-1] = torch.linspace(shallow, 1.0, num_layers - 1)
     return w / w.sum()
 
 

@@ -1,5 +1,7 @@
-"""The demo VLA: token layout, the shared head after every layer, and fp16 save/load."""
+"""The demo VLA: token layout, the shared head after every layer, fp16 save/load, and the trainer."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +11,9 @@ from deead_ros.model.encoding import ACCEL_FEATURE, EGO_FEATURES, InputSpec
 from deead_ros.errors import ModelFileError
 from deead_ros.model.vla import DeeadVLA, VLAConfig
 from deead_ros.model.weights import CONFIG_FILE, WEIGHTS_FILE, check_compatible, load_pretrained, save_pretrained
-from deead_ros.tools.train import hide_acceleration, main as train_main
+from deead_ros.tools.train import hide_acceleration, layer_weights, main as train_main
+
+FIXTURE_EPISODE = Path(__file__).parents[1] / "fixtures" / "metadrive_episode.npz"
 
 SMALL = VLAConfig(n_layer=3, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp_ratio=2)
 
@@ -117,3 +121,40 @@ def test_trainer_refuses_to_resume_a_checkpoint_trained_with_other_options(tmp_p
     assert "final_only True, now False" in capsys.readouterr().err
     assert train_main(["--final-only", "--run", str(run), "--data", str(tmp_path / "no_data")]) == 2
     assert "no episodes" in capsys.readouterr().err, "the same options get past the check"
+
+
+TINY_LLAMA = ["num_hidden_layers=3", "hidden_size=32", "intermediate_size=64", "vit_width=32", "vit_layers=1",
+              "num_attention_heads=2", "num_key_value_heads=2", "head_hidden=32"]
+
+
+def test_trainer_trains_the_llama_vla_with_the_early_exit_loss(tmp_path):
+    data, run, out = tmp_path / "data", tmp_path / "run", tmp_path / "weights"
+    for split in ("train", "val"):
+        (data / split).mkdir(parents=True)
+        shutil.copy(FIXTURE_EPISODE, data / split / "ep_00001.npz")
+    args = ["--arch", "llama_vla", "--model-config", *TINY_LLAMA, "--data", str(data), "--run", str(run),
+            "--out", str(out), "--steps", "4", "--batch", "4", "--eval-every", "2", "--checkpoint-every", "2",
+            "--threads", "1"]
+    assert train_main(args) == 0
+    loaded = load_pretrained(out)
+    assert loaded.arch == "llama_vla" and loaded.model.cfg.num_hidden_layers == 3
+    assert "llama-vla-1" in loaded.model_version
+    per_layer = json.loads((run / "val_per_layer_ade.json").read_text())
+    assert len(per_layer) == 3 and all(np.isfinite(per_layer))
+    args[args.index("--steps") + 1] = "6"
+    assert train_main(args) == 0                              # resumes from step 4
+    assert (run / "log.csv").read_text().count("\n") == 1 + 6
+    assert train_main([*args, "--shallow-weight", "0.05"]) == 2, "another loss is another training"
+
+
+def test_trainer_names_a_bad_model_config(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--arch", "llama_vla", "--model-config", "hidden_sise=64"])
+    assert exit_info.value.code == 2 and "hidden_sise" in capsys.readouterr().err
+
+
+def test_layer_weights_rise_from_the_shallow_weight_to_the_final_one():
+    w = layer_weights(5, final_only=False, shallow=0.05, final=3.0)
+    assert float(w.sum()) == pytest.approx(1.0)
+    assert w[0] / w[3] == pytest.approx(0.05) and w[4] / w[3] == pytest.approx(3.0)
+    assert torch.all(w[1:4] > w[:3])
