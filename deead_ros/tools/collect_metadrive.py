@@ -46,7 +46,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -54,6 +54,7 @@ from deead_ros.tools import dataset_format as fmt
 
 IMAGE_W, IMAGE_H = 160, 96
 MAX_STEPS = 300                   # episode cap (simulated steps, 30 s)
+STALL_S = 30.0                    # a worker without a simulated step for this long is hung (a step takes < 1 s)
 JUNCTION_BLOCKS = ("X", "T", "O")
 LOOKAHEAD_COMMAND_M = 40.0        # junction / lane change within this distance sets the command
 LOOKAHEAD_SCENARIO_M = 20.0       # junction within this distance sets the scenario label
@@ -792,8 +793,12 @@ def why_done(info: dict[str, Any]) -> str:
 
 
 def run_episode(seed: int, max_steps: int, width: int, height: int,
-                traffic_density: float = TRAFFIC_DENSITY, lane_change_share: float = 0.0) -> dict[str, Any]:
-    """Drive one seed with the expert and return the episode dict (tail without future dropped)."""
+                traffic_density: float = TRAFFIC_DENSITY, lane_change_share: float = 0.0,
+                on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Drive one seed with the expert and return the episode dict (tail without future dropped).
+
+    on_step(step) is called after every simulated step (the worker's heartbeat).
+    """
     ep = episode_config(seed, traffic_density=traffic_density, lane_change_share=lane_change_share)
     env = make_env(seed, ep, width, height)
     try:
@@ -833,6 +838,8 @@ def run_episode(seed: int, max_steps: int, width: int, height: int,
             rec["crash_vehicle"].append(bool(info.get("crash_vehicle", False)))
             rec["crash_object"].append(bool(info.get("crash_object", False)))
             rec["out_of_road"].append(bool(info.get("out_of_road", False)))
+            if on_step is not None:
+                on_step(step)
             if step > 0 and done:
                 end_reason = why_done(info)
                 break
@@ -910,8 +917,11 @@ def _parse_seeds(text: str | None) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _worker(worker_id: int, inbox, results, args_dict) -> None:
+def _worker(worker_id: int, inbox, results, args_dict, heartbeat) -> None:
     """Run the episodes sent to `inbox` (split, seed, attempt) until None, a failure or the recycle count.
+
+    `heartbeat` (a shared counter) goes up with every simulated step, so the supervisor can tell a
+    hung simulator from a slow one.
 
     A worker exits after a failed episode (the engine may be half torn down) and after
     `episodes_per_worker` episodes (bounds native memory growth); the supervisor starts a new one.
@@ -925,7 +935,8 @@ def _worker(worker_id: int, inbox, results, args_dict) -> None:
         t0 = time.time()
         try:
             data = run_episode(seed, args_dict["max_steps"], args_dict["width"], args_dict["height"],
-                               args_dict["traffic_density"], args_dict["lane_change_share"])
+                               args_dict["traffic_density"], args_dict["lane_change_share"],
+                               on_step=lambda _step: setattr(heartbeat, "value", heartbeat.value + 1))
             fmt.save_episode(fmt.episode_path(out, split, seed), data)
         except Exception:             # any simulator failure: report it; the supervisor retries once
             err = traceback.format_exc()
@@ -972,9 +983,11 @@ def collect(args) -> int:
     def spawn() -> None:
         nonlocal next_id
         inbox = ctx.Queue()
-        proc = ctx.Process(target=_worker, args=(next_id, inbox, results, args_dict), daemon=True)
+        heartbeat = ctx.Value("q", 0, lock=False)
+        proc = ctx.Process(target=_worker, args=(next_id, inbox, results, args_dict, heartbeat), daemon=True)
         proc.start()
-        workers[next_id] = {"proc": proc, "inbox": inbox, "job": None, "assigned": 0}
+        workers[next_id] = {"proc": proc, "inbox": inbox, "job": None, "assigned": 0, "heartbeat": heartbeat,
+                            "beat": (0, time.time())}
         next_id += 1
 
     t_start = time.time()
@@ -1017,6 +1030,16 @@ def collect(args) -> int:
         # keep `args.workers` live workers, each with one job
         for wid in list(workers):
             w = workers[wid]
+            beat = w["heartbeat"].value
+            if beat != w["beat"][0] or w["job"] is None:
+                w["beat"] = (beat, time.time())
+            elif time.time() - w["beat"][1] > STALL_S and w["proc"].is_alive():
+                # MetaDrive's software renderer can spin on a frame for good; only killing the process ends it
+                print(f"[collect] worker {wid}: no simulated step for {STALL_S:.0f} s on {w['job'][0]} seed "
+                      f"{w['job'][1]}; killing it", flush=True)
+                w["proc"].kill()
+                w["proc"].join()
+                w["stalled"] = True
             if not w["proc"].is_alive():
                 w["proc"].join()
                 job = w["job"]
@@ -1026,6 +1049,8 @@ def collect(args) -> int:
                         ep = fmt.load_episode(path, images=False)
                         succeeded(job, len(ep["pose"]), ep["meta"]["steps_simulated"], 0.0,
                                   ep["meta"]["end_reason"])
+                    elif w.get("stalled"):
+                        failed(job, f"hung: no simulated step for {STALL_S:.0f} s")
                     else:
                         failed(job, f"worker died (exit code {w['proc'].exitcode})")
                 del workers[wid]

@@ -1,11 +1,14 @@
-"""deead_report: the demo model's open-loop report on the held-out test maps, with plots.
+"""deead_report: the shipped model's open-loop report on the held-out test maps, with plots.
 
 Reads every layer's trajectory through the shared head (torch, batched), and shows:
 - L2 at 1/2/3 s of the full-depth model vs the route prior vs constant velocity;
 - the per-layer curve (L2 to ground truth and to the prior, mean and quartiles): DeeAD's
   "trajectory saturation", for the shipped model and, if given, the final-layer-only variant;
-- exit-layer histograms at delta 0.5 / 1 / 2 m with the default controller, replayed on the
-  recorded per-layer trajectories (the controller's decisions depend on nothing else).
+- exit-layer histograms at delta 0.5 / 1 / 2 m and the recommended delta (the `exit.delta_m`
+  default) with the default controller, replayed on the recorded per-layer trajectories (the
+  controller's decisions depend on nothing else);
+- whether depth matters (`depth_matters`): the head read after layer 8 and fixed exit at deead
+  2 m's mean exit layer against full depth, deead at the recommended delta, and the route prior.
 Writes docs/model_report.md, docs/model_report.json and docs/*.png.
 """
 from __future__ import annotations
@@ -18,18 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deead_ros.errors import ModelFileError
 from deead_ros.model.encoding import FrameInputs, encode_batch
 from deead_ros.exit import ExitSettings, FrameContext, PriorSettings, RecordedChain, run_with_exit, select_prior
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.exit.prior import Prior, constant_turn_rate_prior
-from deead_ros.model.vla import DeeadVLA
 from deead_ros.model.weights import CONFIG_FILE, load_pretrained, read_config
 from deead_ros.parameters import default
 from deead_ros.tools.dataset_format import load_episode
 from deead_ros.tools.train import episode_frames
 
 DELTAS = (0.5, 1.0, 2.0)
+SHALLOW_LAYER = 8                    # "the head read after layer 8" of the depth targets
 
 
 @dataclass
@@ -70,8 +72,6 @@ def paired_map_bootstrap(diff: np.ndarray, maps: np.ndarray, resamples: int = 10
 def per_layer_trajectories(weights: Path, frames: list[FrameInputs], batch: int = 128) -> np.ndarray:
     """(N, L, T, 2) trajectories read through the shared head after every layer."""
     pretrained = load_pretrained(weights)
-    if not isinstance(pretrained.model, DeeadVLA):
-        raise ModelFileError(f"{weights}: deead_report reads the demo architecture (deead_vla), not {pretrained.arch}")
     out = []
     for start in range(0, len(frames), batch):
         encoded = encode_batch(frames[start:start + batch], pretrained.inputs)
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
              "constant velocity": l2_table(cv_prior, truth, dt_s)}
 
     exits = {}
-    for delta in DELTAS:
+    recommended = float(default("exit.delta_m"))
+    for delta in sorted({*DELTAS, recommended}):
         policy = ExitSettings(delta_m=delta, first_checkpoint=args.first_checkpoint).build_policy()
         layers, preds = [], []
         for i in range(len(frames)):
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     versus_route = {"mean_m": float(diff.mean()), "ci95_m": paired_map_bootstrap(diff, test.maps[has_route]),
                     "maps": int(len(np.unique(test.maps))), "frames_model_better": float((diff < 0).mean())}
 
+    depth = depth_matters(shipped, truth, dt_s, exits, recommended, table["route prior"]["l2_3s"])
     args.out.mkdir(parents=True, exist_ok=True)
     weights_mb = sum(f.stat().st_size for f in Path(args.weights).glob("*.safetensors")) / 1e6
     summary = {"l2_3s_model": table["model (full depth)"]["l2_3s"], "l2_3s_route_prior": table["route prior"]["l2_3s"],
@@ -177,12 +179,45 @@ def main(argv: list[str] | None = None) -> int:
                "l2_3s_model_minus_route_prior": versus_route,
                "exits": {str(d): {k: v for k, v in e.items() if k != "exit_layers"} for d, e in exits.items()},
                "expert_differs_from_route_prior_by_1m": by_scenario, "l2_3s_by_scenario": per_scenario,
-               "per_layer": curves}
+               "per_layer": curves, **depth}
     (args.out / "model_report.json").write_text(json.dumps(summary, indent=1))
     plot(curves, exits, num_layers, args.out)
-    write_markdown(summary, args.out)
+    write_markdown(summary, args.out, args.first_checkpoint)
     print(f"[report] wrote {args.out}/model_report.md, model_report.json, per_layer.png, exit_histogram.png")
     return 0
+
+
+def depth_matters(per_layer: np.ndarray, truth: np.ndarray, dt_s: float, exits: dict, recommended: float,
+                  l2_3s_route_prior: float) -> dict:
+    """The figures that say whether the model needs its depth, and the targets they are held to.
+
+    per_layer (N, L, T, 2): the head after every layer; exits: the controller replayed per delta.
+    Full depth and the final layer are the same read of the shared head (both keys are kept: the
+    first is what a user runs, the second the end of the per-layer curve).
+    """
+    num_layers = per_layer.shape[1]
+    final = l2_table(per_layer[:, -1], truth, dt_s)["l2_3s"]
+    fixed_layer = int(round(exits[2.0]["mean_exit_layer"]))
+    figures = {
+        "l2_3s_layer8": l2_table(per_layer[:, min(SHALLOW_LAYER, num_layers) - 1], truth, dt_s)["l2_3s"],
+        "l2_3s_final": final, "l2_3s_full": final,
+        "fixed_exit_layer": fixed_layer,
+        "l2_3s_fixed_at_deead2_mean_exit": l2_table(per_layer[:, fixed_layer - 1], truth, dt_s)["l2_3s"],
+        "delta_recommended_m": recommended,
+        "l2_3s_deead_recommended": exits[recommended]["l2_3s"],
+        "layer_share_deead_recommended": exits[recommended]["mean_exit_layer"] / num_layers,
+        "l2_3s_route_prior": l2_3s_route_prior,
+    }
+    f = figures
+    targets = {
+        "layer 8 >= 25% worse than the final layer": f["l2_3s_layer8"] / final - 1.0 >= 0.25,
+        "fixed exit at deead 2 m's mean layer >= 10% worse than full depth":
+            f["l2_3s_fixed_at_deead2_mean_exit"] / final - 1.0 >= 0.10,
+        "deead at the recommended delta within +2% of full depth": f["l2_3s_deead_recommended"] / final - 1.0 <= 0.02,
+        "deead at the recommended delta runs <= 70% of the layers": f["layer_share_deead_recommended"] <= 0.70,
+        "full depth beats the route prior by >= 20%": final <= 0.8 * l2_3s_route_prior,
+    }
+    return {**figures, "depth_targets_met": targets}
 
 
 def plot(curves: dict, exits: dict, num_layers: int, out: Path) -> None:
@@ -214,7 +249,7 @@ def plot(curves: dict, exits: dict, num_layers: int, out: Path) -> None:
     plt.close(fig)
 
 
-def write_markdown(s: dict, out: Path) -> None:
+def write_markdown(s: dict, out: Path, first_checkpoint: int) -> None:
     rows = "\n".join(f"| {name} | {v['l2_1s']:.2f} | {v['l2_2s']:.2f} | {v['l2_3s']:.2f} |"
                      for name, v in s["open_loop"].items())
     exit_rows = "\n".join(f"| {d} | {e['mean_exit_layer']:.1f} | {e['layer_sparsity']:.0%} | {e['l2_3s']:.2f} |"
@@ -227,7 +262,16 @@ def write_markdown(s: dict, out: Path) -> None:
     layer_rows = "\n".join(
         f"| {name} | " + " | ".join(f"{c['ade_to_truth']['mean'][i]:.2f}" for i in (0, 5, 9, 15, s["num_layers"] - 1))
         + " |" for name, c in curves.items())
-    text = f"""# Demo model report
+    final = s["l2_3s_final"]
+    reads = [(f"head after layer {SHALLOW_LAYER}", s["l2_3s_layer8"]),
+             (f"fixed exit at layer {s['fixed_exit_layer']} (deead 2 m's mean)", s["l2_3s_fixed_at_deead2_mean_exit"]),
+             (f"deead at {s['delta_recommended_m']:g} m (recommended; {s['layer_share_deead_recommended']:.0%} of "
+              "the layers)", s["l2_3s_deead_recommended"]),
+             ("full depth", final), ("route prior", s["l2_3s_route_prior"])]
+    depth_rows = "\n".join(f"| {name} | {l2:.2f} | {l2 / final - 1:+.1%} |" for name, l2 in reads)
+    target_rows = "\n".join(f"| {name} | {'met' if met else 'missed'} |"
+                            for name, met in s["depth_targets_met"].items())
+    text = f"""# Model report
 
 Regenerate: `python -m deead_ros.tools.report --ablation-weights runs/final_only/weights`
 (needs the collected data set; see docs/dataset_card.md).
@@ -262,7 +306,19 @@ ADE to ground truth (m) read at layers 1, 6, 10, 16 and {s['num_layers']}:
 |---|---|---|---|---|---|
 {layer_rows}
 
-## Early exit with the route prior (default controller, first checkpoint 10)
+## Does the model need its depth?
+
+L2 at 3 s on the test frames, and the change against full depth:
+
+| read | L2 3 s (m) | vs full depth |
+|---|---|---|
+{depth_rows}
+
+| target | |
+|---|---|
+{target_rows}
+
+## Early exit with the route prior (default controller, first checkpoint {first_checkpoint})
 
 ![exit histogram](exit_histogram.png)
 
