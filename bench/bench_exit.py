@@ -6,6 +6,10 @@ docs/bench_exit.png, and ends with one JSON line:
 `latency_ratio_delta2`, `l2_3s_change_delta2`, `check_time_share`, `layers_over_oracle`.
 
     python bench/bench_exit.py [--frames 400] [--model MANIFEST] [--data data/metadrive]
+
+Without --data it reads the collected data set (data/metadrive) where there is one, else the
+compact test split committed beside this script (bench/test_split, deead_compact_split), so the
+table regenerates on a fresh clone.
 """
 from __future__ import annotations
 
@@ -28,17 +32,22 @@ from deead_ros.tools.eval import EvalFrame, evaluate, summarise  # noqa: E402
 from deead_ros.tools.report import test_frames  # noqa: E402
 
 DELTAS = (0.25, 0.5, 1.0, 2.0, 4.0)
+COLLECTED, COMMITTED = Path("data/metadrive"), Path(__file__).resolve().parent / "test_split"
 ABLATION_DELTAS = (0.5, 2.0)         # full scans (a check after every layer) vs multi-hop at these deltas
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="", help="manifest.json (default: the installed demo model)")
-    parser.add_argument("--data", type=Path, default=Path("data/metadrive"))
+    parser.add_argument("--data", type=Path, default=None,
+                        help=f"data set root with test/ (default: {COLLECTED} if collected, else {COMMITTED})")
     parser.add_argument("--frames", type=int, default=400, help="test frames (evenly spaced over the test set)")
     parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
+    if args.data is None:
+        args.data = COLLECTED if any((COLLECTED / "test").glob("ep_*.npz")) else COMMITTED
+    print(f"test frames from {args.data}/test", flush=True)
     runner = Runner(make_engine("onnxruntime", args.model or demo_manifest_path(), num_threads=1),
                     ExitSettings(first_checkpoint=args.first_checkpoint), PriorSettings())
     test = test_frames(sorted((args.data / "test").glob("ep_*.npz")), runner.encoder.accel_window_s)

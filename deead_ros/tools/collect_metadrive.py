@@ -67,6 +67,7 @@ VEHICLE_LENGTH_M = 4.5
 
 # Traffic of the closed-loop protocol (docs/closed_loop_protocol.md), also recorded by the collector:
 TRAFFIC_DENSITY = 0.1             # MetaDrive's default
+DENSE_TRAFFIC_DENSITY = 0.2       # the denser split, reported separately
 TRAFFIC_MODE = "trigger"          # a block's vehicles start when the ego reaches it; no respawn
 REACTIVE_TRAFFIC = True           # background vehicles yield at conflict points (YieldingIDM)
 
@@ -934,8 +935,9 @@ def _worker(worker_id: int, inbox, results, args_dict, heartbeat) -> None:
         split, seed, attempt = job
         t0 = time.time()
         try:
+            density = args_dict["dense_traffic_density" if split == "test_dense" else "traffic_density"]
             data = run_episode(seed, args_dict["max_steps"], args_dict["width"], args_dict["height"],
-                               args_dict["traffic_density"], args_dict["lane_change_share"],
+                               density, args_dict["lane_change_share"],
                                on_step=lambda _step: setattr(heartbeat, "value", heartbeat.value + 1))
             fmt.save_episode(fmt.episode_path(out, split, seed), data)
         except Exception:             # any simulator failure: report it; the supervisor retries once
@@ -953,6 +955,7 @@ def collect(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plan = [("test", s) for s in _parse_seeds(args.test_seeds)] + \
+           [("test_dense", s) for s in _parse_seeds(args.test_dense_seeds)] + \
            [("val", s) for s in _parse_seeds(args.val_seeds)] + \
            [("train", s) for s in _parse_seeds(args.train_seeds)]
     seen: dict[int, str] = {}
@@ -974,7 +977,7 @@ def collect(args) -> int:
     results = ctx.Queue()
     args_dict = {"out": str(out), "max_steps": args.max_steps, "width": args.width, "height": args.height,
                  "episodes_per_worker": args.episodes_per_worker, "traffic_density": args.traffic_density,
-                 "lane_change_share": args.lane_change_share}
+                 "lane_change_share": args.lane_change_share, "dense_traffic_density": args.dense_traffic_density}
     pending = list(todo)
     n_total = len(todo)
     workers: dict[int, dict[str, Any]] = {}          # id -> {proc, inbox, job, assigned}
@@ -1148,6 +1151,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-seeds", default="0:110", help="'a:b' (b exclusive) or comma list")
     p.add_argument("--val-seeds", default="1000:1010")
     p.add_argument("--test-seeds", default="2000:2014")
+    p.add_argument("--test-dense-seeds", default="", help="held-out maps driven in denser traffic (split test_dense)")
+    p.add_argument("--dense-traffic-density", type=float, default=DENSE_TRAFFIC_DENSITY,
+                   help="traffic density of the test_dense split (the closed loop's dense split: %(default)s)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--traffic-density", type=float, default=TRAFFIC_DENSITY,
                    help="trigger-mode traffic density (the closed loop's protocol: %(default)s)")
