@@ -37,6 +37,7 @@ is skipped (resumable). An episode whose simulation raises is retried once, then
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import multiprocessing as mp
@@ -498,16 +499,20 @@ def make_env(seed: int, ep: dict[str, Any], width: int, height: int, expert: boo
         NORMAL_SPEED = ep["target_speed_kmh"]          # km/h, as IDMPolicy compares it with speed
 
         def act(self, *args, **kwargs):
-            steering, acc = super().act(*args, **kwargs)
+            target = None
             if ep.get("lane_changes"):
                 if getattr(self, "lane_changes", None) is None:
                     self.lane_changes = LaneChangeCommander(ep["lane_changes"])
                 me = self.control_object
                 others = [pos for v, pos, _speed, _active in _step_cache(self.engine)["vehicles"] if v is not me]
                 target = self.lane_changes.update(me, self.engine.episode_step * fmt.DT_S, others)
-                if target is not None:
-                    steering = self.steering_control(target)
-            return [steering, acc]
+            if target is None:
+                return super().act(*args, **kwargs)
+            # IDM's own act steers to its lane and updates the PID controllers' state: steer once, to the target
+            controllers = copy.deepcopy((self.heading_pid, self.lateral_pid))
+            _steering, acc = super().act(*args, **kwargs)
+            self.heading_pid, self.lateral_pid = controllers
+            return [self.steering_control(target), acc]
 
     config = dict(
         use_render=False, offscreen_render=camera, show_terrain=False, show_skybox=False,
@@ -615,7 +620,7 @@ def route_ahead(vehicle, length_m: float, lane_change: tuple[Any, float] | None 
     pieces: list[dict[str, Any]] = []
     pts: list[np.ndarray] = []
     total = 0.0
-    s0, jump, gap = s_ego, False, 0.0              # gap: the diagonal a commanded lane change adds before a piece
+    s0, jump = s_ego, False
     switch = lane_change if lane_change is not None and lane_change[0] in ref and lane is not lane_change[0] \
         else None                                  # (target lane, jump) still to make on this road
     while True:
@@ -625,16 +630,16 @@ def route_ahead(vehicle, length_m: float, lane_change: tuple[Any, float] | None 
         else:
             seg = _to_rh(np.asarray([lane.position(s1, 0.0)], dtype=np.float64))
         seg_len = poly_len(seg)
+        gap = float(np.linalg.norm(seg[0] - pts[-1][-1])) if jump else 0.0   # the line drawn from lane to lane
         pieces.append({"s_a": total, "s_b": total + gap + seg_len, "block": _block_of(lane), "jump": jump,
                        "h_end": _heading_rh(lane, s1)})
         pts.append(seg if (not pts or jump) else seg[1:])
         total += gap + seg_len
-        gap = 0.0
         if switch is not None:                     # over to the target lane, on the same road
             target = switch[0]
             s0 = min(float(target.local_coordinates(lane.position(s1, 0.0))[0]) + LANE_CHANGE_LENGTH_M,
                      float(target.length))
-            lane, jump, switch, gap = target, True, None, LANE_CHANGE_LENGTH_M
+            lane, jump, switch = target, True, None
             continue
         if total >= length_m or k is None or k + 2 >= len(ckpts):
             break
@@ -691,11 +696,12 @@ def route_labels(route: dict[str, Any], ego_yaw: float) -> dict[str, Any]:
         junction = (pc["s_a"], turn, pc["block"])
         break
     lane_change = None                             # (distance, +1 left / -1 right)
-    for pc in pieces:
+    for i, pc in enumerate(pieces):
         if pc["jump"]:
             s_a = pc["s_a"]
             before, after = fmt.resample_polyline(poly, [max(s_a - 0.5, 0.0), s_a + 0.5])
-            d = fmt.world_to_ego(after[None], np.array([before[0], before[1], ego_yaw]))[0]
+            lane_heading = pieces[i - 1]["h_end"] if i > 0 else ego_yaw     # the side is the lane's, not the car's
+            d = fmt.world_to_ego(after[None], np.array([before[0], before[1], lane_heading]))[0]
             lane_change = (s_a, 1 if d[1] > 0 else -1)
             break
     if junction is not None and junction[0] <= LOOKAHEAD_COMMAND_M:
@@ -967,9 +973,16 @@ def collect(args) -> int:
         for other in fmt.SPLITS:
             if other != split and fmt.episode_path(out, other, s).exists():
                 raise SystemExit(f"seed {s} requested for {split} but {out}/{other} already has it")
-    todo = [(sp, s, 0) for sp, s in plan if not fmt.is_complete(fmt.episode_path(out, sp, s))]
-    print(f"[collect] {len(plan)} episodes planned, {len(plan) - len(todo)} already complete, "
-          f"{len(todo)} to run with {args.workers} worker(s); out={out}", flush=True)
+    skipped_before = set()                           # failed twice in an earlier run: resolved, not retried
+    if (out / "skipped.txt").exists():
+        skipped_before = {(line.split()[0], int(line.split()[1])) for line in
+                          (out / "skipped.txt").read_text().splitlines() if line.strip()}
+    todo = [(sp, s, 0) for sp, s in plan
+            if (sp, s) not in skipped_before and not fmt.is_complete(fmt.episode_path(out, sp, s))]
+    n_skipped_before = sum((sp, s) in skipped_before for sp, s in plan)
+    print(f"[collect] {len(plan)} episodes planned, {len(plan) - len(todo) - n_skipped_before} already complete, "
+          f"{n_skipped_before} skipped in an earlier run (skipped.txt), {len(todo)} to run with {args.workers} "
+          f"worker(s); out={out}", flush=True)
     if not todo:
         return 0
     (out / "collect_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))

@@ -26,7 +26,7 @@ import torch
 from deead_ros.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel
 from deead_ros.model.encoding import (ACCEL_FEATURE, FrameInputs, InputSpec, accelerations, encode_batch,
                                      normalise_images, resize_uint8)
-from deead_ros.model.weights import load_pretrained, save_pretrained
+from deead_ros.model.weights import check_compatible, load_pretrained, save_pretrained
 from deead_ros.tools.dataset_format import load_episode, world_to_ego
 
 MODEL_VERSIONS = {"deead_vla": "deead-vla-1 metadrive", "llama_vla": "llama-vla-1 metadrive"}
@@ -81,7 +81,7 @@ def layer_weights(num_layers: int, final_only: bool, shallow: float = 0.2, final
         w[-1] = 1.0
         return w
     w = torch.full((num_layers,), final)
-    w[:-1] = torch.linspace(shallow, 1.0, num_layers - 1)
+    w[:-1] = torch.linspace(shallow, 1.0, num_layers - 1) if num_layers > 2 else 1.0
     return w / w.sum()
 
 
@@ -147,8 +147,8 @@ def regime_changes(state: dict, regime: dict) -> str:
     Checkpoints from before the regime was stored were trained with the default inputs.
     """
     trained = state.get("regime", {"inputs": InputSpec().to_dict()})
-    changes = [f"{key} {trained[key]}, now {regime[key]}" for key in trained
-               if key != "inputs" and trained[key] != regime[key]]
+    changes = [f"{key} {trained.get(key, 'not recorded (an older checkpoint)')}, now {regime[key]}" for key in regime
+               if key != "inputs" and trained.get(key) != regime[key]]
     was, now = InputSpec.from_dict(trained["inputs"]), InputSpec.from_dict(regime["inputs"])
     if was.acceleration_input != now.acceleration_input:
         changes.append(f"acceleration input {was.acceleration_input}, now {now.acceleration_input}")
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="model architecture (default: %(default)s)")
     parser.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override fields of the architecture's config, e.g. num_hidden_layers=32 hidden_size=128")
-    parser.add_argument("--layers", type=int, default=24, help="deead_vla's depth (n_layer)")
+    parser.add_argument("--layers", type=int, default=None, help="depth of deead_vla (n_layer; default 24)")
     parser.add_argument("--shallow-weight", type=float, default=0.2,
                         help="early-exit loss weight of the first layer, rising linearly to 1 before the last")
     parser.add_argument("--final-weight", type=float, default=2.0, help="early-exit loss weight of the last layer")
@@ -206,14 +206,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     spec = InputSpec(acceleration_input=args.acceleration_input)
-    overrides = args.model_config + ([f"n_layer={args.layers}"] if args.arch == "deead_vla" else [])
+    depth_twice = any(o.startswith("n_layer=") for o in args.model_config)
+    if args.layers is not None and (args.arch != "deead_vla" or depth_twice):
+        parser.error("--layers sets deead_vla's n_layer; give the depth once, with --model-config for other models")
+    overrides = args.model_config + ([f"n_layer={args.layers}"] if args.layers is not None else [])
     try:
         cfg = model_config(args.arch, overrides)
     except ValueError as err:
         parser.error(str(err))
+    mismatch = check_compatible(cfg, spec)
+    if mismatch:
+        parser.error(f"the model config does not fit the input encoding ({mismatch}); keep those fields at their "
+                     "defaults")
     regime = {"inputs": spec.to_dict(), "final_only": args.final_only, "accel_dropout": args.accel_dropout,
               "arch": args.arch, "model": cfg.to_dict(), "shallow_weight": args.shallow_weight,
-              "final_weight": args.final_weight}
+              "final_weight": args.final_weight, "max_val_frames": args.max_val_frames}
     checkpoint = args.run / "checkpoint.pt"
     state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
     if state is not None:
