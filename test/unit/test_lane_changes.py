@@ -119,3 +119,56 @@ def test_only_the_collectors_share_of_maps_gets_lane_changes():
     assert 0.4 < share < 0.6
     with_lc, without = cm.episode_config(3, lane_change_share=1.0), cm.episode_config(3)
     assert {k: v for k, v in with_lc.items() if k != "lane_changes"} == without   # the map draws stay
+
+
+def test_gives_up_when_its_lane_runs_out_before_the_target_lane_is_clear():
+    lanes, lc = road(), commander()
+    car = on(lanes, 1, 10.0)
+    lc.update(car, 3.0, [])
+    car.position = np.array([lanes[1].length - 4.0, lanes[1].y0])
+    blocked = [np.array([lanes[1].length - 4.0, lanes[0].y0])]
+    assert lc.update(car, 9.0, blocked) is None
+    assert lc.route_hint() is None and lc.completed == 0
+
+
+@dataclass(eq=False)
+class MapLane(StraightLane):
+    """With what route_ahead also reads: points and headings (MetaDrive's left-handed frame, heading 0 = +x)."""
+
+    index: tuple = ("a", "b", 0)
+
+    def position(self, s: float, lateral: float) -> np.ndarray:
+        return np.array([s, self.y0 + lateral])
+
+    def heading_theta_at(self, s: float) -> float:
+        return 0.0
+
+
+@dataclass
+class RouteNavigation(Navigation):
+    next_ref_lanes: list = field(default_factory=list)
+    checkpoints: list = field(default_factory=list)            # the ego's road is not on it: one road only
+
+    @property
+    def map(self):
+        return type("Map", (), {"road_network": None})()
+
+
+@pytest.mark.parametrize("target, side", [(0, "left"), (2, "right")])
+def test_route_jumps_to_the_target_lane_and_the_command_names_the_side(target, side):
+    # MetaDrive's frame is left-handed: its lane 0 (leftmost) lies at the smallest y before the y flip
+    lanes = [MapLane(i * LANE_W, index=("a", "b", i)) for i in range(3)]
+    car = Vehicle(RouteNavigation(lanes[1], lanes), np.array([10.0, lanes[1].y0]))
+    car.heading_theta = 0.0
+    route = cm.route_ahead(car, 80.0, (lanes[target], 30.0))
+    first, jump = route["pieces"]
+    assert not first["jump"] and first["s_b"] == pytest.approx(20.0, abs=0.6)      # the ego's lane up to the jump
+    assert jump["jump"] and jump["s_a"] == pytest.approx(first["s_b"])
+    diagonal = np.hypot(cm.LANE_CHANGE_LENGTH_M, LANE_W)                           # counted in the arc length
+    assert jump["s_b"] - jump["s_a"] == pytest.approx(diagonal + lanes[0].length - 30.0 - cm.LANE_CHANGE_LENGTH_M,
+                                                      abs=0.6)
+    labels = cm.route_labels(route, 0.0)
+    assert labels["command"] == f"change lane to the {side}"
+    assert labels["lane_change"][0] == pytest.approx(20.0, abs=0.6)
+    end = route["points"][-1]
+    assert end[1] == pytest.approx(-lanes[target].y0)                              # the right-handed world: y flipped

@@ -117,6 +117,11 @@ def test_trainer_refuses_to_resume_a_checkpoint_trained_with_other_options(tmp_p
     assert "acceleration input True, now False" in capsys.readouterr().err
     regime = {"inputs": InputSpec(acceleration_input=False).to_dict(), "final_only": True, "accel_dropout": 0.0}
     torch.save({"step": 5, "regime": regime}, run / "checkpoint.pt")
+    assert train_main(["--final-only", "--run", str(run), "--data", str(tmp_path / "no_data")]) == 2
+    assert "arch not recorded (an older checkpoint), now deead_vla" in capsys.readouterr().err
+    regime.update(arch="deead_vla", model=VLAConfig().to_dict(), shallow_weight=0.2, final_weight=2.0,
+                  max_val_frames=0)
+    torch.save({"step": 5, "regime": regime}, run / "checkpoint.pt")
     assert train_main(["--run", str(run), "--data", str(tmp_path / "no_data")]) == 2
     assert "final_only True, now False" in capsys.readouterr().err
     assert train_main(["--final-only", "--run", str(run), "--data", str(tmp_path / "no_data")]) == 2
@@ -147,10 +152,15 @@ def test_trainer_trains_the_llama_vla_with_the_early_exit_loss(tmp_path):
     assert train_main([*args, "--shallow-weight", "0.05"]) == 2, "another loss is another training"
 
 
-def test_trainer_names_a_bad_model_config(capsys):
+@pytest.mark.parametrize("args, says", [
+    (["--arch", "llama_vla", "--model-config", "hidden_sise=64"], "hidden_sise"),
+    (["--arch", "llama_vla", "--model-config", "image_hw=[48, 80]"], "does not fit the input encoding"),
+    (["--arch", "llama_vla", "--layers", "8"], "--layers sets deead_vla's n_layer"),
+], ids=["unknown key", "input size", "--layers for llama"])
+def test_trainer_names_a_bad_model_config(capsys, args, says):
     with pytest.raises(SystemExit) as exit_info:
-        train_main(["--arch", "llama_vla", "--model-config", "hidden_sise=64"])
-    assert exit_info.value.code == 2 and "hidden_sise" in capsys.readouterr().err
+        train_main(args)
+    assert exit_info.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_layer_weights_rise_from_the_shallow_weight_to_the_final_one():
