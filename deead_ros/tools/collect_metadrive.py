@@ -396,7 +396,6 @@ class LaneChange:
     """One commanded lane change: into `target` (a lane of the ego's road), the route jumping at `s_jump`."""
 
     target: Any                  # MetaDrive lane
-    direction: str               # "left" / "right"
     s_jump: float                # arc length on the ego's lane where the route leaves it
     steering: bool = False       # the expert has started to move over
 
@@ -454,7 +453,7 @@ class LaneChangeCommander:
         s_jump = s_ego + max(LANE_CHANGE_LEAD_M, LANE_CHANGE_LEAD_S * float(vehicle.speed) / 3.6)
         if direction is None or s_jump + LANE_CHANGE_LENGTH_M + 5.0 > lane.length:
             return None                                  # not here: try again on the next road
-        self.active = LaneChange(ref[neighbours[direction]], direction, s_jump)
+        self.active = LaneChange(ref[neighbours[direction]], s_jump)
         return None
 
     @staticmethod
