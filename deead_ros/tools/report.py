@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     versus_route = {"mean_m": float(diff.mean()), "ci95_m": paired_map_bootstrap(diff, test.maps[has_route]),
                     "maps": int(len(np.unique(test.maps))), "frames_model_better": float((diff < 0).mean())}
 
-    depth = depth_matters(shipped, truth, dt_s, exits, recommended, has_route, table["route prior"]["l2_3s"])
+    depth = depth_matters(shipped, truth, dt_s, exits, recommended, table)
     args.out.mkdir(parents=True, exist_ok=True)
     weights_mb = sum(f.stat().st_size for f in Path(args.weights).glob("*.safetensors")) / 1e6
     summary = {"l2_3s_model": table["model (full depth)"]["l2_3s"], "l2_3s_route_prior": table["route prior"]["l2_3s"],
@@ -188,17 +188,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def depth_matters(per_layer: np.ndarray, truth: np.ndarray, dt_s: float, exits: dict, recommended: float,
-                  has_route: np.ndarray, l2_3s_route_prior: float) -> dict:
+                  table: dict) -> dict:
     """The figures that say whether the model needs its depth, and the targets they are held to.
 
     per_layer (N, L, T, 2): the head after every layer; exits: the controller replayed per delta;
-    the route prior (l2_3s_route_prior) exists on the frames with a route (has_route), so full depth
+    table: the open-loop L2 table. The route prior exists on the frames with a route, so full depth
     is held to it on those frames (`l2_3s_full_on_routed`).
     Full depth and the final layer are the same read of the shared head (both keys are kept: the
     first is what a user runs, the second the end of the per-layer curve).
     """
     num_layers = per_layer.shape[1]
-    final = l2_table(per_layer[:, -1], truth, dt_s)["l2_3s"]
+    final = table["model (full depth)"]["l2_3s"]
+    l2_3s_route_prior = table["route prior"]["l2_3s"]
     fixed_layer = int(round(exits[2.0]["mean_exit_layer"]))
     figures = {
         "l2_3s_layer8": l2_table(per_layer[:, min(SHALLOW_LAYER, num_layers) - 1], truth, dt_s)["l2_3s"],
@@ -209,7 +210,7 @@ def depth_matters(per_layer: np.ndarray, truth: np.ndarray, dt_s: float, exits: 
         "l2_3s_deead_recommended": exits[recommended]["l2_3s"],
         "layer_share_deead_recommended": exits[recommended]["mean_exit_layer"] / num_layers,
         "l2_3s_route_prior": l2_3s_route_prior,
-        "l2_3s_full_on_routed": l2_table(per_layer[has_route, -1], truth[has_route], dt_s)["l2_3s"],
+        "l2_3s_full_on_routed": table["model on frames with a route"]["l2_3s"],
     }
     f = figures
     targets = {
