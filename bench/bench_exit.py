@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     fixed_layer = int(round(probe["deead_2"]["mean_exit_layer"]))
     settings = {"full": FullPolicy(), f"fixed_{fixed_layer}": FixedPolicy(fixed_layer),
                 "patience": replace(base, policy="patience").build_policy()}
-    for d in DELTAS:
+    for d in sorted({*DELTAS, base.delta_m}):                   # the sweep and the recommended delta
         deead = replace(base, delta_m=d).build_policy()
         settings[f"deead_{d:g}"] = deead
         settings[f"deead_or_patience_{d:g}"] = AnyOfPolicy((deead, settings["patience"]), name="deead_or_patience")
@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:>22}: {s['latency_p50_ms']:.2f} ms, {s['checks_per_frame']:.2f} checks, "
                   f"{s['layer_sparsity']:.1%} sparsity, check time {s['check_time_share']:.1%}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_exit.json").write_text(json.dumps({"headline": headline, "settings": summary}, indent=1))
+    about = {"model_version": runner.chain.manifest.model_version, "data": str(args.data),
+             "recommended_delta_m": base.delta_m, "first_checkpoint": args.first_checkpoint, "num_layers": n}
+    (args.out / "bench_exit.json").write_text(json.dumps({"headline": headline, **about, "settings": summary},
+                                                         indent=1))
     plot_tradeoff(summary, args.out / "bench_exit.png")
     print(json.dumps(headline))
     return 0

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
-    _, cfg, spec, _ = read_config(Path(args.weights) / CONFIG_FILE)
+    arch, cfg, spec, model_version = read_config(Path(args.weights) / CONFIG_FILE)
     test = test_frames(sorted((args.data / "test").glob("ep_*.npz")), spec.accel_window_s)
     frames, truth, scenarios = test.frames, test.truth, test.scenarios
     if not frames:
@@ -172,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     depth = depth_matters(shipped, truth, dt_s, exits, recommended, table)
     args.out.mkdir(parents=True, exist_ok=True)
     weights_mb = sum(f.stat().st_size for f in Path(args.weights).glob("*.safetensors")) / 1e6
-    summary = {"l2_3s_model": table["model (full depth)"]["l2_3s"], "l2_3s_route_prior": table["route prior"]["l2_3s"],
+    summary = {"model_version": model_version, "arch": arch, "data": str(args.data),
+               "first_checkpoint": args.first_checkpoint,
+               "l2_3s_model": table["model (full depth)"]["l2_3s"], "l2_3s_route_prior": table["route prior"]["l2_3s"],
                "l2_3s_constant_velocity": table["constant velocity"]["l2_3s"], "test_frames": len(frames),
                "num_layers": num_layers, "weights_mb": round(weights_mb, 2),
                "frames_with_route": int(has_route.sum()), "open_loop": table,
@@ -264,7 +266,8 @@ def write_markdown(s: dict, out: Path, first_checkpoint: int) -> None:
                          f"{v['constant velocity']:.2f} |" for k, v in s["l2_3s_by_scenario"].items())
     curves = s["per_layer"]
     vr = s["l2_3s_model_minus_route_prior"]
-    shown = sorted({i for i in (1, 6, 10, 16) if i < s["num_layers"]} | {s["num_layers"]})   # 1-based layers
+    picks = (1, 4, SHALLOW_LAYER, first_checkpoint, 16, 24)                                  # 1-based layers
+    shown = sorted({i for i in picks if i < s["num_layers"]} | {s["num_layers"]})
     layer_rows = "\n".join(
         f"| {name} | " + " | ".join(f"{c['ade_to_truth']['mean'][i - 1]:.2f}" for i in shown)
         + " |" for name, c in curves.items())
@@ -281,10 +284,12 @@ def write_markdown(s: dict, out: Path, first_checkpoint: int) -> None:
                             for name, met in s["depth_targets_met"].items())
     text = f"""# Model report
 
-Regenerate: `python -m deead_ros.tools.report --ablation-weights runs/final_only/weights`
-(needs the collected data set; see docs/dataset_card.md).
+Regenerate: `python -m deead_ros.tools.report --data {s['data']} --ablation-weights runs/final_only/weights`
+(`--data data/metadrive`: the collected data set, docs/dataset_card.md; `--data bench/test_split`: its committed
+compact test split, every 6th scored frame, on a fresh clone).
 
-Model: {s['num_layers']} layers, {s['weights_mb']} MB of fp16 weights. Test set: {s['test_frames']} frames of
+Model: {s['model_version']} ({s['arch']}), {s['num_layers']} layers, {s['weights_mb']} MB of fp16 weights.
+Test set: {s['test_frames']} frames of
 held-out maps ({s['frames_with_route']} with a usable route). L2 at t = mean displacement over the
 waypoints up to t.
 
