@@ -69,19 +69,27 @@ def encode_split(files: list[Path], spec: InputSpec) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in parts.items()} if parts["future"] else {}
 
 
-def layer_weights(num_layers: int, final_only: bool, shallow: float = 0.2, final: float = 2.0) -> torch.Tensor:
-    """Per-layer loss weights: `shallow` at the first layer rising linearly to 1, `final` at the last; sum 1.
+def layer_weights(num_layers: int, final_only: bool, shallow: float = 0.2, final: float = 2.0,
+                  supervise_from: int = 1) -> torch.Tensor:
+    """Per-layer loss weights: none before layer `supervise_from` (1-based), `shallow` there rising linearly
+    to 1 before the last layer, `final` at the last; sum 1.
 
     A small `shallow` weight lets the first layers prepare features instead of plans (a model whose
     early layers must already plan well does not need its depth); the exit controller still finds
-    usable plans in the middle layers, which the linear ramp keeps trained.
+    usable plans in the middle layers, which the linear ramp keeps trained. Layers before the exit
+    controller's first checkpoint are never read, so `supervise_from` = that checkpoint leaves them
+    free to build features, as a model trained for its last layer only (ORION) does.
     """
+    if not 1 <= supervise_from <= num_layers:
+        raise ValueError(f"supervise_from {supervise_from} is outside layers 1..{num_layers}")
+    w = torch.zeros(num_layers)
     if final_only:
-        w = torch.zeros(num_layers)
         w[-1] = 1.0
         return w
-    w = torch.full((num_layers,), final)
-    w[:-1] = torch.linspace(shallow, 1.0, num_layers - 1) if num_layers > 2 else 1.0
+    w[-1] = final
+    ramp = num_layers - supervise_from            # supervised layers before the last
+    if ramp > 0:
+        w[supervise_from - 1:-1] = torch.linspace(shallow, 1.0, ramp) if ramp > 1 else 1.0
     return w / w.sum()
 
 
@@ -140,13 +148,17 @@ def hide_acceleration(ego: torch.Tensor, rng: np.random.Generator, share: float)
         ego[torch.from_numpy(rng.random(len(ego)) < share), ACCEL_FEATURE] = 0.0
 
 
+# Options added after checkpoints were written without them, at the value those were trained with.
+UNRECORDED_REGIME = {"supervise_from": 1}
+
+
 def regime_changes(state: dict, regime: dict) -> str:
     """What a checkpoint was trained with that differs from this run's options ('' if nothing).
 
     Resuming with other inputs or another loss would mix two trainings under one model version.
     Checkpoints from before the regime was stored were trained with the default inputs.
     """
-    trained = state.get("regime", {"inputs": InputSpec().to_dict()})
+    trained = {**UNRECORDED_REGIME, **state.get("regime", {"inputs": InputSpec().to_dict()})}
     changes = [f"{key} {trained.get(key, 'not recorded (an older checkpoint)')}, now {regime[key]}" for key in regime
                if key != "inputs" and trained.get(key) != regime[key]]
     was, now = InputSpec.from_dict(trained["inputs"]), InputSpec.from_dict(regime["inputs"])
@@ -183,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shallow-weight", type=float, default=0.2,
                         help="early-exit loss weight of the first layer, rising linearly to 1 before the last")
     parser.add_argument("--final-weight", type=float, default=2.0, help="early-exit loss weight of the last layer")
+    parser.add_argument("--supervise-from", type=int, default=1, metavar="LAYER",
+                        help="first layer (1-based) the early-exit loss reads; set it to the exit controller's "
+                             "first checkpoint so that earlier layers are free to build features")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=500)
@@ -220,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                      "defaults")
     regime = {"inputs": spec.to_dict(), "final_only": args.final_only, "accel_dropout": args.accel_dropout,
               "arch": args.arch, "model": cfg.to_dict(), "shallow_weight": args.shallow_weight,
-              "final_weight": args.final_weight, "max_val_frames": args.max_val_frames}
+              "final_weight": args.final_weight, "max_val_frames": args.max_val_frames,
+              "supervise_from": args.supervise_from}
     checkpoint = args.run / "checkpoint.pt"
     state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
     if state is not None:
@@ -248,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     model = ARCHITECTURES[args.arch].model(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     n_layers = ARCHITECTURES[args.arch].adapter(model).num_layers
-    weights = layer_weights(n_layers, args.final_only, args.shallow_weight, args.final_weight)
+    try:
+        weights = layer_weights(n_layers, args.final_only, args.shallow_weight, args.final_weight, args.supervise_from)
+    except ValueError as err:
+        parser.error(f"--supervise-from: {err}")
     args.run.mkdir(parents=True, exist_ok=True)
     step, best_val = 0, float("inf")
     variant = ("final-layer loss only" if args.final_only else "early-exit loss") + \

@@ -168,3 +168,12 @@ def test_layer_weights_rise_from_the_shallow_weight_to_the_final_one():
     assert float(w.sum()) == pytest.approx(1.0)
     assert w[0] / w[3] == pytest.approx(0.05) and w[4] / w[3] == pytest.approx(3.0)
     assert torch.all(w[1:4] > w[:3])
+
+
+def test_layer_weights_leave_the_layers_before_the_first_supervised_one_free():
+    w = layer_weights(8, final_only=False, shallow=0.1, final=2.0, supervise_from=4)
+    assert torch.all(w[:3] == 0) and float(w.sum()) == pytest.approx(1.0)
+    assert w[3] / w[6] == pytest.approx(0.1) and w[7] / w[6] == pytest.approx(2.0)
+    assert torch.equal(layer_weights(8, final_only=False, supervise_from=8), torch.eye(8)[-1])
+    with pytest.raises(ValueError, match="outside layers 1..8"):
+        layer_weights(8, final_only=False, supervise_from=9)
