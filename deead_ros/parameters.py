@@ -50,7 +50,7 @@ PARAMETERS: tuple[Spec, ...] = (
     Spec("exit.policy", "string", "deead", "deead | full | fixed | patience | deead_or_patience"),
     Spec("exit.delta_m", "double", 2.0, "exit when the head's trajectory is within this of the prior, m",
          (0.0, 20.0)),
-    Spec("exit.first_checkpoint", "integer", 10, "first layer read through the head (1-based)",
+    Spec("exit.first_checkpoint", "integer", 13, "first layer read through the head (1-based)",
          (1, 256)),
     Spec("exit.min_exit_layer", "integer", 1, "never exit before this layer", (1, 256)),
     Spec("exit.horizon_s", "double", 2.0, "deviation averaged over waypoints within this time, s",

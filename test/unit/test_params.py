@@ -45,7 +45,7 @@ def test_every_exit_and_prior_setting_is_a_parameter():
 def test_defaults_build_a_valid_config_for_24_layers():
     config = config_from_values({spec.name: spec.default for spec in PARAMETERS})
     assert config.problem(num_layers=24) is None
-    assert config.exit.stride_table == (8.0, 8.0, 4.0, 4.0, 2.0, 2.0, 1.0) and config.exit.first_checkpoint == 10
+    assert config.exit.stride_table == (8.0, 8.0, 4.0, 4.0, 2.0, 2.0, 1.0) and config.exit.first_checkpoint == 13
     assert "outside the model's layers" in config.problem(num_layers=8)
 
 
