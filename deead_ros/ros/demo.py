@@ -28,6 +28,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.frame_assembly import path_points, stamp_s
 from deead_ros.engines.manifest import load_manifest
+from deead_ros.parameters import default
 from deead_ros.paths import demo_manifest_path, share_dir
 from deead_ros.tools import bags as topics
 from deead_ros_msgs.msg import ExitDiagnostics
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deead_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--bag", type=Path, default=share_dir() / "bags" / "demo", help="rosbag2 to replay")
     parser.add_argument("--rate", type=float, default=2.0, help="replay speed factor (20 Hz camera at 2)")
-    parser.add_argument("--delta", type=float, default=2.0, help="exit threshold of the early-exit pass, m")
+    parser.add_argument("--delta", type=float, default=default("exit.delta_m"),
+                        help="exit threshold of the early-exit pass, m (default: exit.delta_m's, %(default)s)")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds per pass")
     args = parser.parse_args(argv)
     if not (args.bag / "metadata.yaml").exists():
