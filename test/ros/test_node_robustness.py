@@ -22,6 +22,7 @@ from rcl_interfaces.srv import (DescribeParameters, GetParameters, GetParameterT
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
+from deead_ros.parameters import default  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
 from test.conftest import REPO_ROOT  # noqa: E402
 from test.ros.test_node import NUM_LAYERS, Driver, jpeg, plan_frames  # noqa: E402
@@ -130,8 +131,10 @@ def test_set_parameters_sets_each_on_its_own_and_atomically_all_or_nothing(small
 def test_start_up_values_of_the_wrong_type_end_in_one_line(small_model, tmp_path):
     defaults = (REPO_ROOT / "config" / "deead_node.param.yaml").read_text()
     bad_file, typo_file = tmp_path / "bad.yaml", tmp_path / "typo.yaml"
-    bad_file.write_text(defaults.replace("delta_m: 2.0", "delta_m: abc"))
-    typo_file.write_text(defaults.replace("delta_m: 2.0", "delta: 2.0"))
+    delta_line = f"delta_m: {default('exit.delta_m')}"
+    assert delta_line in defaults
+    bad_file.write_text(defaults.replace(delta_line, "delta_m: abc"))
+    typo_file.write_text(defaults.replace(delta_line, "delta: 2.0"))
     cases = {
         "typo": (["--params-file", str(typo_file)], "sets 'exit.delta', which is not a deead_node parameter (did you "
                                                     "mean exit.delta_m?)"),

@@ -11,7 +11,7 @@ from deead_ros.exit.validation import validate
 from test.strategies import DT_S, HORIZON, TraceChain
 
 
-PAPER = ExitSettings(first_checkpoint=13)      # DeeAD: first checkpoint at layer 13 of 32
+PAPER = ExitSettings(first_checkpoint=13, delta_m=2.0)      # DeeAD: delta 2 m, first checkpoint 13 of 32
 
 
 def run(deviations, settings=PAPER, prior=True, policy=None):
