@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                "per_layer": curves, **depth}
     (args.out / "model_report.json").write_text(json.dumps(summary, indent=1))
     plot(curves, exits, num_layers, args.out)
-    write_markdown(summary, args.out, args.first_checkpoint)
+    write_markdown(summary, args.out)
     print(f"[report] wrote {args.out}/model_report.md, model_report.json, per_layer.png, exit_histogram.png")
     return 0
 
@@ -256,7 +256,8 @@ def plot(curves: dict, exits: dict, num_layers: int, out: Path) -> None:
     plt.close(fig)
 
 
-def write_markdown(s: dict, out: Path, first_checkpoint: int) -> None:
+def write_markdown(s: dict, out: Path) -> None:
+    first_checkpoint = s["first_checkpoint"]
     rows = "\n".join(f"| {name} | {v['l2_1s']:.2f} | {v['l2_2s']:.2f} | {v['l2_3s']:.2f} |"
                      for name, v in s["open_loop"].items())
     exit_rows = "\n".join(f"| {d} | {e['mean_exit_layer']:.1f} | {e['layer_sparsity']:.0%} | {e['l2_3s']:.2f} |"

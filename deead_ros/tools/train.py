@@ -245,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deead_train: {checkpoint} was trained with other options ({changed}); resume with the same "
                   "options or start a new run with --run", file=sys.stderr)
             return 2
+    model = ARCHITECTURES[args.arch].model(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    n_layers = ARCHITECTURES[args.arch].adapter(model).num_layers
+    try:
+        weights = layer_weights(n_layers, args.final_only, args.shallow_weight, args.final_weight, args.supervise_from)
+    except ValueError as err:
+        parser.error(f"--supervise-from: {err}")
     train_files = sorted((args.data / "train").glob("ep_*.npz"))
     if args.max_train_episodes:
         train_files = train_files[: args.max_train_episodes]
@@ -261,13 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[train] {len(train['future'])} train frames ({len(train_files)} episodes), {len(val['future'])} val "
           f"frames; encoded in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    model = ARCHITECTURES[args.arch].model(cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    n_layers = ARCHITECTURES[args.arch].adapter(model).num_layers
-    try:
-        weights = layer_weights(n_layers, args.final_only, args.shallow_weight, args.final_weight, args.supervise_from)
-    except ValueError as err:
-        parser.error(f"--supervise-from: {err}")
     args.run.mkdir(parents=True, exist_ok=True)
     step, best_val = 0, float("inf")
     variant = ("final-layer loss only" if args.final_only else "early-exit loss") + \

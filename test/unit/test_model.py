@@ -156,7 +156,9 @@ def test_trainer_trains_the_llama_vla_with_the_early_exit_loss(tmp_path):
     (["--arch", "llama_vla", "--model-config", "hidden_sise=64"], "hidden_sise"),
     (["--arch", "llama_vla", "--model-config", "image_hw=[48, 80]"], "does not fit the input encoding"),
     (["--arch", "llama_vla", "--layers", "8"], "--layers sets deead_vla's n_layer"),
-], ids=["unknown key", "input size", "--layers for llama"])
+    (["--arch", "llama_vla", "--model-config", "num_hidden_layers=3", "--supervise-from", "4",
+      "--data", "/nonexistent"], "--supervise-from: supervise_from 4 is outside layers 1..3"),
+], ids=["unknown key", "input size", "--layers for llama", "--supervise-from past the last layer"])
 def test_trainer_names_a_bad_model_config(capsys, args, says):
     with pytest.raises(SystemExit) as exit_info:
         train_main(args)
