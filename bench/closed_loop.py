@@ -74,6 +74,19 @@ def driver(setting: str, model_id: str) -> str:
     return EXPERT if setting == EXPERT else model_id
 
 
+def matched_fixed_layer(bench_exit_json: Path, model_version: str) -> int | None:
+    """The fixed exit layer bench_exit matched to deead 2 m's mean depth on this model (the paper's Fixed-EE at
+    matched compute), or None when bench_exit.json is missing or measured another model."""
+    try:
+        measured = json.loads(bench_exit_json.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if measured.get("model_version") != model_version:
+        return None
+    fixed = [name for name in measured.get("settings", {}) if name.startswith("fixed_")]
+    return int(fixed[0].removeprefix("fixed_")) if len(fixed) == 1 else None
+
+
 def settings(fixed_layer: int) -> list[str]:
     return [EXPERT, "full", "deead_0.5", "deead_1", "deead_2", f"fixed_{fixed_layer}", "patience",
             "deead_or_patience_2"]
@@ -394,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the step cap from the route length (quick looks; kept apart in the log)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="manifest.json of the exported model")
     parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
-    parser.add_argument("--fixed-layer", type=int, default=11, help="bench_exit's mean depth of deead at 2 m")
+    parser.add_argument("--fixed-layer", type=int, default=None,
+                        help="layer of the fixed exit (default: deead 2 m's mean depth in <docs>/bench_exit.json, "
+                             "when it measured this model)")
     parser.add_argument("--settings", nargs="*", default=None, help="a subset of the settings")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "closed_loop")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
@@ -409,11 +424,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="drive one episode and write what the model saw and planned at every step, and what "
                              "the car did, to <out>/trace_SEED_SETTING_MODEL.csv and .png")
     args = parser.parse_args(argv)
-    chosen = args.settings or settings(args.fixed_layer)
     if not Path(args.model).exists():
         print(f"closed_loop: no model at {args.model}; run `make setup` or pass --model", file=sys.stderr)
         return 2
     manifest = load_manifest(args.model, verify=False)
+    if args.fixed_layer is None:
+        args.fixed_layer = matched_fixed_layer(args.docs / "bench_exit.json", manifest.model_version)
+        if args.fixed_layer is None:
+            print(f"closed_loop: {args.docs / 'bench_exit.json'} did not measure {manifest.model_version!r}, so the "
+                  "fixed exit's layer (deead 2 m's mean depth) is unknown; run bench/bench_exit.py on this model "
+                  "or pass --fixed-layer", file=sys.stderr)
+            return 2
+    chosen = args.settings or settings(args.fixed_layer)
     model_sha = model_sha256(manifest)
     model_id = model_sha[:12]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ import torch
 from deead_ros.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel
 from deead_ros.model.encoding import (ACCEL_FEATURE, FrameInputs, InputSpec, accelerations, encode_batch,
                                      normalise_images, resize_uint8)
+from deead_ros.errors import ModelFileError
 from deead_ros.model.weights import check_compatible, load_pretrained, save_pretrained
 from deead_ros.tools.dataset_format import load_episode, world_to_ego
 
@@ -70,18 +71,22 @@ def encode_split(files: list[Path], spec: InputSpec) -> dict[str, np.ndarray]:
 
 
 def layer_weights(num_layers: int, final_only: bool, shallow: float = 0.2, final: float = 2.0,
-                  supervise_from: int = 1) -> torch.Tensor:
-    """Per-layer loss weights: none before layer `supervise_from` (1-based), `shallow` there rising linearly
-    to 1 before the last layer, `final` at the last; sum 1.
+                  supervise_from: int = 1, ramp_power: float = 1.0) -> torch.Tensor:
+    """Per-layer loss weights: none before layer `supervise_from` (1-based), `shallow` there rising to 1
+    before the last layer (linearly, or as x**ramp_power of the way along), `final` at the last; sum 1.
 
     A small `shallow` weight lets the first layers prepare features instead of plans (a model whose
     early layers must already plan well does not need its depth); the exit controller still finds
     usable plans in the middle layers, which the linear ramp keeps trained. Layers before the exit
     controller's first checkpoint are never read, so `supervise_from` = that checkpoint leaves them
-    free to build features, as a model trained for its last layer only (ORION) does.
+    free to build features, as a model trained for its last layer only (ORION) does. A ramp_power above
+    1 keeps the layers just after that checkpoint lightly supervised, so that the plan still improves
+    with depth (ORION's 0-1.6 m per layer after layer 13) instead of being finished there.
     """
     if not 1 <= supervise_from <= num_layers:
         raise ValueError(f"supervise_from {supervise_from} is outside layers 1..{num_layers}")
+    if ramp_power <= 0:
+        raise ValueError(f"ramp_power {ramp_power} must be positive (1: linear)")
     w = torch.zeros(num_layers)
     if final_only:
         w[-1] = 1.0
@@ -89,7 +94,8 @@ def layer_weights(num_layers: int, final_only: bool, shallow: float = 0.2, final
     w[-1] = final
     ramp = num_layers - supervise_from            # supervised layers before the last
     if ramp > 0:
-        w[supervise_from - 1:-1] = torch.linspace(shallow, 1.0, ramp) if ramp > 1 else 1.0
+        along = torch.linspace(0.0, 1.0, ramp) ** ramp_power if ramp > 1 else torch.ones(1)
+        w[supervise_from - 1:-1] = shallow + (1.0 - shallow) * along
     return w / w.sum()
 
 
@@ -149,7 +155,7 @@ def hide_acceleration(ego: torch.Tensor, rng: np.random.Generator, share: float)
 
 
 # Options added after checkpoints were written without them, at the value those were trained with.
-UNRECORDED_REGIME = {"supervise_from": 1}
+UNRECORDED_REGIME = {"supervise_from": 1, "ramp_power": 1.0, "init_from": None}
 
 
 def regime_changes(state: dict, regime: dict) -> str:
@@ -198,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--supervise-from", type=int, default=1, metavar="LAYER",
                         help="first layer (1-based) the early-exit loss reads; set it to the exit controller's "
                              "first checkpoint so that earlier layers are free to build features")
+    parser.add_argument("--ramp-power", type=float, default=1.0,
+                        help="shape of the weight ramp from --supervise-from to the last layer (1: linear; 3: the "
+                             "layers just after the first supervised one weigh little, so depth still pays)")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="WEIGHTS",
+                        help="start from these trained weights (a deead_train output of the same architecture and "
+                             "config) instead of random ones: fine-tunes e.g. a final-layer-only model for early exit")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=500)
@@ -233,10 +245,22 @@ def main(argv: list[str] | None = None) -> int:
     if mismatch:
         parser.error(f"the model config does not fit the input encoding ({mismatch}); keep those fields at their "
                      "defaults")
+    start_from = None
+    if args.init_from is not None:
+        try:
+            start_from = load_pretrained(args.init_from)
+        except (ModelFileError, OSError) as err:
+            parser.error(f"--init-from: {err}")
+        theirs = (start_from.arch, start_from.model.cfg, start_from.inputs)
+        if theirs != (args.arch, cfg, spec):
+            parser.error(f"--init-from {args.init_from} holds a {start_from.arch} with config "
+                         f"{start_from.model.cfg.to_dict()} and inputs {start_from.inputs.to_dict()}; give the same "
+                         "--arch, --model-config and input options to fine-tune it")
     regime = {"inputs": spec.to_dict(), "final_only": args.final_only, "accel_dropout": args.accel_dropout,
               "arch": args.arch, "model": cfg.to_dict(), "shallow_weight": args.shallow_weight,
               "final_weight": args.final_weight, "max_val_frames": args.max_val_frames,
-              "supervise_from": args.supervise_from}
+              "supervise_from": args.supervise_from, "ramp_power": args.ramp_power,
+              "init_from": start_from.model_version if start_from else None}
     checkpoint = args.run / "checkpoint.pt"
     state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
     if state is not None:
@@ -246,12 +270,15 @@ def main(argv: list[str] | None = None) -> int:
                   "options or start a new run with --run", file=sys.stderr)
             return 2
     model = ARCHITECTURES[args.arch].model(cfg)
+    if start_from is not None:
+        model.load_state_dict(start_from.model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     n_layers = ARCHITECTURES[args.arch].adapter(model).num_layers
     try:
-        weights = layer_weights(n_layers, args.final_only, args.shallow_weight, args.final_weight, args.supervise_from)
+        weights = layer_weights(n_layers, args.final_only, args.shallow_weight, args.final_weight, args.supervise_from,
+                                args.ramp_power)
     except ValueError as err:
-        parser.error(f"--supervise-from: {err}")
+        parser.error(f"--supervise-from / --ramp-power: {err}")
     train_files = sorted((args.data / "train").glob("ep_*.npz"))
     if args.max_train_episodes:
         train_files = train_files[: args.max_train_episodes]
@@ -272,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     step, best_val = 0, float("inf")
     variant = ("final-layer loss only" if args.final_only else "early-exit loss") + \
         (", acceleration input" if args.acceleration_input else "") + \
-        (f", acceleration dropout {args.accel_dropout:g}" if args.accel_dropout else "")
+        (f", acceleration dropout {args.accel_dropout:g}" if args.accel_dropout else "") + \
+        (f", fine-tuned from {start_from.model_version}" if start_from else "")
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -439,3 +439,14 @@ def test_no_verdict_on_too_few_seeds():
     comparison = summarise(records, settings)["comparisons"]["deead_2"]
     assert {comparison[m]["verdict"] for m in ("collision", "at_fault", "completion", "score")} == {"too few seeds"}
     assert comparison["collision"]["interval"] == "newcombe" and not comparison["worse_than_full"]
+
+
+def test_the_fixed_exit_layer_comes_from_bench_exit_only_when_it_measured_this_model(tmp_path):
+    import json
+    bench = closed_loop_bench()
+    measured = tmp_path / "bench_exit.json"
+    assert bench.matched_fixed_layer(measured, "model b") is None, "no bench_exit.json yet"
+    measured.write_text(json.dumps({"model_version": "model b", "settings": {"full": {}, "fixed_14": {},
+                                                                             "deead_2": {}}}))
+    assert bench.matched_fixed_layer(measured, "model b") == 14
+    assert bench.matched_fixed_layer(measured, "model a") is None, "measured on another model"

@@ -152,13 +152,41 @@ def test_trainer_trains_the_llama_vla_with_the_early_exit_loss(tmp_path):
     assert train_main([*args, "--shallow-weight", "0.05"]) == 2, "another loss is another training"
 
 
+def test_trainer_fine_tunes_trained_weights_and_refuses_another_model(tmp_path, capsys):
+    data, base = tmp_path / "data", tmp_path / "base"
+    for split in ("train", "val"):
+        (data / split).mkdir(parents=True)
+        shutil.copy(FIXTURE_EPISODE, data / split / "ep_00001.npz")
+    common = ["--arch", "llama_vla", "--model-config", *TINY_LLAMA, "--data", str(data), "--steps", "2",
+              "--batch", "4", "--eval-every", "2", "--threads", "1"]
+    assert train_main([*common, "--final-only", "--run", str(tmp_path / "run0"), "--out", str(base)]) == 0
+    tuned = tmp_path / "tuned"
+    frozen = [*common, "--lr", "0", "--init-from", str(base), "--run", str(tmp_path / "run1"), "--out", str(tuned)]
+    assert train_main(frozen) == 0
+    before, after = load_pretrained(base), load_pretrained(tuned)
+    assert "fine-tuned from " + before.model_version in after.model_version
+    for key, value in before.model.state_dict().items():      # learning rate 0: the start is the base model
+        assert torch.equal(value, after.model.state_dict()[key]), key
+    regime = torch.load(tmp_path / "run1" / "checkpoint.pt", weights_only=False)["regime"]
+    assert regime["init_from"] == before.model_version
+    wider = [*common[:3], *TINY_LLAMA[:1], "hidden_size=64", *TINY_LLAMA[2:], *common[3 + len(TINY_LLAMA):]]
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*wider, "--init-from", str(base), "--run", str(tmp_path / "run2")])
+    assert exit_info.value.code == 2 and "give the same --arch, --model-config" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_main([*common, "--init-from", str(tmp_path / "nowhere"), "--run", str(tmp_path / "run3")])
+    assert "--init-from" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, says", [
     (["--arch", "llama_vla", "--model-config", "hidden_sise=64"], "hidden_sise"),
     (["--arch", "llama_vla", "--model-config", "image_hw=[48, 80]"], "does not fit the input encoding"),
     (["--arch", "llama_vla", "--layers", "8"], "--layers sets deead_vla's n_layer"),
     (["--arch", "llama_vla", "--model-config", "num_hidden_layers=3", "--supervise-from", "4",
-      "--data", "/nonexistent"], "--supervise-from: supervise_from 4 is outside layers 1..3"),
-], ids=["unknown key", "input size", "--layers for llama", "--supervise-from past the last layer"])
+      "--data", "/nonexistent"], "supervise_from 4 is outside layers 1..3"),
+    (["--ramp-power", "0", "--data", "/nonexistent"], "ramp_power 0.0 must be positive"),
+], ids=["unknown key", "input size", "--layers for llama", "--supervise-from past the last layer",
+         "--ramp-power 0"])
 def test_trainer_names_a_bad_model_config(capsys, args, says):
     with pytest.raises(SystemExit) as exit_info:
         train_main(args)
@@ -179,3 +207,12 @@ def test_layer_weights_leave_the_layers_before_the_first_supervised_one_free():
     assert torch.equal(layer_weights(8, final_only=False, supervise_from=8), torch.eye(8)[-1])
     with pytest.raises(ValueError, match="outside layers 1..8"):
         layer_weights(8, final_only=False, supervise_from=9)
+
+
+def test_a_steeper_ramp_keeps_the_layers_after_the_first_supervised_one_light():
+    linear = layer_weights(32, final_only=False, shallow=0.0, supervise_from=13)
+    cubic = layer_weights(32, final_only=False, shallow=0.0, supervise_from=13, ramp_power=3.0)
+    assert float(cubic.sum()) == pytest.approx(1.0) and torch.all(cubic[:13] == 0)
+    assert cubic[30] / cubic[31] == pytest.approx(0.5) == linear[30] / linear[31]   # the same ends
+    assert cubic[13] / cubic[30] == pytest.approx((1 / 18) ** 3)                   # layer 14: 1/18 of the way
+    assert torch.all(torch.diff(cubic[12:31]) > 0)
