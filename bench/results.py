@@ -389,6 +389,12 @@ def nearest_deead(settings: dict, sparsity: float) -> str:
     return min(swept, key=lambda name: abs(settings[name]["layer_sparsity"] - sparsity))
 
 
+def fixed_setting(settings: dict) -> tuple[str, str]:
+    """The fixed-exit setting's key ("fixed_14") and its label ("fixed at layer 14"); ("", "") if there is none."""
+    name = next((key for key in settings if key.startswith("fixed_")), "")
+    return name, name.replace("_", " at layer ")
+
+
 def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> str:
     """Point by point against the paper: sparsity, latency, quality, collisions, fixed exit and patience, the scan."""
     text = PAPER + "\n\n"
@@ -405,8 +411,8 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
                  [f"median latency reduction, deead at {delta} m", f"{paper_cut:.0%}" if paper_cut else "-",
                   f"{1 - d['latency_ratio_vs_full']:.0%}"],
                  [f"L2 at 3 s vs full depth, deead at {delta} m", "preserved", f"{d['l2_3s_change_vs_full']:+.1%}"]]
-    fixed = next(name for name in s if name.startswith("fixed_"))
-    rows.append([f"{fixed.replace('_', ' at layer ')} (deead 2 m's mean depth), L2 at 3 s vs full depth",
+    fixed, fixed_label = fixed_setting(s)
+    rows.append([f"{fixed_label} (deead 2 m's mean depth), L2 at 3 s vs full depth",
                  "similar sparsity, 2x the collisions", f"{s[fixed]['l2_3s_change_vs_full']:+.1%}"])
     patience, matched = s["patience"], s[nearest_deead(s, s["patience"]["layer_sparsity"])]
     rows.append([f"patience ({patience['layer_sparsity']:.0%} sparsity) vs deead at matched sparsity "
@@ -426,9 +432,9 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
         full, deead = loop["settings"]["full"], loop["settings"]["deead_2"]
         rows.append([f"collision rate, deead at 2 m vs full depth ({full['episodes']} closed-loop episodes each)",
                      "0.06% vs 0.03%", f"{deead['collision_rate']:.0%} vs {full['collision_rate']:.0%}"])
-        fixed_loop = next((name for name in loop["settings"] if name.startswith("fixed_")), None)
+        fixed_loop, fixed_loop_label = fixed_setting(loop["settings"])
         if fixed_loop:
-            rows.append([f"collision rate, {fixed_loop.replace('_', ' at layer ')} vs deead at 2 m",
+            rows.append([f"collision rate, {fixed_loop_label} vs deead at 2 m",
                          "2x", f"{loop['settings'][fixed_loop]['collision_rate']:.0%} vs "
                                f"{deead['collision_rate']:.0%}"])
     text += table(["", "DeeAD on ORION (paper)", "here"], rows)
