@@ -59,8 +59,25 @@ def test_report_on_a_simulator_episode_writes_the_figures_and_the_page(tmp_path)
     assert (tmp_path / "out" / "per_layer.png").stat().st_size > 0
 
 
+def test_report_on_the_validation_split_names_the_largest_delta_within_two_percent(tmp_path):
+    torch.manual_seed(0)
+    weights = save_pretrained(DeeadVLA(VLAConfig(n_layer=6)), InputSpec(), tmp_path / "weights").parent
+    (tmp_path / "data" / "val").mkdir(parents=True)
+    shutil.copy(FIXTURE, tmp_path / "data" / "val" / "ep_00001.npz")
+    assert main(["--weights", str(weights), "--data", str(tmp_path / "data"), "--split", "val",
+                 "--first-checkpoint", "2", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "model_report.json").read_text())
+    assert report["split"] == "val"
+    change = {float(d): e["l2_3s"] / report["l2_3s_full"] - 1 for d, e in report["exits"].items()}
+    assert len(change) >= 6, "a sweep fine enough to choose from"
+    chosen = report["largest_delta_within_2pct_m"]
+    assert all(c > 0.02 for d, c in change.items() if chosen is None or d > chosen)
+    assert chosen is None or change[chosen] <= 0.02
+    assert "`val` split" in (tmp_path / "out" / "model_report.md").read_text()
+
+
 def test_report_says_what_to_do_without_test_episodes(tmp_path, capsys):
     torch.manual_seed(0)
     weights = save_pretrained(DeeadVLA(VLAConfig(n_layer=2)), InputSpec(), tmp_path / "weights").parent
     assert main(["--weights", str(weights), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
-    assert "no test episodes" in capsys.readouterr().out
+    assert "no episodes under" in capsys.readouterr().out
