@@ -19,6 +19,7 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
              "model on frames with a route": l2_table(shipped[has_route, -1], truth[has_route], dt_s),
              "constant velocity": l2_table(cv_prior, truth, dt_s)}
 
-    exits = {}
+    exits: dict[float, dict[str, Any]] = {}
     recommended = float(default("exit.delta_m"))
     for delta in sorted({*DELTAS, recommended}):
         policy = ExitSettings(delta_m=delta, first_checkpoint=args.first_checkpoint).build_policy()
