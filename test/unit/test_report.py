@@ -73,6 +73,7 @@ def test_report_on_the_validation_split_names_the_largest_delta_within_two_perce
     chosen = report["largest_delta_within_2pct_m"]
     assert all(c > 0.02 for d, c in change.items() if chosen is None or d > chosen)
     assert chosen is None or change[chosen] <= 0.02
+    assert all(np.isfinite(e["l2_3s_fixed_at_mean_exit"]) for e in report["exits"].values())
     assert "`val` split" in (tmp_path / "out" / "model_report.md").read_text()
 
 
