@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from deead_ros.model.encoding import FrameInputs, encode_batch
-from deead_ros.exit import ExitSettings, FrameContext, PriorSettings, RecordedChain, run_with_exit, select_prior
+from deead_ros.exit import ExitSettings, FrameContext, RecordedChain, run_with_exit
 from deead_ros.exit.metrics import l2_at_m
-from deead_ros.exit.prior import Prior, constant_turn_rate_prior
+from deead_ros.exit.prior import constant_turn_rate_prior
 from deead_ros.model.weights import CONFIG_FILE, load_pretrained, read_config
 from deead_ros.parameters import default
 from deead_ros.tools.dataset_format import load_episode
-from deead_ros.tools.train import episode_frames
+from deead_ros.tools.train import episode_frames, route_priors, trajectory_or_nan
 
 DELTAS = (0.25, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)   # the sweep the recommended delta is chosen from
 HISTOGRAM_DELTAS = (0.5, 1.0, 2.0)
@@ -89,13 +89,6 @@ def l2_table(pred: np.ndarray, truth: np.ndarray, dt_s: float) -> dict[str, floa
     return {f"l2_{t}s": float(np.mean([l2_at_m(p, g, dt_s, t) for p, g in zip(pred, truth)])) for t in (1, 2, 3)}
 
 
-def trajectory_or_nan(prior: Prior, steps: int) -> np.ndarray:
-    """The prior's (T, 2) trajectory, or (steps, 2) NaN where it has none."""
-    if prior.trajectory_m is None:
-        return np.full((steps, 2), np.nan, np.float32)
-    return prior.trajectory_m
-
-
 def quartiles(values: np.ndarray) -> dict[str, list[float]]:
     """values (N, L) -> mean and quartiles per layer."""
     return {"mean": values.mean(0).tolist(), "q25": np.percentile(values, 25, 0).tolist(),
@@ -121,11 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[report] {len(frames)} {args.split} frames", flush=True)
     dt_s = cfg.dt_s
     times = dt_s * np.arange(1, truth.shape[1] + 1)
-    route_only = PriorSettings(fallback_to_constant_velocity=False)
-    priors = [select_prior(route_only, times, f.speed_mps, f.yaw_rate_rps, route_only.route_ahead(f.route_ego_m))
-              for f in frames]
-    has_route = np.array([p.is_valid for p in priors])
-    route_prior = np.stack([trajectory_or_nan(p, len(times)) for p in priors])
+    has_route, route_prior = route_priors(frames, times)
     cv_prior = np.stack([trajectory_or_nan(constant_turn_rate_prior(f.speed_mps, f.yaw_rate_rps, times), len(times))
                          for f in frames])
 

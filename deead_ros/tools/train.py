@@ -27,7 +27,11 @@ from deead_ros.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel
 from deead_ros.model.encoding import (ACCEL_FEATURE, FrameInputs, InputSpec, accelerations, encode_batch,
                                      normalise_images, resize_uint8)
 from deead_ros.errors import ModelFileError
+from deead_ros.exit import PriorSettings, select_prior
+from deead_ros.exit.metrics import mean_deviation_m, steps_within
+from deead_ros.exit.prior import Prior
 from deead_ros.model.weights import check_compatible, load_pretrained, save_pretrained
+from deead_ros.parameters import default
 from deead_ros.tools.dataset_format import load_episode, world_to_ego
 
 MODEL_VERSIONS = {"deead_vla": "deead-vla-1 metadrive", "llama_vla": "llama-vla-1 metadrive"}
@@ -50,9 +54,42 @@ def episode_frames(ep: dict[str, np.ndarray], accel_window_s: float) -> tuple[np
     return keep, frames
 
 
-def encode_split(files: list[Path], spec: InputSpec) -> dict[str, np.ndarray]:
-    """Load episodes and encode everything but the image normalisation (done per batch, in torch)."""
+def trajectory_or_nan(prior: Prior, steps: int) -> np.ndarray:
+    """The prior's (T, 2) trajectory, or (steps, 2) NaN where it has none."""
+    if prior.trajectory_m is None:
+        return np.full((steps, 2), np.nan, np.float32)
+    return prior.trajectory_m
+
+
+def route_priors(frames: list[FrameInputs], times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each recorded frame's route prior as the exit controller builds it from the route alone (no fallback).
+
+    Returns which frames have one (N,) and the priors (N, T, 2), NaN where there is none.
+    """
+    route_only = PriorSettings(fallback_to_constant_velocity=False)
+    priors = [select_prior(route_only, times_s, f.speed_mps, f.yaw_rate_rps, route_only.route_ahead(f.route_ego_m))
+              for f in frames]
+    has_route = np.array([p.is_valid for p in priors], bool)
+    return has_route, np.stack([trajectory_or_nan(p, len(times_s)) for p in priors])
+
+
+def prior_deviation(frames: list[FrameInputs], future: np.ndarray, dt_s: float, horizon_s: float) -> np.ndarray:
+    """(N,) how far the expert's future lies from the route prior over the controller's horizon (inf: no route)."""
+    times = dt_s * np.arange(1, future.shape[1] + 1)
+    has_route, prior = route_priors(frames, times)
+    steps = steps_within(horizon_s, dt_s, future.shape[1])
+    return np.array([mean_deviation_m(f, p, steps) if ok else np.inf for f, p, ok in zip(future, prior, has_route)],
+                    np.float32)
+
+
+def encode_split(files: list[Path], spec: InputSpec, dt_s: float | None = None) -> dict[str, np.ndarray]:
+    """Load episodes and encode everything but the image normalisation (done per batch, in torch).
+
+    With `dt_s` (the model's waypoint spacing) each frame also gets `prior_deviation` (prior_deviation()).
+    """
     parts: dict[str, list] = {k: [] for k in ("images", "route", "ego", "command_ids", "future", "episode")}
+    if dt_s is not None:
+        parts["prior_deviation"] = []
     for i, path in enumerate(files):
         ep = load_episode(path)
         keep, frames = episode_frames(ep, spec.accel_window_s)
@@ -66,6 +103,9 @@ def encode_split(files: list[Path], spec: InputSpec) -> dict[str, np.ndarray]:
         for key in ("route", "ego", "command_ids"):
             parts[key].append(encoded[key])
         parts["future"].append(ep["future_ego"][keep].astype(np.float32))
+        if dt_s is not None:
+            parts["prior_deviation"].append(prior_deviation(frames, parts["future"][-1], dt_s,
+                                                            float(default("exit.horizon_s"))))
         parts["episode"].append(np.full(len(frames), i, np.int32))
     return {k: np.concatenate(v) for k, v in parts.items()} if parts["future"] else {}
 
@@ -115,7 +155,17 @@ def model_config(arch: str, overrides: list[str]) -> Any:
 
 def per_layer_ade(pred: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
     """(B, L, T, 2) predictions vs (B, T, 2) ground truth -> (L,) mean displacement, m."""
-    return (pred - future[:, None]).norm(dim=-1).mean(dim=(0, 2))
+    return per_frame_layer_ade(pred, future).mean(dim=0)
+
+
+def per_frame_layer_ade(pred: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+    """(B, L, T, 2) predictions vs (B, T, 2) ground truth -> (B, L) mean displacement, m."""
+    return (pred - future[:, None]).norm(dim=-1).mean(dim=2)
+
+
+def near_prior_weights(deviation_m: np.ndarray, scale_m: float) -> np.ndarray:
+    """exp(-(d / scale)^2): 1 where the expert follows the route prior, ~0 where it leaves it or there is none."""
+    return np.exp(-np.square(deviation_m / scale_m)).astype(np.float32)
 
 
 def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, spec: InputSpec) -> tuple[torch.Tensor, ...]:
@@ -155,7 +205,7 @@ def hide_acceleration(ego: torch.Tensor, rng: np.random.Generator, share: float)
 
 
 # Options added after checkpoints were written without them, at the value those were trained with.
-UNRECORDED_REGIME = {"supervise_from": 1, "ramp_power": 1.0, "init_from": None}
+UNRECORDED_REGIME = {"supervise_from": 1, "ramp_power": 1.0, "init_from": None, "near_prior_m": 0.0}
 
 
 def regime_changes(state: dict, regime: dict) -> str:
@@ -207,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp-power", type=float, default=1.0,
                         help="shape of the weight ramp from --supervise-from to the last layer (1: linear; 3: the "
                              "layers just after the first supervised one weigh little, so depth still pays)")
+    parser.add_argument("--near-prior-m", type=float, default=0.0, metavar="SCALE",
+                        help="train the layers before the last mostly on the frames whose expert future follows the "
+                             "route prior (weight exp(-(d/SCALE)^2), d its deviation over exit.horizon_s): the frames "
+                             "the exit controller lets out early; 0: every frame alike")
     parser.add_argument("--init-from", type=Path, default=None, metavar="WEIGHTS",
                         help="start from these trained weights (a deead_train output of the same architecture and "
                              "config) instead of random ones: fine-tunes e.g. a final-layer-only model for early exit")
@@ -226,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(0: cruising), ChauffeurNet's past-motion dropout against copying the ego's own "
                              "speed change")
     args = parser.parse_args(argv)
+    if args.near_prior_m < 0:
+        parser.error(f"--near-prior-m {args.near_prior_m} must be >= 0 m (0: every frame alike)")
     if args.accel_dropout and not args.acceleration_input:
         parser.error("--accel-dropout hides the acceleration input, which is off; add --acceleration-input")
 
@@ -260,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
               "arch": args.arch, "model": cfg.to_dict(), "shallow_weight": args.shallow_weight,
               "final_weight": args.final_weight, "max_val_frames": args.max_val_frames,
               "supervise_from": args.supervise_from, "ramp_power": args.ramp_power,
-              "init_from": start_from.model_version if start_from else None}
+              "init_from": start_from.model_version if start_from else None, "near_prior_m": args.near_prior_m}
     checkpoint = args.run / "checkpoint.pt"
     state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
     if state is not None:
@@ -288,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
               "(make metadrive, then python -m deead_ros.tools.collect_metadrive)", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    train, val = encode_split(train_files, spec), encode_split(val_files, spec)
+    train = encode_split(train_files, spec, cfg.dt_s if args.near_prior_m > 0 else None)
+    val = encode_split(val_files, spec)
     if args.max_val_frames and len(val["future"]) > args.max_val_frames:    # evenly spread: every map keeps some
         pick = np.linspace(0, len(val["future"]) - 1, args.max_val_frames).astype(int)
         val = {key: value[pick] for key, value in val.items()}
@@ -322,7 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         idx = rng.integers(0, len(train["future"]), args.batch)
         image, route, ego, command_ids, future = batch_tensors(train, idx, spec)
         hide_acceleration(ego, rng, args.accel_dropout)
-        ade = per_layer_ade(model.forward_all_layers(image, route, ego, command_ids), future)
+        per_frame = per_frame_layer_ade(model.forward_all_layers(image, route, ego, command_ids), future)
+        if args.near_prior_m > 0:        # the last layer on every frame, the others where the prior matches
+            near = torch.from_numpy(near_prior_weights(train["prior_deviation"][idx], args.near_prior_m))
+            per_frame = torch.cat([per_frame[:, :-1] * near[:, None], per_frame[:, -1:]], dim=1)
+        ade = per_frame.mean(dim=0)
         loss = (weights * ade).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -11,7 +11,9 @@ from deead_ros.model.encoding import ACCEL_FEATURE, EGO_FEATURES, InputSpec
 from deead_ros.errors import ModelFileError
 from deead_ros.model.vla import DeeadVLA, VLAConfig
 from deead_ros.model.weights import CONFIG_FILE, WEIGHTS_FILE, check_compatible, load_pretrained, save_pretrained
-from deead_ros.tools.train import hide_acceleration, layer_weights, main as train_main
+from deead_ros.model.encoding import FrameInputs
+from deead_ros.tools.train import (hide_acceleration, layer_weights, main as train_main, near_prior_weights,
+                                   prior_deviation)
 
 FIXTURE_EPISODE = Path(__file__).parents[1] / "fixtures" / "metadrive_episode.npz"
 
@@ -216,3 +218,37 @@ def test_a_steeper_ramp_keeps_the_layers_after_the_first_supervised_one_light():
     assert cubic[30] / cubic[31] == pytest.approx(0.5) == linear[30] / linear[31]   # the same ends
     assert cubic[13] / cubic[30] == pytest.approx((1 / 18) ** 3)                   # layer 14: 1/18 of the way
     assert torch.all(torch.diff(cubic[12:31]) > 0)
+
+
+def test_prior_deviation_measures_the_expert_against_the_route_prior_the_controller_builds():
+    dt, speed = 0.5, 8.0
+    times = dt * np.arange(1, 7)
+    route = np.stack([np.arange(0.0, 120.0, 2.0), np.zeros(60)], axis=1)         # straight ahead
+    image = np.zeros((96, 160, 3), np.uint8)
+    frames = [FrameInputs(image, route, speed, 0.0), FrameInputs(image, route, speed, 0.0),
+              FrameInputs(image, None, speed, 0.0)]
+    along = np.stack([speed * times, np.zeros(6)], axis=1)
+    future = np.stack([along, along + [0.0, 1.5], along]).astype(np.float32)   # on the route, 1.5 m beside it
+    deviation = prior_deviation(frames, future, dt, horizon_s=2.0)
+    assert deviation[0] == pytest.approx(0.0, abs=1e-3) and deviation[1] == pytest.approx(1.5, abs=1e-3)
+    assert np.isinf(deviation[2]), "no route, no prior"
+    weights = near_prior_weights(deviation, scale_m=1.5)
+    assert weights[0] == pytest.approx(1.0, abs=1e-3) and weights[1] == pytest.approx(np.exp(-1.0), abs=1e-3)
+    assert weights[2] == 0.0
+
+
+def test_trainer_weighs_the_intermediate_layers_by_the_prior_match(tmp_path, capsys):
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        (data / split).mkdir(parents=True)
+        shutil.copy(FIXTURE_EPISODE, data / split / "ep_00001.npz")
+    args = ["--arch", "llama_vla", "--model-config", *TINY_LLAMA, "--data", str(data), "--steps", "2",
+            "--batch", "4", "--eval-every", "2", "--threads", "1", "--run", str(tmp_path / "run"),
+            "--out", str(tmp_path / "weights")]
+    assert train_main([*args, "--near-prior-m", "0.5"]) == 0
+    regime = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["regime"]
+    assert regime["near_prior_m"] == 0.5
+    assert train_main(args) == 2, "another loss is another training"
+    with pytest.raises(SystemExit):
+        train_main([*args, "--near-prior-m", "-1"])
+    assert "--near-prior-m -1.0 must be >= 0" in capsys.readouterr().err
