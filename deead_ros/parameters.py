@@ -48,7 +48,7 @@ PARAMETERS: tuple[Spec, ...] = (
     Spec("output.frame_id", "string", "base_link", "frame of the published trajectory (the ego frame)"),
     # exit controller (live)
     Spec("exit.policy", "string", "deead", "deead | full | fixed | patience | deead_or_patience"),
-    Spec("exit.delta_m", "double", 0.4, "exit when the head's trajectory is within this of the prior, m",
+    Spec("exit.delta_m", "double", 0.25, "exit when the head's trajectory is within this of the prior, m",
          (0.0, 20.0)),
     Spec("exit.first_checkpoint", "integer", 13, "first layer read through the head (1-based)",
          (1, 256)),

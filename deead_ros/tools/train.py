@@ -355,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     args.run.mkdir(parents=True, exist_ok=True)
     step, best_val = 0, float("inf")
     variant = ("final-layer loss only" if args.final_only else "early-exit loss") + \
+        (f" weighted near the route prior {args.near_prior_m:g} m" if args.near_prior_m else "") + \
         (", acceleration input" if args.acceleration_input else "") + \
         (f", acceleration dropout {args.accel_dropout:g}" if args.accel_dropout else "") + \
         (f", fine-tuned from {start_from.model_version}" if start_from else "")
