@@ -414,6 +414,14 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
     fixed, fixed_label = fixed_setting(s)
     rows.append([f"{fixed_label} (deead 2 m's mean depth), L2 at 3 s vs full depth",
                  "similar sparsity, 2x the collisions", f"{s[fixed]['l2_3s_change_vs_full']:+.1%}"])
+    same_depth = (report or {}).get("exits", {}).get(str(float(recommended)))
+    if same_depth and "l2_3s_fixed_at_mean_exit" in same_depth and report:
+        full_l2 = report["l2_3s_full"]
+        rows.append([f"deead at {recommended} m vs a fixed exit at its mean depth (layer "
+                     f"{same_depth['mean_exit_layer']:.0f}), L2 at 3 s vs full depth ({report['test_frames']} "
+                     "frames, docs/model_report.md)", "-",
+                     f"{same_depth['l2_3s'] / full_l2 - 1:+.1%} vs "
+                     f"{same_depth['l2_3s_fixed_at_mean_exit'] / full_l2 - 1:+.1%}"])
     patience, matched = s["patience"], s[nearest_deead(s, s["patience"]["layer_sparsity"])]
     rows.append([f"patience ({patience['layer_sparsity']:.0%} sparsity) vs deead at matched sparsity "
                  f"({matched['layer_sparsity']:.0%}), L2 at 3 s vs full depth", "-",
