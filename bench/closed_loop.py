@@ -58,6 +58,7 @@ from deead_ros.tools.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
+BENCH_EXIT_JSON = REPO / "docs" / "bench_exit.json"   # the committed open-loop benchmark: the fixed exit's layer
 HELD_OUT_SEEDS = 3000          # maps never used for training (0-109), validation (1000-1009) or test (2000-2013)
 
 
@@ -408,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="manifest.json of the exported model")
     parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
     parser.add_argument("--fixed-layer", type=int, default=None,
-                        help="layer of the fixed exit (default: deead 2 m's mean depth in <docs>/bench_exit.json, "
+                        help="layer of the fixed exit (default: deead 2 m's mean depth in docs/bench_exit.json, "
                              "when it measured this model)")
     parser.add_argument("--settings", nargs="*", default=None, help="a subset of the settings")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "closed_loop")
@@ -429,9 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     manifest = load_manifest(args.model, verify=False)
     if args.fixed_layer is None:
-        args.fixed_layer = matched_fixed_layer(args.docs / "bench_exit.json", manifest.model_version)
+        args.fixed_layer = matched_fixed_layer(BENCH_EXIT_JSON, manifest.model_version)
         if args.fixed_layer is None:
-            print(f"closed_loop: {args.docs / 'bench_exit.json'} did not measure {manifest.model_version!r}, so the "
+            print(f"closed_loop: {BENCH_EXIT_JSON} did not measure {manifest.model_version!r}, so the "
                   "fixed exit's layer (deead 2 m's mean depth) is unknown; run bench/bench_exit.py on this model "
                   "or pass --fixed-layer", file=sys.stderr)
             return 2
