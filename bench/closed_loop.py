@@ -20,11 +20,12 @@ as `sim_failure` for every setting (counted in the report, not scored).
     .venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full               # one episode, step by step
 
 Settings: the yielding IDM expert (the data set's driver), the model at full depth, deead at
-delta 0.5 / 1 / 2 m, a fixed exit at --fixed-layer (deead 2 m's mean exit layer), patience, and
-deead-or-patience at 2 m. Writes <docs>/closed_loop.json (closed_loop_density_D.json for another
-density) and .png: per setting the rates with 95% intervals, per early-exit setting the paired
-comparison with full depth (McNemar; Newcombe's paired interval for rates, a seed bootstrap for
-completion and score) and the verdict against the declared margins;
+delta 0.5 / 1 / 2 m and the recommended delta (exit.delta_m), a fixed exit at --fixed-layer (deead
+2 m's mean exit layer), patience, and deead-or-patience at 2 m. Writes <docs>/closed_loop.json
+(closed_loop_density_D.json for another density) and .png: per setting the rates with 95%
+intervals, per early-exit setting the paired comparison with full depth (McNemar; Newcombe's
+paired interval for rates, a seed bootstrap for completion and score) and the verdict against the
+declared margins;
 <out>/progress.json after every seed. Ends with one JSON line: seeds, the expert's rates, verdicts.
 """
 from __future__ import annotations
@@ -88,9 +89,11 @@ def matched_fixed_layer(bench_exit_json: Path, model_version: str) -> int | None
     return int(fixed[0].removeprefix("fixed_")) if len(fixed) == 1 else None
 
 
-def settings(fixed_layer: int) -> list[str]:
-    return [EXPERT, "full", "deead_0.5", "deead_1", "deead_2", f"fixed_{fixed_layer}", "patience",
-            "deead_or_patience_2"]
+def settings(fixed_layer: int, recommended_delta_m: float) -> list[str]:
+    """The protocol's settings, and deead at the recommended delta (exit.delta_m) where it is not one of them."""
+    deltas = [f"deead_{d:g}" for d in dict.fromkeys((recommended_delta_m, 0.5, 1.0, 2.0))]
+    return [EXPERT, "full", *sorted(deltas, key=lambda name: float(name.removeprefix("deead_"))),
+            f"fixed_{fixed_layer}", "patience", "deead_or_patience_2"]
 
 
 _worker_state: dict = {}
@@ -436,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                   "fixed exit's layer (deead 2 m's mean depth) is unknown; run bench/bench_exit.py on this model "
                   "or pass --fixed-layer", file=sys.stderr)
             return 2
-    chosen = args.settings or settings(args.fixed_layer)
+    chosen = args.settings or settings(args.fixed_layer, float(default("exit.delta_m")))
     model_sha = model_sha256(manifest)
     model_id = model_sha[:12]
     args.out.mkdir(parents=True, exist_ok=True)

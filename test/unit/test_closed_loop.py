@@ -450,3 +450,11 @@ def test_the_fixed_exit_layer_comes_from_bench_exit_only_when_it_measured_this_m
                                                                              "deead_2": {}}}))
     assert bench.matched_fixed_layer(measured, "model b") == 14
     assert bench.matched_fixed_layer(measured, "model a") is None, "measured on another model"
+
+
+def test_the_settings_add_the_recommended_delta_once():
+    bench = closed_loop_bench()
+    assert bench.settings(13, 0.25) == [EXPERT, FULL, "deead_0.25", "deead_0.5", "deead_1", "deead_2", "fixed_13",
+                                        "patience", "deead_or_patience_2"]
+    assert bench.settings(11, 2.0) == [EXPERT, FULL, "deead_0.5", "deead_1", "deead_2", "fixed_11", "patience",
+                                       "deead_or_patience_2"]
