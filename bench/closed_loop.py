@@ -91,9 +91,8 @@ def matched_fixed_layer(bench_exit_json: Path, model_version: str) -> int | None
 
 def settings(fixed_layer: int, recommended_delta_m: float) -> list[str]:
     """The protocol's settings, and deead at the recommended delta (exit.delta_m) where it is not one of them."""
-    deltas = [f"deead_{d:g}" for d in dict.fromkeys((recommended_delta_m, 0.5, 1.0, 2.0))]
-    return [EXPERT, "full", *sorted(deltas, key=lambda name: float(name.removeprefix("deead_"))),
-            f"fixed_{fixed_layer}", "patience", "deead_or_patience_2"]
+    deltas = [f"deead_{d:g}" for d in sorted({recommended_delta_m, 0.5, 1.0, 2.0})]
+    return [EXPERT, "full", *deltas, f"fixed_{fixed_layer}", "patience", "deead_or_patience_2"]
 
 
 _worker_state: dict = {}

@@ -89,6 +89,12 @@ def l2_table(pred: np.ndarray, truth: np.ndarray, dt_s: float) -> dict[str, floa
     return {f"l2_{t}s": float(np.mean([l2_at_m(p, g, dt_s, t) for p, g in zip(pred, truth)])) for t in (1, 2, 3)}
 
 
+def fixed_exit_at(per_layer: np.ndarray, truth: np.ndarray, dt_s: float, mean_exit_layer: float) -> tuple[int, float]:
+    """A fixed exit at an adaptive policy's mean depth (the same compute): its layer and L2 at 3 s."""
+    layer = int(round(mean_exit_layer))
+    return layer, l2_table(per_layer[:, layer - 1], truth, dt_s)["l2_3s"]
+
+
 def quartiles(values: np.ndarray) -> dict[str, list[float]]:
     """values (N, L) -> mean and quartiles per layer."""
     return {"mean": values.mean(0).tolist(), "q25": np.percentile(values, 25, 0).tolist(),
@@ -148,11 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             trace = run_with_exit(RecordedChain(shipped[i]), 0, policy, ctx)
             layers.append(trace.exit_layer)
             preds.append(trace.trajectory_m)
-        matched = int(round(np.mean(layers)))          # a fixed exit at the same mean depth: is adaptivity worth it?
         exits[delta] = {"exit_layers": layers, "mean_exit_layer": float(np.mean(layers)),
                         "layer_sparsity": float(1 - np.mean(layers) / num_layers),
-                        **l2_table(np.asarray(preds), truth, dt_s),
-                        "l2_3s_fixed_at_mean_exit": l2_table(shipped[:, matched - 1], truth, dt_s)["l2_3s"]}
+                        **l2_table(np.asarray(preds), truth, dt_s),       # is adaptivity worth it at this compute?
+                        "l2_3s_fixed_at_mean_exit": fixed_exit_at(shipped, truth, dt_s, float(np.mean(layers)))[1]}
     plan_differs = np.array([np.linalg.norm(route_prior[i] - truth[i], axis=-1).mean() > 1.0 if has_route[i] else True
                              for i in range(len(frames))])
     by_scenario = {s: float(plan_differs[scenarios == s].mean()) for s in sorted(set(scenarios))}
@@ -202,12 +207,12 @@ def depth_matters(per_layer: np.ndarray, truth: np.ndarray, dt_s: float, exits: 
     num_layers = per_layer.shape[1]
     final = table["model (full depth)"]["l2_3s"]
     l2_3s_route_prior = table["route prior"]["l2_3s"]
-    fixed_layer = int(round(exits[2.0]["mean_exit_layer"]))
+    fixed_layer, fixed_l2 = fixed_exit_at(per_layer, truth, dt_s, exits[2.0]["mean_exit_layer"])
     figures = {
         "l2_3s_layer8": l2_table(per_layer[:, min(SHALLOW_LAYER, num_layers) - 1], truth, dt_s)["l2_3s"],
         "l2_3s_final": final, "l2_3s_full": final,
         "fixed_exit_layer": fixed_layer,
-        "l2_3s_fixed_at_deead2_mean_exit": l2_table(per_layer[:, fixed_layer - 1], truth, dt_s)["l2_3s"],
+        "l2_3s_fixed_at_deead2_mean_exit": fixed_l2,
         "delta_recommended_m": recommended,
         "l2_3s_deead_recommended": exits[recommended]["l2_3s"],
         "layer_share_deead_recommended": exits[recommended]["mean_exit_layer"] / num_layers,
