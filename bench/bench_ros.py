@@ -352,7 +352,8 @@ def stress(bag: Path, seconds: float, out: Path | None) -> int:
     from deead_ros.paths import demo_manifest_path
     from deead_ros.ros.demo import count_camera_frames
     frames, load = count_camera_frames(bag), os.cpu_count() or 1
-    dt_s = load_manifest(demo_manifest_path(), verify=False).dt_s
+    manifest = load_manifest(demo_manifest_path(), verify=False)
+    dt_s = manifest.dt_s
     print(f"[bench_ros] stress: {bag} ({frames} frames) at 1x{f' for {seconds:g} s' if seconds else ''}, "
           f"alone and with {load} busy-loop processes", flush=True)
     rclpy.init()
@@ -381,7 +382,8 @@ def stress(bag: Path, seconds: float, out: Path | None) -> int:
     print(f"{'':>10} " + " ".join(f"{k:>18}" for k in keys))
     for name, row in passes.items():
         print(f"{name:>10} " + " ".join(f"{row[k]:>18.4g}" for k in keys))
-    summary = {"bag": str(bag), "seconds": seconds, "load_processes": load, "common_frames": len(common),
+    summary = {"model_version": manifest.model_version, "bag": str(bag), "seconds": seconds,
+               "load_processes": load, "common_frames": len(common),
                "max_diff_common_m": max_diff,
                "l2_1s_ratio": round(b["l2_1s_m"] / a["l2_1s_m"], 4),
                "l2_3s_ratio": round(b["l2_3s_m"] / a["l2_3s_m"], 4),

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this c
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 
-from deead_ros.paths import share_dir  # noqa: E402
+from deead_ros.engines.manifest import load_manifest  # noqa: E402
+from deead_ros.paths import demo_manifest_path, share_dir  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
 from proc_stats import rss_mb  # noqa: E402
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                   **dict(item.split(":=", 1) for item in args.param)}
     if args.model:
         parameters["model_file_path"] = args.model
+    model_version = load_manifest(args.model or demo_manifest_path(), verify=False).model_version
     node = subprocess.Popen(node_command(parameters))
     rclpy.init()
     listener = rclpy.create_node("soak_listener")
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
               "latency_p50_last_third_ms": round(float(np.nanmedian(thirds[-1])), 2)}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "soak.json").write_text(json.dumps({"result": result, "samples": samples}, indent=1))
+        written = {"model_version": model_version, "result": result, "samples": samples}
+        (args.out / "soak.json").write_text(json.dumps(written, indent=1))
         plot(samples, args.out / "soak.png")
     print(json.dumps(result))
     return 0

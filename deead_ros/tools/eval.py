@@ -164,7 +164,7 @@ def _row(frame: int, setting: str, result: PlanResult, truth: np.ndarray | None,
 
 
 def summarise(rows: list[Row]) -> Summary:
-    """Per setting: frames, mean exit layer, sparsity, checks, latency p50/p95, L2 at 1/2/3 s, ratios to full."""
+    """Per setting: frames, mean exit layer, sparsity, checks, latency p50/p95/mean, L2 at 1/2/3 s, ratios to full."""
     summary = {}
     for setting in dict.fromkeys(r["setting"] for r in rows):
         sel = [r for r in rows if r["setting"] == setting]
@@ -175,6 +175,7 @@ def summarise(rows: list[Row]) -> Summary:
             "layer_sparsity": float(1 - layers.sum() / sum(r["num_layers"] for r in sel)),
             "checks_per_frame": float(np.mean([r["checks"] for r in sel])),
             "latency_p50_ms": float(np.median(total)), "latency_p95_ms": float(np.percentile(total, 95)),
+            "latency_mean_ms": float(total.mean()),
             "check_time_share": float(sum(r["checks_ms"] for r in sel) / total.sum()),
             **{f"l2_{t}s_m": float(np.nanmean([r[f"l2_{t}s_m"] for r in sel])) for t in (1, 2, 3)},
             "fallback_share": float(np.mean([bool(r["fallback"]) for r in sel])),

@@ -55,6 +55,15 @@ def test_hoeffding_bentkus_is_no_sharper_than_the_exact_binomial():
     assert hoeffding_bentkus_p_value(0.5, 40, 0.1) == 1.0                      # risk far above alpha: no evidence
 
 
+def test_block_units_bound_a_loss_share_below_one():
+    # found on the demo bag with --unit block: the bisection reaches alpha = 1, where KL(m || 1) is infinite
+    losses = np.zeros((80, 1), bool)
+    losses[[0, 2, 4]] = True                                                 # 3 of 40 two-frame blocks lose half
+    result = learn_then_test(losses, np.repeat(np.arange(40), 2), [1.0], alpha=0.2, confidence=0.9)
+    assert 1.5 / 40 < result["rows"][0]["upper_bound"] < 1.0
+    assert hoeffding_bentkus_p_value(3 / 40, 40, 1.0) == 0.0                 # no risk level above 1: certified
+
+
 def test_fixed_sequence_stops_at_the_first_non_rejection():
     assert fixed_sequence([0.01, 0.02, 0.5, 0.01, 0.0], 0.1) == 2           # the later small p-values are not used
     assert fixed_sequence([0.2, 0.0], 0.1) == 0
