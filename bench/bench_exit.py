@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
 from deead_ros.engines import make_engine  # noqa: E402
-from deead_ros.exit import AnyOfPolicy, ExitSettings, FixedPolicy, FullPolicy, OraclePolicy, PriorSettings  # noqa: E402
+from deead_ros.exit import (ExitPolicy, ExitSettings, OraclePolicy, PriorSettings, named_settings,  # noqa: E402
+                            parse_setting_name, setting_name)
 from deead_ros.parameters import default  # noqa: E402
 from deead_ros.paths import demo_manifest_path  # noqa: E402
 from deead_ros.runner import Runner  # noqa: E402
@@ -33,6 +34,7 @@ from deead_ros.tools.report import test_frames  # noqa: E402
 
 DELTAS = (0.25, 0.5, 1.0, 2.0, 4.0)
 COLLECTED, COMMITTED = Path("data/metadrive"), Path(__file__).resolve().parent / "test_split"
+DEEAD_2 = setting_name("deead", 2.0)      # fixes the Fixed-EE baseline's depth; the headline's setting
 ABLATION_DELTAS = (0.5, 2.0)         # full scans (a check after every layer) vs multi-hop at these deltas
 
 
@@ -61,15 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     n = runner.num_layers
 
     # pass 1: deead at delta 2 fixes the depth of the Fixed-EE baseline
-    probe = summarise(evaluate(runner, eval_frames, {"deead_2": replace(base, delta_m=2.0).build_policy()}))
-    fixed_layer = int(round(probe["deead_2"]["mean_exit_layer"]))
-    settings = {"full": FullPolicy(), f"fixed_{fixed_layer}": FixedPolicy(fixed_layer),
-                "patience": replace(base, policy="patience").build_policy()}
+    probe = summarise(evaluate(runner, eval_frames, {DEEAD_2: named_settings(DEEAD_2, base).build_policy()}))
+    fixed_layer = int(round(probe[DEEAD_2]["mean_exit_layer"]))
+    names = ["full", setting_name("fixed", fixed_layer), "patience"]
+    settings: dict[str, ExitPolicy] = {name: named_settings(name, base).build_policy() for name in names}
     for d in sorted({*DELTAS, base.delta_m}):                   # the sweep and the recommended delta
-        deead = replace(base, delta_m=d).build_policy()
-        settings[f"deead_{d:g}"] = deead
-        settings[f"deead_or_patience_{d:g}"] = AnyOfPolicy((deead, settings["patience"]), name="deead_or_patience")
-        settings[f"oracle_{d:g}"] = OraclePolicy(delta_m=d, first_checkpoint=args.first_checkpoint)
+        for policy in ("deead", "deead_or_patience"):
+            name = setting_name(policy, d)
+            settings[name] = named_settings(name, base).build_policy()
+        settings[setting_name("oracle", d)] = OraclePolicy(delta_m=d, first_checkpoint=args.first_checkpoint)
     ablation = {}
     for d in ABLATION_DELTAS:
         scan = replace(base, delta_m=d, stride_table=(1.0,))          # check every layer
@@ -96,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                   s["latency_p95_ms"], s["latency_ratio_vs_full"], s["check_time_share"] * 100, s["l2_1s_m"],
                   s["l2_2s_m"], s["l2_3s_m"], s["l2_3s_change_vs_full"] * 100)
         print(f"{name:>22} " + " ".join(f"{v:>8.2f}" for v in values))
-    oracle_layers = summary["oracle_2"]["mean_exit_layer"]
-    headline = {"latency_ratio_delta2": round(summary["deead_2"]["latency_ratio_vs_full"], 3),
-                "l2_3s_change_delta2": round(summary["deead_2"]["l2_3s_change_vs_full"], 4),
-                "check_time_share": round(summary["deead_2"]["check_time_share"], 4),
-                "layers_over_oracle": round(summary["deead_2"]["mean_exit_layer"] / oracle_layers, 3)}
+    oracle_layers = summary[setting_name("oracle", 2.0)]["mean_exit_layer"]
+    headline = {"latency_ratio_delta2": round(summary[DEEAD_2]["latency_ratio_vs_full"], 3),
+                "l2_3s_change_delta2": round(summary[DEEAD_2]["l2_3s_change_vs_full"], 4),
+                "check_time_share": round(summary[DEEAD_2]["check_time_share"], 4),
+                "layers_over_oracle": round(summary[DEEAD_2]["mean_exit_layer"] / oracle_layers, 3)}
     print("multi-hop ablation (latency ms / checks per frame / sparsity):")
     for d in ABLATION_DELTAS:
-        for name in (*(k for k in ablation if k.endswith(f"_{d:g}")), f"deead_{d:g}"):
+        for name in (*(k for k in ablation if k.endswith(f"_{d:g}")), setting_name("deead", d)):
             s = summary[name]
             print(f"  {name:>22}: {s['latency_p50_ms']:.2f} ms, {s['checks_per_frame']:.2f} checks, "
                   f"{s['layer_sparsity']:.1%} sparsity, check time {s['check_time_share']:.1%}")
@@ -124,12 +126,12 @@ def plot_tradeoff(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for family in ("deead", "deead_or_patience", "oracle"):
-        names = [f"{family}_{d:g}" for d in DELTAS]
+        names = [setting_name(family, d) for d in DELTAS]
         for ax, key in ((axes[0], "latency_ratio_vs_full"), (axes[1], "l2_3s_m")):
             ax.plot([summary[n]["layer_sparsity"] for n in names], [summary[n][key] for n in names], "o-",
                     label=family)
     for name in summary:
-        if name.startswith(("fixed", "patience", "full")):
+        if parse_setting_name(name)[0] in ("fixed", "patience", "full"):
             for ax, key in ((axes[0], "latency_ratio_vs_full"), (axes[1], "l2_3s_m")):
                 ax.plot(summary[name]["layer_sparsity"], summary[name][key], "s", label=name)
     axes[0].set(xlabel="layer sparsity", ylabel="latency / full depth", title="latency (points: delta 0.25 .. 4 m)")

@@ -37,12 +37,13 @@ import math
 import multiprocessing as mp
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
 from deead_ros.engines.manifest import load_manifest
+from deead_ros.exit.settings import named_settings, parse_setting_name, setting_name
 from deead_ros.parameters import default
 from deead_ros.tools.closed_loop import (
     EXPERT,
@@ -85,14 +86,15 @@ def matched_fixed_layer(bench_exit_json: Path, model_version: str) -> int | None
         return None
     if measured.get("model_version") != model_version:
         return None
-    fixed = [name for name in measured.get("settings", {}) if name.startswith("fixed_")]
-    return int(fixed[0].removeprefix("fixed_")) if len(fixed) == 1 else None
+    fixed = [value for policy, value in map(parse_setting_name, measured.get("settings", {})) if policy == "fixed"]
+    return int(fixed[0]) if len(fixed) == 1 and fixed[0] is not None else None
 
 
 def settings(fixed_layer: int, recommended_delta_m: float) -> list[str]:
     """The protocol's settings, and deead at the recommended delta (exit.delta_m) where it is not one of them."""
-    deltas = [f"deead_{d:g}" for d in sorted({recommended_delta_m, 0.5, 1.0, 2.0})]
-    return [EXPERT, "full", *deltas, f"fixed_{fixed_layer}", "patience", "deead_or_patience_2"]
+    deltas = [setting_name("deead", d) for d in sorted({recommended_delta_m, 0.5, 1.0, 2.0})]
+    return [EXPERT, "full", *deltas, setting_name("fixed", fixed_layer), "patience",
+            setting_name("deead_or_patience", 2.0)]
 
 
 _worker_state: dict = {}
@@ -109,21 +111,8 @@ def _init_worker(model: str, first_checkpoint: int) -> None:
 
 
 def _policy(setting: str):
-    from deead_ros.exit import AnyOfPolicy, FixedPolicy, FullPolicy
     base, _ = _worker_state["runner"].settings
-    kind, _, value = setting.rpartition("_")
-    if setting == "full":
-        return FullPolicy()
-    if setting == "patience":
-        return replace(base, policy="patience").build_policy()
-    if kind == "fixed":
-        return FixedPolicy(int(value))
-    if kind == "deead":
-        return replace(base, delta_m=float(value)).build_policy()
-    if kind == "deead_or_patience":
-        return AnyOfPolicy((replace(base, delta_m=float(value)).build_policy(),
-                            replace(base, policy="patience").build_policy()), name="deead_or_patience")
-    raise ValueError(f"unknown setting '{setting}'")
+    return named_settings(setting, base).build_policy()
 
 
 def _run(job: tuple[int, str, float, int | None]) -> dict:

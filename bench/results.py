@@ -22,7 +22,11 @@ import platform
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # this checkout's naming of the settings
+from deead_ros.exit.settings import parse_setting_name, setting_name  # noqa: E402
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+DEEAD_2 = setting_name("deead", 2.0)          # the paper's headline delta
 # Other models driven through the same closed loop (bench/closed_loop.py --model ... --docs <dir>, the
 # closed_loop.json copied here under this name), compared with the current one.
 OTHER_MODELS = (("first model", "closed_loop_previous_model.json"),
@@ -117,9 +121,9 @@ def open_loop(bench: dict | None) -> str:
     text += "\nTargets at delta 2 m:\n\n" + table(["figure", "measured", "target", "met"],
                                                  [[a, b, c, "yes" if d else "no"] for a, b, c, d in targets])
     text += "\n![trade-off](bench_exit.png)\n"
-    deltas = sorted({name.rsplit("_", 1)[1] for name in settings if name.startswith("scan_")}, key=float)
-    names = [name for d in deltas for name in settings if name.startswith("scan_") and name.endswith(f"_{d}")
-             or name == f"deead_{d}"]
+    deltas = sorted({parse_setting_name(name)[1] for name in settings if name.startswith("scan_")})
+    names = [name for d in deltas for name in settings
+             if name.startswith("scan_") and parse_setting_name(name)[1] == d or name == setting_name("deead", d)]
     rows = [[name, settings[name]["mean_exit_layer"], settings[name]["latency_p50_ms"],
              settings[name]["checks_per_frame"], f"{settings[name]['layer_sparsity']:.0%}",
              f"{settings[name]['check_time_share']:.1%}"] for name in names]
@@ -209,17 +213,17 @@ def closed_loop(result: dict | None, others: list[tuple[str, str, dict]]) -> str
     text += table(["setting", "collision", "off road", "success", "completion", "driving score", "mean exit",
                    "plan ms p50"], rows)
     text += "\n![closed loop](closed_loop.png)\n"
-    if "full" in settings and "deead_2" in settings:
-        full, deead = settings["full"], settings["deead_2"]
+    if "full" in settings and DEEAD_2 in settings:
+        full, deead = settings["full"], settings[DEEAD_2]
         overlap = (full["collision_ci"][0] <= deead["collision_ci"][1]
                    and deead["collision_ci"][0] <= full["collision_ci"][1])
         text += (f"\nTarget, deead at 2 m no worse than full depth on collisions within the interval: "
                  f"{deead['collision_rate']:.0%} vs {full['collision_rate']:.0%}, intervals "
                  f"{'overlap (met)' if overlap else 'do not overlap'}.\n")
-    if "patience" in settings and "deead_2" in settings:
+    if "patience" in settings and DEEAD_2 in settings:
         text += (f"\nPatience, which never looks at the prior, collides in "
                  f"{settings['patience']['collision_rate']:.0%} "
-                 f"of the episodes vs {settings['deead_2']['collision_rate']:.0%} for deead at 2 m; at this number of "
+                 f"of the episodes vs {settings[DEEAD_2]['collision_rate']:.0%} for deead at 2 m; at this number of "
                  "episodes the intervals cannot tell them apart.\n")
     if n < 50:
         text += (f"\n**{n} episodes per setting, short of the 50 planned**: the run was cut short (episodes "
@@ -231,7 +235,7 @@ def closed_loop(result: dict | None, others: list[tuple[str, str, dict]]) -> str
         models = [("current", result)] + [(label, other) for label, _, other in others]
         rows = [[f"{setting}, {label}", s["episodes"], ci(s, "collision"), ci(s, "off_road"), ci(s, "success"),
                  s["route_completion"], f"{s['driving_score']:.2f}"]
-                for setting in ("full", "deead_2") for label, model in models
+                for setting in ("full", DEEAD_2) for label, model in models
                 for s in [model["settings"].get(setting)] if s]
         text += "\n" + table(["setting, model", "episodes", "collision", "off road", "success", "completion",
                               "driving score"], rows)
@@ -381,19 +385,20 @@ def soak(result: dict | None) -> str:
             f"{r['rss_mb_end']} MB at the end ({r['rss_growth_pct']:+.2f}%); median latency "
             f"{r['latency_p50_first_third_ms']} ms in the first third, {r['latency_p50_last_third_ms']} ms in the "
             f"last; {r['frames_received']} frames received, {r['frames_unaccounted']} unaccounted; drops by reason "
-            f"{r.get('drops', {})} (the bag's stamps jump back once per loop).\n\n![soak](soak.png)\n")
+            f"{r.get('drops', {})} (the bag's stamps jump back once per loop). The machine's load average over "
+            f"its last 15 minutes: {r.get('load_average_15min', '?')}.\n\n![soak](soak.png)\n")
 
 
 def nearest_deead(settings: dict, sparsity: float) -> str:
     """The swept deead setting whose layer sparsity is closest to `sparsity` (compute matching)."""
-    swept = [name for name in settings if name.startswith("deead_") and not name.startswith("deead_or")]
+    swept = [name for name in settings if parse_setting_name(name)[0] == "deead"]
     return min(swept, key=lambda name: abs(settings[name]["layer_sparsity"] - sparsity))
 
 
 def fixed_setting(settings: dict) -> tuple[str, str]:
     """The fixed-exit setting's key ("fixed_14") and its label ("fixed at layer 14"); ("", "") if there is none."""
-    name = next((key for key in settings if key.startswith("fixed_")), "")
-    return name, name.replace("_", " at layer ")
+    name = next((key for key in settings if parse_setting_name(key)[0] == "fixed"), "")
+    return name, f"fixed at layer {parse_setting_name(name)[1]:g}" if name else ""
 
 
 def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> str:
@@ -405,7 +410,7 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
     rows = []
     recommended = f"{bench.get('recommended_delta_m', 2.0):g}"
     for delta in dict.fromkeys(("2", "0.5", recommended)):
-        d, here = s[f"deead_{delta}"], " (recommended here)" if delta == recommended else ""
+        d, here = s[setting_name("deead", float(delta))], " (recommended here)" if delta == recommended else ""
         paper_sparsity, paper_cut = PAPER_SPARSITY.get(delta), PAPER_LATENCY_CUT.get(delta)
         rows += [[f"layer sparsity, deead at {delta} m{here}", f"{paper_sparsity:.0%}" if paper_sparsity else "-",
                   f"{d['layer_sparsity']:.0%}"],
@@ -430,15 +435,15 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
     first = bench.get("first_checkpoint")
     scan_1, scan_first = s.get("scan_from_layer_1_2"), s.get(f"scan_from_layer_{first}_2")
     if scan_1 and scan_first:
-        multi = s["deead_2"]["latency_p50_ms"]
+        multi = s[DEEAD_2]["latency_p50_ms"]
         rows.append(["latency of a full scan from layer 1 / multi-hop, at 2 m", f"{PAPER_SCAN_RATIOS[0]:.2f}x",
                      f"{scan_1['latency_p50_ms'] / multi:.2f}x (exits at layer {scan_1['mean_exit_layer']:.1f}, "
                      f"L2 {scan_1['l2_3s_change_vs_full']:+.1%})"])
         rows.append([f"latency of a layer-by-layer scan from the first checkpoint (L13 there, L{first} here) / "
                      "multi-hop", f"{PAPER_SCAN_RATIOS[1]:.2f}x", f"{scan_first['latency_p50_ms'] / multi:.2f}x"])
     same_model = loop is not None and loop.get("model_version") == bench.get("model_version")
-    if loop and "full" in loop["settings"] and "deead_2" in loop["settings"] and same_model:
-        full, deead = loop["settings"]["full"], loop["settings"]["deead_2"]
+    if loop and "full" in loop["settings"] and DEEAD_2 in loop["settings"] and same_model:
+        full, deead = loop["settings"]["full"], loop["settings"][DEEAD_2]
         rows.append([f"collision rate, deead at 2 m vs full depth ({full['episodes']} closed-loop episodes each)",
                      "0.06% vs 0.03%", f"{deead['collision_rate']:.0%} vs {full['collision_rate']:.0%}"])
         fixed_loop, fixed_loop_label = fixed_setting(loop["settings"])

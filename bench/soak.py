@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                         if k.startswith("dropped_") and int(v)},
               "rss_mb_after_warmup": round(warm["rss_mb"], 1), "rss_mb_end": round(samples[-1]["rss_mb"], 1),
               "latency_p50_first_third_ms": round(float(np.nanmedian(thirds[0])), 2),
-              "latency_p50_last_third_ms": round(float(np.nanmedian(thirds[-1])), 2)}
+              "latency_p50_last_third_ms": round(float(np.nanmedian(thirds[-1])), 2),
+              "load_average_15min": round(os.getloadavg()[2], 1)}        # other jobs on the machine meanwhile
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         written = {"model_version": model_version, "result": result, "samples": samples}

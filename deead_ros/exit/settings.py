@@ -72,3 +72,34 @@ class ExitSettings:
             "deead_or_patience": AnyOfPolicy((deead, patience), name="deead_or_patience"),
         }
         return policies[self.policy]
+
+
+def setting_name(policy: str, value: float | None = None) -> str:
+    """How benchmarks, the closed loop and docs/ name a compared setting: the policy, then its delta or layer
+    ("full", "patience", "deead_0.25", "fixed_13", "deead_or_patience_2", "oracle_2")."""
+    return policy if value is None else f"{policy}_{value:g}"
+
+
+def parse_setting_name(name: str) -> tuple[str, float | None]:
+    """The (policy, delta or layer) of a name made by `setting_name`; (name, None) when it carries no number."""
+    policy, _, value = name.rpartition("_")
+    try:
+        return policy, float(value)
+    except ValueError:
+        return name, None
+
+
+def named_settings(name: str, base: ExitSettings) -> ExitSettings:
+    """`base` with the policy and the delta or layer that a setting name says.
+
+    Raises ValueError for a name that is not full, patience, deead_<m>, deead_or_patience_<m> or fixed_<layer>.
+    """
+    policy, value = parse_setting_name(name)
+    if policy in ("deead", "deead_or_patience") and value is not None:
+        return replace(base, policy=policy, delta_m=value)
+    if policy == "fixed" and value is not None and value == int(value):
+        return replace(base, policy=policy, fixed_exit_layer=int(value))
+    if policy in ("full", "patience") and value is None:
+        return replace(base, policy=policy)
+    raise ValueError(f"unknown exit setting '{name}': use full, patience, deead_<delta m>, "
+                     "deead_or_patience_<delta m> or fixed_<layer>")

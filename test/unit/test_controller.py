@@ -6,6 +6,7 @@ import pytest
 
 from deead_ros.exit import (ExitReason, ExitSettings, FixedPolicy, FrameContext, FullPolicy, OraclePolicy,
                             PatiencePolicy, StrideTable, run_with_exit)
+from deead_ros.exit.settings import named_settings, parse_setting_name, setting_name
 from deead_ros.exit.controller import checked_layers
 from deead_ros.exit.validation import validate
 from test.strategies import DT_S, HORIZON, TraceChain
@@ -131,6 +132,21 @@ def test_settings_problems(updates, message):
 
 def test_default_settings_are_valid():
     assert ExitSettings().problem(32) is None
+
+
+def test_a_setting_name_round_trips_to_the_policy_it_names():
+    base = ExitSettings(delta_m=0.7, fixed_exit_layer=5)
+    for policy, value in (("deead", 0.25), ("deead_or_patience", 2.0), ("fixed", 13.0), ("full", None),
+                          ("patience", None), ("oracle", 2.0)):
+        assert parse_setting_name(setting_name(policy, value)) == (policy, value)
+    assert setting_name("deead", 2.0) == "deead_2" and setting_name("fixed", 13) == "fixed_13"
+    assert named_settings("deead_0.25", base) == replace(base, policy="deead", delta_m=0.25)
+    assert named_settings("fixed_13", base) == replace(base, policy="fixed", fixed_exit_layer=13)
+    assert named_settings("full", base).build_policy().name == "full"
+    assert named_settings("deead_or_patience_2", base).build_policy().name == "deead_or_patience"
+    for bad in ("oracle_2", "fixed_2.5", "deead", "patience_3", "scan_from_layer_1_2"):
+        with pytest.raises(ValueError, match="unknown exit setting"):
+            named_settings(bad, base)
 
 
 def test_fixed_exit_layer_only_matters_to_the_fixed_policy():
