@@ -56,7 +56,7 @@ from deead_ros.tools.closed_loop import (
     scored_seeds,
     summarise,
 )
-from deead_ros.tools.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY
+from deead_ros.tools.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY, StallWatch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
@@ -100,14 +100,15 @@ def settings(fixed_layer: int, recommended_delta_m: float) -> list[str]:
 _worker_state: dict = {}
 
 
-def _init_worker(model: str, first_checkpoint: int) -> None:
-    """Open the engines once per worker process."""
+def _init_worker(model: str, first_checkpoint: int, watch: StallWatch | None = None) -> None:
+    """Open the engines once per worker process; `watch` hears every simulated step."""
     from deead_ros.engines import make_engine
     from deead_ros.exit import ExitSettings, PriorSettings
     from deead_ros.runner import Runner
     runner = Runner(make_engine("onnxruntime", model, num_threads=1), ExitSettings(first_checkpoint=first_checkpoint),
                     PriorSettings())
     _worker_state["runner"] = runner
+    _worker_state["watch"] = watch
 
 
 def _policy(setting: str):
@@ -120,8 +121,9 @@ def _run(job: tuple[int, str, float, int | None]) -> dict:
     seed, setting, density, max_steps = job
     runner = None if setting == EXPERT else _worker_state["runner"]
     policy = None if setting == EXPERT else _policy(setting)
+    watch = _worker_state.get("watch")
     return drive(seed, setting, runner, policy, PurePursuit(dt_s=runner.dt_s if runner else 0.5), density=density,
-                 max_steps=max_steps).as_dict()
+                 max_steps=max_steps, on_step=watch.beat if watch is not None else None).as_dict()
 
 
 Job = tuple[int, str, float, int | None]        # seed, setting, density, step cap
@@ -139,12 +141,15 @@ class Running:
 class ProcessWorkers:
     """Episodes in worker processes on this machine, one at a time each; a hang or crash costs only that episode.
 
-    Why processes and a timeout: MetaDrive 0.2.6's renderer now and then takes minutes or never
-    returns a frame (inside Panda3D's getScreenshot), and a native crash takes its process with it;
-    the worker is then replaced and the supervisor records the attempt.
+    Why processes and a stall watch: MetaDrive 0.2.6's renderer now and then never returns a frame
+    (inside Panda3D's getScreenshot), and a native crash takes its process with it; the worker is then
+    replaced and the supervisor records the attempt. A hang is no simulated step for `sim.STALL_S`, so a
+    long route on a loaded machine is not mistaken for one; the episode timeout is only a backstop.
     """
 
     def __init__(self, count: int, model: str, first_checkpoint: int) -> None:
+        context = mp.get_context("spawn")
+        self._watches = [StallWatch(context) for _ in range(count)]
         self._init = (model, first_checkpoint)
         self._pools: list = [None] * count
         self._pending: dict[int, tuple] = {}               # slot -> (AsyncResult, Running)
@@ -156,8 +161,10 @@ class ProcessWorkers:
     def submit(self, job: Job, attempt: int) -> None:
         slot = next(i for i in range(len(self._pools)) if i not in self._pending)
         if self._pools[slot] is None:
-            self._pools[slot] = mp.get_context("spawn").Pool(1, initializer=_init_worker, initargs=self._init,
+            self._pools[slot] = mp.get_context("spawn").Pool(1, initializer=_init_worker,
+                                                             initargs=(*self._init, self._watches[slot]),
                                                              maxtasksperchild=8)
+        self._watches[slot].restart()
         self._pending[slot] = (self._pools[slot].apply_async(_run, (job,)), Running(job, attempt, time.time()))
 
     def poll(self, timeout_s: float, episode_timeout_s: float) -> list[tuple[Running, dict | None, str]]:
@@ -172,6 +179,9 @@ class ProcessWorkers:
                     except Exception as err:          # noqa: BLE001  any failure inside the simulator is this episode's
                         done.append((running, None, f"{type(err).__name__}: {err}"[:300]))
                         self._replace(slot)
+                elif self._watches[slot].stalled():
+                    done.append((running, None, f"hung: no simulated step for {self._watches[slot].stall_s:.0f} s"))
+                    self._replace(slot)
                 elif time.time() - running.started > episode_timeout_s:
                     done.append((running, None, f"no result after {episode_timeout_s:.0f} s"))
                     self._replace(slot)
@@ -409,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="episodes driven at once: worker processes, or Ray actors with --ray / --ray-address")
     parser.add_argument("--ray", action="store_true", help="run the episodes as local Ray actors (ray.init)")
     parser.add_argument("--ray-address", default="", help="join an existing Ray cluster (e.g. auto, ray://head:10001)")
-    parser.add_argument("--episode-timeout-s", type=float, default=900.0,
-                        help="give up on an episode after this long (the simulator's renderer can hang)")
+    parser.add_argument("--episode-timeout-s", type=float, default=3600.0,
+                        help="give up on an episode after this long: Ray actors' hang detection; worker processes "
+                             "detect a hang sooner (no simulated step for a while) and keep this as a backstop")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--trace", nargs=2, metavar=("SEED", "SETTING"), default=None,
                         help="drive one episode and write what the model saw and planned at every step, and what "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -253,7 +253,8 @@ def _lateral_mps(vehicle) -> float:
 
 
 def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density: float = sim.TRAFFIC_DENSITY,
-          trace: list[dict[str, float]] | None = None, max_steps: int | None = None) -> EpisodeResult:
+          trace: list[dict[str, float]] | None = None, max_steps: int | None = None,
+          on_step: Callable[[int], None] | None = None) -> EpisodeResult:
     """Drive one seed with one setting (runner/policy None for the expert) over its whole route.
 
     Ends on arrival, a crash, out of road (MetaDrive's, or the sidewalk) or the step cap from the route
@@ -261,6 +262,7 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
     as SPAWN_BLOCKED (the same for every setting: it depends on the seed only).
     trace: a list to append one row per planned step to (what the model saw and planned, what the
     tracker did, where the car was in its lane): how to see why an episode ended as it did.
+    on_step(step) is called after every simulated step (a worker's heartbeat: `sim.StallWatch.beat`).
     """
     from deead_ros.model.encoding import FrameInputs, SpeedHistory
     start = time.time()
@@ -312,6 +314,8 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
                         if result.prior.is_valid else float("nan")})
             lateral = _lateral_mps(vehicle)            # before the step: how the ego moved into a collision
             obs, _reward, done, info = env.step(action)
+            if on_step is not None:
+                on_step(steps)
             pos = np.asarray(vehicle.position, dtype=np.float64)
             progress.update(np.array([pos[0], -pos[1]]))
             flags["left_lane"] |= bool(vehicle.on_white_continuous_line or vehicle.on_yellow_continuous_line)

@@ -55,7 +55,7 @@ from deead_ros.tools import dataset_format as fmt
 
 IMAGE_W, IMAGE_H = 160, 96
 MAX_STEPS = 300                   # episode cap (simulated steps, 30 s)
-STALL_S = 30.0                    # a worker without a simulated step for this long is hung (a step takes < 1 s)
+STALL_S = 120.0                   # no simulated step for this long: hung (a step < 1 s, a reset ~15 s, x3 loaded)
 JUNCTION_BLOCKS = ("X", "T", "O")
 LOOKAHEAD_COMMAND_M = 40.0        # junction / lane change within this distance sets the command
 LOOKAHEAD_SCENARIO_M = 20.0       # junction within this distance sets the scenario label
@@ -913,6 +913,35 @@ def finish_episode(seed, ep, rec, end_reason, reset_s, sim_s, width, height, max
 
 
 # --------------------------------------------------------------------------- workers
+class StallWatch:
+    """Tells a hung simulator from a slow one, across processes: the worker calls `beat` after every
+    simulated step; the supervisor asks `stalled` and restarts the watch when it hands out a job.
+
+    MetaDrive 0.2.6's software renderer can spin on one frame for good, and only killing the process
+    ends it; a slow episode (a long route, a loaded machine) keeps stepping and is left to finish.
+    Pass it to the worker process as a Process or Pool argument (its counter is shared memory).
+    """
+
+    def __init__(self, ctx, stall_s: float = STALL_S) -> None:
+        self.stall_s = stall_s
+        self._steps = ctx.Value("q", 0, lock=False)
+        self._seen = (0, time.monotonic())
+
+    def beat(self, _step: int = 0) -> None:
+        self._steps.value += 1
+
+    def restart(self) -> None:
+        self._seen = (self._steps.value, time.monotonic())
+
+    def stalled(self) -> bool:
+        """True when no step was simulated for stall_s since the last step seen or the restart."""
+        steps = self._steps.value
+        if steps != self._seen[0]:
+            self._seen = (steps, time.monotonic())
+            return False
+        return time.monotonic() - self._seen[1] > self.stall_s
+
+
 def _parse_seeds(text: str | None) -> list[int]:
     """Parse '0:100' (end exclusive), '5,7,9' or '' into a list of seeds."""
     if not text:
@@ -923,11 +952,10 @@ def _parse_seeds(text: str | None) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _worker(worker_id: int, inbox, results, args_dict, heartbeat) -> None:
+def _worker(worker_id: int, inbox, results, args_dict, watch: StallWatch) -> None:
     """Run the episodes sent to `inbox` (split, seed, attempt) until None, a failure or the recycle count.
 
-    `heartbeat` (a shared counter) goes up with every simulated step, so the supervisor can tell a
-    hung simulator from a slow one.
+    `watch` hears every simulated step, so the supervisor can tell a hung simulator from a slow one.
 
     A worker exits after a failed episode (the engine may be half torn down) and after
     `episodes_per_worker` episodes (bounds native memory growth); the supervisor starts a new one.
@@ -943,7 +971,7 @@ def _worker(worker_id: int, inbox, results, args_dict, heartbeat) -> None:
             density = args_dict["dense_traffic_density" if split == "test_dense" else "traffic_density"]
             data = run_episode(seed, args_dict["max_steps"], args_dict["width"], args_dict["height"],
                                density, args_dict["lane_change_share"],
-                               on_step=lambda _step: setattr(heartbeat, "value", heartbeat.value + 1))
+                               on_step=watch.beat)
             fmt.save_episode(fmt.episode_path(out, split, seed), data)
         except Exception:             # any simulator failure: report it; the supervisor retries once
             err = traceback.format_exc()
@@ -992,17 +1020,16 @@ def collect(args) -> int:
                  "lane_change_share": args.lane_change_share, "dense_traffic_density": args.dense_traffic_density}
     pending = list(todo)
     n_total = len(todo)
-    workers: dict[int, dict[str, Any]] = {}          # id -> {proc, inbox, job, assigned}
+    workers: dict[int, dict[str, Any]] = {}          # id -> {proc, inbox, job, assigned, watch}
     next_id = 0
 
     def spawn() -> None:
         nonlocal next_id
         inbox = ctx.Queue()
-        heartbeat = ctx.Value("q", 0, lock=False)
-        proc = ctx.Process(target=_worker, args=(next_id, inbox, results, args_dict, heartbeat), daemon=True)
+        watch = StallWatch(ctx)
+        proc = ctx.Process(target=_worker, args=(next_id, inbox, results, args_dict, watch), daemon=True)
         proc.start()
-        workers[next_id] = {"proc": proc, "inbox": inbox, "job": None, "assigned": 0, "heartbeat": heartbeat,
-                            "beat": (0, time.time())}
+        workers[next_id] = {"proc": proc, "inbox": inbox, "job": None, "assigned": 0, "watch": watch}
         next_id += 1
 
     t_start = time.time()
@@ -1045,10 +1072,9 @@ def collect(args) -> int:
         # keep `args.workers` live workers, each with one job
         for wid in list(workers):
             w = workers[wid]
-            beat = w["heartbeat"].value
-            if beat != w["beat"][0] or w["job"] is None:
-                w["beat"] = (beat, time.time())
-            elif time.time() - w["beat"][1] > STALL_S and w["proc"].is_alive():
+            if w["job"] is None:
+                w["watch"].restart()
+            elif w["watch"].stalled() and w["proc"].is_alive():
                 # MetaDrive's software renderer can spin on a frame for good; only killing the process ends it
                 print(f"[collect] worker {wid}: no simulated step for {STALL_S:.0f} s on {w['job'][0]} seed "
                       f"{w['job'][1]}; killing it", flush=True)

@@ -31,6 +31,7 @@ from deead_ros.tools.closed_loop import (
     summarise,
     wilson_interval,
 )
+from deead_ros.tools import collect_metadrive as sim
 from deead_ros.tools.collect_metadrive import PathAhead, episode_config, idm_acceleration, yield_to
 
 TIMES = 0.5 * np.arange(1, 7)
@@ -458,3 +459,21 @@ def test_the_settings_add_the_recommended_delta_once():
                                         "patience", "deead_or_patience_2"]
     assert bench.settings(11, 2.0) == [EXPERT, FULL, "deead_0.5", "deead_1", "deead_2", "fixed_11", "patience",
                                        "deead_or_patience_2"]
+
+
+def test_a_stall_is_no_step_for_stall_s_not_a_long_episode(monkeypatch):
+    import multiprocessing as mp
+    clock = [100.0]
+    monkeypatch.setattr(sim.time, "monotonic", lambda: clock[0])
+    watch = sim.StallWatch(mp.get_context("spawn"), stall_s=60.0)
+    watch.restart()                                      # a job handed out at t = 100 s
+    for _ in range(10):                                  # a slow episode: a step every 50 s, for 500 s
+        clock[0] += 50.0
+        watch.beat()
+        assert not watch.stalled()
+    clock[0] += 59.0
+    assert not watch.stalled(), "59 s without a step: still slow, not hung"
+    clock[0] += 2.0
+    assert watch.stalled(), "61 s without a step: hung"
+    watch.restart()                                      # the next job starts the clock again
+    assert not watch.stalled()
