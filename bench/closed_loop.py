@@ -507,12 +507,13 @@ def plot_trace(rows: list[dict[str, float]], title: str, path: Path) -> None:
     panels = ((("speed_mps", "speed"), ("plan_speed_mps", "plan's speed (tracker target)")),
               (("accel_mps2", "acceleration over 0.5 s"), ("throttle", "throttle / brake")),
               (("lane_offset_m", "offset from lane centre"), ("plan_lateral_3s_m", "plan at 3 s, lateral"),
-               ("route_lateral_3s_m", "route at 3 s, lateral")))
-    units = ("m/s", "m/s^2, [-1, 1]", "m (left +)")
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 8), sharex=True)
+               ("route_lateral_3s_m", "route at 3 s, lateral")),
+              (("nearest_vehicle_m", "nearest vehicle"), ("vehicle_ahead_m", "nearest vehicle ahead (+-2.5 m)")))
+    units = ("m/s", "m/s^2, [-1, 1]", "m (left +)", "m, centre to centre")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 10), sharex=True)
     for ax, panel, unit in zip(axes, panels, units):
         for key, label in panel:
-            ax.plot(t, [r[key] for r in rows], label=label)
+            ax.plot(t, [r.get(key, math.nan) for r in rows], label=label)
         ax.set_ylabel(unit)
         ax.legend(fontsize=8, loc="best")
         ax.grid(alpha=0.3)

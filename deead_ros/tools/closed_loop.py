@@ -230,6 +230,16 @@ def _ego_frame(vehicle, xy_md: np.ndarray) -> np.ndarray:
     return fmt.world_to_ego(pts, pose) if len(pts) else pts
 
 
+def gaps_m(others_xy_ego: np.ndarray, corridor_half_width_m: float = 2.5) -> tuple[float, float]:
+    """(distance to the nearest other vehicle, distance to the nearest one ahead within the corridor), NaN if none:
+    centre to centre, from vehicle positions in the ego frame (x forward, y left)."""
+    if not len(others_xy_ego):
+        return float("nan"), float("nan")
+    ahead = others_xy_ego[(others_xy_ego[:, 0] > 0) & (np.abs(others_xy_ego[:, 1]) <= corridor_half_width_m)]
+    return (float(np.linalg.norm(others_xy_ego, axis=1).min()),
+            float(ahead[:, 0].min()) if len(ahead) else float("nan"))
+
+
 def _fault(env, vehicle, kind: str, lateral_mps: float) -> tuple[bool, str]:
     """Apply `at_fault` to the simulator state at a collision: the other vehicle is the nearest one."""
     other_xy = None
@@ -303,6 +313,10 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
                 action = list(tracker.action(result.trajectory_m, seen.speed_mps))
                 if trace is not None:
                     lane = vehicle.lane
+                    around = _others(env, vehicle)
+                    nearest, ahead = gaps_m(_ego_frame(vehicle, np.array([np.asarray(o.position)[:2]
+                                                                          for o in around])) if around
+                                            else np.zeros((0, 2)))
                     trace.append({
                         "t_s": round(steps * fmt.DT_S, 2), "speed_mps": seen.speed_mps,
                         "accel_mps2": accel,
@@ -311,7 +325,8 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
                         "lane_offset_m": float(lane.local_coordinates(vehicle.position)[1]) if lane else float("nan"),
                         "plan_lateral_3s_m": float(result.trajectory_m[-1, 1]),
                         "route_lateral_3s_m": float(result.prior.trajectory_m[-1, 1])
-                        if result.prior.is_valid else float("nan")})
+                        if result.prior.is_valid else float("nan"),
+                        "nearest_vehicle_m": nearest, "vehicle_ahead_m": ahead})
             lateral = _lateral_mps(vehicle)            # before the step: how the ego moved into a collision
             obs, _reward, done, info = env.step(action)
             if on_step is not None:

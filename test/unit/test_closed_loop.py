@@ -477,3 +477,11 @@ def test_a_stall_is_no_step_for_stall_s_not_a_long_episode(monkeypatch):
     assert watch.stalled(), "61 s without a step: hung"
     watch.restart()                                      # the next job starts the clock again
     assert not watch.stalled()
+
+
+def test_gaps_are_the_nearest_vehicle_and_the_nearest_one_ahead_in_the_corridor():
+    others = np.array([[-4.0, 0.0], [12.0, 1.0], [6.0, 4.0], [30.0, -2.0]])    # behind, ahead, beside-ahead, ahead
+    nearest, ahead = cl.gaps_m(others)
+    assert nearest == pytest.approx(4.0) and ahead == pytest.approx(12.0)
+    assert all(math.isnan(g) for g in cl.gaps_m(np.zeros((0, 2))))
+    assert math.isnan(cl.gaps_m(np.array([[-5.0, 0.0]]))[1]), "nothing ahead"
