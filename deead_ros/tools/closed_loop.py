@@ -251,6 +251,13 @@ def _fault(env, vehicle, kind: str, lateral_mps: float) -> tuple[bool, str]:
     return at_fault(kind, float(vehicle.speed) / 3.6, other_xy, lateral_mps)
 
 
+def _lane_offset_m(vehicle) -> float:
+    """The ego's offset from its lane's centre line, left positive (right-handed; MetaDrive's lateral
+    coordinate is positive to the right, its y axis being flipped), m; NaN off any lane."""
+    lane = vehicle.lane
+    return -float(lane.local_coordinates(vehicle.position)[1]) if lane is not None else float("nan")
+
+
 def _lateral_mps(vehicle) -> float:
     """The ego's speed across its current lane, left positive (right-handed), m/s."""
     lane = vehicle.lane
@@ -312,7 +319,6 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
                 plan_ms.append(result.total_ms)
                 action = list(tracker.action(result.trajectory_m, seen.speed_mps))
                 if trace is not None:
-                    lane = vehicle.lane
                     around = _others(env, vehicle)
                     nearest, ahead = gaps_m(_ego_frame(vehicle, np.array([np.asarray(o.position)[:2]
                                                                           for o in around])) if around
@@ -322,7 +328,7 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
                         "accel_mps2": accel,
                         "plan_speed_mps": tracker.target_speed(result.trajectory_m), "steering": action[0],
                         "throttle": action[1], "exit_layer": result.trace.exit_layer,
-                        "lane_offset_m": float(lane.local_coordinates(vehicle.position)[1]) if lane else float("nan"),
+                        "lane_offset_m": _lane_offset_m(vehicle),
                         "plan_lateral_3s_m": float(result.trajectory_m[-1, 1]),
                         "route_lateral_3s_m": float(result.prior.trajectory_m[-1, 1])
                         if result.prior.is_valid else float("nan"),
