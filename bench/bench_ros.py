@@ -64,7 +64,7 @@ from deead_ros.paths import share_dir  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros.tools import bags as topics  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
-from proc_stats import cpu_seconds, rss_mb  # noqa: E402
+from deead_ros.tools.proc_stats import cpu_seconds, rss_mb  # noqa: E402
 
 DEFAULT_RATES = [10.0]
 DEFAULT_SIZES = ["160x96", "640x360", "1920x1080"]

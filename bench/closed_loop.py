@@ -109,6 +109,8 @@ def _init_worker(model: str, first_checkpoint: int, watch: StallWatch | None = N
                     PriorSettings())
     _worker_state["runner"] = runner
     _worker_state["watch"] = watch
+    if watch is not None:
+        watch.attach()
 
 
 def _policy(setting: str):
@@ -143,8 +145,9 @@ class ProcessWorkers:
 
     Why processes and a stall watch: MetaDrive 0.2.6's renderer now and then never returns a frame
     (inside Panda3D's getScreenshot), and a native crash takes its process with it; the worker is then
-    replaced and the supervisor records the attempt. A hang is no simulated step for `sim.STALL_S`, so a
-    long route on a loaded machine is not mistaken for one; the episode timeout is only a backstop.
+    replaced and the supervisor records the attempt. A hang is no simulated step while the worker burns
+    `sim.STALL_S` of CPU (`StallWatch`), so a long route or a worker starved by other jobs is not
+    mistaken for one; the episode timeout is only a backstop.
     """
 
     def __init__(self, count: int, model: str, first_checkpoint: int) -> None:
@@ -180,7 +183,7 @@ class ProcessWorkers:
                         done.append((running, None, f"{type(err).__name__}: {err}"[:300]))
                         self._replace(slot)
                 elif self._watches[slot].stalled():
-                    done.append((running, None, f"hung: no simulated step for {self._watches[slot].stall_s:.0f} s"))
+                    done.append((running, None, f"hung: {self._watches[slot].describe()}"))
                     self._replace(slot)
                 elif time.time() - running.started > episode_timeout_s:
                     done.append((running, None, f"no result after {episode_timeout_s:.0f} s"))

@@ -30,7 +30,7 @@ from deead_ros.engines.manifest import load_manifest  # noqa: E402
 from deead_ros.paths import demo_manifest_path, share_dir  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
-from proc_stats import rss_mb  # noqa: E402
+from deead_ros.tools.proc_stats import rss_mb  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

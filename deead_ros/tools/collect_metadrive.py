@@ -41,6 +41,7 @@ import copy
 import json
 import math
 import multiprocessing as mp
+import os
 import queue
 import random
 import time
@@ -52,10 +53,12 @@ from typing import Any, Callable
 import numpy as np
 
 from deead_ros.tools import dataset_format as fmt
+from deead_ros.tools.proc_stats import cpu_seconds
 
 IMAGE_W, IMAGE_H = 160, 96
 MAX_STEPS = 300                   # episode cap (simulated steps, 30 s)
-STALL_S = 120.0                   # no simulated step for this long: hung (a step < 1 s, a reset ~15 s, x3 loaded)
+STALL_S = 120.0                   # no simulated step while the worker burns this much CPU: hung (a reset ~15 s)
+STALL_WALL_S = 3600.0             # ... or for this long at all: hung without spinning, or starved for an hour
 JUNCTION_BLOCKS = ("X", "T", "O")
 LOOKAHEAD_COMMAND_M = 40.0        # junction / lane change within this distance sets the command
 LOOKAHEAD_SCENARIO_M = 20.0       # junction within this distance sets the scenario label
@@ -914,32 +917,56 @@ def finish_episode(seed, ep, rec, end_reason, reset_s, sim_s, width, height, max
 
 # --------------------------------------------------------------------------- workers
 class StallWatch:
-    """Tells a hung simulator from a slow one, across processes: the worker calls `beat` after every
-    simulated step; the supervisor asks `stalled` and restarts the watch when it hands out a job.
+    """Tells a hung simulator from a slow one, across processes: the worker calls `attach` once and
+    `beat` after every simulated step; the supervisor asks `stalled` and restarts the watch when it
+    hands out a job.
 
     MetaDrive 0.2.6's software renderer can spin on one frame for good, and only killing the process
-    ends it; a slow episode (a long route, a loaded machine) keeps stepping and is left to finish.
-    Pass it to the worker process as a Process or Pool argument (its counter is shared memory).
+    ends it. Hung = no step while the worker used stall_s of CPU (read from /proc): a worker starved
+    by other jobs on the machine uses little CPU and is left to finish; or no step for wall_s at all
+    (a hang that blocks, or where /proc cannot be read). Pass it to the worker process as a Process or
+    Pool argument (its counters are shared memory).
     """
 
-    def __init__(self, ctx, stall_s: float = STALL_S) -> None:
-        self.stall_s = stall_s
+    def __init__(self, ctx, stall_s: float = STALL_S, wall_s: float = STALL_WALL_S) -> None:
+        self.stall_s, self.wall_s = stall_s, wall_s
         self._steps = ctx.Value("q", 0, lock=False)
-        self._seen = (0, time.monotonic())
+        self._pid = ctx.Value("q", 0, lock=False)
+        self._seen = self._now()
+
+    def attach(self) -> None:
+        """In the worker process: whose CPU time to watch."""
+        self._pid.value = os.getpid()
 
     def beat(self, _step: int = 0) -> None:
         self._steps.value += 1
 
+    def _now(self) -> tuple[int, int, float | None, float]:
+        """(steps, worker pid, its CPU seconds or None, wall clock)."""
+        pid = self._pid.value
+        try:
+            cpu = cpu_seconds(pid) if pid else None
+        except (OSError, ValueError, IndexError):       # the worker is gone, or no /proc
+            cpu = None
+        return self._steps.value, pid, cpu, time.monotonic()
+
     def restart(self) -> None:
-        self._seen = (self._steps.value, time.monotonic())
+        self._seen = self._now()
 
     def stalled(self) -> bool:
-        """True when no step was simulated for stall_s since the last step seen or the restart."""
-        steps = self._steps.value
-        if steps != self._seen[0]:
-            self._seen = (steps, time.monotonic())
+        """True when no step was simulated since the last one seen (or the restart) while the worker used
+        stall_s of CPU, or for wall_s."""
+        now = self._now()
+        steps, pid, cpu, wall = now
+        if steps != self._seen[0] or pid != self._seen[1] or (cpu is None) != (self._seen[2] is None):
+            self._seen = now                               # a step, a new worker, or /proc came or went
             return False
-        return time.monotonic() - self._seen[1] > self.stall_s
+        spun = cpu is not None and self._seen[2] is not None and cpu - self._seen[2] > self.stall_s
+        return spun or wall - self._seen[3] > self.wall_s
+
+    def describe(self) -> str:
+        """What `stalled` means, for the failure record."""
+        return f"no simulated step while using {self.stall_s:.0f} s of CPU (or for {self.wall_s:.0f} s)"
 
 
 def _parse_seeds(text: str | None) -> list[int]:
@@ -961,6 +988,7 @@ def _worker(worker_id: int, inbox, results, args_dict, watch: StallWatch) -> Non
     `episodes_per_worker` episodes (bounds native memory growth); the supervisor starts a new one.
     """
     out = Path(args_dict["out"])
+    watch.attach()
     for _ in range(args_dict["episodes_per_worker"]):
         job = inbox.get()
         if job is None:
@@ -1076,7 +1104,7 @@ def collect(args) -> int:
                 w["watch"].restart()
             elif w["watch"].stalled() and w["proc"].is_alive():
                 # MetaDrive's software renderer can spin on a frame for good; only killing the process ends it
-                print(f"[collect] worker {wid}: no simulated step for {STALL_S:.0f} s on {w['job'][0]} seed "
+                print(f"[collect] worker {wid}: {w['watch'].describe()} on {w['job'][0]} seed "
                       f"{w['job'][1]}; killing it", flush=True)
                 w["proc"].kill()
                 w["proc"].join()
@@ -1091,7 +1119,7 @@ def collect(args) -> int:
                         succeeded(job, len(ep["pose"]), ep["meta"]["steps_simulated"], 0.0,
                                   ep["meta"]["end_reason"])
                     elif w.get("stalled"):
-                        failed(job, f"hung: no simulated step for {STALL_S:.0f} s")
+                        failed(job, f"hung: {w['watch'].describe()}")
                     else:
                         failed(job, f"worker died (exit code {w['proc'].exitcode})")
                 del workers[wid]

@@ -1,4 +1,5 @@
-"""What /proc says about a process: resident memory and CPU time (Linux), for the ROS benchmarks."""
+"""What /proc says about a process: resident memory and CPU time (Linux), for the benchmarks and the
+simulator supervisors (a hung renderer spins; a starved worker does not)."""
 from __future__ import annotations
 
 import os
