@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session (default: %(default)s)")
     parser.add_argument("--model", type=Path, help="manifest.json of an exported model (with fused.onnx)")
     parser.add_argument("--weights", type=Path, default=DEMO_WEIGHTS, help="vla.safetensors to export and benchmark")
-    parser.add_argument("--out", type=Path, help="write bench_chain_<arch>.json here (docs/ for results.md)")
+    parser.add_argument("--out", type=Path, help="write bench_chain_demo.json (the demo weights) or "
+                                                 "bench_chain_<arch>.json (--model) here (docs/ for results.md)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench_chain_") as tmp:
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"full depth, frame -> trajectory: p50 {p50['full']:.3f} ms  p99 {p99['full']:.3f} ms")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"bench_chain_{arch}.json").write_text(json.dumps(result, indent=1) + "\n")
+        name = arch if args.model else "demo" if trained else f"{arch}_random"
+        (args.out / f"bench_chain_{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
     return 0
 

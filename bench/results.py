@@ -73,8 +73,10 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in [cells[0], ["---"] * len(header), *cells[1:]]) + "\n"
 
 
-CHAIN_MODELS = (("demo VLA", "deead_vla", "python bench/bench_chain.py --out docs"),
-                ("ORION-shaped Llama VLA (random weights)", "llama_vla",
+CHAIN_MODELS = (("shipped demo model (trained Llama VLA)", "demo", "python bench/bench_chain.py --out docs"),
+                ("first demo model (deead_vla, 24 layers)", "deead_vla",
+                 "python bench/bench_chain.py --model <its manifest.json> --out docs"),
+                ("ORION-shaped Llama VLA (random weights, default size)", "llama_vla",
                  "deead_export --arch llama_vla --out build/models/llama_vla && "
                  "python bench/bench_chain.py --model build/models/llama_vla/manifest.json --out docs"))
 
