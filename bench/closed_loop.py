@@ -466,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
               "model_sha256": model_sha, **summary}
     (args.docs / docs_name(args.density)).write_text(json.dumps(_jsonable(report), indent=1))
     plot(summary, args.docs / docs_name(args.density).replace(".json", ".png"))
-    headline = {"seeds": len(summary["seeds"]), "not_scored": {k: len(v) for k, v in summary["not_scored"].items()}}
+    headline = {"seeds": len(summary["seeds"]), "not_scored": {k: len(v) for k, v in summary["not_scored"].items()},
+                "sim_failure_by_setting": {k: len(v) for k, v in summary["sim_failure_by_setting"].items()}}
     if EXPERT in summary["settings"]:
         e = summary["settings"][EXPERT]
         headline.update(expert_success=round(e["success_rate"], 3), expert_collision=round(e["collision_rate"], 3),

@@ -158,7 +158,13 @@ def closed_loop_protocol(result: dict) -> str:
     if skipped:
         text += ("Not scored, for every setting: " + "; ".join(
             f"{reason} on seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-            for reason, seeds in skipped.items()) + ".\n\n")
+            for reason, seeds in skipped.items()) + ".")
+        hung = result.get("sim_failure_by_setting") or {}
+        if hung:
+            text += (" The simulator failed (twice) on the episode of " + "; ".join(
+                f"{setting} on seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+                for setting, seeds in hung.items()) + " (a hang depends on the trajectory, so on the setting).")
+        text += "\n\n"
     rows = [[name, pct(s, "success"), pct(s, "collision"), pct(s, "at_fault"), pct(s, "out_of_road"),
              pct(s, "left_lane"), f"{s['completion']:.2f}",
              f"{s['score']:.2f} [{s['score_ci'][0]:.2f}, {s['score_ci'][1]:.2f}]",

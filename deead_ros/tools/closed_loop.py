@@ -31,6 +31,7 @@ FULL = "full"
 SPAWN_BLOCKED = "spawn_blocked"            # the spawn-clear check failed (decided before anyone drove)
 SIM_ERROR = "sim_error"                    # one failed attempt (crash or hang); retried once
 SIM_FAILURE = "sim_failure"                # failed twice: recorded for every setting on the seed
+FILLED_NOTE = "recorded for every setting of the seed"   # a not-scored seed's record for the other settings
 NOT_SCORED = (SPAWN_BLOCKED, SIM_FAILURE)
 
 # step cap: twice the route at the expert's target speed, plus slack for the start and waiting
@@ -411,8 +412,17 @@ def fill_not_scored(records: list[dict[str, Any]], seed: int, settings: list[str
     if reason is None:
         return []
     have = {r["setting"] for r in records if r["seed"] == seed and r["end_reason"] != SIM_ERROR}
-    return [failed(seed, s, reason, 0.0, note="recorded for every setting of the seed") for s in settings
-            if s not in have]
+    return [failed(seed, s, reason, 0.0, note=FILLED_NOTE) for s in settings if s not in have]
+
+
+def failures_by_setting(records: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """The seeds on which each setting's own episode failed twice in the simulator: a hang can depend on
+    the trajectory, so a setting that hangs more often loses its seeds for every setting."""
+    out: dict[str, list[int]] = {}
+    for r in records:
+        if r["end_reason"] == SIM_FAILURE and r.get("note") != FILLED_NOTE:
+            out.setdefault(r["setting"], []).append(r["seed"])
+    return {setting: sorted(seeds) for setting, seeds in sorted(out.items())}
 
 
 def scored_seeds(records: list[dict[str, Any]], settings: list[str]) -> list[int]:
@@ -537,7 +547,8 @@ def compare(setting_rows: list[dict[str, Any]], full_rows: list[dict[str, Any]])
 def summarise(records: list[dict[str, Any]], settings: list[str]) -> dict[str, Any]:
     """Per setting, over the seeds every setting has a driving outcome for; comparisons against full depth.
 
-    Returns {"seeds": [...], "not_scored": {reason: [seeds]}, "settings": {...}, "comparisons": {...}}.
+    Returns {"seeds": [...], "not_scored": {reason: [seeds]}, "sim_failure_by_setting": {setting: [seeds]},
+    "settings": {...}, "comparisons": {...}}.
     """
     seeds = scored_seeds(records, settings)
     by_key = {(r["seed"], r["setting"]): r for r in records if r["end_reason"] not in (SIM_ERROR,) + NOT_SCORED}
@@ -546,7 +557,8 @@ def summarise(records: list[dict[str, Any]], settings: list[str]) -> dict[str, A
         reason = seed_status(records, seed)
         if reason is not None:
             not_scored.setdefault(reason, []).append(seed)
-    out: dict[str, Any] = {"seeds": seeds, "not_scored": not_scored, "settings": {}, "comparisons": {}}
+    out: dict[str, Any] = {"seeds": seeds, "not_scored": not_scored,
+                           "sim_failure_by_setting": failures_by_setting(records), "settings": {}, "comparisons": {}}
     for setting in settings:
         rows = [by_key[(seed, setting)] for seed in seeds]
         n = len(rows)

@@ -501,3 +501,11 @@ def test_gaps_are_the_nearest_vehicle_and_the_nearest_one_ahead_in_the_corridor(
     assert nearest == pytest.approx(4.0) and ahead == pytest.approx(12.0)
     assert all(math.isnan(g) for g in cl.gaps_m(np.zeros((0, 2))))
     assert math.isnan(cl.gaps_m(np.array([[-5.0, 0.0]]))[1]), "nothing ahead"
+
+
+def test_simulator_failures_are_counted_for_the_setting_that_failed_not_the_filled_ones():
+    records = [episode(9, EXPERT), failed(9, FULL, SIM_ERROR, 130.0), failed(9, FULL, SIM_FAILURE, 130.0)]
+    records += fill_not_scored(records, 9, [EXPERT, FULL, "deead_2"])
+    assert [r["setting"] for r in records[3:]] == ["deead_2"], "the other settings are filled"
+    assert cl.failures_by_setting(records) == {FULL: [9]}
+    assert summarise(records, [EXPERT, FULL, "deead_2"])["sim_failure_by_setting"] == {FULL: [9]}
