@@ -231,6 +231,11 @@ def _ego_frame(vehicle, xy_md: np.ndarray) -> np.ndarray:
     return fmt.world_to_ego(pts, pose) if len(pts) else pts
 
 
+def _others_xy_ego(env, vehicle) -> np.ndarray:
+    """Every other vehicle's centre in the ego frame, (N, 2); (0, 2) when there is none."""
+    return _ego_frame(vehicle, np.array([np.asarray(o.position)[:2] for o in _others(env, vehicle)]).reshape(-1, 2))
+
+
 def gaps_m(others_xy_ego: np.ndarray, corridor_half_width_m: float = 2.5) -> tuple[float, float]:
     """(distance to the nearest other vehicle, distance to the nearest one ahead within the corridor), NaN if none:
     centre to centre, from vehicle positions in the ego frame (x forward, y left)."""
@@ -245,9 +250,8 @@ def _fault(env, vehicle, kind: str, lateral_mps: float) -> tuple[bool, str]:
     """Apply `at_fault` to the simulator state at a collision: the other vehicle is the nearest one."""
     other_xy = None
     if kind == "vehicle":
-        others = _others(env, vehicle)
-        if others:
-            xy = _ego_frame(vehicle, np.array([np.asarray(o.position)[:2] for o in others]))
+        xy = _others_xy_ego(env, vehicle)
+        if len(xy):
             other_xy = xy[int(np.argmin(np.linalg.norm(xy, axis=1)))]
     return at_fault(kind, float(vehicle.speed) / 3.6, other_xy, lateral_mps)
 
@@ -294,9 +298,7 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
         vehicle = env.vehicle
         progress = RouteProgress(sim.route_ahead(vehicle, 1e5)["points"])
         cap = max_steps or step_cap(progress.length_m, ep["target_speed_kmh"] / 3.6)
-        others = _others(env, vehicle)
-        xy = _ego_frame(vehicle, np.array([np.asarray(o.position)[:2] for o in others])) if others \
-            else np.zeros((0, 2))
+        xy = _others_xy_ego(env, vehicle)
         lane_width = float(vehicle.navigation.current_lane.width)
         if not spawn_is_clear(xy, ep["initial_speed_frac"] * ep["target_speed_kmh"] / 3.6, lane_width):
             end_reason = SPAWN_BLOCKED
@@ -320,10 +322,7 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
                 plan_ms.append(result.total_ms)
                 action = list(tracker.action(result.trajectory_m, seen.speed_mps))
                 if trace is not None:
-                    around = _others(env, vehicle)
-                    nearest, ahead = gaps_m(_ego_frame(vehicle, np.array([np.asarray(o.position)[:2]
-                                                                          for o in around])) if around
-                                            else np.zeros((0, 2)))
+                    nearest, ahead = gaps_m(_others_xy_ego(env, vehicle))
                     trace.append({
                         "t_s": round(steps * fmt.DT_S, 2), "speed_mps": seen.speed_mps,
                         "accel_mps2": accel,
