@@ -784,9 +784,23 @@ def observe(obs: dict[str, Any], vehicle, lane_change: tuple[Any, float] | None 
                        route, pts, valid, route_labels(route, yaw))
 
 
-def start_episode(env, ep: dict[str, Any]) -> dict[str, Any]:
+def _stop_drawing_main_window(engine) -> None:
+    """Deactivate the offscreen main window's display regions: nothing reads that window.
+
+    The ego camera draws into a buffer of its own, so its images stay byte-identical
+    (`--check-render`), while llvmpipe no longer draws the scene a second time each step.
+    """
+    if engine.win is None:                 # state-only env: no window at all
+        return
+    for i in range(engine.win.getNumDisplayRegions()):
+        engine.win.getDisplayRegion(i).setActive(False)
+
+
+def start_episode(env, ep: dict[str, Any], draw_main_window: bool = False) -> dict[str, Any]:
     """Reset the env and give the ego the episode's initial speed; returns the first observation."""
     obs = env.reset()
+    if not draw_main_window:
+        _stop_drawing_main_window(env.engine)
     if ep.get("reactive_traffic", False):
         make_traffic_reactive(env)
     v0 = ep["initial_speed_frac"] * ep["target_speed_kmh"] / 3.6
@@ -1210,6 +1224,45 @@ def check_frame(seed: int, steps: int = 300) -> int:
     return 0 if good else 1
 
 
+def _drive_for_render_check(seed: int, steps: int, draw_main_window: bool) -> tuple[np.ndarray, float]:
+    """Drive the expert on `seed`; return the camera images and the median milliseconds per step."""
+    ep = episode_config(seed)
+    env = make_env(seed, ep, IMAGE_W, IMAGE_H)
+    images, seconds = [], []
+    try:
+        start_episode(env, ep, draw_main_window)
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            obs, _reward, done, _info = env.step([0.0, 0.0])
+            seconds.append(time.perf_counter() - t0)
+            images.append(obs["image"][..., -1].copy())
+            if done:
+                break
+    finally:
+        env.close()
+    return np.stack(images), 1000.0 * float(np.median(seconds))
+
+
+def check_render(seeds: list[int], steps: int = 150) -> int:
+    """Verify that not drawing the main window leaves every camera image as it was; time both ways.
+
+    Each drive runs in a fresh process (state carried between episodes of one process would
+    otherwise make two drives differ for reasons of their own).
+    """
+    good = True
+    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for seed in seeds:
+            (drawn, ms_drawn), (skipped, ms_skipped) = pool.starmap(
+                _drive_for_render_check, [(seed, steps, True), (seed, steps, False)])
+            same = drawn.shape == skipped.shape and np.array_equal(drawn, skipped)
+            good &= same
+            print(f"seed {seed}: {len(drawn)} steps, images {'identical' if same else 'DIFFER'}; "
+                  f"ms/step with the main window {ms_drawn:.1f}, without {ms_skipped:.1f} "
+                  f"({ms_drawn / ms_skipped:.2f}x)")
+    print("render check", "PASSED" if good else "FAILED")
+    return 0 if good else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1232,7 +1285,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=IMAGE_H)
     p.add_argument("--check-frame", type=int, metavar="SEED", default=None,
                    help="only verify the coordinate convention on this seed and exit")
+    p.add_argument("--check-render", default=None, metavar="SEEDS",
+                   help="only verify that skipping the main window leaves the camera images unchanged "
+                        "on these seeds ('a:b' or comma list), timing both, and exit")
     args = p.parse_args(argv)
+    if args.check_render is not None:
+        return check_render(_parse_seeds(args.check_render))
     if args.check_frame is not None:
         return check_frame(args.check_frame)
     return collect(args)
