@@ -34,10 +34,8 @@ import argparse
 import hashlib
 import json
 import math
-import multiprocessing as mp
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
@@ -56,11 +54,13 @@ from deead_ros.tools.closed_loop import (
     scored_seeds,
     summarise,
 )
-from deead_ros.tools.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY, StallWatch
+from deead_ros.tools.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY
+from deead_ros.tools.sim_workers import ProcessWorkers, Running, StallWatch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
 BENCH_EXIT_JSON = REPO / "docs" / "bench_exit.json"   # the committed open-loop benchmark: the fixed exit's layer
+EPISODES_PER_WORKER = 8        # a worker process is replaced after this many episodes (native memory growth)
 HELD_OUT_SEEDS = 3000          # maps never used for training (0-109), validation (1000-1009) or test (2000-2013)
 
 
@@ -109,8 +109,6 @@ def _init_worker(model: str, first_checkpoint: int, watch: StallWatch | None = N
                     PriorSettings())
     _worker_state["runner"] = runner
     _worker_state["watch"] = watch
-    if watch is not None:
-        watch.attach()
 
 
 def _policy(setting: str):
@@ -129,80 +127,6 @@ def _run(job: tuple[int, str, float, int | None]) -> dict:
 
 
 Job = tuple[int, str, float, int | None]        # seed, setting, density, step cap
-
-
-@dataclass
-class Running:
-    """An episode a worker is driving."""
-
-    job: Job
-    attempt: int
-    started: float
-
-
-class ProcessWorkers:
-    """Episodes in worker processes on this machine, one at a time each; a hang or crash costs only that episode.
-
-    Why processes and a stall watch: MetaDrive 0.2.6's renderer now and then never returns a frame
-    (inside Panda3D's getScreenshot), and a native crash takes its process with it; the worker is then
-    replaced and the supervisor records the attempt. A hang is no simulated step while the worker burns
-    `sim.STALL_S` of CPU (`StallWatch`), so a long route or a worker starved by other jobs is not
-    mistaken for one; the episode timeout is only a backstop.
-    """
-
-    def __init__(self, count: int, model: str, first_checkpoint: int) -> None:
-        context = mp.get_context("spawn")
-        self._watches = [StallWatch(context) for _ in range(count)]
-        self._init = (model, first_checkpoint)
-        self._pools: list = [None] * count
-        self._pending: dict[int, tuple] = {}               # slot -> (AsyncResult, Running)
-
-    @property
-    def free(self) -> int:
-        return len(self._pools) - len(self._pending)
-
-    def submit(self, job: Job, attempt: int) -> None:
-        slot = next(i for i in range(len(self._pools)) if i not in self._pending)
-        if self._pools[slot] is None:
-            self._pools[slot] = mp.get_context("spawn").Pool(1, initializer=_init_worker,
-                                                             initargs=(*self._init, self._watches[slot]),
-                                                             maxtasksperchild=8)
-        self._watches[slot].restart()
-        self._pending[slot] = (self._pools[slot].apply_async(_run, (job,)), Running(job, attempt, time.time()))
-
-    def poll(self, timeout_s: float, episode_timeout_s: float) -> list[tuple[Running, dict | None, str]]:
-        """Finished episodes (record, or None and what went wrong), waiting up to timeout_s for the first."""
-        deadline = time.time() + timeout_s
-        while True:
-            done = []
-            for slot, (pending, running) in list(self._pending.items()):
-                if pending.ready():
-                    try:
-                        done.append((running, pending.get(), ""))
-                    except Exception as err:          # noqa: BLE001  any failure inside the simulator is this episode's
-                        done.append((running, None, f"{type(err).__name__}: {err}"[:300]))
-                        self._replace(slot)
-                elif self._watches[slot].stalled():
-                    done.append((running, None, f"hung: {self._watches[slot].describe()}"))
-                    self._replace(slot)
-                elif time.time() - running.started > episode_timeout_s:
-                    done.append((running, None, f"no result after {episode_timeout_s:.0f} s"))
-                    self._replace(slot)
-                else:
-                    continue
-                self._pending.pop(slot, None)
-            if done or time.time() >= deadline:
-                return done
-            time.sleep(0.2)
-
-    def _replace(self, slot: int) -> None:
-        if self._pools[slot] is not None:
-            self._pools[slot].terminate()
-            self._pools[slot] = None
-
-    def close(self) -> None:
-        for slot in range(len(self._pools)):
-            self._replace(slot)
 
 
 class RayWorkers:
@@ -308,7 +232,8 @@ def _jsonable(value):
 def make_workers(args: argparse.Namespace) -> ProcessWorkers | RayWorkers:
     if args.ray_address or args.ray:
         return RayWorkers(args.workers, args.model, args.first_checkpoint, args.ray_address)
-    return ProcessWorkers(args.workers, args.model, args.first_checkpoint)
+    return ProcessWorkers(args.workers, _init_worker, (args.model, args.first_checkpoint), _run,
+                          tasks_per_worker=EPISODES_PER_WORKER)
 
 
 def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -> list[dict]:

@@ -41,11 +41,8 @@ import copy
 import json
 import math
 import multiprocessing as mp
-import os
-import queue
 import random
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -53,12 +50,10 @@ from typing import Any, Callable
 import numpy as np
 
 from deead_ros.tools import dataset_format as fmt
-from deead_ros.tools.proc_stats import cpu_seconds
+from deead_ros.tools.sim_workers import ProcessWorkers, StallWatch
 
 IMAGE_W, IMAGE_H = 160, 96
 MAX_STEPS = 300                   # episode cap (simulated steps, 30 s)
-STALL_S = 120.0                   # no simulated step while the worker burns this much CPU: hung (a reset ~15 s)
-STALL_WALL_S = 3600.0             # ... or for this long at all: hung without spinning, or starved for an hour
 JUNCTION_BLOCKS = ("X", "T", "O")
 LOOKAHEAD_COMMAND_M = 40.0        # junction / lane change within this distance sets the command
 LOOKAHEAD_SCENARIO_M = 20.0       # junction within this distance sets the scenario label
@@ -936,59 +931,6 @@ def finish_episode(seed, ep, rec, end_reason, reset_s, sim_s, width, height, max
 
 
 # --------------------------------------------------------------------------- workers
-class StallWatch:
-    """Tells a hung simulator from a slow one, across processes: the worker calls `attach` once and
-    `beat` after every simulated step; the supervisor asks `stalled` and restarts the watch when it
-    hands out a job.
-
-    MetaDrive 0.2.6's software renderer can spin on one frame for good, and only killing the process
-    ends it. Hung = no step while the worker used stall_s of CPU (read from /proc): a worker starved
-    by other jobs on the machine uses little CPU and is left to finish; or no step for wall_s at all
-    (a hang that blocks, or where /proc cannot be read). Pass it to the worker process as a Process or
-    Pool argument (its counters are shared memory).
-    """
-
-    def __init__(self, ctx, stall_s: float = STALL_S, wall_s: float = STALL_WALL_S) -> None:
-        self.stall_s, self.wall_s = stall_s, wall_s
-        self._steps = ctx.Value("q", 0, lock=False)
-        self._pid = ctx.Value("q", 0, lock=False)
-        self._seen = self._now()
-
-    def attach(self) -> None:
-        """In the worker process: whose CPU time to watch."""
-        self._pid.value = os.getpid()
-
-    def beat(self, _step: int = 0) -> None:
-        self._steps.value += 1
-
-    def _now(self) -> tuple[int, int, float | None, float]:
-        """(steps, worker pid, its CPU seconds or None, wall clock)."""
-        pid = self._pid.value
-        try:
-            cpu = cpu_seconds(pid) if pid else None
-        except (OSError, ValueError, IndexError):       # the worker is gone, or no /proc
-            cpu = None
-        return self._steps.value, pid, cpu, time.monotonic()
-
-    def restart(self) -> None:
-        self._seen = self._now()
-
-    def stalled(self) -> bool:
-        """True when no step was simulated since the last one seen (or the restart) while the worker used
-        stall_s of CPU, or for wall_s."""
-        now = self._now()
-        steps, pid, cpu, wall = now
-        if steps != self._seen[0] or pid != self._seen[1] or (cpu is None) != (self._seen[2] is None):
-            self._seen = now                               # a step, a new worker, or /proc came or went
-            return False
-        spun = cpu is not None and self._seen[2] is not None and cpu - self._seen[2] > self.stall_s
-        return spun or wall - self._seen[3] > self.wall_s
-
-    def describe(self) -> str:
-        """What `stalled` means, for the failure record."""
-        return f"no simulated step while using {self.stall_s:.0f} s of CPU (or for {self.wall_s:.0f} s)"
-
-
 def _parse_seeds(text: str | None) -> list[int]:
     """Parse '0:100' (end exclusive), '5,7,9' or '' into a list of seeds."""
     if not text:
@@ -999,36 +941,23 @@ def _parse_seeds(text: str | None) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _worker(worker_id: int, inbox, results, args_dict, watch: StallWatch) -> None:
-    """Run the episodes sent to `inbox` (split, seed, attempt) until None, a failure or the recycle count.
+_collector_state: dict[str, Any] = {}    # in a worker process: the collection settings and the stall watch
 
-    `watch` hears every simulated step, so the supervisor can tell a hung simulator from a slow one.
 
-    A worker exits after a failed episode (the engine may be half torn down) and after
-    `episodes_per_worker` episodes (bounds native memory growth); the supervisor starts a new one.
-    """
-    out = Path(args_dict["out"])
-    watch.attach()
-    for _ in range(args_dict["episodes_per_worker"]):
-        job = inbox.get()
-        if job is None:
-            return
-        split, seed, attempt = job
-        t0 = time.time()
-        try:
-            density = args_dict["dense_traffic_density" if split == "test_dense" else "traffic_density"]
-            data = run_episode(seed, args_dict["max_steps"], args_dict["width"], args_dict["height"],
-                               density, args_dict["lane_change_share"],
-                               on_step=watch.beat)
-            fmt.save_episode(fmt.episode_path(out, split, seed), data)
-        except Exception:             # any simulator failure: report it; the supervisor retries once
-            err = traceback.format_exc()
-            print(f"[worker {worker_id}] {split} seed {seed} attempt {attempt + 1} failed:\n{err}", flush=True)
-            results.put(("fail", worker_id, job, 0, 0, time.time() - t0, err.strip().splitlines()[-1]))
-            return
-        meta = json.loads(data["meta"])
-        results.put(("ok", worker_id, job, len(data["pose"]), meta["steps_simulated"], time.time() - t0,
-                     meta["end_reason"]))
+def _init_collector(settings: dict[str, Any], watch: StallWatch) -> None:
+    _collector_state.update(settings=settings, watch=watch)
+
+
+def _collect_episode(job: tuple[str, int]) -> tuple[int, int, str]:
+    """Simulate and save one episode (split, seed) in a worker; returns (frames, steps simulated, end)."""
+    split, seed = job
+    settings, watch = _collector_state["settings"], _collector_state["watch"]
+    density = settings["dense_traffic_density" if split == "test_dense" else "traffic_density"]
+    data = run_episode(seed, settings["max_steps"], settings["width"], settings["height"], density,
+                       settings["lane_change_share"], on_step=watch.beat)
+    fmt.save_episode(fmt.episode_path(Path(settings["out"]), split, seed), data)
+    meta = json.loads(data["meta"])
+    return len(data["pose"]), meta["steps_simulated"], meta["end_reason"]
 
 
 def collect(args) -> int:
@@ -1052,7 +981,7 @@ def collect(args) -> int:
     if (out / "skipped.txt").exists():
         skipped_before = {(line.split()[0], int(line.split()[1])) for line in
                           (out / "skipped.txt").read_text().splitlines() if line.strip()}
-    todo = [(sp, s, 0) for sp, s in plan
+    todo = [(sp, s) for sp, s in plan
             if (sp, s) not in skipped_before and not fmt.is_complete(fmt.episode_path(out, sp, s))]
     n_skipped_before = sum((sp, s) in skipped_before for sp, s in plan)
     print(f"[collect] {len(plan)} episodes planned, {len(plan) - len(todo) - n_skipped_before} already complete, "
@@ -1061,114 +990,41 @@ def collect(args) -> int:
     if not todo:
         return 0
     (out / "collect_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    args_dict = {"out": str(out), "max_steps": args.max_steps, "width": args.width, "height": args.height,
-                 "episodes_per_worker": args.episodes_per_worker, "traffic_density": args.traffic_density,
-                 "lane_change_share": args.lane_change_share, "dense_traffic_density": args.dense_traffic_density}
-    pending = list(todo)
-    n_total = len(todo)
-    workers: dict[int, dict[str, Any]] = {}          # id -> {proc, inbox, job, assigned, watch}
-    next_id = 0
-
-    def spawn() -> None:
-        nonlocal next_id
-        inbox = ctx.Queue()
-        watch = StallWatch(ctx)
-        proc = ctx.Process(target=_worker, args=(next_id, inbox, results, args_dict, watch), daemon=True)
-        proc.start()
-        workers[next_id] = {"proc": proc, "inbox": inbox, "job": None, "assigned": 0, "watch": watch}
-        next_id += 1
-
+    settings = {"out": str(out), "max_steps": args.max_steps, "width": args.width, "height": args.height,
+                "traffic_density": args.traffic_density, "lane_change_share": args.lane_change_share,
+                "dense_traffic_density": args.dense_traffic_density}
+    workers = ProcessWorkers(args.workers, _init_collector, (settings,), _collect_episode,
+                             tasks_per_worker=args.episodes_per_worker)
+    pending = [(job, 0) for job in todo]                # (split, seed), attempt
     t_start = time.time()
-    done = frames = sim_steps = skipped = 0
-    resolved: set = set()                            # jobs already counted (messages may race deaths)
-
-    def failed(job, note: str) -> None:
-        nonlocal done, skipped
-        if job in resolved:
-            return
-        resolved.add(job)
-        split, seed, attempt = job
-        if attempt == 0:
-            print(f"[collect] {split} seed {seed} failed ({note}); retrying once", flush=True)
-            pending.insert(0, (split, seed, 1))
-            return
-        done += 1
-        skipped += 1
-        with open(out / "skipped.txt", "a") as f:
-            f.write(f"{split} {seed} {note}\n")
-        print(f"[collect] {done}/{n_total} {split} seed {seed} SKIPPED after 2 attempts: {note}", flush=True)
-
-    def succeeded(job, n: int, n_sim: int, dt: float, note: str) -> None:
-        nonlocal done, frames, sim_steps
-        if job in resolved:
-            return
-        resolved.add(job)
-        split, seed, _attempt = job
-        done += 1
-        frames += n
-        sim_steps += n_sim
-        elapsed = time.time() - t_start
-        rate = frames / max(elapsed, 1e-6)
-        eta = elapsed / done * (n_total - done)
-        print(f"[collect] {done}/{n_total} {split} seed {seed}: {n} frames (sim {n_sim}, end {note}) "
-              f"in {dt:.0f}s | total {frames} frames, {rate:.1f} frames/s, elapsed {elapsed / 60:.1f} min, "
-              f"ETA {eta / 60:.1f} min", flush=True)
-
-    while done < n_total:
-        # keep `args.workers` live workers, each with one job
-        for wid in list(workers):
-            w = workers[wid]
-            if w["job"] is None:
-                w["watch"].restart()
-            elif w["watch"].stalled() and w["proc"].is_alive():
-                # MetaDrive's software renderer can spin on a frame for good; only killing the process ends it
-                print(f"[collect] worker {wid}: {w['watch'].describe()} on {w['job'][0]} seed "
-                      f"{w['job'][1]}; killing it", flush=True)
-                w["proc"].kill()
-                w["proc"].join()
-                w["stalled"] = True
-            if not w["proc"].is_alive():
-                w["proc"].join()
-                job = w["job"]
-                if job is not None:                      # died before its result was read
-                    path = fmt.episode_path(out, job[0], job[1])
-                    if fmt.is_complete(path):
-                        ep = fmt.load_episode(path, images=False)
-                        succeeded(job, len(ep["pose"]), ep["meta"]["steps_simulated"], 0.0,
-                                  ep["meta"]["end_reason"])
-                    elif w.get("stalled"):
-                        failed(job, f"hung: {w['watch'].describe()}")
-                    else:
-                        failed(job, f"worker died (exit code {w['proc'].exitcode})")
-                del workers[wid]
-        usable = [w for w in workers.values() if w["assigned"] < args.episodes_per_worker or w["job"]]
-        while len(usable) < args.workers and len(pending) > sum(w["job"] is None for w in usable):
-            spawn()
-            usable.append(workers[next_id - 1])
-        for w in workers.values():
-            if w["job"] is None and pending and w["assigned"] < args.episodes_per_worker:
-                w["assigned"] += 1
-                w["job"] = pending.pop(0)
-                w["inbox"].put(w["job"])
-        if not workers:
-            break
-        try:
-            status, wid, job, n, n_sim, dt, note = results.get(timeout=5)
-        except queue.Empty:
-            continue
-        job = tuple(job)
-        if wid in workers and workers[wid]["job"] == job:
-            workers[wid]["job"] = None
-        if status == "ok":
-            succeeded(job, n, n_sim, dt, note)
-        else:
-            failed(job, note)
-    for w in workers.values():
-        w["inbox"].put(None)
-    for w in workers.values():
-        w["proc"].join(timeout=60)
+    done = frames = skipped = 0
+    try:
+        while pending or workers.free < args.workers:
+            while pending and workers.free:
+                workers.submit(*pending.pop(0))
+            for running, result, error in workers.poll(5.0, episode_timeout_s=math.inf):
+                split, seed = running.job
+                if result is None and running.attempt == 0:
+                    print(f"[collect] {split} seed {seed} failed ({error}); retrying once", flush=True)
+                    pending.insert(0, (running.job, 1))
+                    continue
+                done += 1
+                if result is None:
+                    skipped += 1
+                    with open(out / "skipped.txt", "a") as f:
+                        f.write(f"{split} {seed} {error}\n")
+                    print(f"[collect] {done}/{len(todo)} {split} seed {seed} SKIPPED after 2 attempts: {error}",
+                          flush=True)
+                    continue
+                n, n_sim, end_reason = result
+                frames += n
+                elapsed = time.time() - t_start
+                print(f"[collect] {done}/{len(todo)} {split} seed {seed}: {n} frames (sim {n_sim}, end {end_reason}) "
+                      f"in {time.time() - running.started:.0f}s | total {frames} frames, "
+                      f"{frames / max(elapsed, 1e-6):.1f} frames/s, elapsed {elapsed / 60:.1f} min, "
+                      f"ETA {elapsed / done * (len(todo) - done) / 60:.1f} min", flush=True)
+    finally:
+        workers.close()
     print(f"[collect] done: {frames} frames in {done - skipped} episodes, {skipped} skipped, "
           f"{(time.time() - t_start) / 60:.1f} min", flush=True)
     return 0

@@ -31,7 +31,6 @@ from deead_ros.tools.closed_loop import (
     summarise,
     wilson_interval,
 )
-from deead_ros.tools import collect_metadrive as sim
 from deead_ros.tools.collect_metadrive import PathAhead, episode_config, idm_acceleration, yield_to
 
 TIMES = 0.5 * np.arange(1, 7)
@@ -459,40 +458,6 @@ def test_the_settings_add_the_recommended_delta_once():
                                         "patience", "deead_or_patience_2"]
     assert bench.settings(11, 2.0) == [EXPERT, FULL, "deead_0.5", "deead_1", "deead_2", "fixed_11", "patience",
                                        "deead_or_patience_2"]
-
-
-def test_a_stall_is_no_step_while_the_worker_spins_not_a_slow_or_starved_one(monkeypatch):
-    import multiprocessing as mp
-    import os
-    wall, cpu = [100.0], [5.0]
-    monkeypatch.setattr(sim.time, "monotonic", lambda: wall[0])
-    monkeypatch.setattr(sim, "cpu_seconds", lambda pid: cpu[0])
-    watch = sim.StallWatch(mp.get_context("spawn"), stall_s=60.0, wall_s=1000.0)
-    watch.attach()                                       # (in the worker) the pid whose CPU time counts
-    watch.restart()                                      # a job handed out
-    for _ in range(10):                                  # a slow episode: a step every 50 s of CPU
-        wall[0] += 50.0
-        cpu[0] += 50.0
-        watch.beat()
-        assert not watch.stalled()
-    wall[0] += 500.0                                     # starved by other jobs: 500 s, 10 s of CPU, no step
-    cpu[0] += 10.0
-    assert not watch.stalled(), "a starved worker is slow, not hung"
-    cpu[0] += 51.0
-    assert watch.stalled(), "61 s of CPU without a step: spinning, hung"
-    watch.restart()
-    assert not watch.stalled()
-    wall[0] += 1001.0
-    assert watch.stalled(), "no step for wall_s at all: hung without spinning"
-    assert watch._pid.value == os.getpid()
-
-
-def test_the_stall_watch_reads_this_process_cpu_time():
-    import multiprocessing as mp
-    watch = sim.StallWatch(mp.get_context("spawn"))
-    watch.attach()
-    steps, pid, cpu, _wall = watch._now()
-    assert steps == 0 and cpu is not None and cpu > 0.0
 
 
 def test_gaps_are_the_nearest_vehicle_and_the_nearest_one_ahead_in_the_corridor():
