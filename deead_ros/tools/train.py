@@ -345,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     train = encode_split(train_files, spec, cfg.dt_s if args.near_prior_m > 0 else None)
+    if args.near_prior_m > 0:            # the weight of each frame for the layers before the last, once
+        train["near_prior_weight"] = near_prior_weights(train["prior_deviation"], args.near_prior_m)
     val = encode_split(val_files, spec)
     if args.max_val_frames and len(val["future"]) > args.max_val_frames:    # evenly spread: every map keeps some
         pick = np.linspace(0, len(val["future"]) - 1, args.max_val_frames).astype(int)
@@ -382,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         hide_acceleration(ego, rng, args.accel_dropout)
         per_frame = per_frame_layer_ade(model.forward_all_layers(image, route, ego, command_ids), future)
         if args.near_prior_m > 0:        # the last layer on every frame, the others where the prior matches
-            near = torch.from_numpy(near_prior_weights(train["prior_deviation"][idx], args.near_prior_m))
+            near = torch.from_numpy(train["near_prior_weight"][idx])
             per_frame = torch.cat([per_frame[:, :-1] * near[:, None], per_frame[:, -1:]], dim=1)
         ade = per_frame.mean(dim=0)
         loss = (weights * ade).sum()
