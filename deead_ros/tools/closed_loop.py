@@ -284,7 +284,7 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
     as SPAWN_BLOCKED (the same for every setting: it depends on the seed only).
     trace: a list to append one row per planned step to (what the model saw and planned, what the
     tracker did, where the car was in its lane): how to see why an episode ended as it did.
-    on_step(step) is called after every simulated step (a worker's heartbeat: `sim.StallWatch.beat`).
+    on_step(step) is called after every simulated step (a worker's heartbeat: `sim_workers.StallWatch.beat`).
     """
     from deead_ros.model.encoding import FrameInputs, SpeedHistory
     start = time.time()

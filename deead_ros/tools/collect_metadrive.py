@@ -1153,8 +1153,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.check_render is not None:
         return check_render(_parse_seeds(args.check_render))
-    if args.check_frame is not None:
-        return check_frame(args.check_frame)
+    if args.check_frame is not None:        # in a worker process: Panda3D's teardown aborts the one that made it
+        with mp.get_context("spawn").Pool(1) as pool:
+            return pool.apply(check_frame, (args.check_frame,))
     return collect(args)
 
 
