@@ -55,7 +55,7 @@ from deead_ros.tools.closed_loop import (
     summarise,
 )
 from deead_ros.tools.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY
-from deead_ros.tools.sim_workers import ProcessWorkers, Running, StallWatch
+from deead_ros.tools.sim_workers import ProcessWorkers, Running, StallWatch, worker_count
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="*", default=None, help="a subset of the settings")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "closed_loop")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=worker_count, default=1,
                         help="episodes driven at once: worker processes, or Ray actors with --ray / --ray-address")
     parser.add_argument("--ray", action="store_true", help="run the episodes as local Ray actors (ray.init)")
     parser.add_argument("--ray-address", default="", help="join an existing Ray cluster (e.g. auto, ray://head:10001)")

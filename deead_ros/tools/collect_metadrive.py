@@ -50,7 +50,7 @@ from typing import Any, Callable
 import numpy as np
 
 from deead_ros.tools import dataset_format as fmt
-from deead_ros.tools.sim_workers import ProcessWorkers, StallWatch
+from deead_ros.tools.sim_workers import ProcessWorkers, StallWatch, worker_count
 
 IMAGE_W, IMAGE_H = 160, 96
 MAX_STEPS = 300                   # episode cap (simulated steps, 30 s)
@@ -1004,6 +1004,10 @@ def collect(args) -> int:
                 workers.submit(*pending.pop(0))
             for running, result, error in workers.poll(5.0, episode_timeout_s=math.inf):
                 split, seed = running.job
+                path = fmt.episode_path(out, split, seed)
+                if result is None and fmt.is_complete(path):    # the worker failed after saving it: it is done
+                    saved = fmt.load_episode(path, images=False)
+                    result = (len(saved["pose"]), saved["meta"]["steps_simulated"], saved["meta"]["end_reason"])
                 if result is None and running.attempt == 0:
                     print(f"[collect] {split} seed {seed} failed ({error}); retrying once", flush=True)
                     pending.insert(0, (running.job, 1))
@@ -1135,7 +1139,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-dense-seeds", default="", help="held-out maps driven in denser traffic (split test_dense)")
     p.add_argument("--dense-traffic-density", type=float, default=DENSE_TRAFFIC_DENSITY,
                    help="traffic density of the test_dense split (the closed loop's dense split: %(default)s)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=worker_count, default=2)
     p.add_argument("--traffic-density", type=float, default=TRAFFIC_DENSITY,
                    help="trigger-mode traffic density (the closed loop's protocol: %(default)s)")
     p.add_argument("--max-steps", type=int, default=MAX_STEPS, help="episode cap in 0.1 s steps")

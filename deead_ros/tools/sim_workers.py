@@ -8,8 +8,10 @@ episode's result and decides what to do (retry once, record it). Only the standa
 """
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -56,7 +58,7 @@ class StallWatch:
             return True
         try:
             os.kill(job_pid, 0)
-        except ProcessLookupError:
+        except OSError:                  # gone, or the pid already belongs to another user's process
             return True
         return False
 
@@ -91,6 +93,14 @@ class StallWatch:
     def describe(self) -> str:
         """What `stalled` means, for the failure record."""
         return f"no simulated step while using {self.stall_s:.0f} s of CPU (or for {self.wall_s:.0f} s)"
+
+
+def worker_count(text: str) -> int:
+    """argparse type of a --workers option: a pool needs at least one worker."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least one worker is needed")
+    return value
 
 
 @dataclass
@@ -172,7 +182,9 @@ class ProcessWorkers:
                     try:
                         done.append((running, pending.get(), ""))
                     except Exception as err:          # noqa: BLE001  any failure inside the simulator is this episode's
-                        done.append((running, None, f"{type(err).__name__}: {err}"[:300]))
+                        worker_traceback = getattr(err.__cause__, "tb", "")      # multiprocessing's RemoteTraceback
+                        print(f"[workers] job {running.job} raised:\n{worker_traceback}", file=sys.stderr, flush=True)
+                        done.append((running, None, " ".join(f"{type(err).__name__}: {err}".split())[:300]))
                         self._replace(slot)
                 elif watch.died() and not _arrives(pending):
                     done.append((running, None, "the worker process died"))

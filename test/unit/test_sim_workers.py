@@ -7,6 +7,7 @@ import math
 import multiprocessing as mp
 import os
 import time
+from typing import Any
 
 from deead_ros.tools import sim_workers
 from deead_ros.tools.sim_workers import ProcessWorkers, StallWatch
@@ -18,7 +19,7 @@ def _remember(offset: int, watch: StallWatch) -> None:
     _state.update(offset=offset, watch=watch)
 
 
-def _episode(job: tuple[str, int]) -> tuple[int, int]:
+def _episode(job: tuple[str, Any]) -> tuple[int, int]:
     """What a worker does per job: 'ok' steps and returns, the others fail the ways a simulator does."""
     kind, value = job
     if kind == "raise":
@@ -59,16 +60,42 @@ def test_each_failure_is_that_episodes_result_and_the_pool_goes_on():
 
 def test_workers_are_recycled_without_losing_a_result():
     workers = ProcessWorkers(2, _remember, (0,), _episode, tasks_per_worker=1)
+    finished: list = []
     try:
         for value in range(4):
             while not workers.free:
-                finished = _drain(workers, 1)
-                assert all(error == "" for _r, _res, error in finished)
+                finished += _drain(workers, 1)
             workers.submit(("ok", value), attempt=0)
-        finished = _drain(workers, 2)
+        finished += _drain(workers, 4 - len(finished))
     finally:
         workers.close()
-    assert all(error == "" for _r, _res, error in finished)
+    assert all(error == "" for _running, _result, error in finished)
+    assert sorted(result[0] for _running, result, _error in finished) == [0, 1, 2, 3], "every result, once"
+    assert len({result[1] for _running, result, _error in finished}) == 4, "a new process for every episode"
+
+
+def test_a_result_on_its_way_from_an_exited_worker_is_not_a_death():
+    class Later:                                          # an AsyncResult that arrives during the grace
+        def __init__(self) -> None:
+            self.waited = 0.0
+
+        def wait(self, timeout_s: float) -> None:
+            self.waited = timeout_s
+
+        def ready(self) -> bool:
+            return self.waited > 0
+
+    assert sim_workers._arrives(Later())
+
+
+def test_a_multi_line_error_is_reported_on_one_line():
+    workers = ProcessWorkers(1, _remember, (0,), _episode, tasks_per_worker=8)
+    try:
+        workers.submit(("raise", "first line\nsecond line"), attempt=0)
+        (_running, result, error), = _drain(workers, 1)
+    finally:
+        workers.close()
+    assert result is None and error == "RuntimeError: simulator error first line second line"
 
 
 def test_a_stall_is_no_step_while_the_worker_spins_not_a_slow_or_starved_one(monkeypatch):
