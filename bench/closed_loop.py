@@ -8,7 +8,7 @@ and the sha256 of the weights that drove it (a new model starts over, the expert
 is never run again. Jobs go seed by seed, every setting on a seed before the next seed, from seed
 3000 on, until --seeds seeds have a driving outcome in every setting. A seed whose spawn is not
 clear is recorded as `spawn_blocked` for every setting and replaced by the next one; an episode
-the simulator crashes or hangs on (--episode-timeout-s) is retried once, then the seed is recorded
+the simulator crashes or hangs on (sim_workers: no step while burning CPU) is retried once, then the seed is recorded
 as `sim_failure` for every setting (counted in the report, not scored).
 
     make closed-loop                                          # 200 seeds x 8 settings (days here)
@@ -41,21 +41,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
 from deead_ros.engines.manifest import load_manifest
-from deead_ros.exit.settings import named_settings, parse_setting_name, setting_name
+from deead_ros.exit.settings import parse_setting_name, setting_name
 from deead_ros.parameters import default
 from deead_ros.tools.closed_loop import (
     EXPERT,
     PROTOCOL_VERSION,
     SIM_ERROR,
     SIM_FAILURE,
+    drive_job,
     failed,
     fill_not_scored,
+    init_episode_worker,
     next_job,
     scored_seeds,
     summarise,
 )
 from deead_ros.tools.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY
-from deead_ros.tools.sim_workers import ProcessWorkers, Running, StallWatch, worker_count
+from deead_ros.tools.sim_workers import ProcessWorkers, Running, SimulatorFailure, SupervisedWorker, worker_count
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
@@ -97,44 +99,17 @@ def settings(fixed_layer: int, recommended_delta_m: float) -> list[str]:
             setting_name("deead_or_patience", 2.0)]
 
 
-_worker_state: dict = {}
-
-
-def _init_worker(model: str, first_checkpoint: int, watch: StallWatch | None = None) -> None:
-    """Open the engines once per worker process; `watch` hears every simulated step."""
-    from deead_ros.engines import make_engine
-    from deead_ros.exit import ExitSettings, PriorSettings
-    from deead_ros.runner import Runner
-    runner = Runner(make_engine("onnxruntime", model, num_threads=1), ExitSettings(first_checkpoint=first_checkpoint),
-                    PriorSettings())
-    _worker_state["runner"] = runner
-    _worker_state["watch"] = watch
-
-
-def _policy(setting: str):
-    base, _ = _worker_state["runner"].settings
-    return named_settings(setting, base).build_policy()
-
-
-def _run(job: tuple[int, str, float, int | None]) -> dict:
-    from deead_ros.tools.closed_loop import PurePursuit, drive
-    seed, setting, density, max_steps = job
-    runner = None if setting == EXPERT else _worker_state["runner"]
-    policy = None if setting == EXPERT else _policy(setting)
-    watch = _worker_state.get("watch")
-    return drive(seed, setting, runner, policy, PurePursuit(dt_s=runner.dt_s if runner else 0.5), density=density,
-                 max_steps=max_steps, on_step=watch.beat if watch is not None else None).as_dict()
-
-
 Job = tuple[int, str, float, int | None]        # seed, setting, density, step cap
 
 
 class RayWorkers:
     """Episodes as Ray actors, one simulator each, locally (`ray.init(num_cpus=N)`) or on a cluster.
 
-    The actor runs the very same `_init_worker` / `_run` as a worker process; an actor that hangs past
-    the episode timeout or dies is killed and replaced, and the supervisor records the attempt. On a
-    cluster every node needs this checkout and the MetaDrive venv at the same path (or a runtime_env).
+    Each actor supervises one worker process on its own node (`sim_workers.SupervisedWorker`, running
+    the same `init_episode_worker` / `drive_job` as a local worker), so a hung renderer or a native
+    crash fails the episode there within `sim_workers.STALL_S` of CPU; an actor that dies or passes the
+    episode timeout (a backstop) is killed and replaced. Either way the supervisor records the attempt.
+    On a cluster every node needs this checkout and the MetaDrive venv at the same path (or a runtime_env).
     """
 
     def __init__(self, count: int, model: str, first_checkpoint: int, address: str) -> None:
@@ -143,8 +118,8 @@ class RayWorkers:
         if not ray.is_initialized():
             ray.init(address=address or None, num_cpus=None if address else count, include_dashboard=False,
                      log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-        self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(EpisodeActor)
-        self._init = (model, first_checkpoint)
+        self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(SupervisedWorker)
+        self._init = (init_episode_worker, (model, first_checkpoint), drive_job, EPISODES_PER_WORKER)
         self._actors = [self._actor_class.remote(*self._init) for _ in range(count)]
         self._pending: dict = {}                           # ObjectRef -> (actor index, Running)
 
@@ -165,8 +140,10 @@ class RayWorkers:
                 index, running = self._pending.pop(ref)
                 try:
                     done.append((running, self._ray.get(ref), ""))
-                except Exception as err:              # noqa: BLE001  the actor died or the episode raised
-                    done.append((running, None, f"{type(err).__name__}: {err}"[:300]))
+                except Exception as err:              # noqa: BLE001  the actor died or the episode failed
+                    cause = getattr(err, "cause", None)   # a RayTaskError carries the actor's exception
+                    note = str(cause) if isinstance(cause, SimulatorFailure) else f"{type(err).__name__}: {err}"
+                    done.append((running, None, " ".join(note.split())[:300]))
                     self._replace(index)
         for ref, (index, running) in list(self._pending.items()):
             if time.time() - running.started > episode_timeout_s:
@@ -182,16 +159,6 @@ class RayWorkers:
     def close(self) -> None:
         for actor in self._actors:
             self._ray.kill(actor)
-
-
-class EpisodeActor:
-    """A Ray actor holding one runner (and one simulator at a time): the worker process's code, in Ray."""
-
-    def __init__(self, model: str, first_checkpoint: int) -> None:
-        _init_worker(model, first_checkpoint)
-
-    def run(self, job: Job) -> dict:
-        return _run(job)
 
 
 def log_path(out: Path, density: float) -> Path:
@@ -232,7 +199,7 @@ def _jsonable(value):
 def make_workers(args: argparse.Namespace) -> ProcessWorkers | RayWorkers:
     if args.ray_address or args.ray:
         return RayWorkers(args.workers, args.model, args.first_checkpoint, args.ray_address)
-    return ProcessWorkers(args.workers, _init_worker, (args.model, args.first_checkpoint), _run,
+    return ProcessWorkers(args.workers, init_episode_worker, (args.model, args.first_checkpoint), drive_job,
                           tasks_per_worker=EPISODES_PER_WORKER)
 
 
@@ -348,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray", action="store_true", help="run the episodes as local Ray actors (ray.init)")
     parser.add_argument("--ray-address", default="", help="join an existing Ray cluster (e.g. auto, ray://head:10001)")
     parser.add_argument("--episode-timeout-s", type=float, default=3600.0,
-                        help="give up on an episode after this long: Ray actors' hang detection; worker processes "
-                             "detect a hang sooner (no simulated step for a while) and keep this as a backstop")
+                        help="give up on an episode after this long, a backstop: worker processes (and Ray actors, "
+                             "each supervising one) detect a hang sooner (no simulated step while burning CPU)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--trace", nargs=2, metavar=("SEED", "SETTING"), default=None,
                         help="drive one episode and write what the model saw and planned at every step, and what "
@@ -406,15 +373,14 @@ def trace_episode(seed: int, setting: str, args: argparse.Namespace, stem: Path)
     """Drive one episode in this process, recording every step; write stem.csv and stem.png."""
     import csv
 
-    from deead_ros.tools.closed_loop import PurePursuit, drive
+    from deead_ros.tools.closed_loop import PurePursuit, drive, open_runner, policy_for
     if setting == EXPERT:
         print("closed_loop: --trace follows the model; the expert has no plan to trace", file=sys.stderr)
         return 2
-    _init_worker(args.model, args.first_checkpoint)
-    runner = _worker_state["runner"]
+    runner = open_runner(args.model, args.first_checkpoint)
     rows: list[dict[str, float]] = []
-    result = drive(seed, setting, runner, _policy(setting), PurePursuit(dt_s=runner.dt_s), density=args.density,
-                   trace=rows, max_steps=args.max_steps)
+    result = drive(seed, setting, runner, policy_for(setting, runner), PurePursuit(dt_s=runner.dt_s),
+                   density=args.density, trace=rows, max_steps=args.max_steps)
     csv_path, png_path = (stem.parent / f"{stem.name}{ext}" for ext in (".csv", ".png"))   # a setting has dots
     with csv_path.open("w", newline="") as sink:
         writer = csv.DictWriter(sink, fieldnames=list(rows[0]))

@@ -365,6 +365,39 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
         wall_s=round(time.time() - start, 1), **flags)
 
 
+_episode_worker: dict[str, Any] = {}      # in a worker process: its runner and stall watch
+
+
+def open_runner(model: str, first_checkpoint: int) -> Any:
+    """The runner every model-driven episode plans with: ONNX Runtime on one thread (a worker per core)."""
+    from deead_ros.engines import make_engine
+    from deead_ros.exit import ExitSettings, PriorSettings
+    from deead_ros.runner import Runner
+    return Runner(make_engine("onnxruntime", model, num_threads=1), ExitSettings(first_checkpoint=first_checkpoint),
+                  PriorSettings())
+
+
+def policy_for(setting: str, runner: Any) -> Any:
+    """The exit policy a setting name stands for, on the runner's own exit settings."""
+    from deead_ros.exit.settings import named_settings
+    return named_settings(setting, runner.settings[0]).build_policy()
+
+
+def init_episode_worker(model: str, first_checkpoint: int, watch: Any = None) -> None:
+    """Open the engines once per worker process (a `sim_workers` initializer); `watch.beat` hears every step."""
+    _episode_worker.update(runner=open_runner(model, first_checkpoint), watch=watch)
+
+
+def drive_job(job: tuple[int, str, float, int | None]) -> dict[str, Any]:
+    """Drive one (seed, setting, density, step cap) in a worker opened by `init_episode_worker`; its record."""
+    seed, setting, density, max_steps = job
+    runner = None if setting == EXPERT else _episode_worker["runner"]
+    policy = None if runner is None else policy_for(setting, runner)
+    watch = _episode_worker.get("watch")
+    return drive(seed, setting, runner, policy, PurePursuit(dt_s=runner.dt_s if runner else 0.5), density=density,
+                 max_steps=max_steps, on_step=watch.beat if watch is not None else None).as_dict()
+
+
 def failed(seed: int, setting: str, reason: str, wall_s: float, note: str = "") -> dict[str, Any]:
     """The record of an episode the simulator did not finish: SIM_ERROR (first attempt) or SIM_FAILURE."""
     nan = float("nan")

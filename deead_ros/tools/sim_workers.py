@@ -9,6 +9,7 @@ episode's result and decides what to do (retry once, record it). Only the standa
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -210,3 +211,33 @@ class ProcessWorkers:
     def close(self) -> None:
         for slot in range(len(self._pools)):
             self._replace(slot)
+
+
+class SimulatorFailure(RuntimeError):
+    """An episode's worker process raised, died or hung; the message says which."""
+
+
+class SupervisedWorker:
+    """One worker process supervised where this object lives, for a Ray actor to wrap.
+
+    On a cluster the driver cannot read a remote worker's /proc; an actor holding this object can, so
+    a hung renderer or a native crash fails the episode on its own node as in a local pool, instead
+    of at the driver's episode timeout. `run` returns the episode's result or raises SimulatorFailure.
+    """
+
+    def __init__(self, initializer: Callable[..., None], initargs: tuple, run: Callable[[Any], Any],
+                 tasks_per_worker: int, stall_s: float = STALL_S, wall_s: float = STALL_WALL_S) -> None:
+        self._workers = ProcessWorkers(1, initializer, initargs, run, tasks_per_worker, stall_s, wall_s)
+
+    def run(self, job: Any, episode_timeout_s: float = math.inf) -> Any:
+        self._workers.submit(job, attempt=0)
+        finished: list[Finished] = []
+        while not finished:
+            finished = self._workers.poll(1.0, episode_timeout_s)
+        (_running, result, error), = finished
+        if result is None:
+            raise SimulatorFailure(error)
+        return result
+
+    def close(self) -> None:
+        self._workers.close()

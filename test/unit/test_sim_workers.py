@@ -9,8 +9,10 @@ import os
 import time
 from typing import Any
 
+import pytest
+
 from deead_ros.tools import sim_workers
-from deead_ros.tools.sim_workers import ProcessWorkers, StallWatch
+from deead_ros.tools.sim_workers import ProcessWorkers, SimulatorFailure, StallWatch, SupervisedWorker
 
 _state: dict = {}
 
@@ -96,6 +98,20 @@ def test_a_multi_line_error_is_reported_on_one_line():
     finally:
         workers.close()
     assert result is None and error == "RuntimeError: simulator error first line second line"
+
+
+def test_a_supervised_worker_raises_what_went_wrong_and_serves_the_next_job():
+    """What a Ray actor holds: the same supervision on the actor's own node."""
+    worker = SupervisedWorker(_remember, (10,), _episode, tasks_per_worker=8, stall_s=1.0, wall_s=600.0)
+    try:
+        assert worker.run(("ok", 1))[0] == 11
+        with pytest.raises(SimulatorFailure, match="hung: no simulated step while using 1 s of CPU"):
+            worker.run(("spin", 0))
+        with pytest.raises(SimulatorFailure, match="the worker process died"):
+            worker.run(("die", 0))
+        assert worker.run(("ok", 2))[0] == 12
+    finally:
+        worker.close()
 
 
 def test_a_stall_is_no_step_while_the_worker_spins_not_a_slow_or_starved_one(monkeypatch):
