@@ -45,6 +45,7 @@ from deead_ros.exit.settings import parse_setting_name, setting_name
 from deead_ros.parameters import default
 from deead_ros.tools.closed_loop import (
     EXPERT,
+    PROTOCOL_SEEDS,
     PROTOCOL_VERSION,
     SIM_ERROR,
     SIM_FAILURE,
@@ -295,7 +296,7 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=200,
+    parser.add_argument("--seeds", type=int, default=PROTOCOL_SEEDS,
                         help="seeds with a driving outcome in every setting (blocked / failed seeds are replaced)")
     parser.add_argument("--first-seed", type=int, default=HELD_OUT_SEEDS)
     parser.add_argument("--density", type=float, default=TRAFFIC_DENSITY,

@@ -24,15 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # this checkout's naming of the settings
 from deead_ros.exit.settings import parse_setting_name, setting_name  # noqa: E402
+from deead_ros.tools.closed_loop import PROTOCOL_SEEDS  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DEEAD_2 = setting_name("deead", 2.0)          # the paper's headline delta
-# Other models driven through the same closed loop (bench/closed_loop.py --model ... --docs <dir>, the
-# closed_loop.json copied here under this name), compared with the current one.
-OTHER_MODELS = (("first model", "closed_loop_previous_model.json"),
-                ("acceleration input", "closed_loop_acceleration_input.json"),
-                ("acceleration input, dropout 0.5", "closed_loop_accel_dropout.json"),
-                ("no acceleration input, trial run", "closed_loop_no_accel.json"))
+# Earlier models driven through the closed loop's first protocol (20 s episodes, MetaDrive's IDM as the
+# expert; bench/closed_loop.py --model ... --docs <dir>, the closed_loop.json copied here under this name).
+PROTOCOL1_RUNS = (("earlier demo model (24 layers)", "closed_loop_protocol1_demo.json"),
+                  ("first model", "closed_loop_previous_model.json"),
+                  ("acceleration input", "closed_loop_acceleration_input.json"),
+                  ("acceleration input, dropout 0.5", "closed_loop_accel_dropout.json"),
+                  ("no acceleration input, trial run", "closed_loop_no_accel.json"))
 # bench/closed_loop.py --trace 3001 full: the model with the acceleration input, then the current one.
 TRACE_FIGURES = ("closed_loop_trace_3001_full_acceleration_input.png", "closed_loop_trace_3001_full.png")
 
@@ -184,94 +186,66 @@ def closed_loop_protocol(result: dict) -> str:
                  cell(c, "at_fault") + f", p={c['at_fault']['mcnemar_p']:.2f}", cell(c, "completion"),
                  cell(c, "score"), "yes" if c["worse_than_full"] else "no"] for name, c in comparisons.items()]
         text += table(["setting", "collision", "at fault", "completion", "driving score", "worse than full"], crow)
-    if n < 200:
-        text += (f"\n**{n} paired seeds, short of the protocol's 200**: the run resumes where it stopped "
-                 "(`make closed-loop`); verdicts at this size are provisional.\n")
+    if n < PROTOCOL_SEEDS:
+        text += (f"\n**{n} paired seeds, short of the protocol's {PROTOCOL_SEEDS}**: the run resumes where it "
+                 "stopped (`make closed-loop`); verdicts at this size are provisional.\n")
     return text
 
 
-def closed_loop(result: dict | None, others: list[tuple[str, str, dict]]) -> str:
-    """The closed-loop section; others: (label, file name, result) of other models driven on the same seeds."""
-    if result is None:
-        return missing("closed_loop.json", "make closed-loop")
-    if result.get("protocol", 1) >= 2:
-        return closed_loop_protocol(result)
-    settings = result["settings"]
-    n = min(s["episodes"] for s in settings.values())
+def closed_loop(result: dict | None, earlier: list[tuple[str, str, dict]]) -> str:
+    """The closed-loop section: the shipped model under the protocol, then earlier models under the first one."""
+    text = closed_loop_protocol(result) if result is not None else missing("closed_loop.json", "make closed-loop")
+    text += ("\nThe shipped model's episodes step by step, one per way an episode ends "
+             "(`.venv-metadrive/bin/python bench/closed_loop.py --trace SEED SETTING`): "
+             "[closed_loop_traces/README.md](closed_loop_traces/README.md).\n")
+    if earlier:
+        text += protocol1_history(earlier)
+    return text + acceleration_trace()
+
+
+def protocol1_history(earlier: list[tuple[str, str, dict]]) -> str:
+    """Earlier models under the first protocol: (label, file name, result), full depth and deead at 2 m."""
     ci = lambda s, k: f"{s[k + '_rate']:.0%} [{s[k + '_ci'][0]:.0%}, {s[k + '_ci'][1]:.0%}]"  # noqa: E731
-    rows = [[name, ci(s, "collision"), ci(s, "off_road"), ci(s, "success"), s["route_completion"],
-             f"{s['driving_score']:.2f} [{s['driving_score_ci'][0]:.2f}, {s['driving_score_ci'][1]:.2f}]",
-             "-" if s["mean_exit_layer"] != s["mean_exit_layer"] else f"{s['mean_exit_layer']:.1f}",
-             "-" if s["plan_ms_p50"] != s["plan_ms_p50"] else f"{s['plan_ms_p50']:.1f}"]
-            for name, s in settings.items()]
-    text = (f"MetaDrive 0.2.6, {n} held-out map seeds (from {result['seeds_from']}, never in training, "
-            f"validation or test) per setting, the same seeds and traffic for every setting, episodes capped at "
-            f"{result['max_steps']} steps (20 s at 10 Hz) (`make closed-loop`), model "
-            f"`{result.get('model_version', '?')}` (weights sha256 {result.get('model_sha256', '?')[:12]}). "
-            "The model plans every frame through "
-            "`Runner.plan`; a pure-pursuit and speed controller tracks its trajectory; the simulator waits for the "
-            "plan, so latency does not feed back here. Rates with 95% Wilson intervals; route completion is progress "
-            "over the IDM expert's on the same seed within the cap; driving score = completion x 0.6 per vehicle "
-            "collision x 0.65 per object collision (an episode ends at its first collision).\n\n")
-    excluded = next(iter(settings.values()))["excluded_seeds"]
-    if excluded:
-        text += (f"Seeds {', '.join(map(str, excluded))} are left out for every setting: the ego spawned into a "
-                 "collision (the expert collides within the first second) or the simulator's software renderer "
-                 "hung in one of the settings (`sim_timeout`).\n\n")
-    text += table(["setting", "collision", "off road", "success", "completion", "driving score", "mean exit",
-                   "plan ms p50"], rows)
-    text += "\n![closed loop](closed_loop.png)\n"
-    if "full" in settings and DEEAD_2 in settings:
-        full, deead = settings["full"], settings[DEEAD_2]
-        overlap = (full["collision_ci"][0] <= deead["collision_ci"][1]
-                   and deead["collision_ci"][0] <= full["collision_ci"][1])
-        text += (f"\nTarget, deead at 2 m no worse than full depth on collisions within the interval: "
-                 f"{deead['collision_rate']:.0%} vs {full['collision_rate']:.0%}, intervals "
-                 f"{'overlap (met)' if overlap else 'do not overlap'}.\n")
-    if "patience" in settings and DEEAD_2 in settings:
-        text += (f"\nPatience, which never looks at the prior, collides in "
-                 f"{settings['patience']['collision_rate']:.0%} "
-                 f"of the episodes vs {settings[DEEAD_2]['collision_rate']:.0%} for deead at 2 m; at this number of "
-                 "episodes the intervals cannot tell them apart.\n")
-    if n < 50:
-        text += (f"\n**{n} episodes per setting, short of the 50 planned**: the run was cut short (episodes "
-                 "cost 8-240 s here); `make closed-loop` resumes it and `python bench/results.py` rewrites this.\n")
-    if others:
-        text += ("\n### Other models in the same closed loop\n\nThe same held-out seeds (as many as each run "
-                 "reached) and settings, each model its own run:\n\n")
-        text += "".join(f"- {label}: `{other['model_version']}` (docs/{name})\n" for label, name, other in others)
-        models = [("current", result)] + [(label, other) for label, _, other in others]
-        rows = [[f"{setting}, {label}", s["episodes"], ci(s, "collision"), ci(s, "off_road"), ci(s, "success"),
-                 s["route_completion"], f"{s['driving_score']:.2f}"]
-                for setting in ("full", DEEAD_2) for label, model in models
-                for s in [model["settings"].get(setting)] if s]
-        text += "\n" + table(["setting, model", "episodes", "collision", "off road", "success", "completion",
-                              "driving score"], rows)
-        text += ("\nThe current model and the trial run without the acceleration input differ only in the training "
-                 "run (the same data, loss and inputs; the trial was picked on validation with its untrained "
-                 "acceleration weights still in use): the gap between them is how much one training run alone "
-                 "moves these rates with 41 training maps.\n")
-    if all((DOCS / figure).exists() for figure in TRACE_FIGURES):
-        with_input, current = TRACE_FIGURES
-        text += ("\n### Why the model does not see its own acceleration\n\n"
-                 "One episode step by step (`.venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full`), "
-                 "first with a model trained with the acceleration input (`deead_train --acceleration-input`):\n\n"
-                 f"![trace, acceleration input]({with_input})\n\n"
-                 "Approaching a right turn the plan slows down, the tracker brakes, the acceleration input reads the "
-                 "braking (down to -5.6 m/s^2, more than the expert brakes in the data) and the next plans slow "
-                 "down further: the car crawls into the junction at 2 m/s, where the plan turns more sharply than "
-                 "the route and the car leaves the road. This is the copycat problem of behaviour cloning: the "
-                 "input that tells braking from cruising in the data also lets the model continue whatever the car "
-                 "did. Hiding it on half of the training frames (`--acceleration-input --accel-dropout 0.5`, "
-                 "ChauffeurNet's remedy) left the road less often but collided more (table above); a model that "
-                 "never sees it (the shipped one: `deead_train` leaves the input out unless told otherwise) drives "
-                 "the same seed like this:\n\n"
-                 f"![trace, current model]({current})\n\n"
-                 "It slows to 5.7 m/s for the right turn, speeds up again once through it and stays within 1 m of "
-                 "the lane centre to the end of the episode (147 m in 20 s). What the model gives up without the "
-                 "input shows in the open loop: behind stopped traffic its L2 at 3 s is worse than the route "
-                 "prior's (docs/model_report.md).\n")
-    return text
+    text = ("\n### Earlier models, under the first protocol\n\nBefore docs/closed_loop_protocol.md: episodes of 20 s "
+            "(200 steps), MetaDrive's own IDM as the expert (it collided in a quarter of the episodes), completion "
+            "against the expert's progress, the same held-out seeds from 3000, each model its own run. Not "
+            "comparable with the table above; kept for the decisions they informed:\n\n")
+    text += "".join(f"- {label}: `{run['model_version']}` (docs/{name})\n" for label, name, run in earlier)
+    rows = [[f"{setting}, {label}", s["episodes"], ci(s, "collision"), ci(s, "off_road"), ci(s, "success"),
+             s["route_completion"], f"{s['driving_score']:.2f}"]
+            for setting in ("full", DEEAD_2) for label, _, run in earlier
+            for s in [run["settings"].get(setting)] if s]
+    text += "\n" + table(["setting, model", "episodes", "collision", "off road", "success", "completion",
+                          "driving score"], rows)
+    return text + ("\nThe earlier demo model and the trial run without the acceleration input differ only in the "
+                   "training run (the same data, loss and inputs; the trial was picked on validation with its "
+                   "untrained acceleration weights still in use): the gap between them is how much one training "
+                   "run alone moved these rates with 41 training maps.\n")
+
+
+def acceleration_trace() -> str:
+    """Why no shipped model sees its own acceleration: one episode traced with and without that input."""
+    if not all((DOCS / figure).exists() for figure in TRACE_FIGURES):
+        return ""
+    with_input, without = TRACE_FIGURES
+    return ("\n### Why the model does not see its own acceleration\n\n"
+            "One episode step by step (`.venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full`, first "
+            "protocol), first with a model trained with the acceleration input (`deead_train --acceleration-input`):"
+            f"\n\n![trace, acceleration input]({with_input})\n\n"
+            "Approaching a right turn the plan slows down, the tracker brakes, the acceleration input reads the "
+            "braking (down to -5.6 m/s^2, more than the expert brakes in the data) and the next plans slow "
+            "down further: the car crawls into the junction at 2 m/s, where the plan turns more sharply than "
+            "the route and the car leaves the road. This is the copycat problem of behaviour cloning: the "
+            "input that tells braking from cruising in the data also lets the model continue whatever the car "
+            "did. Hiding it on half of the training frames (`--acceleration-input --accel-dropout 0.5`, "
+            "ChauffeurNet's remedy) left the road less often but collided more (table above); a model that "
+            "never sees it (the demo model of the time; `deead_train` leaves the input out unless told otherwise, "
+            "and the shipped model does not see it either) drives the same seed like this:\n\n"
+            f"![trace, without the input]({without})\n\n"
+            "It slows to 5.7 m/s for the right turn, speeds up again once through it and stays within 1 m of "
+            "the lane centre to the end of the episode (147 m in 20 s). What the model gives up without the "
+            "input shows in the open loop: behind stopped traffic its L2 at 3 s is worse than the route "
+            "prior's (docs/model_report.md).\n")
 
 
 ROS_COMMAND = "python bench/bench_ros.py --out docs"
@@ -452,13 +426,24 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
     same_model = loop is not None and loop.get("model_version") == bench.get("model_version")
     if loop and "full" in loop["settings"] and DEEAD_2 in loop["settings"] and same_model:
         full, deead = loop["settings"]["full"], loop["settings"][DEEAD_2]
-        rows.append([f"collision rate, deead at 2 m vs full depth ({full['episodes']} closed-loop episodes each)",
+        size = f"{full['episodes']} closed-loop episodes each"
+        if len(loop["seeds"]) < PROTOCOL_SEEDS:
+            size += f"; provisional, the protocol wants {PROTOCOL_SEEDS}"
+        rows.append([f"collision rate, deead at 2 m vs full depth ({size})",
                      "0.06% vs 0.03%", f"{deead['collision_rate']:.0%} vs {full['collision_rate']:.0%}"])
         fixed_loop, fixed_loop_label = fixed_setting(loop["settings"])
         if fixed_loop:
             rows.append([f"collision rate, {fixed_loop_label} vs deead at 2 m",
                          "2x", f"{loop['settings'][fixed_loop]['collision_rate']:.0%} vs "
                                f"{deead['collision_rate']:.0%}"])
+        rows.append(["driving score, deead at 2 m vs full depth (fewer collisions where the car leaves the road "
+                     f"first: out of road {deead['out_of_road_rate']:.0%} vs {full['out_of_road_rate']:.0%})", "-",
+                     f"{deead['score']:.2f} vs {full['score']:.2f}"])
+        chosen = loop["settings"].get(setting_name("deead", bench.get("recommended_delta_m", 2.0)))
+        if chosen is not None and chosen is not deead:
+            rows.append([f"collision rate / driving score, deead at {bench['recommended_delta_m']:g} m (recommended "
+                         "here) vs full depth", "-", f"{chosen['collision_rate']:.0%} vs {full['collision_rate']:.0%}"
+                         f" / {chosen['score']:.2f} vs {full['score']:.2f}"])
     text += table(["", "DeeAD on ORION (paper)", "here"], rows)
     text += (f"\nHere: {bench.get('model_version', 'the demo model')}, {bench.get('num_layers', '?')} layers, "
              f"{s['full']['frames']} held-out test frames, ONNX Runtime on one CPU thread "
@@ -591,8 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         + previous_model_note((bench or {}).get("model_version")) + "\n",
         "## The chain of engines\n", chain(),
         "## Open-loop sweep\n", open_loop(bench),
-        "## Closed-loop safety\n", closed_loop(loop, [(label, name, other) for label, name in OTHER_MODELS
-                                                    if (other := load(name)) is not None]),
+        "## Closed-loop safety\n", closed_loop(loop, [(label, name, run) for label, name in PROTOCOL1_RUNS
+                                                    if (run := load(name)) is not None]),
         "## End to end over ROS\n",
         ros(load("bench_ros.json"), load("bench_ros_before.json"), load("bench_overload.json")),
         "## Under load\n", stress(load("bench_stress.json")),

@@ -56,6 +56,7 @@ MARGINS = (("collision", 0.05, True), ("at_fault", 0.05, True), ("completion", 0
            ("score", 0.05, False))
 BOOTSTRAP_SAMPLES = 10_000
 MIN_SEEDS_FOR_VERDICT = 30                 # no non-inferiority verdict on fewer paired seeds
+PROTOCOL_SEEDS = 200                       # paired seeds per setting the protocol asks for
 
 
 @dataclass(frozen=True)
