@@ -447,17 +447,17 @@ def plot(summary: dict, path: Path) -> None:
     import numpy as np
     names = list(summary["settings"])
     x = np.arange(len(names))
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    fig, axes = plt.subplots(1, 5, figsize=(22, 4))
     for ax, key, title in ((axes[0], "success", "arrived"), (axes[1], "collision", "collision rate"),
-                           (axes[2], "at_fault", "at-fault collision rate")):
+                           (axes[2], "at_fault", "at-fault collision rate"), (axes[3], "out_of_road", "out of road")):
         rates = np.array([summary["settings"][n][f"{key}_rate"] for n in names])
         ci = np.array([summary["settings"][n][f"{key}_ci"] for n in names])
         ax.bar(x, rates, yerr=[rates - ci[:, 0], ci[:, 1] - rates], capsize=3, color="tab:blue")
         ax.set(title=f"{title} (95% Wilson)", ylim=(0, 1))
     scores = np.array([summary["settings"][n]["score"] for n in names])
     ci = np.array([summary["settings"][n]["score_ci"] for n in names])
-    axes[3].bar(x, scores, yerr=[scores - ci[:, 0], ci[:, 1] - scores], capsize=3, color="tab:green")
-    axes[3].set(title="driving score (95% bootstrap)", ylim=(0, 1.05))
+    axes[4].bar(x, scores, yerr=[scores - ci[:, 0], ci[:, 1] - scores], capsize=3, color="tab:green")
+    axes[4].set(title="driving score (95% bootstrap)", ylim=(0, 1.05))
     for ax in axes:
         ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
     fig.suptitle(f"closed loop (protocol {PROTOCOL_VERSION}), MetaDrive held-out maps, full routes, "
