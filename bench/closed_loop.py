@@ -8,8 +8,8 @@ and the sha256 of the weights that drove it (a new model starts over, the expert
 is never run again. Jobs go seed by seed, every setting on a seed before the next seed, from seed
 3000 on, until --seeds seeds have a driving outcome in every setting. A seed whose spawn is not
 clear is recorded as `spawn_blocked` for every setting and replaced by the next one; an episode
-the simulator crashes or hangs on (sim_workers: no step while burning CPU) is retried once, then the seed is recorded
-as `sim_failure` for every setting (counted in the report, not scored).
+the simulator crashes or hangs on (sim_workers: no step while burning CPU) is retried once, then
+the seed is recorded as `sim_failure` for every setting (counted in the report, not scored).
 
     make closed-loop                                          # 200 seeds x 8 settings (days here)
     .venv-metadrive/bin/python bench/closed_loop.py --workers 8 --ray-address auto   # on a Ray cluster
