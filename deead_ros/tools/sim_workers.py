@@ -229,11 +229,11 @@ class SupervisedWorker:
                  tasks_per_worker: int, stall_s: float = STALL_S, wall_s: float = STALL_WALL_S) -> None:
         self._workers = ProcessWorkers(1, initializer, initargs, run, tasks_per_worker, stall_s, wall_s)
 
-    def run(self, job: Any, episode_timeout_s: float = math.inf) -> Any:
+    def run(self, job: Any) -> Any:
         self._workers.submit(job, attempt=0)
         finished: list[Finished] = []
-        while not finished:
-            finished = self._workers.poll(1.0, episode_timeout_s)
+        while not finished:                 # the driver's episode timeout is the backstop, not this loop's
+            finished = self._workers.poll(1.0, episode_timeout_s=math.inf)
         (_running, result, error), = finished
         if result is None:
             raise SimulatorFailure(error)
