@@ -1,5 +1,5 @@
 """The simulator's own checks, run in the MetaDrive venv (`make metadrive`): the frame convention
-the data set stores, and that drawing only the ego camera leaves its images byte-identical. Slow
+the data set stores, and that drawing and reading only the ego camera leaves its images byte-identical. Slow
 (a minute or two each) and skipped where the MetaDrive venv is absent: `make test-slow`."""
 from __future__ import annotations
 
@@ -28,6 +28,6 @@ def test_the_stored_frame_is_the_simulators_right_handed_frame():
     assert "frame check PASSED" in _check("--check-frame", "3")
 
 
-def test_drawing_only_the_camera_leaves_its_images_unchanged():
+def test_drawing_and_reading_only_the_camera_leaves_its_images_unchanged():
     out = _check("--check-render", "3100")
     assert "images identical" in out and "render check PASSED" in out
