@@ -432,6 +432,31 @@ def test_paired_rate_interval_is_honest_where_the_bootstrap_collapses():
     assert (lo2, hi2) == pytest.approx((-hi, -lo)), "symmetric in the two settings"
 
 
+def test_paired_rate_interval_does_not_shrink_when_both_settings_crash_on_the_same_seeds():
+    from deead_ros.tools.closed_loop import paired_rate_interval, wilson_interval
+    shared = np.zeros(30, dtype=bool)
+    shared[:15] = True                           # 15 shared crashes, no discordant pair: the plain phi is 1
+    lo, hi = paired_rate_interval(shared, shared, 1.96)
+    assert lo == pytest.approx(-hi) and hi > 0.05, "the same 15 crashes in 30 seeds do not pin the difference to 0"
+    # With AD - BC <= N/2 the corrected correlation is 0: the interval is the unpaired square-and-add one.
+    weak_x, weak_y = np.zeros(10, dtype=bool), np.zeros(10, dtype=bool)
+    weak_x[:2], weak_y[[0, 2, 3]] = True, True   # a = 1, b = 1, c = 2, d = 6: AD - BC = 4 <= 5
+    l1, u1 = wilson_interval(2, 10, 1.96)
+    l2, u2 = wilson_interval(3, 10, 1.96)
+    unpaired = [-0.1 - math.hypot(0.2 - l1, u2 - 0.3), -0.1 + math.hypot(u1 - 0.2, 0.3 - l2)]
+    assert paired_rate_interval(weak_x, weak_y, 1.96) == pytest.approx(unpaired)
+    # Cavo et al. 2012's paired table (a, b, c, d) = (59, 6, 16, 80), Fagerland et al.'s worked example:
+    # AD - BC = 4624 > N/2, so phi = (4624 - 80.5) / sqrt(65 * 96 * 75 * 86).
+    x = np.array([True] * 65 + [False] * 96)
+    y = np.array([True] * 59 + [False] * 6 + [True] * 16 + [False] * 80)
+    l1, u1 = wilson_interval(65, 161, 1.96)
+    l2, u2 = wilson_interval(75, 161, 1.96)
+    p1, p2, phi = 65 / 161, 75 / 161, (4624 - 80.5) / math.sqrt(65 * 96 * 75 * 86)
+    expected = [p1 - p2 - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2)),
+                p1 - p2 + math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1))]
+    assert paired_rate_interval(x, y, 1.96) == pytest.approx(expected)
+
+
 def test_no_verdict_on_too_few_seeds():
     settings = [FULL, "deead_2"]
     records = [r for seed in range(3) for r in (episode(seed, FULL, crash=seed == 0),
