@@ -589,7 +589,15 @@ def summarise(records: list[dict[str, Any]], settings: list[str]) -> dict[str, A
     "settings": {...}, "comparisons": {...}}.
     """
     seeds = scored_seeds(records, settings)
-    by_key = {(r["seed"], r["setting"]): r for r in records if r["end_reason"] not in (SIM_ERROR,) + NOT_SCORED}
+    by_key: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in records:
+        if r["end_reason"] in (SIM_ERROR,) + NOT_SCORED:
+            continue
+        episode = (r["seed"], r["setting"])
+        if episode in by_key:
+            raise ValueError(f"two driving outcomes for seed {episode[0]}, setting {episode[1]}: two runs wrote one "
+                             "log? Keep one record per seed and setting (the earlier one) and report again.")
+        by_key[episode] = r
     not_scored: dict[str, list[int]] = {}
     for seed in sorted({r["seed"] for r in records}):
         reason = seed_status(records, seed)

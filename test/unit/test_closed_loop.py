@@ -457,6 +457,12 @@ def test_paired_rate_interval_does_not_shrink_when_both_settings_crash_on_the_sa
     assert paired_rate_interval(x, y, 1.96) == pytest.approx(expected)
 
 
+def test_two_outcomes_for_one_episode_are_refused():
+    records = [episode(0, FULL), episode(0, "deead_2"), episode(0, FULL, crash=True)]
+    with pytest.raises(ValueError, match="seed 0, setting full"):
+        summarise(records, [FULL, "deead_2"])
+
+
 def test_no_verdict_on_too_few_seeds():
     settings = [FULL, "deead_2"]
     records = [r for seed in range(3) for r in (episode(seed, FULL, crash=seed == 0),
