@@ -186,10 +186,38 @@ def closed_loop_protocol(result: dict) -> str:
                  cell(c, "at_fault") + f", p={c['at_fault']['mcnemar_p']:.2f}", cell(c, "completion"),
                  cell(c, "score"), "yes" if c["worse_than_full"] else "no"] for name, c in comparisons.items()]
         text += table(["setting", "collision", "at fault", "completion", "driving score", "worse than full"], crow)
+        text += closed_loop_verdicts(comparisons)
     if n < PROTOCOL_SEEDS:
         text += (f"\n**{n} paired seeds, short of the protocol's {PROTOCOL_SEEDS}**: the run resumes where it "
                  "stopped (`make closed-loop`); verdicts at this size are provisional.\n")
     return text
+
+
+def closed_loop_verdicts(comparisons: dict) -> str:
+    """The comparison table in words: which settings are as safe as full depth, and whether the fixed exit is worse."""
+    def named(names: list[str]) -> str:
+        return ", ".join(f"`{n}`" for n in names) if names else "none"
+
+    def by_verdict(metric: str, verdict: str) -> list[str]:
+        return [name for name, c in comparisons.items() if c[metric]["verdict"] == verdict]
+
+    everywhere = [name for name, c in comparisons.items()
+                  if all(c[m]["verdict"] == "non-inferior" for m in ("collision", "at_fault", "completion", "score"))]
+    text = (f"\n**What the tests say.** Non-inferior to full depth on collisions (the primary endpoint): "
+            f"{named(by_verdict('collision', 'non-inferior'))}; inconclusive: "
+            f"{named(by_verdict('collision', 'inconclusive'))}; "
+            f"inferior: {named(by_verdict('collision', 'inferior'))}. "
+            f"Non-inferior on all four metrics (collisions, at-fault collisions, completion, driving score): "
+            f"{named(everywhere)} (a setting that leaves the road early meets fewer vehicles: its collisions are "
+            "read beside its completion).")
+    for name, c in comparisons.items():
+        if parse_setting_name(name)[0] != "fixed":
+            continue
+        score, collision = c["score"], c["collision"]
+        text += (f" The fixed exit `{name}` is {'worse than' if c['worse_than_full'] else 'not shown worse than'} "
+                 f"full depth: collisions {collision['diff']:+.3f} (McNemar p={collision['mcnemar_p']:.3f}), "
+                 f"driving score {score['diff']:+.3f}, 95% [{score['ci95'][0]:+.3f}, {score['ci95'][1]:+.3f}].")
+    return text + "\n"
 
 
 def closed_loop(result: dict | None, earlier: list[tuple[str, str, dict]]) -> str:
