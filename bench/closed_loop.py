@@ -20,13 +20,13 @@ the seed is recorded as `sim_failure` for every setting (counted in the report, 
     .venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full               # one episode, step by step
 
 Settings: the yielding IDM expert (the data set's driver), the model at full depth, deead at
-delta 0.5 / 1 / 2 m and the recommended delta (exit.delta_m), a fixed exit at --fixed-layer (deead
-2 m's mean exit layer), patience, and deead-or-patience at 2 m. Writes <docs>/closed_loop.json
-(closed_loop_density_D.json for another density) and .png: per setting the rates with 95%
-intervals, per early-exit setting the paired comparison with full depth (McNemar; Newcombe's
-paired interval for rates, a seed bootstrap for completion and score) and the verdict against the
-declared margins;
-<out>/progress.json after every seed. Ends with one JSON line: seeds, the expert's rates, verdicts.
+delta 0.5 / 1 / 2 m and the recommended delta (exit.delta_m), fixed exits at --fixed-layers (deead's
+mean exit layer at 2 m and at the recommended delta), patience, and deead-or-patience at 2 m.
+Writes <docs>/closed_loop.json (closed_loop_density_D.json for another density) and .png: per
+setting the rates with 95% intervals, per early-exit setting the paired comparison with full depth
+(McNemar; Newcombe's paired interval for rates, a seed bootstrap for completion and score) and the
+verdict against the declared margins; <out>/progress.json after every seed. Ends with one JSON
+line: seeds, the expert's rates, verdicts.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
 from deead_ros.engines.manifest import load_manifest
-from deead_ros.exit.settings import parse_setting_name, setting_name
+from deead_ros.exit.settings import setting_name
 from deead_ros.parameters import default
 from deead_ros.tools.closed_loop import (
     EXPERT,
@@ -80,24 +80,25 @@ def driver(setting: str, model_id: str) -> str:
     return EXPERT if setting == EXPERT else model_id
 
 
-def matched_fixed_layer(bench_exit_json: Path, model_version: str) -> int | None:
-    """The fixed exit layer bench_exit matched to deead 2 m's mean depth on this model (the paper's Fixed-EE at
-    matched compute), or None when bench_exit.json is missing or measured another model."""
+def matched_fixed_layer(bench_exit_json: Path, model_version: str, delta_m: float) -> int | None:
+    """The layer nearest deead's mean depth at delta_m in bench_exit on this model (a fixed exit at matched compute,
+    the paper's Fixed-EE), or None when bench_exit.json is missing, measured another model or not that delta."""
     try:
         measured = json.loads(bench_exit_json.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if measured.get("model_version") != model_version:
+    deead = measured.get("settings", {}).get(setting_name("deead", delta_m))
+    if measured.get("model_version") != model_version or deead is None:
         return None
-    fixed = [value for policy, value in map(parse_setting_name, measured.get("settings", {})) if policy == "fixed"]
-    return int(fixed[0]) if len(fixed) == 1 and fixed[0] is not None else None
+    return int(round(deead["mean_exit_layer"]))
 
 
-def settings(fixed_layer: int, recommended_delta_m: float) -> list[str]:
-    """The protocol's settings, and deead at the recommended delta (exit.delta_m) where it is not one of them."""
+def settings(fixed_layers: list[int], recommended_delta_m: float) -> list[str]:
+    """The protocol's settings, and deead at the recommended delta (exit.delta_m) where it is not one of them;
+    a fixed exit at each of `fixed_layers` (deead 2 m's mean depth, then the recommended delta's)."""
     deltas = [setting_name("deead", d) for d in sorted({recommended_delta_m, 0.5, 1.0, 2.0})]
-    return [EXPERT, "full", *deltas, setting_name("fixed", fixed_layer), "patience",
-            setting_name("deead_or_patience", 2.0)]
+    fixed = [setting_name("fixed", layer) for layer in dict.fromkeys(fixed_layers)]
+    return [EXPERT, "full", *deltas, *fixed, "patience", setting_name("deead_or_patience", 2.0)]
 
 
 Job = tuple[int, str, float, int | None]        # seed, setting, density, step cap
@@ -305,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the step cap from the route length (quick looks; kept apart in the log)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="manifest.json of the exported model")
     parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
-    parser.add_argument("--fixed-layer", type=int, default=None,
-                        help="layer of the fixed exit (default: deead 2 m's mean depth in docs/bench_exit.json, "
-                             "when it measured this model)")
+    parser.add_argument("--fixed-layers", type=int, nargs="+", default=None,
+                        help="layers of the fixed exits (default: deead's mean depth at 2 m and at the recommended "
+                             "delta in docs/bench_exit.json, when it measured this model)")
     parser.add_argument("--settings", nargs="*", default=None, help="a subset of the settings")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "closed_loop")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
@@ -327,14 +328,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"closed_loop: no model at {args.model}; run `make setup` or pass --model", file=sys.stderr)
         return 2
     manifest = load_manifest(args.model, verify=False)
-    if args.fixed_layer is None:
-        args.fixed_layer = matched_fixed_layer(BENCH_EXIT_JSON, manifest.model_version)
-        if args.fixed_layer is None:
-            print(f"closed_loop: {BENCH_EXIT_JSON} did not measure {manifest.model_version!r}, so the "
-                  "fixed exit's layer (deead 2 m's mean depth) is unknown; run bench/bench_exit.py on this model "
-                  "or pass --fixed-layer", file=sys.stderr)
+    recommended_delta_m = float(default("exit.delta_m"))
+    if args.fixed_layers is None:
+        args.fixed_layers = [matched_fixed_layer(BENCH_EXIT_JSON, manifest.model_version, delta)
+                             for delta in (2.0, recommended_delta_m)]
+        if None in args.fixed_layers:
+            print(f"closed_loop: {BENCH_EXIT_JSON} did not measure deead at 2 m and at {recommended_delta_m:g} m on "
+                  f"{manifest.model_version!r}, so the fixed exits' layers (their mean depths) are unknown; run "
+                  "bench/bench_exit.py on this model or pass --fixed-layers", file=sys.stderr)
             return 2
-    chosen = args.settings or settings(args.fixed_layer, float(default("exit.delta_m")))
+    chosen = args.settings or settings(args.fixed_layers, recommended_delta_m)
     model_sha = model_sha256(manifest)
     model_id = model_sha[:12]
     args.out.mkdir(parents=True, exist_ok=True)

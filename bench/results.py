@@ -467,11 +467,19 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
         rows.append(["driving score, deead at 2 m vs full depth (fewer collisions where the car leaves the road "
                      f"first: out of road {deead['out_of_road_rate']:.0%} vs {full['out_of_road_rate']:.0%})", "-",
                      f"{deead['score']:.2f} vs {full['score']:.2f}"])
-        chosen = loop["settings"].get(setting_name("deead", bench.get("recommended_delta_m", 2.0)))
+        chosen_name = setting_name("deead", bench.get("recommended_delta_m", 2.0))
+        chosen = loop["settings"].get(chosen_name)
         if chosen is not None and chosen is not deead:
             rows.append([f"collision rate / driving score, deead at {bench['recommended_delta_m']:g} m (recommended "
                          "here) vs full depth", "-", f"{chosen['collision_rate']:.0%} vs {full['collision_rate']:.0%}"
                          f" / {chosen['score']:.2f} vs {full['score']:.2f}"])
+            same_layer = round(s[chosen_name]["mean_exit_layer"])
+            fixed_same = loop["settings"].get(setting_name("fixed", same_layer))
+            if fixed_same is not None:
+                rows.append([f"collision rate / driving score, fixed at layer {same_layer} (its mean depth) vs deead "
+                             f"at {bench['recommended_delta_m']:g} m", "2x the collisions (at 2 m)",
+                             f"{fixed_same['collision_rate']:.0%} vs {chosen['collision_rate']:.0%} / "
+                             f"{fixed_same['score']:.2f} vs {chosen['score']:.2f}"])
     text += table(["", "DeeAD on ORION (paper)", "here"], rows)
     text += (f"\nHere: {bench.get('model_version', 'the demo model')}, {bench.get('num_layers', '?')} layers, "
              f"{s['full']['frames']} held-out test frames, ONNX Runtime on one CPU thread "

@@ -476,19 +476,21 @@ def test_the_fixed_exit_layer_comes_from_bench_exit_only_when_it_measured_this_m
     import json
     bench = closed_loop_bench()
     measured = tmp_path / "bench_exit.json"
-    assert bench.matched_fixed_layer(measured, "model b") is None, "no bench_exit.json yet"
-    measured.write_text(json.dumps({"model_version": "model b", "settings": {"full": {}, "fixed_14": {},
-                                                                             "deead_2": {}}}))
-    assert bench.matched_fixed_layer(measured, "model b") == 14
-    assert bench.matched_fixed_layer(measured, "model a") is None, "measured on another model"
+    assert bench.matched_fixed_layer(measured, "model b", 2.0) is None, "no bench_exit.json yet"
+    measured.write_text(json.dumps({"model_version": "model b", "settings": {
+        "full": {}, "fixed_14": {}, "deead_2": {"mean_exit_layer": 13.6}, "deead_0.25": {"mean_exit_layer": 21.2}}}))
+    assert bench.matched_fixed_layer(measured, "model b", 2.0) == 14
+    assert bench.matched_fixed_layer(measured, "model b", 0.25) == 21
+    assert bench.matched_fixed_layer(measured, "model b", 0.5) is None, "deead at 0.5 m not measured"
+    assert bench.matched_fixed_layer(measured, "model a", 2.0) is None, "measured on another model"
 
 
-def test_the_settings_add_the_recommended_delta_once():
+def test_the_settings_add_the_recommended_delta_and_its_fixed_exit_once():
     bench = closed_loop_bench()
-    assert bench.settings(13, 0.25) == [EXPERT, FULL, "deead_0.25", "deead_0.5", "deead_1", "deead_2", "fixed_13",
-                                        "patience", "deead_or_patience_2"]
-    assert bench.settings(11, 2.0) == [EXPERT, FULL, "deead_0.5", "deead_1", "deead_2", "fixed_11", "patience",
-                                       "deead_or_patience_2"]
+    assert bench.settings([13, 21], 0.25) == [EXPERT, FULL, "deead_0.25", "deead_0.5", "deead_1", "deead_2",
+                                              "fixed_13", "fixed_21", "patience", "deead_or_patience_2"]
+    assert bench.settings([11, 11], 2.0) == [EXPERT, FULL, "deead_0.5", "deead_1", "deead_2", "fixed_11", "patience",
+                                             "deead_or_patience_2"]
 
 
 def test_gaps_are_the_nearest_vehicle_and_the_nearest_one_ahead_in_the_corridor():
