@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
 from deead_ros.engines import make_engine  # noqa: E402
-from deead_ros.exit import (ExitPolicy, ExitSettings, OraclePolicy, PriorSettings, named_settings,  # noqa: E402
-                            parse_setting_name, setting_name)
+from deead_ros.exit import (ExitPolicy, ExitSettings, OraclePolicy, PriorSettings,  # noqa: E402
+                            matched_fixed_setting, named_settings, parse_setting_name, setting_name)
 from deead_ros.parameters import default  # noqa: E402
 from deead_ros.paths import demo_manifest_path  # noqa: E402
 from deead_ros.runner import Runner  # noqa: E402
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # pass 1: deead at delta 2 fixes the depth of the Fixed-EE baseline
     probe = summarise(evaluate(runner, eval_frames, {DEEAD_2: named_settings(DEEAD_2, base).build_policy()}))
-    fixed_layer = int(round(probe[DEEAD_2]["mean_exit_layer"]))
-    names = ["full", setting_name("fixed", fixed_layer), "patience"]
+    fixed = matched_fixed_setting(probe[DEEAD_2]["mean_exit_layer"])
+    names = ["full", fixed, "patience"]
     settings: dict[str, ExitPolicy] = {name: named_settings(name, base).build_policy() for name in names}
     for d in sorted({*DELTAS, base.delta_m}):                   # the sweep and the recommended delta
         for policy in ("deead", "deead_or_patience"):
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         histogram = np.bincount([r["exit_layer"] for r in rows if r["setting"] == name], minlength=n + 1)[1:]
         s["exit_histogram"] = histogram.tolist()
 
-    print(f"{len(eval_frames)} test frames, {n} layers, onnxruntime 1 thread; fixed exit layer {fixed_layer} "
+    print(f"{len(eval_frames)} test frames, {n} layers, onnxruntime 1 thread; fixed exit {fixed} "
           f"= deead@2 m mean depth")
     header = ("setting", "exit", "sparsity", "checks", "p50 ms", "p95 ms", "vs full", "check %", "L2 1s", "L2 2s",
               "L2 3s", "dL2 3s")

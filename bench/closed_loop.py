@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
 
 from deead_ros.engines.manifest import load_manifest
-from deead_ros.exit.settings import setting_name
+from deead_ros.exit.settings import matched_fixed_setting, setting_name
 from deead_ros.parameters import default
 from deead_ros.tools.closed_loop import (
     EXPERT,
@@ -80,9 +80,9 @@ def driver(setting: str, model_id: str) -> str:
     return EXPERT if setting == EXPERT else model_id
 
 
-def matched_fixed_layer(bench_exit_json: Path, model_version: str, delta_m: float) -> int | None:
-    """The layer nearest deead's mean depth at delta_m in bench_exit on this model (a fixed exit at matched compute,
-    the paper's Fixed-EE), or None when bench_exit.json is missing, measured another model or not that delta."""
+def matched_fixed(bench_exit_json: Path, model_version: str, delta_m: float) -> str | None:
+    """The fixed exit at deead's mean depth at delta_m in bench_exit on this model (matched compute, the paper's
+    Fixed-EE), or None when bench_exit.json is missing, measured another model or not that delta."""
     try:
         measured = json.loads(bench_exit_json.read_text())
     except (OSError, json.JSONDecodeError):
@@ -90,15 +90,14 @@ def matched_fixed_layer(bench_exit_json: Path, model_version: str, delta_m: floa
     deead = measured.get("settings", {}).get(setting_name("deead", delta_m))
     if measured.get("model_version") != model_version or deead is None:
         return None
-    return int(round(deead["mean_exit_layer"]))
+    return matched_fixed_setting(deead["mean_exit_layer"])
 
 
-def settings(fixed_layers: list[int], recommended_delta_m: float) -> list[str]:
+def settings(fixed: list[str], recommended_delta_m: float) -> list[str]:
     """The protocol's settings, and deead at the recommended delta (exit.delta_m) where it is not one of them;
-    a fixed exit at each of `fixed_layers` (deead 2 m's mean depth, then the recommended delta's)."""
+    the fixed exits `fixed` (at deead 2 m's mean depth, then at the recommended delta's)."""
     deltas = [setting_name("deead", d) for d in sorted({recommended_delta_m, 0.5, 1.0, 2.0})]
-    fixed = [setting_name("fixed", layer) for layer in dict.fromkeys(fixed_layers)]
-    return [EXPERT, "full", *deltas, *fixed, "patience", setting_name("deead_or_patience", 2.0)]
+    return [EXPERT, "full", *deltas, *dict.fromkeys(fixed), "patience", setting_name("deead_or_patience", 2.0)]
 
 
 Job = tuple[int, str, float, int | None]        # seed, setting, density, step cap
@@ -329,15 +328,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     manifest = load_manifest(args.model, verify=False)
     recommended_delta_m = float(default("exit.delta_m"))
-    if args.fixed_layers is None:
-        args.fixed_layers = [matched_fixed_layer(BENCH_EXIT_JSON, manifest.model_version, delta)
-                             for delta in (2.0, recommended_delta_m)]
-        if None in args.fixed_layers:
+    if args.fixed_layers is not None:
+        fixed: list[str | None] = [setting_name("fixed", layer) for layer in args.fixed_layers]
+    else:
+        fixed = [matched_fixed(BENCH_EXIT_JSON, manifest.model_version, delta) for delta in (2.0, recommended_delta_m)]
+        if None in fixed:
             print(f"closed_loop: {BENCH_EXIT_JSON} did not measure deead at 2 m and at {recommended_delta_m:g} m on "
                   f"{manifest.model_version!r}, so the fixed exits' layers (their mean depths) are unknown; run "
                   "bench/bench_exit.py on this model or pass --fixed-layers", file=sys.stderr)
             return 2
-    chosen = args.settings or settings(args.fixed_layers, recommended_delta_m)
+    chosen = args.settings or settings([name for name in fixed if name is not None], recommended_delta_m)
     model_sha = model_sha256(manifest)
     model_id = model_sha[:12]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # this checkout's naming of the settings
-from deead_ros.exit.settings import parse_setting_name, setting_name  # noqa: E402
+from deead_ros.exit.settings import matched_fixed_setting, parse_setting_name, setting_name  # noqa: E402
 from deead_ros.tools.closed_loop import PROTOCOL_SEEDS  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -194,7 +194,10 @@ def closed_loop_protocol(result: dict) -> str:
 
 
 def closed_loop_verdicts(comparisons: dict) -> str:
-    """The comparison table in words: which settings are as safe as full depth, and whether the fixed exit is worse."""
+    """The comparison table in words: which settings are as safe as full depth, and whether a fixed exit is worse."""
+    if any(c[m]["verdict"] == "too few seeds" for c in comparisons.values() for m in ("collision", "score")):
+        return "\nNo verdicts yet: the protocol gives none under 30 paired seeds.\n"
+
     def named(names: list[str]) -> str:
         return ", ".join(f"`{n}`" for n in names) if names else "none"
 
@@ -214,8 +217,10 @@ def closed_loop_verdicts(comparisons: dict) -> str:
         if parse_setting_name(name)[0] != "fixed":
             continue
         score, collision = c["score"], c["collision"]
-        text += (f" The fixed exit `{name}` is {'worse than' if c['worse_than_full'] else 'not shown worse than'} "
-                 f"full depth: collisions {collision['diff']:+.3f} (McNemar p={collision['mcnemar_p']:.3f}), "
+        why = " and ".join(c["worse_because"])
+        verdict = f"worse than full depth ({why})" if c["worse_than_full"] else "not shown worse than full depth"
+        text += (f" The fixed exit `{name}` is {verdict}: "
+                 f"collisions {collision['diff']:+.3f} (McNemar p={collision['mcnemar_p']:.3f}), "
                  f"driving score {score['diff']:+.3f}, 95% [{score['ci95'][0]:+.3f}, {score['ci95'][1]:+.3f}].")
     return text + "\n"
 
@@ -405,12 +410,6 @@ def nearest_deead(settings: dict, sparsity: float) -> str:
     return min(swept, key=lambda name: abs(settings[name]["layer_sparsity"] - sparsity))
 
 
-def fixed_setting(settings: dict) -> tuple[str, str]:
-    """The fixed-exit setting's key ("fixed_14") and its label ("fixed at layer 14"); ("", "") if there is none."""
-    name = next((key for key in settings if parse_setting_name(key)[0] == "fixed"), "")
-    return name, f"fixed at layer {parse_setting_name(name)[1]:g}" if name else ""
-
-
 def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> str:
     """Point by point against the paper: sparsity, latency, quality, collisions, fixed exit and patience, the scan."""
     text = PAPER + "\n\n"
@@ -427,8 +426,8 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
                  [f"median latency reduction, deead at {delta} m", f"{paper_cut:.0%}" if paper_cut else "-",
                   f"{1 - d['latency_ratio_vs_full']:.0%}"],
                  [f"L2 at 3 s vs full depth, deead at {delta} m", "preserved", f"{d['l2_3s_change_vs_full']:+.1%}"]]
-    fixed, fixed_label = fixed_setting(s)
-    rows.append([f"{fixed_label} (deead 2 m's mean depth), L2 at 3 s vs full depth",
+    fixed = matched_fixed_setting(s[DEEAD_2]["mean_exit_layer"])
+    rows.append([f"fixed at layer {parse_setting_name(fixed)[1]:g} (deead 2 m's mean depth), L2 at 3 s vs full depth",
                  "similar sparsity, 2x the collisions", f"{s[fixed]['l2_3s_change_vs_full']:+.1%}"])
     same_depth = (report or {}).get("exits", {}).get(str(float(recommended)))
     if same_depth and "l2_3s_fixed_at_mean_exit" in same_depth and report:
@@ -459,9 +458,9 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
             size += f"; provisional, the protocol wants {PROTOCOL_SEEDS}"
         rows.append([f"collision rate, deead at 2 m vs full depth ({size})",
                      "0.06% vs 0.03%", f"{deead['collision_rate']:.0%} vs {full['collision_rate']:.0%}"])
-        fixed_loop, fixed_loop_label = fixed_setting(loop["settings"])
-        if fixed_loop:
-            rows.append([f"collision rate, {fixed_loop_label} vs deead at 2 m",
+        fixed_loop = matched_fixed_setting(s[DEEAD_2]["mean_exit_layer"])
+        if fixed_loop in loop["settings"]:
+            rows.append([f"collision rate, fixed at layer {parse_setting_name(fixed_loop)[1]:g} vs deead at 2 m",
                          "2x", f"{loop['settings'][fixed_loop]['collision_rate']:.0%} vs "
                                f"{deead['collision_rate']:.0%}"])
         rows.append(["driving score, deead at 2 m vs full depth (fewer collisions where the car leaves the road "
@@ -473,10 +472,11 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
             rows.append([f"collision rate / driving score, deead at {bench['recommended_delta_m']:g} m (recommended "
                          "here) vs full depth", "-", f"{chosen['collision_rate']:.0%} vs {full['collision_rate']:.0%}"
                          f" / {chosen['score']:.2f} vs {full['score']:.2f}"])
-            same_layer = round(s[chosen_name]["mean_exit_layer"])
-            fixed_same = loop["settings"].get(setting_name("fixed", same_layer))
+            same_depth_name = matched_fixed_setting(s[chosen_name]["mean_exit_layer"])
+            fixed_same = loop["settings"].get(same_depth_name)
             if fixed_same is not None:
-                rows.append([f"collision rate / driving score, fixed at layer {same_layer} (its mean depth) vs deead "
+                layer = parse_setting_name(same_depth_name)[1]
+                rows.append([f"collision rate / driving score, fixed at layer {layer:g} (its mean depth) vs deead "
                              f"at {bench['recommended_delta_m']:g} m", "2x the collisions (at 2 m)",
                              f"{fixed_same['collision_rate']:.0%} vs {chosen['collision_rate']:.0%} / "
                              f"{fixed_same['score']:.2f} vs {chosen['score']:.2f}"])

@@ -14,6 +14,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_MODEL_LAYERS = 6
 
 
+def episode(seed, setting, crash=False, arrived=None, completion=None, at_fault_=None, exit_layer=float("nan")):
+    """One closed-loop episode record, as `closed_loop.drive` writes it."""
+    from deead_ros.tools.closed_loop import driving_score
+    arrived = (not crash) if arrived is None else arrived
+    completion = (1.0 if arrived else 0.5) if completion is None else completion
+    return {"seed": seed, "setting": setting, "steps": 300, "max_steps": 900,
+            "end_reason": "crash_vehicle" if crash else "arrive_dest" if arrived else "max_steps",
+            "arrived": arrived, "crash_vehicle": crash, "crash_object": False, "out_of_road": False,
+            "left_lane": False, "at_fault": crash if at_fault_ is None else at_fault_, "fault_reason": "",
+            "progress_m": 0.0, "route_length_m": 400.0, "completion": completion,
+            "score": driving_score(completion, crash, False, False), "mean_exit_layer": exit_layer,
+            "plan_ms_p50": 5.0}
+
+
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory):
     """A 6-layer demo VLA with random weights, exported to per-layer ONNX; returns manifest.json."""

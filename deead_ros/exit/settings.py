@@ -74,6 +74,11 @@ class ExitSettings:
         return policies[self.policy]
 
 
+def matched_fixed_setting(mean_exit_layer: float) -> str:
+    """The fixed exit at matched compute (the paper's Fixed-EE): the layer nearest an early exit's mean depth."""
+    return setting_name("fixed", int(round(mean_exit_layer)))
+
+
 def setting_name(policy: str, value: float | None = None) -> str:
     """How benchmarks, the closed loop and docs/ name a compared setting: the policy, then its delta or layer
     ("full", "patience", "deead_0.25", "fixed_13", "deead_or_patience_2", "oracle_2")."""

@@ -508,9 +508,9 @@ def paired_rate_interval(x: np.ndarray, y: np.ndarray, z: float) -> list[float]:
     Built from the two Wilson intervals and the correlation of the pairs, so it stays honest where
     a bootstrap collapses: with no discordant pair a bootstrap interval is [0, 0] at any n, this one
     is not (e.g. +-0.19 at 3 seeds, +-0.013 at 200). The correlation is Newcombe's corrected one
-    (AD - BC reduced by N/2, 0 when that crosses zero; as in Altman et al. 2000, "Statistics with
-    confidence", ch. 6): the plain phi is 1 when both settings crash on the same seeds and shrinks
-    the interval to the Wilson intervals' asymmetry, [0, 0] for 15 shared crashes in 30 seeds.
+    (with AD > BC its numerator is max(AD - BC - N/2, 0), otherwise AD - BC; as in Altman et al. 2000,
+    "Statistics with confidence", ch. 6): the plain phi is 1 when both settings crash on the same seeds
+    and shrinks the interval to the Wilson intervals' asymmetry, [0, 0] for 15 shared crashes in 30 seeds.
     """
     x, y = np.asarray(x, dtype=bool), np.asarray(y, dtype=bool)
     n = x.size
@@ -577,8 +577,11 @@ def compare(setting_rows: list[dict[str, Any]], full_rows: list[dict[str, Any]])
                        mcnemar_p=mcnemar_exact(only_setting, only_full))
         out[metric] = row
     collision, score = out["collision"], out["score"]
-    out["worse_than_full"] = bool(len(setting_rows) >= MIN_SEEDS_FOR_VERDICT and (
-        (collision["mcnemar_p"] < 0.05 and collision["diff"] > 0) or score["ci95"][1] < 0.0))
+    enough = len(setting_rows) >= MIN_SEEDS_FOR_VERDICT
+    out["worse_because"] = [reason for reason, fired in (
+        ("it collides more", collision["mcnemar_p"] < 0.05 and collision["diff"] > 0),
+        ("its driving score is lower", score["ci95"][1] < 0.0)) if enough and fired]
+    out["worse_than_full"] = bool(out["worse_because"])
     return out
 
 

@@ -32,6 +32,7 @@ from deead_ros.tools.closed_loop import (
     wilson_interval,
 )
 from deead_ros.tools.collect_metadrive import PathAhead, episode_config, idm_acceleration, yield_to
+from test.conftest import episode
 
 TIMES = 0.5 * np.arange(1, 7)
 
@@ -213,18 +214,6 @@ def test_non_inferiority_verdict_against_the_margin():
     assert non_inferior({"ci90": [0.06, 0.12]}, 0.05, higher_is_worse=True) == "inferior"
     assert non_inferior({"ci90": [-0.03, 0.02]}, 0.05, higher_is_worse=False) == "non-inferior"
     assert non_inferior({"ci90": [-0.09, -0.06]}, 0.05, higher_is_worse=False) == "inferior"
-
-
-def episode(seed, setting, crash=False, arrived=None, completion=None, at_fault_=None, exit_layer=float("nan")):
-    arrived = (not crash) if arrived is None else arrived
-    completion = (1.0 if arrived else 0.5) if completion is None else completion
-    return {"seed": seed, "setting": setting, "steps": 300, "max_steps": 900,
-            "end_reason": "crash_vehicle" if crash else "arrive_dest" if arrived else "max_steps",
-            "arrived": arrived, "crash_vehicle": crash, "crash_object": False, "out_of_road": False,
-            "left_lane": False, "at_fault": crash if at_fault_ is None else at_fault_, "fault_reason": "",
-            "progress_m": 0.0, "route_length_m": 400.0, "completion": completion,
-            "score": driving_score(completion, crash, False, False), "mean_exit_layer": exit_layer,
-            "plan_ms_p50": 5.0}
 
 
 def test_summary_scores_the_seeds_every_setting_finished_and_compares_with_full_depth():
@@ -476,21 +465,22 @@ def test_the_fixed_exit_layer_comes_from_bench_exit_only_when_it_measured_this_m
     import json
     bench = closed_loop_bench()
     measured = tmp_path / "bench_exit.json"
-    assert bench.matched_fixed_layer(measured, "model b", 2.0) is None, "no bench_exit.json yet"
+    assert bench.matched_fixed(measured, "model b", 2.0) is None, "no bench_exit.json yet"
     measured.write_text(json.dumps({"model_version": "model b", "settings": {
         "full": {}, "fixed_14": {}, "deead_2": {"mean_exit_layer": 13.6}, "deead_0.25": {"mean_exit_layer": 21.2}}}))
-    assert bench.matched_fixed_layer(measured, "model b", 2.0) == 14
-    assert bench.matched_fixed_layer(measured, "model b", 0.25) == 21
-    assert bench.matched_fixed_layer(measured, "model b", 0.5) is None, "deead at 0.5 m not measured"
-    assert bench.matched_fixed_layer(measured, "model a", 2.0) is None, "measured on another model"
+    assert bench.matched_fixed(measured, "model b", 2.0) == "fixed_14"
+    assert bench.matched_fixed(measured, "model b", 0.25) == "fixed_21"
+    assert bench.matched_fixed(measured, "model b", 0.5) is None, "deead at 0.5 m not measured"
+    assert bench.matched_fixed(measured, "model a", 2.0) is None, "measured on another model"
 
 
 def test_the_settings_add_the_recommended_delta_and_its_fixed_exit_once():
     bench = closed_loop_bench()
-    assert bench.settings([13, 21], 0.25) == [EXPERT, FULL, "deead_0.25", "deead_0.5", "deead_1", "deead_2",
-                                              "fixed_13", "fixed_21", "patience", "deead_or_patience_2"]
-    assert bench.settings([11, 11], 2.0) == [EXPERT, FULL, "deead_0.5", "deead_1", "deead_2", "fixed_11", "patience",
-                                             "deead_or_patience_2"]
+    assert bench.settings(["fixed_13", "fixed_21"], 0.25) == [
+        EXPERT, FULL, "deead_0.25", "deead_0.5", "deead_1", "deead_2", "fixed_13", "fixed_21", "patience",
+        "deead_or_patience_2"]
+    assert bench.settings(["fixed_11", "fixed_11"], 2.0) == [
+        EXPERT, FULL, "deead_0.5", "deead_1", "deead_2", "fixed_11", "patience", "deead_or_patience_2"]
 
 
 def test_gaps_are_the_nearest_vehicle_and_the_nearest_one_ahead_in_the_corridor():

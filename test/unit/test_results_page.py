@@ -4,8 +4,7 @@ from __future__ import annotations
 import importlib.util
 
 from deead_ros.tools.closed_loop import FULL, summarise
-from test.conftest import REPO_ROOT
-from test.unit.test_closed_loop import episode
+from test.conftest import REPO_ROOT, episode
 
 
 def _results_page():
@@ -28,4 +27,11 @@ def test_verdicts_name_the_safe_settings_and_say_whether_the_fixed_exit_is_worse
     assert ("on collisions (the primary endpoint): `deead_0.5`, `deead_2`; inconclusive: none; "
             "inferior: `fixed_13`") in text
     assert "on all four metrics" in text and "completion, driving score): `deead_0.5` (" in text
-    assert "The fixed exit `fixed_13` is worse than full depth: collisions +0.233 (McNemar p=0.000)" in text
+    assert ("The fixed exit `fixed_13` is worse than full depth (it collides more and its driving score is lower): "
+            "collisions +0.233 (McNemar p=0.000)") in text
+
+
+def test_no_verdicts_are_written_under_30_seeds():
+    records = [r for seed in range(10) for r in (episode(seed, FULL), episode(seed, "fixed_13", crash=True))]
+    text = _results_page().closed_loop_verdicts(summarise(records, [FULL, "fixed_13"])["comparisons"])
+    assert text.strip() == "No verdicts yet: the protocol gives none under 30 paired seeds."
