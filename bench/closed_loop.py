@@ -349,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         records = load_records(log, model_id, args.density, args.max_steps)
     else:
         records = run(args, chosen, model_id, log)
-    summary = summarise(records, chosen)
+    try:
+        summary = summarise(records, chosen)
+    except ValueError as err:                   # two outcomes for one episode
+        print(f"closed_loop: {log}: {err}", file=sys.stderr)
+        return 2
     if not summary["seeds"]:
         print("closed_loop: no seed scored in every setting yet", file=sys.stderr)
         return 2
