@@ -458,10 +458,9 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
             size += f"; provisional, the protocol wants {PROTOCOL_SEEDS}"
         rows.append([f"collision rate, deead at 2 m vs full depth ({size})",
                      "0.06% vs 0.03%", f"{deead['collision_rate']:.0%} vs {full['collision_rate']:.0%}"])
-        fixed_loop = matched_fixed_setting(s[DEEAD_2]["mean_exit_layer"])
-        if fixed_loop in loop["settings"]:
-            rows.append([f"collision rate, fixed at layer {parse_setting_name(fixed_loop)[1]:g} vs deead at 2 m",
-                         "2x", f"{loop['settings'][fixed_loop]['collision_rate']:.0%} vs "
+        if fixed in loop["settings"]:                 # the same fixed exit, at deead 2 m's depth
+            rows.append([f"collision rate, fixed at layer {parse_setting_name(fixed)[1]:g} vs deead at 2 m",
+                         "2x", f"{loop['settings'][fixed]['collision_rate']:.0%} vs "
                                f"{deead['collision_rate']:.0%}"])
         rows.append(["driving score, deead at 2 m vs full depth (fewer collisions where the car leaves the road "
                      f"first: out of road {deead['out_of_road_rate']:.0%} vs {full['out_of_road_rate']:.0%})", "-",

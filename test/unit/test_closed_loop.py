@@ -422,7 +422,7 @@ def test_paired_rate_interval_is_honest_where_the_bootstrap_collapses():
 
 
 def test_paired_rate_interval_does_not_shrink_when_both_settings_crash_on_the_same_seeds():
-    from deead_ros.tools.closed_loop import paired_rate_interval, wilson_interval
+    from deead_ros.tools.closed_loop import paired_rate_interval
     shared = np.zeros(30, dtype=bool)
     shared[:15] = True                           # 15 shared crashes, no discordant pair: the plain phi is 1
     lo, hi = paired_rate_interval(shared, shared, 1.96)
