@@ -11,17 +11,20 @@ clear is recorded as `spawn_blocked` for every setting and replaced by the next 
 the simulator crashes or hangs on (sim_workers: no step while burning CPU) is retried once, then
 the seed is recorded as `sim_failure` for every setting (counted in the report, not scored).
 
-    make closed-loop                                          # 200 seeds x 8 settings (days here)
+    make closed-loop                                          # 200 seeds x 10 settings (days here)
     .venv-metadrive/bin/python bench/closed_loop.py --workers 8 --ray-address auto   # on a Ray cluster
     nohup nice -n 10 .venv-metadrive/bin/python bench/closed_loop.py --seeds 200 > runs/closed_loop/run.log 2>&1 &
     .venv-metadrive/bin/python bench/closed_loop.py --settings expert --seeds 30   # the expert alone
-    .venv-metadrive/bin/python bench/closed_loop.py --density 0.2                   # the dense split
+    .venv-metadrive/bin/python bench/closed_loop.py --density 0.2                   # the dense split (30 seeds)
     .venv-metadrive/bin/python bench/closed_loop.py --report-only                   # the report from what exists
     .venv-metadrive/bin/python bench/closed_loop.py --trace 3001 full               # one episode, step by step
 
 Settings: the yielding IDM expert (the data set's driver), the model at full depth, deead at
 delta 0.5 / 1 / 2 m and the recommended delta (exit.delta_m), fixed exits at --fixed-layers (deead's
-mean exit layer at 2 m and at the recommended delta), patience, and deead-or-patience at 2 m.
+mean exit layer at 2 m and at the recommended delta), patience, and deead-or-patience at 2 m. The dense
+split (--density 0.2): the expert, full depth, deead at the recommended delta and the fixed exit at its
+depth, on 30 seeds.
+
 Writes <docs>/closed_loop.json (closed_loop_density_D.json for another density) and .png: per
 setting the rates with 95% intervals, per early-exit setting the paired comparison with full depth
 (McNemar; Newcombe's paired interval for rates, a seed bootstrap for completion and score) and the
@@ -45,6 +48,8 @@ from deead_ros.exit.settings import matched_fixed_setting, setting_name
 from deead_ros.parameters import default
 from deead_ros.tools.closed_loop import (
     EXPERT,
+    DENSE_SPLIT_SEEDS,
+    FULL,
     PROTOCOL_SEEDS,
     PROTOCOL_VERSION,
     SIM_ERROR,
@@ -54,6 +59,7 @@ from deead_ros.tools.closed_loop import (
     fill_not_scored,
     init_episode_worker,
     next_job,
+    report_name,
     scored_seeds,
     summarise,
 )
@@ -93,11 +99,18 @@ def matched_fixed(bench_exit_json: Path, model_version: str, delta_m: float) -> 
     return matched_fixed_setting(deead["mean_exit_layer"])
 
 
+def dense_split_settings(fixed_at_recommended: str | None, recommended_delta_m: float) -> list[str]:
+    """The dense split's settings (declared in the protocol): the recommended delta against full depth and
+    against the fixed exit at its depth, beside the expert."""
+    return [EXPERT, FULL, setting_name("deead", recommended_delta_m),
+            *([fixed_at_recommended] if fixed_at_recommended else [])]
+
+
 def settings(fixed: list[str], recommended_delta_m: float) -> list[str]:
     """The protocol's settings, and deead at the recommended delta (exit.delta_m) where it is not one of them;
     the fixed exits `fixed` (at deead 2 m's mean depth, then at the recommended delta's)."""
     deltas = [setting_name("deead", d) for d in sorted({recommended_delta_m, 0.5, 1.0, 2.0})]
-    return [EXPERT, "full", *deltas, *dict.fromkeys(fixed), "patience", setting_name("deead_or_patience", 2.0)]
+    return [EXPERT, FULL, *deltas, *dict.fromkeys(fixed), "patience", setting_name("deead_or_patience", 2.0)]
 
 
 Job = tuple[int, str, float, int | None]        # seed, setting, density, step cap
@@ -164,10 +177,6 @@ class RayWorkers:
 
 def log_path(out: Path, density: float) -> Path:
     return out / ("episodes.jsonl" if density == TRAFFIC_DENSITY else f"episodes_density_{density:g}.jsonl")
-
-
-def docs_name(density: float) -> str:
-    return "closed_loop.json" if density == TRAFFIC_DENSITY else f"closed_loop_density_{density:g}.json"
 
 
 def load_records(log: Path, model_id: str, density: float, max_steps: int | None) -> list[dict]:
@@ -296,8 +305,9 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=PROTOCOL_SEEDS,
-                        help="seeds with a driving outcome in every setting (blocked / failed seeds are replaced)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds with a driving outcome in every setting (blocked / failed seeds are replaced; "
+                             f"default {PROTOCOL_SEEDS}, {DENSE_SPLIT_SEEDS} in denser traffic)")
     parser.add_argument("--first-seed", type=int, default=HELD_OUT_SEEDS)
     parser.add_argument("--density", type=float, default=TRAFFIC_DENSITY,
                         help="traffic density, trigger mode (the protocol's main split: %(default)s)")
@@ -308,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixed-layers", type=int, nargs="+", default=None,
                         help="layers of the fixed exits (default: deead's mean depth at 2 m and at the recommended "
                              "delta in docs/bench_exit.json, when it measured this model)")
-    parser.add_argument("--settings", nargs="*", default=None, help="a subset of the settings")
+    parser.add_argument("--settings", nargs="*", default=None,
+                        help="a subset of the settings (default: all; in denser traffic the expert, full depth, deead "
+                             "at the recommended delta and the fixed exit at its depth)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "closed_loop")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
     parser.add_argument("--workers", type=worker_count, default=1,
@@ -337,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{manifest.model_version!r}, so the fixed exits' layers (their mean depths) are unknown; run "
                   "bench/bench_exit.py on this model or pass --fixed-layers", file=sys.stderr)
             return 2
-    chosen = args.settings or settings([name for name in fixed if name is not None], recommended_delta_m)
+    main_split = args.density == TRAFFIC_DENSITY
+    if args.seeds is None:
+        args.seeds = PROTOCOL_SEEDS if main_split else DENSE_SPLIT_SEEDS
+    chosen = args.settings or (settings([name for name in fixed if name is not None], recommended_delta_m)
+                               if main_split else dense_split_settings(fixed[-1], recommended_delta_m))
     model_sha = model_sha256(manifest)
     model_id = model_sha[:12]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -364,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
               "traffic_mode": "trigger", "reactive_traffic": True, "seeds_from": args.first_seed,
               "cap_override": args.max_steps, "model_version": manifest.model_version,
               "model_sha256": model_sha, **summary}
-    (args.docs / docs_name(args.density)).write_text(json.dumps(_jsonable(report), indent=1))
-    plot(summary, args.docs / docs_name(args.density).replace(".json", ".png"))
+    (args.docs / report_name(args.density)).write_text(json.dumps(_jsonable(report), indent=1))
+    plot(summary, args.docs / report_name(args.density).replace(".json", ".png"))
     headline = {"seeds": len(summary["seeds"]), "not_scored": {k: len(v) for k, v in summary["not_scored"].items()},
                 "sim_failure_by_setting": {k: len(v) for k, v in summary["sim_failure_by_setting"].items()}}
     if EXPERT in summary["settings"]:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # this checkout's naming of the settings
 from deead_ros.exit.settings import matched_fixed_setting, parse_setting_name, setting_name  # noqa: E402
-from deead_ros.tools.closed_loop import PROTOCOL_SEEDS  # noqa: E402
+from deead_ros.tools.closed_loop import DENSE_SPLIT_SEEDS, PROTOCOL_SEEDS, report_name  # noqa: E402
+from deead_ros.tools.collect_metadrive import DENSE_TRAFFIC_DENSITY, TRAFFIC_DENSITY  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DEEAD_2 = setting_name("deead", 2.0)          # the paper's headline delta
@@ -138,8 +139,9 @@ def open_loop(bench: dict | None) -> str:
     return text
 
 
-def closed_loop_protocol(result: dict) -> str:
-    """The closed-loop section under docs/closed_loop_protocol.md (protocol >= 2): full routes, paired tests."""
+def closed_loop_protocol(result: dict, target_seeds: int = PROTOCOL_SEEDS) -> str:
+    """The closed-loop section under docs/closed_loop_protocol.md (protocol >= 2): full routes, paired tests;
+    the figure beside the report (closed_loop.png, or the dense split's)."""
     settings, comparisons = result["settings"], result["comparisons"]
     n = len(result["seeds"])
     def pct(s: dict, k: str) -> str:
@@ -173,7 +175,7 @@ def closed_loop_protocol(result: dict) -> str:
              num(s["mean_exit_layer"]), num(s["plan_ms_p50"])] for name, s in settings.items()]
     text += table(["setting", "arrived", "collision", "at fault", "out of road", "left the lane", "completion",
                    "driving score", "mean exit", "plan ms p50"], rows)
-    text += "\n![closed loop](closed_loop.png)\n"
+    text += f"\n![closed loop]({report_name(result['density']).replace('.json', '.png')})\n"
     if comparisons:
         text += ("\nEach setting against full depth on the same seeds: difference (setting - full) with its 90% "
                  "interval (one-sided 95%; Newcombe's paired interval for rates, a seed bootstrap for completion and "
@@ -187,10 +189,17 @@ def closed_loop_protocol(result: dict) -> str:
                  cell(c, "score"), "yes" if c["worse_than_full"] else "no"] for name, c in comparisons.items()]
         text += table(["setting", "collision", "at fault", "completion", "driving score", "worse than full"], crow)
         text += closed_loop_verdicts(comparisons)
-    if n < PROTOCOL_SEEDS:
-        text += (f"\n**{n} paired seeds, short of the protocol's {PROTOCOL_SEEDS}**: the run resumes where it "
-                 "stopped (`make closed-loop`); verdicts at this size are provisional.\n")
+    if n < target_seeds:
+        text += (f"\n**{n} paired seeds, short of the protocol's {target_seeds}**: the run resumes where it "
+                 f"stopped (`{resume_command(result['density'])}`); verdicts at this size are provisional.\n")
     return text
+
+
+def resume_command(density: float) -> str:
+    """The command that goes on with a split's run."""
+    if density == TRAFFIC_DENSITY:
+        return "make closed-loop"
+    return f".venv-metadrive/bin/python bench/closed_loop.py --density {density:g}"
 
 
 def closed_loop_verdicts(comparisons: dict) -> str:
@@ -225,9 +234,15 @@ def closed_loop_verdicts(comparisons: dict) -> str:
     return text + "\n"
 
 
-def closed_loop(result: dict | None, earlier: list[tuple[str, str, dict]]) -> str:
-    """The closed-loop section: the shipped model under the protocol, then earlier models under the first one."""
+def closed_loop(result: dict | None, dense: dict | None, earlier: list[tuple[str, str, dict]]) -> str:
+    """The closed-loop section: the shipped model under the protocol (its dense split apart), then earlier models
+    under the first one."""
     text = closed_loop_protocol(result) if result is not None else missing("closed_loop.json", "make closed-loop")
+    if dense is not None:
+        text += (f"\n### Denser traffic (density {dense['density']:g}), a secondary split\n\n"
+                 "Declared in the protocol before its model-driven episodes; never pooled with the main split "
+                 f"(`{resume_command(dense['density'])}`).\n\n"
+                 + closed_loop_protocol(dense, DENSE_SPLIT_SEEDS))
     text += ("\nThe shipped model's episodes step by step, one per way an episode ends "
              "(`.venv-metadrive/bin/python bench/closed_loop.py --trace SEED SETTING`): "
              "[closed_loop_traces/README.md](closed_loop_traces/README.md).\n")
@@ -600,7 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DOCS / "results.md")
     args = parser.parse_args(argv)
-    bench, loop, report = load("bench_exit.json"), load("closed_loop.json"), load("model_report.json")
+    bench, loop, report = load("bench_exit.json"), load(report_name(TRAFFIC_DENSITY)), load("model_report.json")
+    dense = load(report_name(DENSE_TRAFFIC_DENSITY))
+    earlier = [(label, name, run) for label, name in PROTOCOL1_RUNS if (run := load(name)) is not None]
     machine = f"{platform.machine()} Linux, {platform.python_implementation()} {platform.python_version()}"
     parts = [
         "# Results\n",
@@ -611,8 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         + previous_model_note((bench or {}).get("model_version")) + "\n",
         "## The chain of engines\n", chain(),
         "## Open-loop sweep\n", open_loop(bench),
-        "## Closed-loop safety\n", closed_loop(loop, [(label, name, run) for label, name in PROTOCOL1_RUNS
-                                                    if (run := load(name)) is not None]),
+        "## Closed-loop safety\n", closed_loop(loop, dense, earlier),
         "## End to end over ROS\n",
         ros(load("bench_ros.json"), load("bench_ros_before.json"), load("bench_overload.json")),
         "## Under load\n", stress(load("bench_stress.json")),

@@ -57,6 +57,12 @@ MARGINS = (("collision", 0.05, True), ("at_fault", 0.05, True), ("completion", 0
 BOOTSTRAP_SAMPLES = 10_000
 MIN_SEEDS_FOR_VERDICT = 30                 # no non-inferiority verdict on fewer paired seeds
 PROTOCOL_SEEDS = 200                       # paired seeds per setting the protocol asks for
+DENSE_SPLIT_SEEDS = 30                     # ... and its secondary dense split (declared in the protocol)
+
+
+def report_name(density: float) -> str:
+    """The report's file name in docs/: the main split's, or a denser split's beside it."""
+    return "closed_loop.json" if density == sim.TRAFFIC_DENSITY else f"closed_loop_density_{density:g}.json"
 
 
 @dataclass(frozen=True)

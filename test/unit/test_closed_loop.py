@@ -481,6 +481,13 @@ def test_the_settings_add_the_recommended_delta_and_its_fixed_exit_once():
         "deead_or_patience_2"]
     assert bench.settings(["fixed_11", "fixed_11"], 2.0) == [
         EXPERT, FULL, "deead_0.5", "deead_1", "deead_2", "fixed_11", "patience", "deead_or_patience_2"]
+    assert bench.dense_split_settings("fixed_21", 0.25) == [EXPERT, FULL, "deead_0.25", "fixed_21"]
+    assert bench.dense_split_settings(None, 0.25) == [EXPERT, FULL, "deead_0.25"], "no fixed exit measured"
+
+
+def test_each_split_reports_to_its_own_file():
+    assert cl.report_name(0.1) == "closed_loop.json"
+    assert cl.report_name(0.2) == "closed_loop_density_0.2.json"
 
 
 def test_gaps_are_the_nearest_vehicle_and_the_nearest_one_ahead_in_the_corridor():

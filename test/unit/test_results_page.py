@@ -35,3 +35,16 @@ def test_no_verdicts_are_written_under_30_seeds():
     records = [r for seed in range(10) for r in (episode(seed, FULL), episode(seed, "fixed_13", crash=True))]
     text = _results_page().closed_loop_verdicts(summarise(records, [FULL, "fixed_13"])["comparisons"])
     assert text.strip() == "No verdicts yet: the protocol gives none under 30 paired seeds."
+
+
+def test_the_dense_split_is_reported_apart_with_its_own_figure_and_seed_target():
+    def report(density: float, seeds: int) -> dict:
+        records = [r for seed in range(seeds) for r in (episode(seed, FULL), episode(seed, "deead_0.25"))]
+        return {**summarise(records, [FULL, "deead_0.25"]), "protocol": 2, "seeds_from": 3000, "density": density}
+
+    text = _results_page().closed_loop(report(0.1, 40), report(0.2, 12), [])
+    main, dense = text.split("### Denser traffic (density 0.2), a secondary split")
+    assert "![closed loop](closed_loop.png)" in main and "short of the protocol's 200" in main
+    assert "![closed loop](closed_loop_density_0.2.png)" in dense
+    assert "**12 paired seeds, short of the protocol's 30**" in dense
+    assert "`.venv-metadrive/bin/python bench/closed_loop.py --density 0.2`" in dense
