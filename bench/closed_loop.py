@@ -47,8 +47,8 @@ from deead_ros.engines.manifest import load_manifest
 from deead_ros.exit.settings import matched_fixed_setting, setting_name
 from deead_ros.parameters import default
 from deead_ros.tools.closed_loop import (
-    EXPERT,
     DENSE_SPLIT_SEEDS,
+    EXPERT,
     FULL,
     PROTOCOL_SEEDS,
     PROTOCOL_VERSION,
@@ -61,6 +61,7 @@ from deead_ros.tools.closed_loop import (
     next_job,
     report_name,
     scored_seeds,
+    split_seeds,
     summarise,
 )
 from deead_ros.tools.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY
@@ -349,11 +350,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{manifest.model_version!r}, so the fixed exits' layers (their mean depths) are unknown; run "
                   "bench/bench_exit.py on this model or pass --fixed-layers", file=sys.stderr)
             return 2
-    main_split = args.density == TRAFFIC_DENSITY
     if args.seeds is None:
-        args.seeds = PROTOCOL_SEEDS if main_split else DENSE_SPLIT_SEEDS
-    chosen = args.settings or (settings([name for name in fixed if name is not None], recommended_delta_m)
-                               if main_split else dense_split_settings(fixed[-1], recommended_delta_m))
+        args.seeds = split_seeds(args.density)
+    if args.density == TRAFFIC_DENSITY:
+        chosen = args.settings or settings([name for name in fixed if name is not None], recommended_delta_m)
+    else:
+        chosen = args.settings or dense_split_settings(fixed[-1], recommended_delta_m)
     model_sha = model_sha256(manifest)
     model_id = model_sha[:12]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -381,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
               "cap_override": args.max_steps, "model_version": manifest.model_version,
               "model_sha256": model_sha, **summary}
     (args.docs / report_name(args.density)).write_text(json.dumps(_jsonable(report), indent=1))
-    plot(summary, args.docs / report_name(args.density).replace(".json", ".png"))
+    plot(summary, args.docs / report_name(args.density, ".png"))
     headline = {"seeds": len(summary["seeds"]), "not_scored": {k: len(v) for k, v in summary["not_scored"].items()},
                 "sim_failure_by_setting": {k: len(v) for k, v in summary["sim_failure_by_setting"].items()}}
     if EXPERT in summary["settings"]:

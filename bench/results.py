@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # this checkout's naming of the settings
 from deead_ros.exit.settings import matched_fixed_setting, parse_setting_name, setting_name  # noqa: E402
-from deead_ros.tools.closed_loop import DENSE_SPLIT_SEEDS, PROTOCOL_SEEDS, report_name  # noqa: E402
+from deead_ros.tools.closed_loop import PROTOCOL_SEEDS, report_name, split_seeds  # noqa: E402
 from deead_ros.tools.collect_metadrive import DENSE_TRAFFIC_DENSITY, TRAFFIC_DENSITY  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -139,9 +139,9 @@ def open_loop(bench: dict | None) -> str:
     return text
 
 
-def closed_loop_protocol(result: dict, target_seeds: int = PROTOCOL_SEEDS) -> str:
-    """The closed-loop section under docs/closed_loop_protocol.md (protocol >= 2): full routes, paired tests;
-    the figure beside the report (closed_loop.png, or the dense split's)."""
+def closed_loop_protocol(result: dict) -> str:
+    """The closed-loop section of one split under docs/closed_loop_protocol.md (protocol >= 2): full routes,
+    paired tests, the split's figure and seed target."""
     settings, comparisons = result["settings"], result["comparisons"]
     n = len(result["seeds"])
     def pct(s: dict, k: str) -> str:
@@ -175,7 +175,7 @@ def closed_loop_protocol(result: dict, target_seeds: int = PROTOCOL_SEEDS) -> st
              num(s["mean_exit_layer"]), num(s["plan_ms_p50"])] for name, s in settings.items()]
     text += table(["setting", "arrived", "collision", "at fault", "out of road", "left the lane", "completion",
                    "driving score", "mean exit", "plan ms p50"], rows)
-    text += f"\n![closed loop]({report_name(result['density']).replace('.json', '.png')})\n"
+    text += f"\n![closed loop]({report_name(result['density'], '.png')})\n"
     if comparisons:
         text += ("\nEach setting against full depth on the same seeds: difference (setting - full) with its 90% "
                  "interval (one-sided 95%; Newcombe's paired interval for rates, a seed bootstrap for completion and "
@@ -189,7 +189,7 @@ def closed_loop_protocol(result: dict, target_seeds: int = PROTOCOL_SEEDS) -> st
                  cell(c, "score"), "yes" if c["worse_than_full"] else "no"] for name, c in comparisons.items()]
         text += table(["setting", "collision", "at fault", "completion", "driving score", "worse than full"], crow)
         text += closed_loop_verdicts(comparisons)
-    if n < target_seeds:
+    if n < (target_seeds := split_seeds(result["density"])):
         text += (f"\n**{n} paired seeds, short of the protocol's {target_seeds}**: the run resumes where it "
                  f"stopped (`{resume_command(result['density'])}`); verdicts at this size are provisional.\n")
     return text
@@ -242,7 +242,7 @@ def closed_loop(result: dict | None, dense: dict | None, earlier: list[tuple[str
         text += (f"\n### Denser traffic (density {dense['density']:g}), a secondary split\n\n"
                  "Declared in the protocol before its model-driven episodes; never pooled with the main split "
                  f"(`{resume_command(dense['density'])}`).\n\n"
-                 + closed_loop_protocol(dense, DENSE_SPLIT_SEEDS))
+                 + closed_loop_protocol(dense))
     text += ("\nThe shipped model's episodes step by step, one per way an episode ends "
              "(`.venv-metadrive/bin/python bench/closed_loop.py --trace SEED SETTING`): "
              "[closed_loop_traces/README.md](closed_loop_traces/README.md).\n")

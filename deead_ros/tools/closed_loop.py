@@ -60,9 +60,14 @@ PROTOCOL_SEEDS = 200                       # paired seeds per setting the protoc
 DENSE_SPLIT_SEEDS = 30                     # ... and its secondary dense split (declared in the protocol)
 
 
-def report_name(density: float) -> str:
-    """The report's file name in docs/: the main split's, or a denser split's beside it."""
-    return "closed_loop.json" if density == sim.TRAFFIC_DENSITY else f"closed_loop_density_{density:g}.json"
+def split_seeds(density: float) -> int:
+    """The paired seeds the protocol asks of a split: the main one's, or the denser split's."""
+    return PROTOCOL_SEEDS if density == sim.TRAFFIC_DENSITY else DENSE_SPLIT_SEEDS
+
+
+def report_name(density: float, suffix: str = ".json") -> str:
+    """The report's file name in docs/ (suffix ".png": its figure): the main split's, or a denser split's beside it."""
+    return f"closed_loop{suffix}" if density == sim.TRAFFIC_DENSITY else f"closed_loop_density_{density:g}{suffix}"
 
 
 @dataclass(frozen=True)

@@ -488,6 +488,8 @@ def test_the_settings_add_the_recommended_delta_and_its_fixed_exit_once():
 def test_each_split_reports_to_its_own_file():
     assert cl.report_name(0.1) == "closed_loop.json"
     assert cl.report_name(0.2) == "closed_loop_density_0.2.json"
+    assert cl.report_name(0.2, ".png") == "closed_loop_density_0.2.png"
+    assert (cl.split_seeds(0.1), cl.split_seeds(0.2)) == (cl.PROTOCOL_SEEDS, cl.DENSE_SPLIT_SEEDS)
 
 
 def test_gaps_are_the_nearest_vehicle_and_the_nearest_one_ahead_in_the_corridor():
