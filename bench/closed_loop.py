@@ -58,9 +58,11 @@ from deead_ros.tools.closed_loop import (
     failed,
     fill_not_scored,
     init_episode_worker,
+    is_main_split,
     next_job,
     report_name,
     scored_seeds,
+    split_file_name,
     split_seeds,
     summarise,
 )
@@ -177,7 +179,7 @@ class RayWorkers:
 
 
 def log_path(out: Path, density: float) -> Path:
-    return out / ("episodes.jsonl" if density == TRAFFIC_DENSITY else f"episodes_density_{density:g}.jsonl")
+    return out / split_file_name("episodes", density, ".jsonl")
 
 
 def load_records(log: Path, model_id: str, density: float, max_steps: int | None) -> list[dict]:
@@ -352,10 +354,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.seeds is None:
         args.seeds = split_seeds(args.density)
-    if args.density == TRAFFIC_DENSITY:
-        chosen = args.settings or settings([name for name in fixed if name is not None], recommended_delta_m)
+    if args.settings:
+        chosen = args.settings
+    elif is_main_split(args.density):
+        chosen = settings([name for name in fixed if name is not None], recommended_delta_m)
     else:
-        chosen = args.settings or dense_split_settings(fixed[-1], recommended_delta_m)
+        chosen = dense_split_settings(fixed[-1], recommended_delta_m)
     model_sha = model_sha256(manifest)
     model_id = model_sha[:12]
     args.out.mkdir(parents=True, exist_ok=True)

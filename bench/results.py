@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # this checkout's naming of the settings
 from deead_ros.exit.settings import matched_fixed_setting, parse_setting_name, setting_name  # noqa: E402
-from deead_ros.tools.closed_loop import PROTOCOL_SEEDS, report_name, split_seeds  # noqa: E402
+from deead_ros.tools.closed_loop import PROTOCOL_SEEDS, is_main_split, report_name, split_seeds  # noqa: E402
 from deead_ros.tools.collect_metadrive import DENSE_TRAFFIC_DENSITY, TRAFFIC_DENSITY  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -189,7 +189,8 @@ def closed_loop_protocol(result: dict) -> str:
                  cell(c, "score"), "yes" if c["worse_than_full"] else "no"] for name, c in comparisons.items()]
         text += table(["setting", "collision", "at fault", "completion", "driving score", "worse than full"], crow)
         text += closed_loop_verdicts(comparisons)
-    if n < (target_seeds := split_seeds(result["density"])):
+    target_seeds = split_seeds(result["density"])
+    if n < target_seeds:
         text += (f"\n**{n} paired seeds, short of the protocol's {target_seeds}**: the run resumes where it "
                  f"stopped (`{resume_command(result['density'])}`); verdicts at this size are provisional.\n")
     return text
@@ -197,7 +198,7 @@ def closed_loop_protocol(result: dict) -> str:
 
 def resume_command(density: float) -> str:
     """The command that goes on with a split's run."""
-    if density == TRAFFIC_DENSITY:
+    if is_main_split(density):
         return "make closed-loop"
     return f".venv-metadrive/bin/python bench/closed_loop.py --density {density:g}"
 

@@ -60,14 +60,24 @@ PROTOCOL_SEEDS = 200                       # paired seeds per setting the protoc
 DENSE_SPLIT_SEEDS = 30                     # ... and its secondary dense split (declared in the protocol)
 
 
+def is_main_split(density: float) -> bool:
+    """Whether a run at this traffic density is the protocol's main split (MetaDrive's default density)."""
+    return density == sim.TRAFFIC_DENSITY
+
+
 def split_seeds(density: float) -> int:
     """The paired seeds the protocol asks of a split: the main one's, or the denser split's."""
-    return PROTOCOL_SEEDS if density == sim.TRAFFIC_DENSITY else DENSE_SPLIT_SEEDS
+    return PROTOCOL_SEEDS if is_main_split(density) else DENSE_SPLIT_SEEDS
+
+
+def split_file_name(stem: str, density: float, suffix: str) -> str:
+    """A split's file: `stem + suffix` for the main split, a denser split's beside it with its density in the name."""
+    return f"{stem}{suffix}" if is_main_split(density) else f"{stem}_density_{density:g}{suffix}"
 
 
 def report_name(density: float, suffix: str = ".json") -> str:
-    """The report's file name in docs/ (suffix ".png": its figure): the main split's, or a denser split's beside it."""
-    return f"closed_loop{suffix}" if density == sim.TRAFFIC_DENSITY else f"closed_loop_density_{density:g}{suffix}"
+    """The report's file name in docs/ (suffix ".png": its figure)."""
+    return split_file_name("closed_loop", density, suffix)
 
 
 @dataclass(frozen=True)

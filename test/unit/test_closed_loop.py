@@ -490,6 +490,7 @@ def test_each_split_reports_to_its_own_file():
     assert cl.report_name(0.2) == "closed_loop_density_0.2.json"
     assert cl.report_name(0.2, ".png") == "closed_loop_density_0.2.png"
     assert (cl.split_seeds(0.1), cl.split_seeds(0.2)) == (cl.PROTOCOL_SEEDS, cl.DENSE_SPLIT_SEEDS)
+    assert cl.split_file_name("episodes", 0.2, ".jsonl") == "episodes_density_0.2.jsonl"
 
 
 def test_gaps_are_the_nearest_vehicle_and_the_nearest_one_ahead_in_the_corridor():
