@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
               "cap_override": args.max_steps, "model_version": manifest.model_version,
               "model_sha256": model_sha, **summary}
     (args.docs / report_name(args.density)).write_text(json.dumps(_jsonable(report), indent=1))
-    plot(summary, args.docs / report_name(args.density, ".png"))
+    plot(summary, args.density, args.docs / report_name(args.density, ".png"))
     headline = {"seeds": len(summary["seeds"]), "not_scored": {k: len(v) for k, v in summary["not_scored"].items()},
                 "sim_failure_by_setting": {k: len(v) for k, v in summary["sim_failure_by_setting"].items()}}
     if EXPERT in summary["settings"]:
@@ -469,7 +469,7 @@ def print_table(summary: dict) -> None:
               f"{score['verdict']}; worse than full: {c['worse_than_full']}")
 
 
-def plot(summary: dict, path: Path) -> None:
+def plot(summary: dict, density: float, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -489,8 +489,8 @@ def plot(summary: dict, path: Path) -> None:
     axes[4].set(title="driving score (95% bootstrap)", ylim=(0, 1.05))
     for ax in axes:
         ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
-    fig.suptitle(f"closed loop (protocol {PROTOCOL_VERSION}), MetaDrive held-out maps, full routes, "
-                 f"{len(summary['seeds'])} paired seeds per setting")
+    fig.suptitle(f"closed loop (protocol {PROTOCOL_VERSION}), MetaDrive held-out maps, full routes, traffic density "
+                 f"{density}, {len(summary['seeds'])} paired seeds per setting")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
