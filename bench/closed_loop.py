@@ -47,6 +47,9 @@ from deead_ros.engines.manifest import load_manifest
 from deead_ros.exit.settings import matched_fixed_setting, setting_name
 from deead_ros.parameters import default
 from deead_ros.tools.closed_loop import (
+    CONFIRMATION_FIRST_SEED,
+    CONFIRMATION_PROTOCOL,
+    CONFIRMATION_SETTINGS,
     DENSE_SPLIT_SEEDS,
     EXPERT,
     FULL,
@@ -54,11 +57,13 @@ from deead_ros.tools.closed_loop import (
     PROTOCOL_VERSION,
     SIM_ERROR,
     SIM_FAILURE,
+    confirmation_headline,
     drive_job,
     failed,
     fill_not_scored,
     init_episode_worker,
     is_main_split,
+    max_checks_of,
     next_job,
     report_name,
     scored_seeds,
@@ -129,14 +134,14 @@ class RayWorkers:
     On a cluster every node needs this checkout and the MetaDrive venv at the same path (or a runtime_env).
     """
 
-    def __init__(self, count: int, model: str, first_checkpoint: int, address: str) -> None:
+    def __init__(self, count: int, model: str, first_checkpoint: int, max_checks: int, address: str) -> None:
         import ray
         self._ray = ray
         if not ray.is_initialized():
             ray.init(address=address or None, num_cpus=None if address else count, include_dashboard=False,
                      log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(SupervisedWorker)
-        self._init = (init_episode_worker, (model, first_checkpoint), drive_job, EPISODES_PER_WORKER)
+        self._init = (init_episode_worker, (model, first_checkpoint, max_checks), drive_job, EPISODES_PER_WORKER)
         self._actors = [self._actor_class.remote(*self._init) for _ in range(count)]
         self._pending: dict = {}                           # ObjectRef -> (actor index, Running)
 
@@ -182,7 +187,8 @@ def log_path(out: Path, density: float) -> Path:
     return out / split_file_name("episodes", density, ".jsonl")
 
 
-def load_records(log: Path, model_id: str, density: float, max_steps: int | None) -> list[dict]:
+def load_records(log: Path, model_id: str, density: float, max_steps: int | None,
+                 protocol: int = PROTOCOL_VERSION) -> list[dict]:
     """This protocol's, density's, cap's and model's records (the expert's whatever the model)."""
     if not log.exists():
         return []
@@ -193,7 +199,7 @@ def load_records(log: Path, model_id: str, density: float, max_steps: int | None
             records.append(json.loads(line))
         except json.JSONDecodeError:            # a line half written when a run was killed: that episode reruns
             print(f"[closed_loop] {log}:{i + 1}: not a whole record, ignored", file=sys.stderr)
-    return [r for r in records if r.get("protocol") == PROTOCOL_VERSION and r.get("expert_version") == EXPERT_VERSION
+    return [r for r in records if r.get("protocol") == protocol and r.get("expert_version") == EXPERT_VERSION
             and r.get("density") == density
             and r.get("cap_override") == max_steps and r.get("model") in (driver(r["setting"], model_id), "all")]
 
@@ -210,10 +216,11 @@ def _jsonable(value):
 
 
 def make_workers(args: argparse.Namespace) -> ProcessWorkers | RayWorkers:
+    max_checks = max_checks_of(args.protocol)
     if args.ray_address or args.ray:
-        return RayWorkers(args.workers, args.model, args.first_checkpoint, args.ray_address)
-    return ProcessWorkers(args.workers, init_episode_worker, (args.model, args.first_checkpoint), drive_job,
-                          tasks_per_worker=EPISODES_PER_WORKER)
+        return RayWorkers(args.workers, args.model, args.first_checkpoint, max_checks, args.ray_address)
+    return ProcessWorkers(args.workers, init_episode_worker, (args.model, args.first_checkpoint, max_checks),
+                          drive_job, tasks_per_worker=EPISODES_PER_WORKER)
 
 
 def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -> list[dict]:
@@ -223,11 +230,13 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
     is opened only while the open ones could still fall short of the target, so a run with N workers
     drives the same seeds as a serial one.
     """
-    records = load_records(log, model_id, args.density, args.max_steps)
+    records = load_records(log, model_id, args.density, args.max_steps, args.protocol)
     workers = make_workers(args)
     start, episodes_run = time.time(), 0
-    tag = {"protocol": PROTOCOL_VERSION, "expert_version": EXPERT_VERSION, "density": args.density,
-           "cap_override": args.max_steps, "render_seeded": True}    # collect_metadrive.make_env seeds the renderer
+    tag = {"protocol": args.protocol, "expert_version": EXPERT_VERSION, "density": args.density,
+           "cap_override": args.max_steps, "render_seeded": True,     # collect_metadrive.make_env seeds the renderer
+           "max_checks": max_checks_of(args.protocol)}
+    shuffle = args.protocol == CONFIRMATION_PROTOCOL
     running: set[tuple[int, str]] = set()               # (seed, setting) a worker is driving
     open_seeds: list[int] = []
     driven: set[int] = set()                             # seeds this run drove an episode on
@@ -244,7 +253,7 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
         nonlocal next_seed
         while True:
             for seed in open_seeds:
-                if (job := next_job(records, seed, chosen, running)) is not None:
+                if (job := next_job(records, seed, chosen, running, shuffle)) is not None:
                     return seed, *job
             unfinished = [s for s in open_seeds
                           if any(seed == s for seed, _ in running) or next_job(records, s, chosen) is not None]
@@ -253,7 +262,7 @@ def run(args: argparse.Namespace, chosen: list[str], model_id: str, log: Path) -
             open_seeds.append(next_seed)
             next_seed += 1
 
-    print(f"[closed_loop] protocol {PROTOCOL_VERSION}, density {args.density}, {len(records)} records in {log}; "
+    print(f"[closed_loop] protocol {args.protocol}, density {args.density}, {len(records)} records in {log}; "
           f"target {args.seeds} scored seeds x {len(chosen)} settings, {args.workers} at once "
           f"({'Ray actors' if isinstance(workers, RayWorkers) else 'worker processes'})", flush=True)
     try:
@@ -311,7 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds with a driving outcome in every setting (blocked / failed seeds are replaced; "
                              f"default {PROTOCOL_SEEDS}, {DENSE_SPLIT_SEEDS} in denser traffic)")
-    parser.add_argument("--first-seed", type=int, default=HELD_OUT_SEEDS)
+    parser.add_argument("--first-seed", type=int, default=None,
+                        help=f"default {HELD_OUT_SEEDS}; {CONFIRMATION_FIRST_SEED} with --confirm")
+    parser.add_argument("--confirm", action="store_true",
+                        help=f"protocol {CONFIRMATION_PROTOCOL}: the confirmation on fresh seeds of the setting chosen "
+                             f"on protocol {PROTOCOL_VERSION} ({', '.join(CONFIRMATION_SETTINGS)}, bounded tail on, "
+                             "each seed's settings in an order drawn from the seed); its report is "
+                             "docs/closed_loop_confirmation.json and its headline goes into docs/closed_loop.json")
     parser.add_argument("--density", type=float, default=TRAFFIC_DENSITY,
                         help="traffic density, trigger mode (the protocol's main split: %(default)s)")
     parser.add_argument("--max-steps", type=int, default=None,
@@ -324,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="*", default=None,
                         help="a subset of the settings (default: all; in denser traffic the expert, full depth, deead "
                              "at the recommended delta and the fixed exit at its depth)")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "closed_loop")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the episode log goes (default runs/closed_loop, runs/closed_loop_confirm with "
+                             "--confirm)")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
     parser.add_argument("--workers", type=worker_count, default=1,
                         help="episodes driven at once: worker processes, or Ray actors with --ray / --ray-address")
@@ -343,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     manifest = load_manifest(args.model, verify=False)
     recommended_delta_m = float(default("exit.delta_m"))
+    args.protocol = CONFIRMATION_PROTOCOL if args.confirm else PROTOCOL_VERSION
+    if args.first_seed is None:
+        args.first_seed = CONFIRMATION_FIRST_SEED if args.confirm else HELD_OUT_SEEDS
+    if args.out is None:
+        args.out = REPO / "runs" / ("closed_loop_confirm" if args.confirm else "closed_loop")
+    if args.confirm:
+        args.fixed_layers = args.fixed_layers or []
     if args.fixed_layers is not None:
         fixed: list[str | None] = [setting_name("fixed", layer) for layer in args.fixed_layers]
     else:
@@ -356,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds = split_seeds(args.density)
     if args.settings:
         chosen = args.settings
+    elif args.confirm:
+        chosen = list(CONFIRMATION_SETTINGS)
     elif is_main_split(args.density):
         chosen = settings([name for name in fixed if name is not None], recommended_delta_m)
     else:
@@ -368,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{args.trace[1]}_{model_id}")
     log = log_path(args.out, args.density)
     if args.report_only:
-        records = load_records(log, model_id, args.density, args.max_steps)
+        records = load_records(log, model_id, args.density, args.max_steps, args.protocol)
     else:
         records = run(args, chosen, model_id, log)
     try:
@@ -381,13 +407,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print_table(summary)
     args.docs.mkdir(parents=True, exist_ok=True)
-    report = {"protocol": PROTOCOL_VERSION, "expert_version": EXPERT_VERSION,
+    report = {"protocol": args.protocol, "expert_version": EXPERT_VERSION, "max_checks": max_checks_of(args.protocol),
               "protocol_doc": "docs/closed_loop_protocol.md", "density": args.density,
               "traffic_mode": "trigger", "reactive_traffic": True, "seeds_from": args.first_seed,
               "cap_override": args.max_steps, "model_version": manifest.model_version,
               "model_sha256": model_sha, **summary}
-    (args.docs / report_name(args.density)).write_text(json.dumps(_jsonable(report), indent=1))
-    plot(summary, args.density, args.docs / report_name(args.density, ".png"))
+    name = "closed_loop_confirmation.json" if args.confirm else report_name(args.density)
+    (args.docs / name).write_text(json.dumps(_jsonable(report), indent=1))
+    plot(summary, args.density, args.docs / name.replace(".json", ".png"), args.protocol)
+    if args.confirm and set(CONFIRMATION_SETTINGS) <= set(chosen):
+        main_report = args.docs / report_name(args.density)
+        merged = json.loads(main_report.read_text()) if main_report.exists() else {}
+        merged["headline"] = _jsonable({**confirmation_headline(summary), "report": f"docs/{name}",
+                                        "protocol": CONFIRMATION_PROTOCOL})
+        main_report.write_text(json.dumps(merged, indent=1))
+        print(json.dumps(merged["headline"]))
     headline = {"seeds": len(summary["seeds"]), "not_scored": {k: len(v) for k, v in summary["not_scored"].items()},
                 "sim_failure_by_setting": {k: len(v) for k, v in summary["sim_failure_by_setting"].items()}}
     if EXPERT in summary["settings"]:
@@ -407,7 +441,7 @@ def trace_episode(seed: int, setting: str, args: argparse.Namespace, stem: Path)
     if setting == EXPERT:
         print("closed_loop: --trace follows the model; the expert has no plan to trace", file=sys.stderr)
         return 2
-    runner = open_runner(args.model, args.first_checkpoint)
+    runner = open_runner(args.model, args.first_checkpoint, max_checks_of(args.protocol))
     rows: list[dict[str, float]] = []
     result = drive(seed, setting, runner, policy_for(setting, runner), PurePursuit(dt_s=runner.dt_s),
                    density=args.density, trace=rows, max_steps=args.max_steps)
@@ -469,7 +503,7 @@ def print_table(summary: dict) -> None:
               f"{score['verdict']}; worse than full: {c['worse_than_full']}")
 
 
-def plot(summary: dict, density: float, path: Path) -> None:
+def plot(summary: dict, density: float, path: Path, protocol: int = PROTOCOL_VERSION) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -489,7 +523,7 @@ def plot(summary: dict, density: float, path: Path) -> None:
     axes[4].set(title="driving score (95% bootstrap)", ylim=(0, 1.05))
     for ax in axes:
         ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
-    fig.suptitle(f"closed loop (protocol {PROTOCOL_VERSION}), MetaDrive held-out maps, full routes, traffic density "
+    fig.suptitle(f"closed loop (protocol {protocol}), MetaDrive held-out maps, full routes, traffic density "
                  f"{density}, {len(summary['seeds'])} paired seeds per setting")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

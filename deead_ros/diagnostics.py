@@ -19,7 +19,7 @@ def exit_diagnostics_fields(result: PlanResult, delta_m: float, prior_age_s: flo
         "exited_early": trace.exited_early, "reason": int(trace.reason), "reason_text": trace.reason_text,
         "checkpoints": [{"layer": c.layer, "deviation_m": float(c.deviation_m), "next_stride": c.next_stride,
                          "refused": c.refused} for c in trace.checkpoints],
-        "delta_m": float(delta_m), "policy": trace.policy,
+        "delta_m": float(delta_m), "policy": trace.policy, "over_budget": trace.over_budget,
         "valid": result.is_valid, "fallback": result.fallback, "refused_exits": trace.refused_exits,
         "validation": "" if result.validation.ok else f"{result.validation.code}: {result.validation.reason}",
         "prior_source": result.prior.source, "prior_detail": result.prior.detail,

@@ -59,6 +59,14 @@ PARAMETERS: tuple[Spec, ...] = (
          "multi-hop table: (multiple, stride) pairs, then the final stride: run `stride` layers before the "
          "next check when deviation > multiple x delta (first match), else the final stride; multiples "
          "finite, > 0 and strictly decreasing, strides whole numbers >= 1 and non-increasing"),
+    Spec("exit.max_checks", "integer", 2,
+         "bounded tail: looks through the head before the last layer; after this many that did not exit, the "
+         "chain runs straight to the last layer (late looks rarely exit, and exit worse: docs/results.md); "
+         "0: no bound", (0, 256)),
+    Spec("exit.budget_ms", "double", 0.0,
+         "per-frame planning budget (encoding, stem, layers, looks): when the next layer would end after it, the "
+         "frame publishes the deepest plan reached, flagged over_budget in ExitDiagnostics; 0: none, ms",
+         (0.0, 10000.0)),
     Spec("exit.fixed_exit_layer", "integer", 18, "exit layer of the `fixed` policy", (1, 256)),
     Spec("exit.patience_tolerance_m", "double", 0.5,
          "`patience`: exit when successive checkpoints agree within this, m", (0.0, 20.0)),

@@ -135,7 +135,7 @@ class Runner:
                 without it (or when that is not possible) the fallback is a stopping trajectory.
         """
         start = time.perf_counter()
-        _, active_policy, prior_settings, limits = self._active
+        exit_settings, active_policy, prior_settings, limits = self._active
         speed, yaw_rate = (frame.speed_mps, frame.yaw_rate_rps) if ego_motion_known else (None, None)
         route = prior_settings.route_ahead(frame.route_ego_m)        # one route for the prior and the model
         prior = select_prior(prior_settings, self.times_s, speed, yaw_rate, route, external_ego_m)
@@ -148,7 +148,8 @@ class Runner:
         def check(trajectory_m: np.ndarray) -> Validation:
             return validate(trajectory_m, dt_s, speed, limits)
 
-        trace = run_with_exit(self.chain, state, policy or active_policy, ctx, check)
+        deadline_s = start + exit_settings.budget_ms / 1e3 if exit_settings.budget_ms > 0 else None
+        trace = run_with_exit(self.chain, state, policy or active_policy, ctx, check, deadline_s)
         verdict = trace.validation if trace.validation is not None else check(trace.trajectory_m)
         pose = ego_pose if ego_pose is not None and ego_pose.is_finite() else None
         if verdict.ok:

@@ -27,6 +27,7 @@ class ExitReason(IntEnum):
     PATIENCE = 4
     FULL_POLICY = 5
     ORACLE = 6
+    BUDGET = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,12 @@ class ExitPolicy(Protocol):
         """The policy's name in diagnostics and reports (a read-only field of the frozen policies)."""
         ...
 
+    @property
+    def max_checks(self) -> int:
+        """Looks through the head before the last layer; after that many misses the chain runs straight to the
+        last layer (the bounded tail). 0: no bound."""
+        ...
+
     def first_check(self, ctx: FrameContext) -> int:
         """Return the first layer (1-based) at which to read the head."""
         ...
@@ -177,6 +184,11 @@ class ExitTrace:
     validation: Validation | None = None      # the verdict on trajectory_m; None when no validator ran
 
     @property
+    def over_budget(self) -> bool:
+        """The frame ran out of its time budget: the trajectory is the deepest one reached, not the policy's."""
+        return self.reason == ExitReason.BUDGET
+
+    @property
     def exited_early(self) -> bool:
         return self.exit_layer < self.num_layers
 
@@ -196,16 +208,23 @@ def clamp_layer(layer: int, num_layers: int) -> int:
 
 
 def run_with_exit(chain: LayerChainLike, state: Any, policy: ExitPolicy, ctx: FrameContext,
-                  validator: Callable[[np.ndarray], Validation] | None = None) -> ExitTrace:
+                  validator: Callable[[np.ndarray], Validation] | None = None,
+                  deadline_s: float | None = None) -> ExitTrace:
     """Run the chain from the stem's `state`, looking through the head where the policy says.
 
-    Layers after the exit are never computed. The last layer always ends the frame.
+    Layers after the exit are never computed. The last layer always ends the frame. After the policy's
+    `max_checks` looks that did not end the frame, the chain runs straight to the last layer: a frame that
+    goes deep pays for a bounded number of looks, not one per layer.
 
     Args:
         validator: checks a trajectory before the frame may end with it (deead_ros.exit.validation).
             An early exit whose trajectory fails is refused: the checkpoint records why and the
             chain goes on, looking again at the next layer. The last layer's trajectory ends the frame
             whatever its verdict, which the trace carries (the caller replaces a failing one).
+        deadline_s: `time.perf_counter()` by which the frame must end (the per-frame budget), or None. The
+            layers then run one at a time; when the next one would end after the deadline (at the pace of the
+            layers run so far, plus one look through the head), the frame ends with the head read at the deepest
+            layer reached, with reason BUDGET and the validator's verdict, as at the last layer.
     """
     n = ctx.num_layers
     layer = 0
@@ -214,22 +233,32 @@ def run_with_exit(chain: LayerChainLike, state: Any, policy: ExitPolicy, ctx: Fr
     layers_ms = checks_ms = 0.0
     while True:
         t0 = time.perf_counter()
-        state = chain.run_layers(state, layer, target)
+        if deadline_s is None:
+            state = chain.run_layers(state, layer, target)
+            layer = target
+        else:
+            state, layer = _run_within(chain, state, layer, target, deadline_s, layers_ms, checks_ms,
+                                       len(checkpoints))
         t1 = time.perf_counter()
         layers_ms += (t1 - t0) * 1e3
-        layer = target
+        out_of_time = layer < target
 
         trajectory = np.array(chain.head(state), dtype=np.float32, copy=True)
         previous = checkpoints[-1] if checkpoints else None
         verdict = policy.judge(layer, trajectory, previous, ctx)
-        is_last = layer >= n
-        check = validator(trajectory) if validator is not None and (verdict.should_exit or is_last) else None
-        refused = f"{check.code}: {check.reason}" if check is not None and not check.ok and not is_last else ""
-        stop = (verdict.should_exit and not refused) or is_last
+        if out_of_time and not verdict.should_exit:
+            verdict = Verdict(False, ExitReason.BUDGET, verdict.deviation_m, layer,
+                              f"out of time: the budget ended the frame at layer {layer} of {n}")
+        ends = layer >= n or out_of_time
+        check = validator(trajectory) if validator is not None and (verdict.should_exit or ends) else None
+        refused = f"{check.code}: {check.reason}" if check is not None and not check.ok and not ends else ""
+        stop = (verdict.should_exit and not refused) or ends
         if stop:
             next_layer = layer
         elif refused:                      # the plan here is implausible: look again one layer deeper
             next_layer = layer + 1
+        elif 0 < policy.max_checks <= len(checkpoints) + 1:
+            next_layer = n                 # the bounded tail: no more looks before the last layer
         else:
             next_layer = clamp_layer(max(verdict.next_layer, layer + 1), n)
         elapsed_ms = (time.perf_counter() - t1) * 1e3
@@ -245,6 +274,27 @@ def run_with_exit(chain: LayerChainLike, state: Any, policy: ExitPolicy, ctx: Fr
             return ExitTrace(trajectory, layer, n, verdict.reason, text, tuple(checkpoints),
                              layers_ms, checks_ms, policy.name, check)
         target = next_layer
+
+
+def _run_within(chain: LayerChainLike, state: Any, layer: int, target: int, deadline_s: float, layers_ms: float,
+                checks_ms: float, checks: int) -> tuple[Any, int]:
+    """Run layers `layer`..`target` one at a time while the next one, and a look after it, fits before the deadline.
+
+    The pace is this frame's own: the mean time of its layers and of its looks so far (a look before the first one
+    is taken to cost a layer). The frame's first layer always runs: there is no plan before it.
+    Returns the state and the layers run so far.
+    """
+    for next_layer in range(layer + 1, target + 1):
+        if layer:
+            per_layer_ms = layers_ms / layer
+            per_check_ms = checks_ms / checks if checks else per_layer_ms
+            if time.perf_counter() + (per_layer_ms + per_check_ms) / 1e3 > deadline_s:
+                break
+        t0 = time.perf_counter()
+        state = chain.run_layers(state, layer, next_layer)
+        layers_ms += (time.perf_counter() - t0) * 1e3
+        layer = next_layer
+    return state, layer
 
 
 @dataclass

@@ -21,6 +21,7 @@ class DeeadPolicy:
 
     Deviation = mean L2 over the waypoints within `horizon_s`. Far from the prior, jump ahead by
     the stride table; without a prior, go straight to the last layer (no early exit without one).
+    After `max_checks` looks that missed, the controller runs straight to the last layer (0: no bound).
     """
 
     delta_m: float = 2.0
@@ -28,6 +29,7 @@ class DeeadPolicy:
     min_exit_layer: int = 1
     horizon_s: float = 2.0
     strides: StrideTable = field(default_factory=StrideTable)
+    max_checks: int = 0
     name: str = "deead"
 
     def first_check(self, ctx: FrameContext) -> int:
@@ -52,6 +54,7 @@ class DeeadPolicy:
 class FullPolicy:
     """Never exit early: the reference and the fallback."""
 
+    max_checks: int = 0                 # no bound on its looks
     name: str = "full"
 
     def first_check(self, ctx: FrameContext) -> int:
@@ -67,6 +70,7 @@ class FixedPolicy:
     """Always exit at one static layer (the paper's Fixed-EE baseline)."""
 
     exit_layer: int = 24
+    max_checks: int = 0                 # no bound on its looks
     name: str = "fixed"
 
     def first_check(self, ctx: FrameContext) -> int:
@@ -91,6 +95,7 @@ class PatiencePolicy:
     stride: int = 1
     min_exit_layer: int = 1
     horizon_s: float = 2.0
+    max_checks: int = 0                 # no bound on its looks
     name: str = "patience"
 
     def first_check(self, ctx: FrameContext) -> int:
@@ -118,6 +123,7 @@ class OraclePolicy:
     delta_m: float = 2.0
     first_checkpoint: int = 1
     horizon_s: float = 2.0
+    max_checks: int = 0                 # no bound on its looks
     name: str = "oracle"
 
     def first_check(self, ctx: FrameContext) -> int:
@@ -140,6 +146,12 @@ class AnyOfPolicy:
 
     members: tuple[ExitPolicy, ...]
     name: str = "any"
+
+    @property
+    def max_checks(self) -> int:
+        """Bounded only when every member is: then by the most patient member's bound."""
+        bounds = [m.max_checks for m in self.members]
+        return 0 if 0 in bounds else max(bounds)
 
     def first_check(self, ctx: FrameContext) -> int:
         return min(m.first_check(ctx) for m in self.members)

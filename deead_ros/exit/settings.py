@@ -25,6 +25,8 @@ class ExitSettings:
     min_exit_layer: int = default("exit.min_exit_layer")  # never exit before this layer
     horizon_s: float = default("exit.horizon_s")          # deviation averaged over waypoints within this time, s
     stride_table: tuple[float, ...] = default("exit.stride_table")   # (multiple, stride) pairs + final stride
+    max_checks: int = default("exit.max_checks")          # looks before the last layer; 0: no bound
+    budget_ms: float = default("exit.budget_ms")          # per-frame planning budget, ms; 0: none
     fixed_exit_layer: int = default("exit.fixed_exit_layer")   # `fixed` policy: static exit layer
     patience_tolerance_m: float = default("exit.patience_tolerance_m")   # `patience`: checkpoints agree within, m
     patience_stride: int = default("exit.patience_stride")     # `patience`: layers between checks
@@ -51,6 +53,10 @@ class ExitSettings:
             value = getattr(self, name)
             if not 1 <= value <= num_layers:
                 return f"exit.{name}={value} is outside the model's layers [1, {num_layers}]"
+        if not math.isfinite(self.budget_ms) or self.budget_ms < 0:
+            return f"exit.budget_ms={self.budget_ms} must be a finite number >= 0 (ms; 0: no budget)"
+        if self.max_checks < 0:
+            return f"exit.max_checks={self.max_checks} must be >= 0 (0: no bound)"
         if self.patience_stride < 1:
             return f"exit.patience_stride={self.patience_stride} must be >= 1"
         try:
@@ -61,7 +67,7 @@ class ExitSettings:
     def build_policy(self) -> ExitPolicy:
         """Return the policy these settings describe (call `problem()` first)."""
         deead = DeeadPolicy(self.delta_m, self.first_checkpoint, self.min_exit_layer, self.horizon_s,
-                            StrideTable.from_flat(self.stride_table))
+                            StrideTable.from_flat(self.stride_table), self.max_checks)
         patience = PatiencePolicy(self.patience_tolerance_m, self.first_checkpoint, self.patience_stride,
                                   self.min_exit_layer, self.horizon_s)
         policies: dict[str, ExitPolicy] = {

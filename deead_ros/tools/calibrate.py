@@ -207,6 +207,7 @@ class _EveryLayer:
     """An exit policy that reads the head after every layer and never exits: records the whole chain."""
 
     name: str = "record_every_layer"
+    max_checks: int = 0
 
     def first_check(self, ctx: FrameContext) -> int:
         return 1

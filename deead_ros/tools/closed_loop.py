@@ -27,6 +27,14 @@ from deead_ros.tools import dataset_format as fmt
 PROTOCOL_VERSION = 2                       # docs/closed_loop_protocol.md; a new version starts the log over
 EXPERT = "expert"
 FULL = "full"
+# the confirmation (protocol 3, declared in docs/closed_loop_protocol.md before its first episode): the setting
+# chosen on protocol 2's 200 seeds, with the bounded tail, against full depth and the fixed exit at its depth,
+# on fresh seeds, each seed's settings in an order drawn from the seed
+CONFIRMATION_PROTOCOL = 3
+CONFIRMATION_FIRST_SEED = 4000
+CONFIRMED_SETTING = "deead_0.5"            # the fastest setting non-inferior on all four metrics in protocol 2
+CONFIRMATION_FIXED = "fixed_23"            # its protocol-2 mean depth 21.9 + the bounded tail's +1.3 layers open loop
+CONFIRMATION_SETTINGS = (EXPERT, FULL, CONFIRMED_SETTING, CONFIRMATION_FIXED)
 # end reasons that are no driving outcome: the seed is not scored for any setting
 SPAWN_BLOCKED = "spawn_blocked"            # the spawn-clear check failed (decided before anyone drove)
 SIM_ERROR = "sim_error"                    # one failed attempt (crash or hang); retried once
@@ -150,6 +158,7 @@ class EpisodeResult:
     plan_ms_p95: float
     wall_s: float
     protocol: int = PROTOCOL_VERSION
+    plan_ms_mean: float = float("nan")     # the runner's time per planned frame, mean over the episode
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -384,19 +393,26 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
         mean_exit_layer=float(np.mean(exits)) if exits else nan,
         plan_ms_p50=float(np.percentile(plan_ms, 50)) if plan_ms else nan,
         plan_ms_p95=float(np.percentile(plan_ms, 95)) if plan_ms else nan,
+        plan_ms_mean=float(np.mean(plan_ms)) if plan_ms else nan,
         wall_s=round(time.time() - start, 1), **flags)
 
 
 _episode_worker: dict[str, Any] = {}      # in a worker process: its runner and stall watch
 
 
-def open_runner(model: str, first_checkpoint: int) -> Any:
+def max_checks_of(protocol: int) -> int:
+    """The bound on deead's looks a protocol drives with: none in protocol 2 (before the bounded tail existed)."""
+    from deead_ros.parameters import default
+    return 0 if protocol <= PROTOCOL_VERSION else int(default("exit.max_checks"))
+
+
+def open_runner(model: str, first_checkpoint: int, max_checks: int) -> Any:
     """The runner every model-driven episode plans with: ONNX Runtime on one thread (a worker per core)."""
     from deead_ros.engines import make_engine
     from deead_ros.exit import ExitSettings, PriorSettings
     from deead_ros.runner import Runner
-    return Runner(make_engine("onnxruntime", model, num_threads=1), ExitSettings(first_checkpoint=first_checkpoint),
-                  PriorSettings())
+    return Runner(make_engine("onnxruntime", model, num_threads=1),
+                  ExitSettings(first_checkpoint=first_checkpoint, max_checks=max_checks), PriorSettings())
 
 
 def policy_for(setting: str, runner: Any) -> Any:
@@ -405,9 +421,9 @@ def policy_for(setting: str, runner: Any) -> Any:
     return named_settings(setting, runner.settings[0]).build_policy()
 
 
-def init_episode_worker(model: str, first_checkpoint: int, watch: Any = None) -> None:
+def init_episode_worker(model: str, first_checkpoint: int, max_checks: int, watch: Any = None) -> None:
     """Open the engines once per worker process (a `sim_workers` initializer); `watch.beat` hears every step."""
-    _episode_worker.update(runner=open_runner(model, first_checkpoint), watch=watch)
+    _episode_worker.update(runner=open_runner(model, first_checkpoint, max_checks), watch=watch)
 
 
 def drive_job(job: tuple[int, str, float, int | None]) -> dict[str, Any]:
@@ -439,9 +455,17 @@ def seed_status(records: list[dict[str, Any]], seed: int) -> str | None:
     return next((reason for reason in NOT_SCORED if reason in reasons), None)
 
 
+def seed_order(seed: int, settings: list[str]) -> list[str]:
+    """The settings in an order drawn from the seed: a simulator hang or a slow machine then falls on no
+    setting more than another (protocol 3), and a resumed run drives them in the same order."""
+    return [settings[i] for i in np.random.default_rng(seed).permutation(len(settings))]
+
+
 def next_job(records: list[dict[str, Any]], seed: int, settings: list[str],
-             running: Collection[tuple[int, str]] = ()) -> tuple[str, int] | None:
+             running: Collection[tuple[int, str]] = (), shuffle: bool = False) -> tuple[str, int] | None:
     """The next (setting, attempt) to run on a seed, attempt 1 or 2; None when nothing is left to start.
+
+    The settings go in their given order, or in `seed_order` with shuffle.
 
     A (seed, setting) is finished once it has a record other than SIM_ERROR; one SIM_ERROR record
     means the next run is its second (last) attempt; one in `running` (being driven by a worker) is
@@ -450,7 +474,7 @@ def next_job(records: list[dict[str, Any]], seed: int, settings: list[str],
     """
     if seed_status(records, seed) is not None:
         return None
-    for setting in settings:
+    for setting in seed_order(seed, settings) if shuffle else settings:
         if (seed, setting) in running:
             continue
         mine = [r["end_reason"] for r in records if r["seed"] == seed and r["setting"] == setting]
@@ -651,7 +675,27 @@ def summarise(records: list[dict[str, Any]], settings: list[str]) -> dict[str, A
         exits = [r["mean_exit_layer"] for r in rows if not math.isnan(r["mean_exit_layer"])]
         row["mean_exit_layer"] = float(np.mean(exits)) if exits else float("nan")
         row["plan_ms_p50"] = float(np.nanmedian([r["plan_ms_p50"] for r in rows])) if exits else float("nan")
+        for key in ("plan_ms_mean", "plan_ms_p95"):        # the mean over episodes of each episode's mean / p95
+            times = np.array([r.get(key, float("nan")) for r in rows], dtype=np.float64)
+            row[key] = float(np.nanmean(times)) if exits and not np.all(np.isnan(times)) else float("nan")
         out["settings"][setting] = row
         if setting not in (FULL, EXPERT) and FULL in settings and n:
             out["comparisons"][setting] = compare(rows, [by_key[(seed, FULL)] for seed in seeds])
     return out
+
+
+def confirmation_headline(summary: dict[str, Any], setting: str = CONFIRMED_SETTING,
+                          fixed: str = CONFIRMATION_FIXED) -> dict[str, Any]:
+    """The confirmation's answer in one record: planning time against full depth (the mean and the p95 of each
+    episode's planning times, averaged over the paired seeds), the four non-inferiority verdicts, and whether the
+    fixed exit at the same depth drives worse on the score."""
+    rows, full = summary["settings"][setting], summary["settings"][FULL]
+    verdicts = summary["comparisons"][setting]
+    worse = summary["comparisons"].get(fixed, {})
+    return {"setting": setting, "seeds": len(summary["seeds"]),
+            "mean_exit_layer": rows["mean_exit_layer"],
+            "plan_ms_mean_ratio": rows["plan_ms_mean"] / full["plan_ms_mean"],
+            "plan_ms_p95_ratio": rows["plan_ms_p95"] / full["plan_ms_p95"],
+            "non_inferior": {metric: verdicts[metric]["verdict"] == "non-inferior" for metric, _, _ in MARGINS},
+            "matched_fixed_setting": fixed,
+            "matched_fixed_worse": "its driving score is lower" in worse.get("worse_because", [])}

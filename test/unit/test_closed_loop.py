@@ -360,7 +360,7 @@ def test_the_supervisor_drives_the_same_seeds_with_one_worker_or_many(tmp_path, 
     monkeypatch.setattr(bench, "make_workers", lambda args: simulated)
     settings = [EXPERT, FULL, "deead_2"]
     args = argparse.Namespace(seeds=5, first_seed=3000, density=0.1, max_steps=None, out=tmp_path, workers=workers,
-                              episode_timeout_s=900.0)
+                              episode_timeout_s=900.0, protocol=cl.PROTOCOL_VERSION)
     records = bench.run(args, settings, "abc", tmp_path / "episodes.jsonl")
     assert scored_seeds(records, settings) == [3000, 3001, 3002, 3003, 3005], "3004 blocked: replaced by 3005"
     assert summarise(records, settings)["not_scored"] == {SPAWN_BLOCKED: [3004]}
@@ -376,7 +376,7 @@ def test_a_resumed_run_replaces_a_seed_blocked_in_an_earlier_run(tmp_path, monke
     bench = closed_loop_bench()
     settings = [EXPERT, FULL]
     args = argparse.Namespace(seeds=5, first_seed=3000, density=0.1, max_steps=None, out=tmp_path, workers=2,
-                              episode_timeout_s=900.0)
+                              episode_timeout_s=900.0, protocol=cl.PROTOCOL_VERSION)
     log = tmp_path / "episodes.jsonl"
     monkeypatch.setattr(bench, "make_workers", lambda args: SimulatedWorkers(2))
     args.seeds = 4
@@ -507,3 +507,39 @@ def test_simulator_failures_are_counted_for_the_setting_that_failed_not_the_fill
     assert [r["setting"] for r in records[3:]] == ["deead_2"], "the other settings are filled"
     assert cl.failures_by_setting(records) == {FULL: [9]}
     assert summarise(records, [EXPERT, FULL, "deead_2"])["sim_failure_by_setting"] == {FULL: [9]}
+
+
+def test_the_confirmation_drives_each_seed_in_an_order_drawn_from_the_seed(tmp_path, monkeypatch):
+    import argparse
+    bench = closed_loop_bench()
+    settings = list(cl.CONFIRMATION_SETTINGS)
+    orders = {seed: cl.seed_order(seed, settings) for seed in range(4000, 4010)}
+    assert all(sorted(order) == sorted(settings) for order in orders.values())
+    assert orders == {seed: cl.seed_order(seed, settings) for seed in orders}, "the same order on a resumed run"
+    assert len({tuple(order) for order in orders.values()}) > 1, "not one fixed order"
+    simulated = SimulatedWorkers(1)
+    monkeypatch.setattr(bench, "make_workers", lambda args: simulated)
+    args = argparse.Namespace(seeds=2, first_seed=4000, density=0.1, max_steps=None, out=tmp_path, workers=1,
+                              episode_timeout_s=900.0, protocol=cl.CONFIRMATION_PROTOCOL)
+    records = bench.run(args, settings, "abc", tmp_path / "episodes.jsonl")
+    assert [r["setting"] for r in records if r["seed"] == 4000] == orders[4000]
+    assert all(r["protocol"] == cl.CONFIRMATION_PROTOCOL and r["max_checks"] == cl.max_checks_of(3) > 0
+               for r in records)
+    assert cl.max_checks_of(cl.PROTOCOL_VERSION) == 0, "protocol 2's settings keep their unbounded tail"
+
+
+def test_the_confirmation_headline_reads_the_paired_comparisons():
+    settings = list(cl.CONFIRMATION_SETTINGS)
+    records = []
+    for seed in range(4000, 4200):
+        for setting in settings:
+            r = dict(episode(seed, setting, crash=setting == cl.CONFIRMATION_FIXED and seed % 2 == 0,
+                             exit_layer=float("nan") if setting == EXPERT else 20.0))
+            r.update(plan_ms_mean={FULL: 12.0}.get(setting, 6.0), plan_ms_p95={FULL: 13.0}.get(setting, 12.0))
+            records.append(r)
+    headline = cl.confirmation_headline(summarise(records, settings))
+    assert headline["seeds"] == 200 and headline["setting"] == cl.CONFIRMED_SETTING
+    assert headline["plan_ms_mean_ratio"] == pytest.approx(0.5)
+    assert headline["plan_ms_p95_ratio"] == pytest.approx(12 / 13)
+    assert headline["non_inferior"] == {"collision": True, "at_fault": True, "completion": True, "score": True}
+    assert headline["matched_fixed_setting"] == cl.CONFIRMATION_FIXED and headline["matched_fixed_worse"]

@@ -1,4 +1,5 @@
 """Unit tests of the multi-hop exit controller and its policies on real (synthetic) layer chains."""
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -12,7 +13,7 @@ from deead_ros.exit.validation import validate
 from test.strategies import DT_S, HORIZON, TraceChain
 
 
-PAPER = ExitSettings(first_checkpoint=13, delta_m=2.0)      # DeeAD: delta 2 m, first checkpoint 13 of 32
+PAPER = ExitSettings(first_checkpoint=13, delta_m=2.0, max_checks=0)   # DeeAD: delta 2 m, layer 13 of 32, no bound
 
 
 def run(deviations, settings=PAPER, prior=True, policy=None):
@@ -222,3 +223,62 @@ def test_a_valid_frame_is_validated_once_at_its_exit():
     ctx = FrameContext(32, chain.prior_m, DT_S)
     trace = run_with_exit(chain, 0, PAPER.build_policy(), ctx, lambda t: calls.append(1) or validate(t, DT_S, 10.0))
     assert trace.exit_layer == 13 and trace.validation.ok and len(calls) == 1
+
+
+def test_bounded_tail_runs_straight_to_the_last_layer_after_max_checks():
+    # 3 m at delta 2 m: stride 1 every time; unbounded that is a look at every layer from 13 to 32
+    unbounded, _ = run(np.full(32, 3.0))
+    assert len(unbounded.checkpoints) == 20
+    trace, chain = run(np.full(32, 3.0), replace(PAPER, max_checks=2))
+    assert checked_layers(trace) == [13, 14, 32]
+    assert trace.reason == ExitReason.LAST_LAYER and len(chain.computed) == 32
+    assert [c.next_stride for c in trace.checkpoints] == [1, 18, 0]
+
+
+def test_bounded_tail_still_exits_within_its_looks():
+    dev = np.full(32, 3.0)
+    dev[13] = 1.0                                          # layer 14, the second look, meets delta
+    trace, chain = run(dev, replace(PAPER, max_checks=2))
+    assert trace.exit_layer == 14 and trace.reason == ExitReason.PRIOR_MATCHED
+    assert chain.computed == list(range(14))
+    dev[14] = 1.0
+    dev[13] = 3.0                                          # only the third look would meet it: past the bound
+    trace, _ = run(dev, replace(PAPER, max_checks=2))
+    assert trace.exit_layer == 32
+
+
+def test_default_settings_bound_the_tail():
+    assert ExitSettings().build_policy().max_checks == ExitSettings().max_checks > 0
+    assert ExitSettings(max_checks=-1).problem(32) is not None
+    assert ExitSettings(budget_ms=float("nan")).problem(32) is not None
+
+
+@dataclass
+class SlowChain(TraceChain):
+    """A TraceChain whose every layer takes `layer_s` of wall time (the budget's clock is real time)."""
+
+    layer_s: float = 0.004
+
+    def run_layers(self, state: int, start: int, stop: int) -> int:
+        time.sleep(self.layer_s * (stop - start))
+        return super().run_layers(state, start, stop)
+
+
+def test_budget_publishes_the_deepest_plan_reached_and_flags_it():
+    chain = SlowChain(np.full(32, 3.0, np.float32))
+    start = time.perf_counter()
+    trace = run_with_exit(chain, 0, PAPER.build_policy(), FrameContext(32, chain.prior_m, DT_S),
+                          deadline_s=start + 0.040)       # 40 ms at 4 ms a layer: well short of 32 layers
+    assert trace.reason == ExitReason.BUDGET and trace.over_budget and trace.exited_early
+    assert 1 <= trace.exit_layer < 13, "the budget ends the frame before the first look"
+    assert chain.computed == list(range(trace.exit_layer)), "no layer after the one the plan was read at"
+    assert checked_layers(trace) == [trace.exit_layer]
+    np.testing.assert_allclose(trace.trajectory_m, chain.head(trace.exit_layer))
+
+
+def test_budget_that_is_not_reached_changes_nothing():
+    chain = SlowChain(np.full(32, 3.0, np.float32), layer_s=0.0)
+    trace = run_with_exit(chain, 0, PAPER.build_policy(), FrameContext(32, chain.prior_m, DT_S),
+                          deadline_s=time.perf_counter() + 60.0)
+    reference, _ = run(np.full(32, 3.0))
+    assert not trace.over_budget and checked_layers(trace) == checked_layers(reference)
