@@ -1,5 +1,5 @@
 # make setup: the environment alone; make lint: ruff + mypy; make test: set-up + lint + the whole suite;
-# make demo: set-up + the demo.
+# make demo: set-up + the demo (its figures: docs/demo.json).
 VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export AMENT_PREFIX_PATH := $(VENV)
@@ -11,7 +11,7 @@ setup:
 	@VENV=$(VENV) bash scripts/setup.sh
 
 lint: setup
-	$(PY) -m ruff check deead_ros bench test scripts
+	$(PY) -m ruff check deead_ros deead_lab bench test scripts
 	$(PY) -m mypy
 
 test: setup lint
@@ -23,7 +23,7 @@ test-slow: setup
 demo: setup
 	@if [ ! -f models/demo/vla.safetensors ]; then \
 	  echo "make demo: the demo model does not exist yet (models/demo/vla.safetensors); train it with deead_train first"; exit 1; fi
-	$(PY) -m deead_ros.ros.demo
+	$(PY) -m deead_ros.ros.demo --out docs/demo.json
 
 metadrive:
 	@bash scripts/setup_metadrive.sh
@@ -32,4 +32,4 @@ closed-loop: setup metadrive
 	$(CURDIR)/.venv-metadrive/bin/python bench/closed_loop.py --model $(VENV)/share/deead_ros/models/demo/onnx/manifest.json
 
 clean:
-	rm -rf build *.egg-info .pytest_cache
+	rm -rf build *.egg-info deead_lab/build deead_lab/*.egg-info .pytest_cache

@@ -1,4 +1,5 @@
-"""ament_python set-up of deead_ros: console scripts and the share/ files ROS tools look up."""
+"""ament_python set-up of deead_ros, the runtime a vehicle installs: console scripts and the share/ files ROS tools
+look up. The workstation's tools are the sibling package deead_lab (deead_lab/setup.py)."""
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -18,23 +19,20 @@ setup(
         (f"share/{PACKAGE}/models/demo", glob("models/demo/*")),
         (f"share/{PACKAGE}/bags/demo", glob("bags/demo/*")),
     ],
-    install_requires=["setuptools"],
+    # What the node runs; the ROS wheels, rclpy and the messages come from the ROS install (package.xml).
+    install_requires=["setuptools", "numpy", "pillow", "onnxruntime", "rosbags", "PyYAML"],
     zip_safe=True,
     maintainer="deead_ros maintainers",
     maintainer_email="maintainers@deead-ros.dev",
     description="Real-time VLA driving planner with action-guided early exit (DeeAD) for ROS 2.",
     license="Apache-2.0",
-    extras_require={"tensorrt": ["tensorrt>=10", "cuda-python"], "ray": ["ray==2.60.0"]},
+    # Optional backends and outputs, each imported only when asked for (engine.backend, foxglove.port).
+    extras_require={"tensorrt": ["tensorrt>=10", "cuda-python"], "torch": ["torch"], "foxglove": ["foxglove-sdk"]},
     entry_points={
         "console_scripts": [
             "deead_node = deead_ros.ros.node:main",
             "deead_replay = deead_ros.ros.replay:main",
-            "deead_export = deead_ros.model.export_onnx:main",
             "deead_build_engines = deead_ros.engines.build:main",
-            "deead_eval = deead_ros.tools.eval:main",
-            "deead_calibrate = deead_ros.tools.calibrate:main",
-            "deead_train = deead_ros.tools.train:main",
-            "deead_make_bag = deead_ros.tools.make_bag:main",
         ],
     },
 )

@@ -29,13 +29,14 @@ import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))      # benchmark this checkout's code, not an installed copy
+sys.path.insert(1, str(ROOT / "deead_lab"))       # and its lab package
 
 from deead_ros.engines import make_engine  # noqa: E402
 from deead_ros.engines.manifest import HIDDEN_IN, HIDDEN_OUT  # noqa: E402
 from deead_ros.engines.ort_engine import open_session  # noqa: E402
 from deead_ros.exit import PriorSettings  # noqa: E402
 from deead_ros.model.encoding import FrameInputs, load_encoder  # noqa: E402
-from deead_ros.model.export_onnx import export_pretrained, export_random  # noqa: E402
+from deead_lab.model.export_onnx import export_pretrained, export_random  # noqa: E402
 from deead_ros.paths import source_commit  # noqa: E402
 
 DEMO_WEIGHTS = ROOT / "models" / "demo" / "vla.safetensors"

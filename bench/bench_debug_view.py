@@ -27,6 +27,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))      # benchmark this checkout's code, not an installed copy
+sys.path.insert(1, str(ROOT / "deead_lab"))       # and its lab package
 
 from deead_ros.debug_view import encode_jpeg, render_debug_image  # noqa: E402
 from deead_ros.engines import make_engine  # noqa: E402
@@ -34,7 +35,7 @@ from deead_ros.exit import ExitSettings, PriorSettings  # noqa: E402
 from deead_ros.frame_assembly import model_image_hw  # noqa: E402
 from deead_ros.paths import demo_manifest_path, source_commit  # noqa: E402
 from deead_ros.runner import Runner  # noqa: E402
-from deead_ros.tools.eval import bag_frames, metadrive_camera  # noqa: E402
+from deead_lab.eval import bag_frames, metadrive_camera  # noqa: E402
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "deead_lab"))    # and its lab package
 
 from deead_ros.engines import make_engine  # noqa: E402
 from deead_ros.exit import (ExitPolicy, ExitSettings, OraclePolicy, PriorSettings,  # noqa: E402
@@ -29,8 +30,8 @@ from deead_ros.exit import (ExitPolicy, ExitSettings, OraclePolicy, PriorSetting
 from deead_ros.parameters import default  # noqa: E402
 from deead_ros.paths import demo_manifest_path  # noqa: E402
 from deead_ros.runner import Runner  # noqa: E402
-from deead_ros.tools.eval import EvalFrame, evaluate, summarise  # noqa: E402
-from deead_ros.tools.report import test_frames  # noqa: E402
+from deead_lab.eval import EvalFrame, evaluate, summarise  # noqa: E402
+from deead_lab.report import test_frames  # noqa: E402
 
 DELTAS = (0.25, 0.5, 1.0, 2.0, 4.0)
 COLLECTED, COMMITTED = Path("data/metadrive"), Path(__file__).resolve().parent / "test_split"

@@ -51,6 +51,7 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "deead_lab"))    # and its lab package
 
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -62,9 +63,9 @@ from deead_ros.exit.metrics import l2_at_m  # noqa: E402
 from deead_ros.parameters import default  # noqa: E402
 from deead_ros.paths import share_dir  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
-from deead_ros.tools import bags as topics  # noqa: E402
+from deead_ros import bags as topics  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
-from deead_ros.tools.proc_stats import cpu_seconds, rss_mb  # noqa: E402
+from deead_lab.proc_stats import cpu_seconds, rss_mb  # noqa: E402
 
 DEFAULT_RATES = [10.0]
 DEFAULT_SIZES = ["160x96", "640x360", "1920x1080"]
@@ -76,7 +77,7 @@ def camera_frames(bag: Path, size: tuple[int, int], fmt: str, count: int) -> lis
     """The bag's first `count` frames at size (W, H): JPEG bytes (quality 90) or raw rgb8 pixels."""
     from PIL import Image as PilImage
 
-    from deead_ros.tools.bags import iterate_bag
+    from deead_ros.bags import iterate_bag
     jpegs = [bytes(m.data) for t, m in iterate_bag(bag) if t == topics.CAMERA_COMPRESSED][:count]
     frames = []
     for data in jpegs:
@@ -340,7 +341,7 @@ def offline_reference(bag: Path, model: str) -> dict[float, np.ndarray]:
     from deead_ros.frame_assembly import model_image_hw
     from deead_ros.paths import demo_manifest_path
     from deead_ros.runner import Runner
-    from deead_ros.tools.eval import bag_frames
+    from deead_lab.eval import bag_frames
     runner = Runner(make_engine("onnxruntime", model or demo_manifest_path(), num_threads=1), ExitSettings(),
                     PriorSettings())
     return {f.camera_stamp_s: runner.plan(f.inputs, ego_motion_known=f.ego_motion_known).trajectory_m
@@ -535,9 +536,9 @@ def heavy_model() -> Path:
     import torch
 
     from deead_ros.model.encoding import InputSpec
-    from deead_ros.model.export_onnx import export_pretrained
-    from deead_ros.model.vla import DeeadVLA, VLAConfig
-    from deead_ros.model.weights import save_pretrained
+    from deead_lab.model.export_onnx import export_pretrained
+    from deead_lab.model.vla import DeeadVLA, VLAConfig
+    from deead_lab.model.weights import save_pretrained
     torch.manual_seed(0)
     weights = save_pretrained(DeeadVLA(VLAConfig(d_model=384, n_head=6)), InputSpec(), HEAVY_MODEL / "weights",
                               model_version="deead-vla heavy (untrained, overload benchmark)")

@@ -42,11 +42,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "deead_lab"))    # and its lab package
 
 from deead_ros.engines.manifest import load_manifest
 from deead_ros.exit.settings import matched_fixed_setting, setting_name
 from deead_ros.parameters import default
-from deead_ros.tools.closed_loop import (
+from deead_lab.closed_loop import (
     CONFIRMATION_FIRST_SEED,
     CONFIRMATION_PROTOCOL,
     CONFIRMATION_SETTINGS,
@@ -71,8 +72,8 @@ from deead_ros.tools.closed_loop import (
     split_seeds,
     summarise,
 )
-from deead_ros.tools.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY
-from deead_ros.tools.sim_workers import ProcessWorkers, Running, SimulatorFailure, SupervisedWorker, worker_count
+from deead_lab.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY
+from deead_lab.sim_workers import ProcessWorkers, Running, SimulatorFailure, SupervisedWorker, worker_count
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
@@ -139,7 +140,7 @@ class RayWorkers:
         self._ray = ray
         if not ray.is_initialized():
             ray.init(address=address or None, num_cpus=None if address else count, include_dashboard=False,
-                     log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+                     log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}:{REPO / 'deead_lab'}"}})
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(SupervisedWorker)
         self._init = (init_episode_worker, (model, first_checkpoint, max_checks), drive_job, EPISODES_PER_WORKER)
         self._actors = [self._actor_class.remote(*self._init) for _ in range(count)]
@@ -437,7 +438,7 @@ def trace_episode(seed: int, setting: str, args: argparse.Namespace, stem: Path)
     """Drive one episode in this process, recording every step; write stem.csv and stem.png."""
     import csv
 
-    from deead_ros.tools.closed_loop import PurePursuit, drive, open_runner, policy_for
+    from deead_lab.closed_loop import PurePursuit, drive, open_runner, policy_for
     if setting == EXPERT:
         print("closed_loop: --trace follows the model; the expert has no plan to trace", file=sys.stderr)
         return 2

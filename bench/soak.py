@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "deead_lab"))    # and its lab package
 
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -30,7 +31,7 @@ from deead_ros.engines.manifest import load_manifest  # noqa: E402
 from deead_ros.paths import demo_manifest_path, share_dir  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
-from deead_ros.tools.proc_stats import rss_mb  # noqa: E402
+from deead_lab.proc_stats import rss_mb  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,7 +144,7 @@ PARAMETERS: tuple[Spec, ...] = (
     Spec("debug.marker_lifetime_s", "double", 0.5,
          "lifetime of ~/debug/markers, so that a stopped node's markers vanish; 0: until replaced, s", (0.0, 60.0)),
     # The camera's mounting: with a CameraInfo on ~/input/camera_info the plan is also projected onto
-    # ~/debug/image. Defaults: the demo bag's MetaDrive camera (deead_ros.tools.eval.metadrive_camera).
+    # ~/debug/image. Defaults: the demo bag's MetaDrive camera (deead_lab.eval.metadrive_camera).
     Spec("debug.camera_height_m", "double", 1.5,
          "camera's optical centre above the ground (used with a CameraInfo on ~/input/camera_info to project the plan "
          "onto ~/debug/image), m", (0.05, 20.0)),

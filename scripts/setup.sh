@@ -2,8 +2,8 @@
 # One idempotent set-up of the main environment: .venv with ROS 2 Jazzy wheels and the pinned
 # requirements, the lint tools (requirements-dev.txt, requirements-stubs.txt, and the TensorRT stubs
 # made parseable in build/stubs), the deead_ros_msgs interfaces built with CMake into the venv,
-# deead_ros installed (non-editable, so its share/ files exist), and the demo model exported to
-# per-layer ONNX.
+# the runtime deead_ros and the lab deead_lab installed (non-editable, so their share/ files exist),
+# and the demo model exported to per-layer ONNX (deead_export, from the lab).
 # Each step is skipped when the hash of its inputs matches the last run: a second run takes seconds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +23,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
-h=$(inputs_hash requirements.txt)
+h=$(inputs_hash requirements.txt requirements-runtime.txt)
 if ! up_to_date requirements "$h"; then
   log "installing pinned requirements (ROS 2 Jazzy wheels, torch CPU, onnxruntime, rosbags, ...)"
   "$VENV/bin/pip" install -q --upgrade pip
@@ -40,7 +40,7 @@ if ! up_to_date lint "$h" || [ ! -f "$ROOT/build/stubs/tensorrt/__init__.pyi" ];
   mark_done lint "$h"
 fi
 
-h=$(inputs_hash requirements.txt msg/*.msg deead_ros_msgs/CMakeLists.txt deead_ros_msgs/package.xml)
+h=$(inputs_hash requirements.txt requirements-runtime.txt msg/*.msg deead_ros_msgs/CMakeLists.txt deead_ros_msgs/package.xml)
 if ! up_to_date interfaces "$h"; then
   log "building deead_ros_msgs (rosidl, CMake) into $VENV"
   BUILD="$ROOT/build/deead_ros_msgs"
@@ -58,14 +58,23 @@ fi
 
 h=$(inputs_hash setup.py setup.cfg package.xml $(cd "$ROOT" && git ls-files -co --exclude-standard deead_ros config launch models bags | sort))
 if ! up_to_date package "$h"; then
-  log "installing deead_ros into $VENV"
+  log "installing deead_ros (the runtime) into $VENV"
   rm -rf "$ROOT/build/lib" "$ROOT/build/bdist."* "$ROOT"/*.egg-info
   "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT"
   mark_done package "$h"
 fi
 
+h=$(inputs_hash $(cd "$ROOT" && git ls-files -co --exclude-standard deead_lab | sort))
+if ! up_to_date lab "$h"; then
+  log "installing deead_lab (the workstation's tools) into $VENV"
+  rm -rf "$ROOT/deead_lab/build" "$ROOT"/deead_lab/*.egg-info
+  "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT/deead_lab"
+  rm -rf "$ROOT/deead_lab/build" "$ROOT"/deead_lab/*.egg-info
+  mark_done lab "$h"
+fi
+
 if [ -f "$ROOT/models/demo/vla.safetensors" ]; then
-  h=$(inputs_hash models/demo/vla.safetensors models/demo/config.json deead_ros/model/*.py deead_ros/engines/*.py)
+  h=$(inputs_hash models/demo/vla.safetensors models/demo/config.json deead_ros/model/*.py deead_lab/deead_lab/model/*.py deead_ros/engines/*.py)
   if ! up_to_date export "$h"; then
     log "exporting the demo model to per-layer ONNX (share/deead_ros/models/demo/onnx)"
     "$VENV/bin/deead_export" --weights "$ROOT/models/demo/vla.safetensors" \

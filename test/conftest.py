@@ -16,7 +16,7 @@ SMALL_MODEL_LAYERS = 6
 
 def episode(seed, setting, crash=False, arrived=None, completion=None, at_fault_=None, exit_layer=float("nan")):
     """One closed-loop episode record, as `closed_loop.drive` writes it."""
-    from deead_ros.tools.closed_loop import driving_score
+    from deead_lab.closed_loop import driving_score
     arrived = (not crash) if arrived is None else arrived
     completion = (1.0 if arrived else 0.5) if completion is None else completion
     return {"seed": seed, "setting": setting, "steps": 300, "max_steps": 900,
@@ -34,9 +34,9 @@ def small_model(tmp_path_factory):
     import torch
 
     from deead_ros.model.encoding import InputSpec
-    from deead_ros.model.export_onnx import export_pretrained
-    from deead_ros.model.vla import DeeadVLA, VLAConfig
-    from deead_ros.model.weights import save_pretrained
+    from deead_lab.model.export_onnx import export_pretrained
+    from deead_lab.model.vla import DeeadVLA, VLAConfig
+    from deead_lab.model.weights import save_pretrained
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("small_model")
     weights = save_pretrained(DeeadVLA(VLAConfig(n_layer=SMALL_MODEL_LAYERS)), InputSpec(), root / "weights")
@@ -46,7 +46,7 @@ def small_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fixture_bag(tmp_path_factory):
     """The fixture simulator episode written as an mcap bag (compressed camera)."""
-    from deead_ros.tools.make_bag import write_bag
+    from deead_lab.make_bag import write_bag
     out = tmp_path_factory.mktemp("bag") / "episode"
     write_bag([REPO_ROOT / "test" / "fixtures" / "metadrive_episode.npz"], out)
     return out

@@ -7,11 +7,17 @@ tested against it.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from deead_ros.engines.manifest import Manifest
 from deead_ros.engines.protocol import check_layer_range
-from deead_ros.errors import ConfigError
+from deead_ros.errors import BackendUnavailableError, ConfigError
+
+try:
+    import torch
+except ModuleNotFoundError as err:      # an optional backend: a vehicle's runtime runs without torch
+    raise BackendUnavailableError(
+        "backend 'torch' needs PyTorch, which is not installed here; install it (`pip install torch`, or the "
+        "runtime's extra `deead_ros[torch]`) or use engine.backend onnxruntime or tensorrt") from err
 
 
 class TorchEngine:

@@ -1,4 +1,4 @@
-"""The demo VLA (torch), its weights format, adapters for other VLAs, and export to per-layer ONNX.
+"""The model's input contract on the vehicle: the frame encoder a manifest names (encoding.py, numpy).
 
-Nothing here is imported by the node at run time except through the torch reference backend.
+The model definitions, their training and export live in the workstation's package (deead_lab.model).
 """

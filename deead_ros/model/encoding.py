@@ -33,7 +33,7 @@ EGO_FEATURES = 4
 ACCEL_FEATURE = 3                      # the ego token's acceleration column
 PAD, UNK = "<pad>", "<unk>"
 
-# Words of the data set's commands (deead_ros.tools.dataset_format.COMMANDS) and of the commands a
+# Words of the data set's commands (deead_lab.dataset_format.COMMANDS) and of the commands a
 # route planner or a person is likely to send; anything else encodes as <unk>.
 DEFAULT_VOCABULARY = (
     PAD, UNK,

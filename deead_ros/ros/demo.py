@@ -3,7 +3,8 @@
 Pass 1 runs the node at full depth (exit.policy = full), pass 2 with DeeAD early exit, switched
 on the running node through its parameter service, as an engineer would tune it. Every figure
 is measured from the node's own messages (trajectory, exit diagnostics, /diagnostics). The last
-line is a JSON object for scripts.
+line is a JSON object for scripts; `--out` writes it with each pass's figures (`make demo`:
+docs/demo.json, where the README's demo figures come from).
 """
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from deead_ros.exit.metrics import l2_at_m
+from deead_ros.files import write_atomic
 from deead_ros.frame_assembly import path_points, stamp_s
 from deead_ros.engines.manifest import load_manifest
 from deead_ros.parameters import default
-from deead_ros.paths import demo_manifest_path, share_dir
-from deead_ros.tools import bags as topics
+from deead_ros.paths import demo_manifest_path, share_dir, source_commit
+from deead_ros import bags as topics
 from deead_ros_msgs.msg import ExitDiagnostics
 
 NODE = "deead_node"
@@ -147,12 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delta", type=float, default=default("exit.delta_m"),
                         help="exit threshold of the early-exit pass, m (default: exit.delta_m's, %(default)s)")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds per pass")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="manifest.json of an exported model (default: the demo model `make setup` exports)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the summary and each pass's figures to this JSON file")
     args = parser.parse_args(argv)
     if not (args.bag / "metadata.yaml").exists():
         print(f"deead_demo: no bag at {args.bag}; run `make setup` (it installs bags/demo)", file=sys.stderr)
         return 2
     frames = count_camera_frames(args.bag)
-    command = node_command({"camera_format": "compressed", "exit.policy": "full"})
+    manifest = args.model or demo_manifest_path()
+    command = node_command({"camera_format": "compressed", "exit.policy": "full", "model_file_path": manifest})
     print(f"[demo] starting {NODE} (onnxruntime, the committed demo model); replaying {args.bag} ({frames} frames) "
           "twice: full depth, then early exit", flush=True)
     node_process = subprocess.Popen(command, env=os.environ.copy())
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if not listener.set_params.wait_for_service(timeout_sec=60.0):
             print("deead_demo: deead_node did not come up within 60 s (see its log above)", file=sys.stderr)
             return 2
-        dt_s = load_manifest(demo_manifest_path(), verify=False).dt_s
+        dt_s = load_manifest(manifest, verify=False).dt_s
         full = summarise(replay_pass(executor, listener, args.bag, args.rate, frames, args.timeout), frames, dt_s)
         set_parameters(executor, listener, {"exit.policy": "deead", "exit.delta_m": args.delta})
         early = summarise(replay_pass(executor, listener, args.bag, args.rate, frames, args.timeout), frames, dt_s)
@@ -187,10 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] early exit at delta {args.delta} m: mean exit layer {early['mean_exit_layer']:.1f} of "
           f"{early['num_layers']}, sparsity {early['layer_sparsity']:.0%}, latency {ratio:.2f}x full depth, "
           f"L2@3s {early['l2_3s_m']:.2f} m vs {full['l2_3s_m']:.2f} m at full depth")
-    print(json.dumps({"frames_planned": early["frames_planned"], "frames_dropped": early["frames_dropped"],
-                      "mean_exit_layer": round(early["mean_exit_layer"], 3), "num_layers": early["num_layers"],
-                      "latency_ratio_vs_full": round(ratio, 3), "l2_3s_m": round(early["l2_3s_m"], 3),
-                      "l2_3s_m_full": round(full["l2_3s_m"], 3)}))
+    summary = {"frames_planned": early["frames_planned"], "frames_dropped": early["frames_dropped"],
+               "mean_exit_layer": round(early["mean_exit_layer"], 3), "num_layers": early["num_layers"],
+               "latency_ratio_vs_full": round(ratio, 3), "l2_3s_m": round(early["l2_3s_m"], 3),
+               "l2_3s_m_full": round(full["l2_3s_m"], 3)}
+    print(json.dumps(summary))
+    if args.out:
+        record = {"summary": summary, "passes": {"full": full, "deead": early}, "delta_m": args.delta,
+                  "rate": args.rate, "bag": str(args.bag.name), "frames_in_bag": frames, "backend": "onnxruntime",
+                  "num_threads": 1, "node_drop_counters": drops, "commit": source_commit()}
+        write_atomic(args.out, (json.dumps(record, indent=1) + "\n").encode())
+        print(f"[demo] wrote {args.out}")
     return 0
 
 

@@ -19,7 +19,7 @@ from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
-from deead_ros.tools.bags import parse_remaps
+from deead_ros.bags import parse_remaps
 
 # Routes and commands are latched (transient local) as a route planner publishes them; everything is
 # reliable with a small queue, so a recorded stream (a route per frame) is replayed without losses.

@@ -14,8 +14,8 @@ from deead_ros.engines.trt_cache import check_cuda_device
 from deead_ros.errors import BackendUnavailableError
 from deead_ros.exit import DeeadPolicy, FrameContext, StrideTable, run_with_exit
 from deead_ros.exit.controller import checked_layers
-from deead_ros.model.export_onnx import export_random
-from deead_ros.model.vla import VLAConfig
+from deead_lab.model.export_onnx import export_random
+from deead_lab.model.vla import VLAConfig
 
 pytestmark = pytest.mark.gpu
 

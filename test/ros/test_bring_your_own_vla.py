@@ -18,7 +18,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from deead_ros.engines import HeadContract, TensorSpec, make_engine  # noqa: E402
 from deead_ros.exit import ExitSettings, FullPolicy, PriorSettings, RouteAhead  # noqa: E402
 from deead_ros.model.encoding import FrameInputs  # noqa: E402
-from deead_ros.model.export_onnx import export_model  # noqa: E402
+from deead_lab.model.export_onnx import export_model  # noqa: E402
 from deead_ros.runner import Runner  # noqa: E402
 from test.ros.test_node import Driver, jpeg  # noqa: E402
 
@@ -63,7 +63,7 @@ class _Method(nn.Module):
 
 
 class TinyAdapter:
-    """deead_ros.model.adapters.LayeredAdapter for TinyVLA."""
+    """deead_lab.model.adapters.LayeredAdapter for TinyVLA."""
 
     num_layers = LAYERS
 

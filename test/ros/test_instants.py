@@ -19,7 +19,7 @@ from nav_msgs.msg import Path  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 from deead_ros.frame_assembly import model_image_hw, path_points, stamp_s  # noqa: E402
-from deead_ros.tools import bags as topics  # noqa: E402
+from deead_ros import bags as topics  # noqa: E402
 
 FRAMES_IN_BAG = 40
 LAST_STAMP_S = 1_700_000_000 + 9.4                       # the fixture bag's last camera stamp (make_bag's epoch)
@@ -57,7 +57,7 @@ def offline_plans(model, bag) -> dict:
     from deead_ros.engines import make_engine
     from deead_ros.exit import ExitSettings, PriorSettings
     from deead_ros.runner import Runner
-    from deead_ros.tools.eval import bag_frames
+    from deead_lab.eval import bag_frames
     runner = Runner(make_engine("onnxruntime", model, num_threads=1), ExitSettings(first_checkpoint=FIRST_CHECKPOINT),
                     PriorSettings())
     plans = {}

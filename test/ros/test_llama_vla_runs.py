@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.ros
 
 from deead_ros.engines.manifest import load_manifest  # noqa: E402
-from deead_ros.model.export_onnx import main as export_main  # noqa: E402
+from deead_lab.model.export_onnx import main as export_main  # noqa: E402
 from test.conftest import REPO_ROOT  # noqa: E402
 from test.ros.test_node import Driver, plan_frames  # noqa: E402
 
@@ -51,7 +51,7 @@ def test_deead_node_plans_with_it(llama_manifest, ros_context):
 
 
 def test_deead_eval_runs_it_on_a_bag(llama_manifest, fixture_bag, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "deead_ros.tools.eval", str(fixture_bag), "--model",
+    result = subprocess.run([sys.executable, "-m", "deead_lab.eval", str(fixture_bag), "--model",
                              str(llama_manifest), "--first-checkpoint", "2", "--delta", "1", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr

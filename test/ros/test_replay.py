@@ -13,7 +13,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 
 from deead_ros.health import DROP_REASONS  # noqa: E402
-from deead_ros.tools import bags as topics  # noqa: E402
+from deead_ros import bags as topics  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
 
 FRAMES_IN_BAG = 40

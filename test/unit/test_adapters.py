@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from deead_ros.engines.manifest import HIDDEN_IN, HIDDEN_OUT, TRAJECTORY
-from deead_ros.model.adapters import LayerRange, VLAAdapter
-from deead_ros.model.export_onnx import export_chain
-from deead_ros.model.vla import DeeadVLA, VLAConfig
+from deead_lab.model.adapters import LayerRange, VLAAdapter
+from deead_lab.model.export_onnx import export_chain
+from deead_lab.model.vla import DeeadVLA, VLAConfig
 
 transformers = pytest.importorskip("transformers", reason="transformers is pinned in requirements.txt")
 ort = pytest.importorskip("onnxruntime")
-from deead_ros.model.adapters import LlamaAdapter  # noqa: E402  (after the skip)
+from deead_lab.model.adapters import LlamaAdapter  # noqa: E402  (after the skip)
 
 SEQ_LEN = 12
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from deead_ros.model.encoding import InputSpec, accelerations
-from deead_ros.tools.dataset_format import load_episode
-from deead_ros.tools.eval import bag_frames
-from deead_ros.tools.make_bag import write_bag
+from deead_lab.dataset_format import load_episode
+from deead_lab.eval import bag_frames
+from deead_lab.make_bag import write_bag
 from test.conftest import REPO_ROOT
 
 EPISODE = REPO_ROOT / "test" / "fixtures" / "metadrive_episode.npz"
@@ -39,8 +39,8 @@ def write_variant_bag(out, episode, odometry_every=1, camera_first=False):
     recorded before (camera_first) or after the step's other messages."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from deead_ros.tools import bags as topics
-    from deead_ros.tools.make_bag import (BAG_EPOCH_S, T, TYPESTORE, camera_message, odometry_message,
+    from deead_ros import bags as topics
+    from deead_lab.make_bag import (BAG_EPOCH_S, T, TYPESTORE, camera_message, odometry_message,
                                           path_message)
     with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {name: writer.add_connection(topic, msgtype, typestore=TYPESTORE) for name, topic, msgtype in (
@@ -95,7 +95,7 @@ def test_a_bag_with_a_pose_jump_plans_the_frame_after_it_with_the_new_pose(tmp_p
     """Two drives back to back, the second 5 km away (a relocalisation): the first frame after the jump
     is planned with the pose after it, so its route prior starts at the ego, not kilometres away."""
     from deead_ros.exit import PriorSettings, select_prior
-    from deead_ros.tools.dataset_format import save_episode
+    from deead_lab.dataset_format import save_episode
     episode = load_episode(EPISODE)
     moved = dict(episode, pose=episode["pose"] + [5000.0, 0.0, 0.0],
                  route_world=episode["route_world"] + np.float32([5000.0, 0.0]))

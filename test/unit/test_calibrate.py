@@ -10,7 +10,7 @@ import yaml
 
 from deead_ros.exit import ExitSettings
 from deead_ros.parameters import SPECS
-from deead_ros.tools.calibrate import (CalibrationError, RecordJob, binomial_cdf, binomial_p_value, check_bag_topics,
+from deead_lab.calibrate import (CalibrationError, RecordJob, binomial_cdf, binomial_p_value, check_bag_topics,
                                        clopper_pearson_upper, drives_from_stamps, fixed_sequence,
                                        hoeffding_bentkus_p_value, learn_then_test, main, min_units, replay_frame,
                                        units_of)
@@ -158,7 +158,7 @@ def recorded(small_model, fixture_bag):
 @pytest.mark.parametrize("delta_m", [0.0, 0.5, 2.0, 8.0, 50.0])
 def test_replayed_exits_equal_direct_runner_runs(recorded, fixture_bag, delta_m):
     from deead_ros.frame_assembly import model_image_hw
-    from deead_ros.tools.eval import bag_frames
+    from deead_lab.eval import bag_frames
     job, runner, records = recorded
     policy = replace(job.exit_settings, delta_m=delta_m).build_policy()
     frames = list(bag_frames(fixture_bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder)))

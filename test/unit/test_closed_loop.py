@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from deead_ros.tools import closed_loop as cl
-from deead_ros.tools import dataset_format as fmt
-from deead_ros.tools.closed_loop import (
+from deead_lab import closed_loop as cl
+from deead_lab import dataset_format as fmt
+from deead_lab.closed_loop import (
     EXPERT,
     FULL,
     SIM_ERROR,
@@ -31,7 +31,7 @@ from deead_ros.tools.closed_loop import (
     summarise,
     wilson_interval,
 )
-from deead_ros.tools.collect_metadrive import PathAhead, episode_config, idm_acceleration, yield_to
+from deead_lab.collect_metadrive import PathAhead, episode_config, idm_acceleration, yield_to
 from test.conftest import episode
 
 TIMES = 0.5 * np.arange(1, 7)
@@ -291,7 +291,7 @@ def test_an_interrupted_run_resumes_where_it_stopped():
 
 
 def test_the_expert_slows_for_curves_ahead_and_not_for_lane_jumps():
-    from deead_ros.tools.collect_metadrive import curve_speed_limit
+    from deead_lab.collect_metadrive import curve_speed_limit
     line = np.stack([np.arange(0.0, 60.0), np.zeros(60)], axis=1)
     assert curve_speed_limit(line, fmt.polyline_arclength(line)) > 100.0
     theta = np.arange(0.0, 40.0) / 15.0                                     # a 15 m radius bend from 0 m on
@@ -405,7 +405,7 @@ def test_the_log_keeps_this_protocols_records_and_survives_a_line_cut_short(tmp_
 
 
 def test_paired_rate_interval_is_honest_where_the_bootstrap_collapses():
-    from deead_ros.tools.closed_loop import paired_rate_interval
+    from deead_lab.closed_loop import paired_rate_interval
     same = np.array([True, False, False])                                   # 3 seeds, no discordant pair
     lo, hi = paired_rate_interval(same, same, 1.645)
     assert lo < -0.1 and hi > 0.1, "3 concordant seeds say little"
@@ -422,7 +422,7 @@ def test_paired_rate_interval_is_honest_where_the_bootstrap_collapses():
 
 
 def test_paired_rate_interval_does_not_shrink_when_both_settings_crash_on_the_same_seeds():
-    from deead_ros.tools.closed_loop import paired_rate_interval
+    from deead_lab.closed_loop import paired_rate_interval
     shared = np.zeros(30, dtype=bool)
     shared[:15] = True                           # 15 shared crashes, no discordant pair: the plain phi is 1
     lo, hi = paired_rate_interval(shared, shared, 1.96)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deead_ros.tools.compact_split import main
-from deead_ros.tools.dataset_format import episode_path, load_episode, save_episode
+from deead_lab.compact_split import main
+from deead_lab.dataset_format import episode_path, load_episode, save_episode
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "metadrive_episode.npz"
 

@@ -1,7 +1,7 @@
 """The MetaDrive data set format, checked on a small episode recorded by the real collector.
 
 `test/fixtures/metadrive_episode.npz` is 40 frames (80x48 images) cropped from one episode that
-`deead_ros.tools.collect_metadrive` recorded in MetaDrive 0.2.6 (IDM expert, a right turn at a
+`deead_lab.collect_metadrive` recorded in MetaDrive 0.2.6 (IDM expert, a right turn at a
 junction behind traffic). These tests use numpy and `dataset_format` only: no simulator.
 """
 from pathlib import Path
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deead_ros.tools import dataset_format as fmt
+from deead_lab import dataset_format as fmt
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "metadrive_episode.npz"
 

@@ -10,9 +10,9 @@ from deead_ros.errors import BackendUnavailableError, ConfigError
 from deead_ros.exit import DeeadPolicy, FrameContext, PriorSettings, StrideTable, run_with_exit
 from deead_ros.exit.controller import checked_layers
 from deead_ros.model.encoding import FrameInputs, load_encoder
-from deead_ros.model.export_onnx import export_random
-from deead_ros.model.llama_vla import LlamaVLAConfig
-from deead_ros.model.vla import VLAConfig
+from deead_lab.model.export_onnx import export_random
+from deead_lab.model.llama_vla import LlamaVLAConfig
+from deead_lab.model.vla import VLAConfig
 
 # waypoint_scale_m=100 makes a random model's waypoints metres long, so that 1e-4 m is a real tolerance
 MODELS = {"demo": VLAConfig(n_layer=6, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp_ratio=2,

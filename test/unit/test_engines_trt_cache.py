@@ -13,8 +13,8 @@ from deead_ros.engines.manifest import ModelFile, TensorSpec
 from deead_ros.engines.trt_cache import (CachedPlan, PlanKey, check_cuda_device, compare_sidecar, decide, store,
                                          timing_cache_path)
 from deead_ros.errors import BackendUnavailableError
-from deead_ros.model.export_onnx import export_random
-from deead_ros.model.vla import VLAConfig
+from deead_lab.model.export_onnx import export_random
+from deead_lab.model.vla import VLAConfig
 
 HIDDEN = (1, 37, 128)
 ONNX = ModelFile("layer_03", Path("/models/layer_03.onnx"), "ab" * 32, 1234,

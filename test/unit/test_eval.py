@@ -3,7 +3,7 @@ import csv
 import json
 import shutil
 
-from deead_ros.tools.eval import main
+from deead_lab.eval import main
 
 
 def test_eval_writes_table_csv_json_and_plot(small_model, fixture_bag, tmp_path, capsys):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deead_ros.tools.eval import WORST_FRAME_GAP, main, per_bag_path
-from deead_ros.tools.plan_recording import DEBUG_IMAGE, DEBUG_MARKERS, DEBUG_PRIOR, EXIT_DIAGNOSTICS, TRAJECTORY
+from deead_lab.eval import WORST_FRAME_GAP, main, per_bag_path
+from deead_lab.plan_recording import DEBUG_IMAGE, DEBUG_MARKERS, DEBUG_PRIOR, EXIT_DIAGNOSTICS, TRAJECTORY
 from test.conftest import REPO_ROOT
 
 FRAMES = 40                  # the fixture bag's: two worst frames fit at WORST_FRAME_GAP apart
@@ -30,7 +30,7 @@ def run(small_model, fixture_bag, tmp_path_factory):
 def read_recording(path: Path) -> dict[str, list]:
     from rosbags.highlevel import AnyReader
 
-    from deead_ros.tools.plan_recording import recording_typestore
+    from deead_lab.plan_recording import recording_typestore
     messages: dict[str, list] = {}
     with AnyReader([path], default_typestore=recording_typestore()) as reader:
         for connection, _, raw in reader.messages():

@@ -10,8 +10,8 @@ from deead_ros.engines import make_engine
 from deead_ros.engines.manifest import MANIFEST_FILE, load_manifest
 from deead_ros.errors import ConfigError, ModelFileError
 from deead_ros.exit import ExitSettings, PriorSettings
-from deead_ros.model.export_onnx import OPSET, export_random, main
-from deead_ros.model.vla import VLAConfig
+from deead_lab.model.export_onnx import OPSET, export_random, main
+from deead_lab.model.vla import VLAConfig
 from deead_ros.runner import Runner
 
 SMALL = VLAConfig(n_layer=4, d_model=32, n_head=2, stem_channels=(8, 8, 16), mlp_ratio=2)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from deead_ros.tools import collect_metadrive as cm
+from deead_lab import collect_metadrive as cm
 
 LANE_W = 3.5
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from deead_ros.engines.manifest import HIDDEN_IN, HIDDEN_OUT, TRAJECTORY
-from deead_ros.model.export_onnx import export_chain
+from deead_lab.model.export_onnx import export_chain
 
 pytest.importorskip("transformers", reason="transformers is pinned in requirements.txt")
 ort = pytest.importorskip("onnxruntime")
-from deead_ros.model.llama_vla import LlamaVLA, LlamaVLAAdapter, LlamaVLAConfig  # noqa: E402  (after the skip)
+from deead_lab.model.llama_vla import LlamaVLA, LlamaVLAAdapter, LlamaVLAConfig  # noqa: E402  (after the skip)
 
 LAYERS = 4
 

@@ -9,10 +9,10 @@ import torch
 
 from deead_ros.model.encoding import ACCEL_FEATURE, EGO_FEATURES, InputSpec
 from deead_ros.errors import ModelFileError
-from deead_ros.model.vla import DeeadVLA, VLAConfig
-from deead_ros.model.weights import CONFIG_FILE, WEIGHTS_FILE, check_compatible, load_pretrained, save_pretrained
+from deead_lab.model.vla import DeeadVLA, VLAConfig
+from deead_lab.model.weights import CONFIG_FILE, WEIGHTS_FILE, check_compatible, load_pretrained, save_pretrained
 from deead_ros.model.encoding import FrameInputs
-from deead_ros.tools.train import (hide_acceleration, layer_weights, main as train_main, near_prior_weights,
+from deead_lab.train import (hide_acceleration, layer_weights, main as train_main, near_prior_weights,
                                    prior_deviation)
 
 FIXTURE_EPISODE = Path(__file__).parents[1] / "fixtures" / "metadrive_episode.npz"

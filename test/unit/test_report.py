@@ -8,9 +8,9 @@ import torch
 
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.model.encoding import InputSpec
-from deead_ros.model.vla import DeeadVLA, VLAConfig
-from deead_ros.model.weights import save_pretrained
-from deead_ros.tools.report import SHALLOW_LAYER, depth_matters, main
+from deead_lab.model.vla import DeeadVLA, VLAConfig
+from deead_lab.model.weights import save_pretrained
+from deead_lab.report import SHALLOW_LAYER, depth_matters, main
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "metadrive_episode.npz"
 DT_S, STEPS = 0.5, 6

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from deead_ros.tools.closed_loop import FULL, summarise
+from deead_lab.closed_loop import FULL, summarise
 from test.conftest import REPO_ROOT, episode
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deead_ros.tools.scale_out import BagOutcome, ScaleOutError, expand_bags, run_bags
+from deead_lab.scale_out import BagOutcome, ScaleOutError, expand_bags, run_bags
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def ray_local():
 
 def test_ray_matches_serial_on_real_bags_and_reports_the_broken_one(ray_local, small_model, fixture_bag, tmp_path):
     from deead_ros.exit import ExitSettings
-    from deead_ros.tools.calibrate import RecordJob
+    from deead_lab.calibrate import RecordJob
     second = tmp_path / "second"
     shutil.copytree(fixture_bag, second)
     bags = [fixture_bag, tmp_path / "missing", second]

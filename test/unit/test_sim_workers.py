@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from deead_ros.tools import sim_workers
-from deead_ros.tools.sim_workers import ProcessWorkers, SimulatorFailure, StallWatch, SupervisedWorker
+from deead_lab import sim_workers
+from deead_lab.sim_workers import ProcessWorkers, SimulatorFailure, StallWatch, SupervisedWorker
 
 _state: dict = {}
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from deead_ros.tools.proc_stats import cpu_seconds
+from deead_lab.proc_stats import cpu_seconds
 
 STALL_S = 120.0                   # no simulated step while the worker burns this much CPU: hung (a reset ~15 s)
 STALL_WALL_S = 3600.0             # ... or for this long at all: hung without spinning, or starved for an hour

@@ -27,7 +27,7 @@ from deead_ros.debug_view import LineStrip, Text, encode_jpeg
 from deead_ros.diagnostics import exit_diagnostics_fields
 from deead_ros.errors import DeeadError
 from deead_ros.runner import PlanResult
-from deead_ros.tools import bags as topics
+from deead_ros import bags as topics
 
 NODE = "/deead_node"                          # the live node's name: its topics, for the setting shown
 TRAJECTORY = f"{NODE}/output/trajectory"

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deead_ros.errors import ModelFileError
-from deead_ros.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel, arch_of
+from deead_lab.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel, arch_of
 from deead_ros.model.encoding import InputSpec
 
 WEIGHTS_FILE = "vla.safetensors"
@@ -66,7 +66,7 @@ def save_pretrained(model: VLAModel, inputs: InputSpec, out_dir: str | os.PathLi
 
 def read_config(config_path: Path) -> tuple[str, Any, InputSpec, str]:
     """Parse config.json -> (architecture, model config, input encoding, model version)."""
-    fix = "write it with deead_ros.model.weights.save_pretrained (deead_train does)"
+    fix = "write it with deead_lab.model.weights.save_pretrained (deead_train does)"
     if not config_path.is_file():
         raise ModelFileError(f"model config {config_path} is missing; it must sit beside the weights; {fix}")
     try:

@@ -31,10 +31,10 @@ from torch import nn
 from deead_ros.engines.manifest import (HIDDEN_IN, HIDDEN_OUT, MANIFEST_FILE, TRAJECTORY, HeadContract, TensorSpec,
                                         file_record, write_manifest)
 from deead_ros.errors import DeeadError, ModelFileError
-from deead_ros.model.adapters import LayeredAdapter, LayerRange
-from deead_ros.model.architectures import ARCHITECTURES, DEFAULT_ARCH
+from deead_lab.model.adapters import LayeredAdapter, LayerRange
+from deead_lab.model.architectures import ARCHITECTURES, DEFAULT_ARCH
 from deead_ros.model.encoding import DrivingFrameEncoder, FrameEncoder, InputSpec, check_encoder_matches
-from deead_ros.model.weights import CONFIG_FILE, load_pretrained, save_pretrained
+from deead_lab.model.weights import CONFIG_FILE, load_pretrained, save_pretrained
 
 OPSET = 17        # LayerNormalization is native from 17; TensorRT 8.6+ and 10.x parse it
 

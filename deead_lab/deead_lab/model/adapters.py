@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from deead_ros.model.encoding import EGO_FEATURES
-from deead_ros.model.vla import DeeadVLA
+from deead_lab.model.vla import DeeadVLA
 
 if TYPE_CHECKING:                     # transformers takes seconds to import; only the Llama models need it
     from transformers import LlamaForCausalLM

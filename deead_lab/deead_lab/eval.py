@@ -34,11 +34,11 @@ from deead_ros.model.encoding import FrameInputs
 from deead_ros.parameters import default
 from deead_ros.paths import demo_manifest_path, source_commit
 from deead_ros.runner import PlanResult, Runner
-from deead_ros.tools import bags as topics
-from deead_ros.tools.bags import iterate_bag_timed
-from deead_ros.tools.eval_page import TABLE_COLUMNS, Row, Summary, WorstFrame, write_page
-from deead_ros.tools.plan_recording import DebugVideo, PlanRecorder
-from deead_ros.tools.scale_out import expand_bags, run_bags
+from deead_ros import bags as topics
+from deead_ros.bags import iterate_bag_timed
+from deead_lab.eval_page import TABLE_COLUMNS, Row, Summary, WorstFrame, write_page
+from deead_lab.plan_recording import DebugVideo, PlanRecorder
+from deead_lab.scale_out import expand_bags, run_bags
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,13 +221,13 @@ def plot(rows: list[Row], summary: Summary, out: Path) -> None:
 
 
 def metadrive_camera() -> CameraModel:
-    """MetaDrive 0.2.6's front camera, as deead_ros.tools.collect_metadrive records it (bags/demo).
+    """MetaDrive 0.2.6's front camera, as deead_lab.collect_metadrive records it (bags/demo).
 
     Its camera sits 0.8 m ahead of and 1.5 m above the vehicle's origin and looks at a point 1.6 m further
     ahead and 0.2 m lower (7.1 degrees down); its lens has a 60 degree horizontal field of view and an aspect
     ratio of 2, drawn on a 160 x 96 image (so its pixels are not square: fy > fx).
     """
-    from deead_ros.tools.collect_metadrive import IMAGE_H, IMAGE_W
+    from deead_lab.collect_metadrive import IMAGE_H, IMAGE_W
     fx = IMAGE_W / 2 / math.tan(math.radians(30))
     fy = IMAGE_H / 2 / (math.tan(math.radians(30)) / 2)
     camera = CameraModel.from_intrinsics([fx, 0, IMAGE_W / 2, 0, fy, IMAGE_H / 2, 0, 0, 1], IMAGE_W, IMAGE_H,
@@ -314,7 +314,7 @@ class EvalOutputs:
 
 @dataclass(frozen=True, slots=True)
 class EvalJob:
-    """deead_eval's work on one bag (deead_ros.tools.scale_out.BagJob): the engines load once per worker."""
+    """deead_eval's work on one bag (deead_lab.scale_out.BagJob): the engines load once per worker."""
 
     model: str
     backend: str

@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from deead_ros.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel
+from deead_lab.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel
 from deead_ros.model.encoding import (ACCEL_FEATURE, FrameInputs, InputSpec, accelerations, encode_batch,
                                      normalise_images, resize_uint8)
 from deead_ros.errors import ModelFileError
 from deead_ros.exit import PriorSettings, select_prior
 from deead_ros.exit.metrics import mean_deviation_m, steps_within
 from deead_ros.exit.prior import Prior
-from deead_ros.model.weights import check_compatible, load_pretrained, save_pretrained
+from deead_lab.model.weights import check_compatible, load_pretrained, save_pretrained
 from deead_ros.parameters import default
-from deead_ros.tools.dataset_format import load_episode, world_to_ego
+from deead_lab.dataset_format import load_episode, world_to_ego
 
 MODEL_VERSIONS = {"deead_vla": "deead-vla-1 metadrive", "llama_vla": "llama-vla-1 metadrive"}
 
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     val_files = sorted((args.data / "val").glob("ep_*.npz"))
     if not train_files or not val_files:
         print(f"deead_train: no episodes under {args.data}/train or {args.data}/val; collect them first "
-              "(make metadrive, then python -m deead_ros.tools.collect_metadrive)", file=sys.stderr)
+              "(make metadrive, then python -m deead_lab.collect_metadrive)", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     train = encode_split(train_files, spec, cfg.dt_s if args.near_prior_m > 0 else None)

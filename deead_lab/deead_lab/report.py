@@ -28,10 +28,10 @@ from deead_ros.model.encoding import FrameInputs, encode_batch
 from deead_ros.exit import ExitSettings, FrameContext, RecordedChain, run_with_exit
 from deead_ros.exit.metrics import l2_at_m
 from deead_ros.exit.prior import constant_turn_rate_prior
-from deead_ros.model.weights import CONFIG_FILE, load_pretrained, read_config
+from deead_lab.model.weights import CONFIG_FILE, load_pretrained, read_config
 from deead_ros.parameters import default
-from deead_ros.tools.dataset_format import load_episode
-from deead_ros.tools.train import episode_frames, route_priors, trajectory_or_nan
+from deead_lab.dataset_format import load_episode
+from deead_lab.train import episode_frames, route_priors, trajectory_or_nan
 
 DELTAS = (0.25, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)   # the sweep the recommended delta is chosen from
 HISTOGRAM_DELTAS = (0.5, 1.0, 2.0)
@@ -295,7 +295,7 @@ def write_markdown(s: dict, out: Path) -> None:
                             for name, met in s["depth_targets_met"].items())
     text = f"""# Model report
 
-Regenerate: `python -m deead_ros.tools.report --data {s['data']} --split {s['split']} --ablation-weights
+Regenerate: `python -m deead_lab.report --data {s['data']} --split {s['split']} --ablation-weights
 runs/final_only/weights`
 (`--data data/metadrive`: the collected data set, docs/dataset_card.md; `--data bench/test_split`: its committed
 compact test split, every 6th scored frame, on a fresh clone).

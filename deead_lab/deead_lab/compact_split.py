@@ -7,7 +7,7 @@ same episode format, under `<out>/<split>/`, and stops adding episodes at `--max
 independent inputs (the route, speed and yaw rate are per frame); only the acceleration input,
 measured over the recorded frames, would see the gaps, and the shipped model does not use it.
 
-    python -m deead_ros.tools.compact_split --data data/metadrive --split test --every 6 --out bench/test_split
+    python -m deead_lab.compact_split --data data/metadrive --split test --every 6 --out bench/test_split
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deead_ros.tools.dataset_format import ARRAY_KEYS, episode_path, load_episode, save_episode
+from deead_lab.dataset_format import ARRAY_KEYS, episode_path, load_episode, save_episode
 
 
 def compact_episode(ep: dict, every: int) -> dict | None:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted((args.data / args.split).glob("ep_*.npz"))
     if not files:
         print(f"deead_compact_split: no episodes under {args.data / args.split}; collect them first "
-              "(python -m deead_ros.tools.collect_metadrive)", file=sys.stderr)
+              "(python -m deead_lab.collect_metadrive)", file=sys.stderr)
         return 2
     total, frames, kept = 0, 0, 0
     for path in files:

@@ -10,9 +10,9 @@ from typing import Any, Callable
 
 from torch import nn
 
-from deead_ros.model.adapters import LayeredAdapter, VLAAdapter
-from deead_ros.model.llama_vla import LlamaVLA, LlamaVLAAdapter, LlamaVLAConfig
-from deead_ros.model.vla import DeeadVLA, VLAConfig
+from deead_lab.model.adapters import LayeredAdapter, VLAAdapter
+from deead_lab.model.llama_vla import LlamaVLA, LlamaVLAAdapter, LlamaVLAConfig
+from deead_lab.model.vla import DeeadVLA, VLAConfig
 
 VLAModel = DeeadVLA | LlamaVLA                    # a model of a registered architecture
 

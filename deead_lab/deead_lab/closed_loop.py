@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from deead_ros.tools import collect_metadrive as sim
-from deead_ros.tools import dataset_format as fmt
+from deead_lab import collect_metadrive as sim
+from deead_lab import dataset_format as fmt
 
 PROTOCOL_VERSION = 2                       # docs/closed_loop_protocol.md; a new version starts the log over
 EXPERT = "expert"

@@ -19,8 +19,8 @@ from PIL import Image as PilImage
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from deead_ros.tools import bags as topics
-from deead_ros.tools.dataset_format import load_episode
+from deead_ros import bags as topics
+from deead_lab.dataset_format import load_episode
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 T = TYPESTORE.types
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.episodes if not p.exists()]
     if missing:
-        print(f"deead_make_bag: missing episode files {missing}; collect them with deead_ros.tools.collect_metadrive",
+        print(f"deead_make_bag: missing episode files {missing}; collect them with deead_lab.collect_metadrive",
               file=sys.stderr)
         return 2
     frames = write_bag(args.episodes, args.out, args.raw, args.max_frames, args.jpeg_quality, args.storage)

@@ -2,7 +2,7 @@
 
 Run it in the MetaDrive venv (``scripts/setup_metadrive.sh``)::
 
-    .venv-metadrive/bin/python -m deead_ros.tools.collect_metadrive --out data/metadrive \\
+    .venv-metadrive/bin/python -m deead_lab.collect_metadrive --out data/metadrive \\
         --test-seeds 2000:2014 --val-seeds 1000:1010 --train-seeds 0:110 --workers 2
 
 One map seed is one episode: MetaDrive 0.2.6 builds a procedural map from a block sequence drawn
@@ -17,7 +17,7 @@ records the camera image, the ego state, the route ahead (the centre line of the
 continued through the lanes of its navigation checkpoints), a command derived from that route, a
 scenario label and the simulator's safety flags. After the episode the expert's future positions
 at 0.5 ... 3.0 s are expressed in each frame's ego frame; the last 30 steps (no full future) are
-dropped. The file format is documented in ``deead_ros/tools/dataset_format.py``.
+dropped. The file format is documented in ``deead_lab/deead_lab/dataset_format.py``.
 
 Coordinates. MetaDrive 0.2.6 keeps its 2-D world as Panda3D's frame with y negated
 (``metadrive_position = (x, -y_panda)``, ``heading_theta`` likewise mirrored): a left-handed frame
@@ -50,8 +50,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deead_ros.tools import dataset_format as fmt
-from deead_ros.tools.sim_workers import ProcessWorkers, StallWatch, worker_count
+from deead_lab import dataset_format as fmt
+from deead_lab.sim_workers import ProcessWorkers, StallWatch, worker_count
 
 IMAGE_W, IMAGE_H = 160, 96
 MAX_STEPS = 300                   # episode cap (simulated steps, 30 s)
@@ -937,7 +937,7 @@ def finish_episode(seed, ep, rec, end_reason, reset_s, sim_s, width, height, max
         data["command"] = data["command"].astype("<U1")
         data["scenario"] = data["scenario"].astype("<U1")
     data["meta"] = json.dumps({
-        "collector": "deead_ros.tools.collect_metadrive", "simulator": "metadrive-simulator 0.2.6.0",
+        "collector": "deead_lab.collect_metadrive", "simulator": "metadrive-simulator 0.2.6.0",
         "expert": f"YieldingIDM v{EXPERT_VERSION}", "episode": ep, "image_wh": [width, height], "dt_s": fmt.DT_S,
         "max_steps": max_steps, "steps_simulated": n_sim, "steps_dropped_tail": n_sim - max(n, 0),
         "end_reason": end_reason, "frame": "right-handed world (x, -y_metadrive), yaw = -heading_theta",

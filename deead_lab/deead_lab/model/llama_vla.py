@@ -25,7 +25,7 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
 from deead_ros.engines.manifest import HeadContract
-from deead_ros.model.adapters import DrivingFrameAdapter, LlamaLayer
+from deead_lab.model.adapters import DrivingFrameAdapter, LlamaLayer
 from deead_ros.model.encoding import EGO_FEATURES, InputSpec, config_from_dict, config_to_dict
 
 _INPUTS = InputSpec()            # shape fields below default to the default input encoding

@@ -77,9 +77,9 @@ from deead_ros.frame_assembly import model_image_hw
 from deead_ros.parameters import SPECS, default
 from deead_ros.paths import demo_manifest_path, source_commit
 from deead_ros.runner import Runner
-from deead_ros.tools import bags as topics
-from deead_ros.tools.eval import EvalFrame, bag_frames, delta_settings, evaluate, summarise
-from deead_ros.tools.scale_out import BagRun, ScaleOutError, compare_serial_and_ray, expand_bags, run_bags
+from deead_ros import bags as topics
+from deead_lab.eval import EvalFrame, bag_frames, delta_settings, evaluate, summarise
+from deead_lab.scale_out import BagRun, ScaleOutError, compare_serial_and_ray, expand_bags, run_bags
 
 # Fine below 0.25 m: on a model whose depth matters, a strict eps is certified only at small deltas.
 DEFAULT_DELTAS_M = (0.05, 0.1, 0.15, 0.2, *(float(d) for d in np.round(np.arange(0.25, 4.0001, 0.25), 2)))
@@ -283,7 +283,7 @@ def check_bag_topics(bag: Path, need_truth: bool) -> None:
 
 def record_frames(runner: Runner, frames: Iterable[EvalFrame], bag: str = "", drive_gap_s: float = 0.5,
                   max_frames: int = 0) -> BagRecords:
-    """Run every frame (deead_ros.tools.eval.EvalFrame) once through all layers, reading the head after each."""
+    """Run every frame (deead_lab.eval.EvalFrame) once through all layers, reading the head after each."""
     recorder = _EveryLayer()
     n_layers = runner.num_layers
     stamps, layers, priors, speeds, fulls, valid, truths = [], [], [], [], [], [], []

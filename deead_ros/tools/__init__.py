@@ -1,1 +1,0 @@
-"""Offline tools: simulator data, training, evaluation, reports and bags (never imports rclpy)."""

@@ -1,0 +1,119 @@
+"""The vehicle's install is the runtime alone: in a venv built from requirements-runtime.txt only, with no torch,
+transformers, matplotlib or Ray, deead_node plans the demo bag on ONNX Runtime.
+
+The venv lives in build/runtime_venv and is rebuilt only when requirements-runtime.txt changes (the first build
+takes a minute or two from the local wheels; later runs reuse it). deead_ros is installed into it as a vehicle
+would (non-editable, with its share/ files); the messages are the ones `make setup` built, copied file by file
+from .venv as their install manifest lists them; the model is the one `make setup` exported on this workstation,
+read from .venv's share/ (a vehicle receives those files, never the code that made them).
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.ros
+
+MAIN_VENV = Path(sys.prefix)
+VENV = REPO_ROOT / "build" / "runtime_venv"
+PYTHON = VENV / "bin" / "python"
+REQUIREMENTS = REPO_ROOT / "requirements-runtime.txt"
+MSGS_MANIFEST = REPO_ROOT / "build" / "deead_ros_msgs" / "install_manifest.txt"
+EXPORTED = MAIN_VENV / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
+LAB_ONLY = ("torch", "transformers", "matplotlib", "ray", "deead_lab")
+
+
+def digest(*parts: bytes) -> str:
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def up_to_date(name: str, key: str) -> bool:
+    stamp = VENV / f".stamp_{name}"
+    return stamp.exists() and stamp.read_text() == key
+
+
+def mark(name: str, key: str) -> None:
+    (VENV / f".stamp_{name}").write_text(key)
+
+
+def run(command: list, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def runtime_files_key() -> str:
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "deead_ros", "config", "launch", "models",
+                             "bags", "setup.py", "setup.cfg", "package.xml", "resource"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    return digest(*(f.encode() + (REPO_ROOT / f).read_bytes() for f in sorted(listed) if (REPO_ROOT / f).is_file()))
+
+
+@pytest.fixture(scope="module")
+def runtime_venv() -> Path:
+    """build/runtime_venv with the runtime's requirements, deead_ros and the messages, and nothing else."""
+    if not MSGS_MANIFEST.exists() or not EXPORTED.exists():
+        pytest.skip("run `make setup` first: it builds the messages and exports the demo model")
+    key = digest(REQUIREMENTS.read_bytes(), sys.version.encode())
+    if not up_to_date("requirements", key):
+        shutil.rmtree(VENV, ignore_errors=True)
+        run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", VENV], timeout=120)
+        run([PYTHON, "-m", "pip", "install", "-q", "-r", REQUIREMENTS], timeout=900)
+        mark("requirements", key)
+    msgs = MSGS_MANIFEST.read_text().split()
+    key = digest(*(Path(f).read_bytes() for f in msgs))
+    if not up_to_date("messages", key):
+        for source in map(Path, msgs):
+            target = VENV / source.relative_to(MAIN_VENV)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        mark("messages", key)
+    key = runtime_files_key()
+    if not up_to_date("deead_ros", key):
+        run([PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", REPO_ROOT],
+            timeout=300)
+        mark("deead_ros", key)
+    return VENV
+
+
+def runtime_env() -> dict[str, str]:
+    """This process's environment (its private ROS domain) pointed at the runtime venv, nothing of the checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {**env, "AMENT_PREFIX_PATH": str(VENV), "PATH": f"{VENV / 'bin'}:{env.get('PATH', '')}"}
+
+
+def test_the_runtime_venv_lacks_the_labs_research_stack(runtime_venv, tmp_path):
+    code = ("import importlib.util as u; import deead_ros.ros.node, deead_ros_msgs.msg; "
+            f"print(','.join(m for m in {LAB_ONLY!r} if u.find_spec(m)))")
+    found = run([PYTHON, "-c", code], cwd=tmp_path, env=runtime_env(), timeout=120).stdout.strip()
+    assert found == "", f"the runtime's requirements pulled in {found}"
+
+
+def test_the_torch_backend_says_what_to_install(runtime_venv, tmp_path):
+    code = ("from deead_ros.engines import make_engine; from deead_ros.errors import BackendUnavailableError\n"
+            "try:\n"
+            f"    make_engine('torch', {str(EXPORTED)!r})\n"
+            "except BackendUnavailableError as err:\n"
+            "    print(err)\n")
+    message = run([PYTHON, "-c", code], cwd=tmp_path, env=runtime_env(), timeout=120).stdout
+    assert "pip install torch" in message and "onnxruntime" in message, message
+
+
+def test_the_node_plans_the_demo_bag_on_onnxruntime_without_the_lab(runtime_venv, tmp_path):
+    out = tmp_path / "demo.json"
+    run([PYTHON, "-m", "deead_ros.ros.demo", "--rate", "8", "--model", EXPORTED, "--out", out, "--timeout", "180"],
+        cwd=tmp_path, env=runtime_env(), timeout=600)
+    demo = json.loads(out.read_text())
+    full, deead = demo["passes"]["full"], demo["passes"]["deead"]
+    assert demo["backend"] == "onnxruntime"
+    assert full["frames_planned"] > 0 and deead["frames_planned"] > 0, demo
+    assert full["mean_exit_layer"] == full["num_layers"] == demo["summary"]["num_layers"]
+    assert deead["mean_exit_layer"] < deead["num_layers"] and deead["early_exits"] > 0, deead
+    assert full["l2_3s_m"] < 3.0, "the plans are far from the expert: the model did not run as on the workstation"
