@@ -16,8 +16,8 @@ SOURCES = {"deead_ros": REPO_ROOT, "deead_lab": REPO_ROOT / "deead_lab"}
 # Lowest first. base: shared utilities every layer may use; app: one frame in, a plan out; ros holds rclpy.
 # lab.model: the model definitions and their export (torch); lab: the tools that train, run and judge them.
 LAYERS = ("base", "engines", "exit", "model", "app", "ros", "lab.model", "lab")
-BASE = {"deead_ros", "deead_ros.errors", "deead_ros.files", "deead_ros.geometry", "deead_ros.parameters", "deead_ros.parameter_files",
-        "deead_ros.paths"}
+BASE = {"deead_ros", "deead_ros.errors", "deead_ros.files", "deead_ros.geometry", "deead_ros.parameters",
+        "deead_ros.parameter_files", "deead_ros.paths"}
 APP = {"deead_ros.runner", "deead_ros.frame_assembly", "deead_ros.health", "deead_ros.odometry_history",
        "deead_ros.debug_view", "deead_ros.diagnostics", "deead_ros.bags"}
 
