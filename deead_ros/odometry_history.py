@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, replace
 
 from deead_ros.errors import ConfigError
+from deead_ros.geometry import wrap_angle
 from deead_ros.model.encoding import acceleration_at
 
 
@@ -32,11 +33,6 @@ class EgoState:
 
 
 JUMP_SLACK_M = 1.0      # a pose may move this much more than max_jump_speed_mps allows (noise, re-localisation)
-
-
-def wrap_angle(angle_rad: float) -> float:
-    """The angle in [-pi, pi)."""
-    return (angle_rad + math.pi) % (2.0 * math.pi) - math.pi
 
 
 def interpolate(a: EgoState, b: EgoState, stamp_s: float) -> EgoState:

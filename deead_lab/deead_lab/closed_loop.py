@@ -23,6 +23,7 @@ import numpy as np
 
 from deead_lab import collect_metadrive as sim
 from deead_lab import dataset_format as fmt
+from deead_ros.geometry import arc_lengths, project_to_polyline, sample_at_arc_lengths, world_to_ego, wrap_angle
 
 PROTOCOL_VERSION = 2                       # docs/closed_loop_protocol.md; a new version starts the log over
 EXPERT = "expert"
@@ -110,7 +111,7 @@ class PurePursuit:
     def _path(trajectory_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The plan from the ego's position (the origin) and its arc length at each point."""
         path = np.vstack([np.zeros((1, 2)), np.asarray(trajectory_m, dtype=np.float64)])
-        return path, fmt.polyline_arclength(path)
+        return path, arc_lengths(path)
 
     def _speed(self, arc: np.ndarray) -> float:
         k = int(np.clip(round(self.speed_lookahead_s / self.dt_s), 1, len(arc) - 1))
@@ -127,7 +128,7 @@ class PurePursuit:
         if arc[-1] < 0.5:                                   # a plan that stays put: hold the wheel straight
             return 0.0, throttle
         lookahead = max(self.min_lookahead_m, speed_mps * self.lookahead_s)
-        x, y = fmt.resample_polyline(path, [min(lookahead, arc[-1])])[0]
+        x, y = sample_at_arc_lengths(path, [min(lookahead, arc[-1])])[0]
         distance_sq = max(x * x + y * y, 1e-6)
         steer_rad = math.atan(self.wheelbase_m * 2.0 * y / distance_sq)
         return float(np.clip(math.degrees(steer_rad) / self.max_steering_deg, -1.0, 1.0)), throttle
@@ -171,12 +172,12 @@ class RouteProgress:
 
     def __init__(self, route_world: np.ndarray) -> None:
         self.route = route_world
-        self.length_m = float(fmt.polyline_arclength(route_world)[-1]) if len(route_world) > 1 else 0.0
+        self.length_m = float(arc_lengths(route_world)[-1]) if len(route_world) > 1 else 0.0
         self.best_m = 0.0
         self._last_m = 0.0
 
     def update(self, xy: np.ndarray) -> float:
-        _, s, _ = fmt.project_to_polyline(xy, self.route)
+        _, s, _ = project_to_polyline(xy, self.route)
         if abs(s - self._last_m) < self.MAX_JUMP_M:
             self._last_m = s
             self.best_m = max(self.best_m, s)
@@ -259,7 +260,7 @@ def _ego_frame(vehicle, xy_md: np.ndarray) -> np.ndarray:
     pos = np.asarray(vehicle.position, dtype=np.float64)[:2]
     pose = np.array([pos[0], -pos[1], -float(vehicle.heading_theta)])
     pts = np.asarray(xy_md, dtype=np.float64).reshape(-1, 2) * [1.0, -1.0]
-    return fmt.world_to_ego(pts, pose) if len(pts) else pts
+    return world_to_ego(pts, pose) if len(pts) else pts
 
 
 def _others_xy_ego(env, vehicle) -> np.ndarray:
@@ -341,10 +342,10 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
             if runner is not None and speeds is not None:       # speeds exists whenever runner does
                 seen = sim.observe(obs, vehicle)
                 yaw_rate = 0.0 if previous_yaw is None else \
-                    float(fmt.wrap_angle(seen.pose[2] - previous_yaw)) / fmt.DT_S
+                    float(wrap_angle(seen.pose[2] - previous_yaw)) / fmt.DT_S
                 previous_yaw = seen.pose[2]
                 valid = seen.route_valid
-                route = fmt.world_to_ego(seen.route_world[:valid], seen.pose) if valid >= 2 else None
+                route = world_to_ego(seen.route_world[:valid], seen.pose) if valid >= 2 else None
                 speeds.add(steps * fmt.DT_S, seen.speed_mps)
                 accel = speeds.acceleration_mps2()
                 result = runner.plan(FrameInputs(seen.image, route, seen.speed_mps, yaw_rate,

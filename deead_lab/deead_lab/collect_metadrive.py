@@ -52,6 +52,7 @@ import numpy as np
 
 from deead_lab import dataset_format as fmt
 from deead_lab.sim_workers import ProcessWorkers, StallWatch, worker_count
+from deead_ros.geometry import arc_lengths, project_to_polyline, sample_at_arc_lengths, world_to_ego, wrap_angle
 
 IMAGE_W, IMAGE_H = 160, 96
 MAX_STEPS = 300                   # episode cap (simulated steps, 30 s)
@@ -304,7 +305,7 @@ def _path_of(cache: dict[str, Any], vehicle, lane, speed_mps: float, horizon_m: 
     key = (vehicle.name, id(lane))
     if key not in cache["paths"]:
         pts = lane_path(vehicle, lane, horizon_m)
-        cache["paths"][key] = PathAhead(pts, fmt.polyline_arclength(pts), speed_mps, active, vehicle.name)
+        cache["paths"][key] = PathAhead(pts, arc_lengths(pts), speed_mps, active, vehicle.name)
     return cache["paths"][key]
 
 
@@ -653,7 +654,7 @@ def sample_route(dense: np.ndarray) -> tuple[np.ndarray, int]:
     valid = int(min(fmt.ROUTE_POINTS, math.floor(total / fmt.ROUTE_SPACING_M + 1e-6) + 1))
     q = np.arange(fmt.ROUTE_POINTS) * fmt.ROUTE_SPACING_M
     q = np.minimum(q, (valid - 1) * fmt.ROUTE_SPACING_M)
-    return fmt.resample_polyline(dense, q), valid
+    return sample_at_arc_lengths(dense, q), valid
 
 
 def _heading_change(poly: np.ndarray, s_a: float, s_b: float) -> float:
@@ -664,10 +665,10 @@ def _heading_change(poly: np.ndarray, s_a: float, s_b: float) -> float:
 
     def heading_at(sq: float) -> float:
         sq = float(np.clip(sq, 0.0, total))
-        a, b = fmt.resample_polyline(poly, [max(sq - 1.0, 0.0), min(sq + 1.0, total)])
+        a, b = sample_at_arc_lengths(poly, [max(sq - 1.0, 0.0), min(sq + 1.0, total)])
         return math.atan2(b[1] - a[1], b[0] - a[0])
 
-    return math.degrees(float(fmt.wrap_angle(heading_at(s_b) - heading_at(s_a))))
+    return math.degrees(float(wrap_angle(heading_at(s_b) - heading_at(s_a))))
 
 
 def route_labels(route: dict[str, Any], ego_yaw: float) -> dict[str, Any]:
@@ -690,16 +691,16 @@ def route_labels(route: dict[str, Any], ego_yaw: float) -> dict[str, Any]:
             h_in = route["entry_heading"]
         else:
             h_in = route["ego_heading_on_lane"]
-        turn = math.degrees(float(fmt.wrap_angle(pieces[j]["h_end"] - h_in)))
+        turn = math.degrees(float(wrap_angle(pieces[j]["h_end"] - h_in)))
         junction = (pc["s_a"], turn, pc["block"])
         break
     lane_change = None                             # (distance, +1 left / -1 right)
     for i, pc in enumerate(pieces):
         if pc["jump"]:
             s_a = pc["s_a"]
-            before, after = fmt.resample_polyline(poly, [max(s_a - 0.5, 0.0), s_a + 0.5])
+            before, after = sample_at_arc_lengths(poly, [max(s_a - 0.5, 0.0), min(s_a + 0.5, poly_len(poly))])
             lane_heading = pieces[i - 1]["h_end"] if i > 0 else ego_yaw     # the side is the lane's, not the car's
-            d = fmt.world_to_ego(after[None], np.array([before[0], before[1], lane_heading]))[0]
+            d = world_to_ego(after[None], np.array([before[0], before[1], lane_heading]))[0]
             lane_change = (s_a, 1 if d[1] > 0 else -1)
             break
     if junction is not None and junction[0] <= LOOKAHEAD_COMMAND_M:
@@ -716,19 +717,19 @@ def route_labels(route: dict[str, Any], ego_yaw: float) -> dict[str, Any]:
 
 def poly_len(poly: np.ndarray) -> float:
     """Return the length [m] of a polyline (M, 2)."""
-    return float(fmt.polyline_arclength(poly)[-1]) if len(poly) > 1 else 0.0
+    return float(arc_lengths(poly)[-1]) if len(poly) > 1 else 0.0
 
 
 def lead_gap(route_xy: np.ndarray, lane_width: float, ego_xy: np.ndarray, others_xy: np.ndarray) -> float:
     """Return the bumper gap [m] to the nearest vehicle ahead in the ego's route lane (inf if none)."""
     if len(others_xy) == 0 or len(route_xy) < 2:
         return math.inf
-    _, s_ego, _ = fmt.project_to_polyline(ego_xy, route_xy)
+    _, s_ego, _ = project_to_polyline(ego_xy, route_xy)
     best = math.inf
     for p in others_xy:
         if np.linalg.norm(p - ego_xy) > LEAD_GAP_M + 30.0:
             continue
-        d, s, _ = fmt.project_to_polyline(p, route_xy)
+        d, s, _ = project_to_polyline(p, route_xy)
         if d < 0.5 * lane_width and s > s_ego:
             best = min(best, s - s_ego - VEHICLE_LENGTH_M)
     return best
@@ -776,7 +777,7 @@ def observe(obs: dict[str, Any], vehicle, lane_change: tuple[Any, float] | None 
     route = route_ahead(vehicle, (fmt.ROUTE_POINTS - 1) * fmt.ROUTE_SPACING_M + 2.0, lane_change)
     pts, valid = sample_route(route["points"])
     return Observation(np.clip(img[..., ::-1], 0, 255).astype(np.uint8),
-                       np.array([pos[0], -pos[1], float(fmt.wrap_angle(yaw))]), float(vehicle.speed) / 3.6,
+                       np.array([pos[0], -pos[1], float(wrap_angle(yaw))]), float(vehicle.speed) / 3.6,
                        route, pts, valid, route_labels(route, yaw))
 
 
@@ -1081,7 +1082,7 @@ def check_frame(seed: int, steps: int = 300) -> int:
                 opp = net.graph[neg.start_node][neg.end_node][0]
                 long, _ = opp.local_coordinates(v.position)
                 q = _to_rh(np.asarray(opp.position(long, 0.0)))
-                opposing_y.append(float(fmt.world_to_ego(q[None], pose)[0, 1]))
+                opposing_y.append(float(world_to_ego(q[None], pose)[0, 1]))
     finally:
         env.close()
     a = np.asarray(poses)

@@ -21,6 +21,7 @@ import numpy as np
 
 from deead_ros.exit.prior import route_prior
 from deead_lab import dataset_format as fmt
+from deead_ros.geometry import world_to_ego
 
 DEVIATION_M = 1.0
 TIMES_S = np.asarray(fmt.FUTURE_TIMES_S)
@@ -31,7 +32,7 @@ def episode_stats(ep: dict[str, Any]) -> dict[str, Any]:
     n = len(ep["pose"])
     dev = np.zeros(n)
     for t in range(n):
-        route = fmt.world_to_ego(ep["route_world"][t, : int(ep["route_valid"][t])], ep["pose"][t])
+        route = world_to_ego(ep["route_world"][t, : int(ep["route_valid"][t])], ep["pose"][t])
         prior = route_prior(route, float(ep["speed"][t]), TIMES_S, max_offset_m=np.inf)
         dev[t] = float(np.linalg.norm(ep["future_ego"][t] - prior.trajectory_m, axis=1).mean()) \
             if prior.is_valid else np.nan

@@ -1,7 +1,8 @@
-"""On-disk format of the MetaDrive driving data set, and the numpy transforms shared by its users.
+"""On-disk format of the MetaDrive driving data set.
 
-numpy only: the collector imports this module in the MetaDrive venv (numpy 1.23), the trainer and
-the tests in the main environment (numpy 2). Nothing here may import the rest of deead_ros.
+numpy and the runtime's base layer only (deead_ros.geometry, deead_ros.files): the collector imports
+this module in the MetaDrive venv (numpy 1.23), the trainer and the tests in the main environment
+(numpy 2). Frames, angles and polylines are deead_ros.geometry's, the ones the node plans with.
 
 One episode (= one generated map, named by its map seed) is one compressed ``.npz`` file,
 ``<root>/<split>/ep_<seed:05d>.npz``, with N frames at 10 Hz:
@@ -40,12 +41,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+
+from deead_ros.files import replacing
+from deead_ros.geometry import world_to_ego
 
 DT_S = 0.1                                        # one simulator step
 FUTURE_TIMES_S = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)   # horizon of future_ego
@@ -96,40 +99,6 @@ def episode_path(root: str | os.PathLike, split: str, seed: int) -> Path:
 
 
 # --------------------------------------------------------------------------- frames and transforms
-def wrap_angle(a: np.ndarray | float) -> np.ndarray | float:
-    """Wrap angles to [-pi, pi)."""
-    return (np.asarray(a) + np.pi) % (2.0 * np.pi) - np.pi
-
-
-def world_to_ego(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """Transform world points (..., 2) into the ego frame of `pose` (x, y, yaw): x forward, y left.
-
-    `pose` is (3,) for one frame, or (N, 3) with `points` (N, ..., 2) for one pose per frame.
-    """
-    points = np.asarray(points, dtype=np.float64)
-    pose = np.asarray(pose, dtype=np.float64)
-    x, y, yaw = pose[..., 0], pose[..., 1], pose[..., 2]
-    extra = points.ndim - 1 - (pose.ndim - 1)          # broadcast pose over the point axes
-    shape = x.shape + (1,) * extra
-    x, y, yaw = x.reshape(shape), y.reshape(shape), yaw.reshape(shape)
-    dx, dy = points[..., 0] - x, points[..., 1] - y
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.stack([c * dx + s * dy, -s * dx + c * dy], axis=-1)
-
-
-def ego_to_world(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """Transform ego-frame points (..., 2) of `pose` back into the world frame (inverse of world_to_ego)."""
-    points = np.asarray(points, dtype=np.float64)
-    pose = np.asarray(pose, dtype=np.float64)
-    x, y, yaw = pose[..., 0], pose[..., 1], pose[..., 2]
-    extra = points.ndim - 1 - (pose.ndim - 1)
-    shape = x.shape + (1,) * extra
-    x, y, yaw = x.reshape(shape), y.reshape(shape), yaw.reshape(shape)
-    c, s = np.cos(yaw), np.sin(yaw)
-    px, py = points[..., 0], points[..., 1]
-    return np.stack([x + c * px - s * py, y + s * px + c * py], axis=-1)
-
-
 def future_in_ego(pose: np.ndarray, steps: tuple[int, ...] = FUTURE_STEPS) -> np.ndarray:
     """Express the future positions of a pose sequence (T, 3) in each frame's ego frame.
 
@@ -152,53 +121,9 @@ def yaw_rate_from_yaw(yaw: np.ndarray, dt: float = DT_S) -> np.ndarray:
     return np.gradient(yaw, dt)
 
 
-# --------------------------------------------------------------------------- polylines
-def polyline_arclength(poly: np.ndarray) -> np.ndarray:
-    """Return the cumulative arc length (M,) of a polyline (M, 2), starting at 0."""
-    poly = np.asarray(poly, dtype=np.float64)
-    if len(poly) == 0:
-        return np.zeros(0)
-    seg = np.linalg.norm(np.diff(poly, axis=0), axis=1)
-    return np.concatenate([[0.0], np.cumsum(seg)])
-
-
-def resample_polyline(poly: np.ndarray, s_query: np.ndarray | Sequence[float]) -> np.ndarray:
-    """Interpolate points at arc lengths `s_query` along a polyline (M, 2), clamped at both ends."""
-    poly = np.asarray(poly, dtype=np.float64)
-    s = polyline_arclength(poly)
-    keep = np.concatenate([[True], np.diff(s) > 1e-9])               # drop repeated points
-    poly, s = poly[keep], s[keep]
-    if len(poly) == 1:
-        return np.repeat(poly, len(np.atleast_1d(s_query)), axis=0)
-    q = np.clip(np.asarray(s_query, dtype=np.float64), 0.0, s[-1])
-    return np.stack([np.interp(q, s, poly[:, 0]), np.interp(q, s, poly[:, 1])], axis=-1)
-
-
-def project_to_polyline(point: np.ndarray, poly: np.ndarray) -> tuple[float, float, float]:
-    """Project `point` (2,) onto a polyline (M, 2): (distance, arc length there, signed lateral).
-
-    The signed lateral offset is positive when the point lies to the left of the polyline's direction.
-    """
-    poly = np.asarray(poly, dtype=np.float64)
-    p = np.asarray(point, dtype=np.float64)
-    if len(poly) == 1:
-        return float(np.linalg.norm(p - poly[0])), 0.0, 0.0
-    a, b = poly[:-1], poly[1:]
-    ab = b - a
-    den = np.maximum((ab * ab).sum(axis=1), 1e-12)
-    u = np.clip(((p - a) * ab).sum(axis=1) / den, 0.0, 1.0)
-    foot = a + u[:, None] * ab
-    d = np.linalg.norm(p - foot, axis=1)
-    i = int(np.argmin(d))
-    s = polyline_arclength(poly)
-    cross = ab[i, 0] * (p[1] - a[i, 1]) - ab[i, 1] * (p[0] - a[i, 0])
-    lateral = float(np.sign(cross) * d[i])
-    return float(d[i]), float(s[i] + u[i] * np.sqrt(den[i])), lateral
-
-
 # --------------------------------------------------------------------------- IO
 def save_episode(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Write one episode atomically (temporary file in the same folder, then os.replace)."""
+    """Write one episode atomically (deead_ros.files.replacing)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     problems = validate_episode(data)
@@ -208,16 +133,8 @@ def save_episode(path: str | os.PathLike, data: dict[str, Any]) -> None:
     arrays["map_seed"] = np.asarray(int(data["map_seed"]))
     meta = data["meta"]
     arrays["meta"] = np.asarray(meta if isinstance(meta, str) else json.dumps(meta, sort_keys=True))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, allow_pickle=True, **arrays)   # numpy's default, named so no array fills it
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, allow_pickle=True, **arrays)   # numpy's default, named so no array fills it
 
 
 def load_episode(path: str | os.PathLike, images: bool = True) -> dict[str, Any]:

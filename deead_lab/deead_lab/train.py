@@ -32,7 +32,9 @@ from deead_ros.exit.metrics import mean_deviation_m, steps_within
 from deead_ros.exit.prior import Prior
 from deead_lab.model.weights import check_compatible, load_pretrained, save_pretrained
 from deead_ros.parameters import default
-from deead_lab.dataset_format import load_episode, world_to_ego
+from deead_lab.dataset_format import load_episode
+from deead_ros.files import replacing
+from deead_ros.geometry import world_to_ego
 
 MODEL_VERSIONS = {"deead_vla": "deead-vla-1 metadrive", "llama_vla": "llama-vla-1 metadrive"}
 
@@ -409,10 +411,10 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" | val final ADE {val_ade} m" if val_ade else ""), flush=True)
             log.flush()
         if step % args.checkpoint_every == 0 or step == args.steps:
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": rng,
-                        "torch_rng": torch.get_rng_state(), "best_val": best_val, "regime": regime}, tmp)
-            tmp.replace(checkpoint)
+            with replacing(checkpoint) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                            "rng": rng, "torch_rng": torch.get_rng_state(), "best_val": best_val, "regime": regime},
+                           tmp)
     log.close()
     best = load_pretrained(args.out)
     assert best.arch == args.arch, f"{args.out} holds a {best.arch}, not the model trained here"

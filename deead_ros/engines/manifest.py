@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from deead_ros.errors import ModelFileError
+from deead_ros.files import write_atomic
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 2
@@ -158,11 +158,7 @@ def _tensor_dict(t: TensorSpec) -> dict[str, Any]:
 
 def write_manifest(data: dict[str, Any], path: Path) -> None:
     """Write manifest.json atomically (temp file + rename), so a reader never sees half of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest.")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"format": MANIFEST_FORMAT, **data}, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps({"format": MANIFEST_FORMAT, **data}, indent=1) + "\n").encode())
 
 
 def load_manifest(path: str | os.PathLike[str], *, verify: bool = True) -> Manifest:

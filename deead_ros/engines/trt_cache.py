@@ -10,14 +10,13 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from deead_ros.engines.manifest import ModelFile
 from deead_ros.errors import BackendUnavailableError
+from deead_ros.files import write_atomic
 
 @dataclass(frozen=True, slots=True)
 class PlanKey:
@@ -101,17 +100,6 @@ def timing_cache_path(cache_dir: Path, key: PlanKey) -> Path:
     """One persisted timing cache per TensorRT version and GPU architecture (it speeds up rebuilds)."""
     return cache_dir / f"timing_trt{key.tensorrt_version}_sm{key.compute_capability.replace('.', '')}.cache"
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def check_cuda_device() -> int:

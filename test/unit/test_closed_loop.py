@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from deead_lab import closed_loop as cl
-from deead_lab import dataset_format as fmt
 from deead_lab.closed_loop import (
     EXPERT,
     FULL,
@@ -33,6 +32,7 @@ from deead_lab.closed_loop import (
 )
 from deead_lab.collect_metadrive import PathAhead, episode_config, idm_acceleration, yield_to
 from test.conftest import episode
+from deead_ros.geometry import arc_lengths
 
 TIMES = 0.5 * np.arange(1, 7)
 
@@ -127,7 +127,7 @@ def test_episode_config_uses_the_protocols_traffic_and_keeps_the_maps():
 def path(start, heading_deg, speed, name, length=30.0, active=True):
     d = np.array([math.cos(math.radians(heading_deg)), math.sin(math.radians(heading_deg))])
     pts = np.asarray(start, dtype=float) + np.outer(np.arange(0.0, length + 0.5, 1.0), d)
-    return PathAhead(pts, fmt.polyline_arclength(pts), speed, active, name)
+    return PathAhead(pts, arc_lengths(pts), speed, active, name)
 
 
 def test_yield_to_a_crossing_vehicle_that_gets_there_first():
@@ -293,17 +293,17 @@ def test_an_interrupted_run_resumes_where_it_stopped():
 def test_the_expert_slows_for_curves_ahead_and_not_for_lane_jumps():
     from deead_lab.collect_metadrive import curve_speed_limit
     line = np.stack([np.arange(0.0, 60.0), np.zeros(60)], axis=1)
-    assert curve_speed_limit(line, fmt.polyline_arclength(line)) > 100.0
+    assert curve_speed_limit(line, arc_lengths(line)) > 100.0
     theta = np.arange(0.0, 40.0) / 15.0                                     # a 15 m radius bend from 0 m on
     bend = np.stack([15.0 * np.sin(theta), 15.0 * (1 - np.cos(theta))], axis=1)
-    assert curve_speed_limit(bend, fmt.polyline_arclength(bend)) == pytest.approx(math.sqrt(1.5 * 15.0), rel=0.1)
+    assert curve_speed_limit(bend, arc_lengths(bend)) == pytest.approx(math.sqrt(1.5 * 15.0), rel=0.1)
     later = np.vstack([line[:30], bend + [30.0, 0.0]])                    # the bend starts 30 m ahead
-    v_later = curve_speed_limit(later, fmt.polyline_arclength(later))
+    v_later = curve_speed_limit(later, arc_lengths(later))
     assert v_later == pytest.approx(math.sqrt(1.5 * 15.0 + 2 * 2.0 * 29.0), rel=0.1), "brake to it in time"
     offset = np.vstack([[[0.0, -0.3]], line])                             # the car 0.3 m off its lane: no curve
-    assert curve_speed_limit(offset, fmt.polyline_arclength(offset)) > 100.0
+    assert curve_speed_limit(offset, arc_lengths(offset)) > 100.0
     jump = np.vstack([line[:20], line[20:] + [0.0, 3.5]])                  # a lane jump: no curve
-    assert curve_speed_limit(jump, fmt.polyline_arclength(jump)) > 100.0
+    assert curve_speed_limit(jump, arc_lengths(jump)) > 100.0
 
 
 def closed_loop_bench():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from deead_lab import dataset_format as fmt
+from deead_ros.geometry import ego_to_world, project_to_polyline, world_to_ego
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "metadrive_episode.npz"
 
@@ -50,7 +51,7 @@ def test_images_are_not_blank(ep):
 
 def test_route_passes_through_the_ego(ep):
     dist = np.array([
-        fmt.project_to_polyline(ep["pose"][t, :2], ep["route_world"][t, : ep["route_valid"][t]])[0]
+        project_to_polyline(ep["pose"][t, :2], ep["route_world"][t, : ep["route_valid"][t]])[0]
         for t in range(len(ep["pose"]))
     ])
     assert np.mean(dist < 1.0) >= 0.9, dist
@@ -69,7 +70,7 @@ def test_route_starts_ahead_along_the_heading(ep):
     for t in range(len(ep["pose"])):
         if ep["route_valid"][t] < 3:
             continue
-        ego = fmt.world_to_ego(ep["route_world"][t, :3], ep["pose"][t])
+        ego = world_to_ego(ep["route_world"][t, :3], ep["pose"][t])
         assert ego[2, 0] - ego[0, 0] > 2.0
 
 
@@ -85,7 +86,7 @@ def test_future_matches_the_recorded_poses(ep):
     # within the fixture, frame t + 5 is recorded: its position in t's ego frame is future_ego[t, 0]
     n = len(ep["pose"])
     for t in range(n - 5):
-        expected = fmt.world_to_ego(ep["pose"][t + 5, :2], ep["pose"][t])
+        expected = world_to_ego(ep["pose"][t + 5, :2], ep["pose"][t])
         np.testing.assert_allclose(ep["future_ego"][t, 0], expected, atol=1e-3)
 
 
@@ -100,17 +101,17 @@ def test_world_ego_round_trip():
     rng = np.random.default_rng(0)
     pose = np.array([12.0, -3.0, 2.4])
     pts = rng.normal(scale=50.0, size=(17, 2))
-    np.testing.assert_allclose(fmt.ego_to_world(fmt.world_to_ego(pts, pose), pose), pts, atol=1e-9)
+    np.testing.assert_allclose(ego_to_world(world_to_ego(pts, pose), pose), pts, atol=1e-9)
     # one pose per frame, several points per frame
     poses = np.column_stack([rng.normal(size=(5, 2)) * 100, rng.uniform(-np.pi, np.pi, 5)])
     pts = rng.normal(scale=30.0, size=(5, 7, 2))
-    np.testing.assert_allclose(fmt.ego_to_world(fmt.world_to_ego(pts, poses), poses), pts, atol=1e-9)
+    np.testing.assert_allclose(ego_to_world(world_to_ego(pts, poses), poses), pts, atol=1e-9)
 
 
 def test_world_to_ego_axes():
     pose = np.array([1.0, 2.0, np.pi / 2])       # facing +y (north)
     ahead_left = np.array([[1.0 - 3.0, 2.0 + 5.0]])    # 5 m north, 3 m west = ahead and to the left
-    np.testing.assert_allclose(fmt.world_to_ego(ahead_left, pose), [[5.0, 3.0]], atol=1e-12)
+    np.testing.assert_allclose(world_to_ego(ahead_left, pose), [[5.0, 3.0]], atol=1e-12)
 
 
 def test_future_in_ego_on_a_straight_line():
@@ -121,13 +122,6 @@ def test_future_in_ego_on_a_straight_line():
     assert fut.shape == (50 - 30, 6, 2)
     np.testing.assert_allclose(fut[:, :, 0], np.broadcast_to(4.0 * np.array(fmt.FUTURE_TIMES_S), (20, 6)), atol=1e-9)
     np.testing.assert_allclose(fut[:, :, 1], 0.0, atol=1e-9)
-
-
-def test_resample_and_project_polyline():
-    poly = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0]])
-    np.testing.assert_allclose(fmt.resample_polyline(poly, [5.0, 15.0, 99.0]), [[5, 0], [10, 5], [10, 10]])
-    d, s, lat = fmt.project_to_polyline(np.array([4.0, 1.5]), poly)
-    assert d == pytest.approx(1.5) and s == pytest.approx(4.0) and lat == pytest.approx(1.5)
 
 
 def test_save_load_round_trip(tmp_path, ep):

@@ -28,3 +28,10 @@ def test_runner_and_exit_never_import_rclpy():
     if runner.exists() and "rclpy" in runner.read_text():
         offenders.append("deead_ros/runner.py")
     assert not offenders, f"rclpy imported below the ROS layer in {offenders}; move that code into deead_ros/ros/"
+
+
+def test_no_runtime_file_is_over_500_lines():
+    """The vehicle's code stays readable: a runtime module that grows past 500 lines is split along its seams."""
+    long = {str(p.relative_to(REPO_ROOT)): n for p in (REPO_ROOT / "deead_ros").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, f"runtime files over 500 lines: {long}"

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from deead_ros.errors import ConfigError
 from deead_ros.frame_assembly import EgoState
-from deead_ros.odometry_history import OdometryHistory, extrapolate, wrap_angle
+from deead_ros.geometry import wrap_angle
+from deead_ros.odometry_history import OdometryHistory, extrapolate
 
 
 def ego(stamp_s, x=0.0, y=0.0, yaw=0.0, speed=0.0, yaw_rate=0.0, frame="map", accel=0.0):

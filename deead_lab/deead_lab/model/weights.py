@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deead_ros.errors import ModelFileError
+from deead_ros.files import replacing, write_atomic
 from deead_lab.model.architectures import ARCHITECTURES, DEFAULT_ARCH, VLAModel, arch_of
 from deead_ros.model.encoding import InputSpec
 
@@ -59,8 +59,9 @@ def save_pretrained(model: VLAModel, inputs: InputSpec, out_dir: str | os.PathLi
               "model": model.cfg.to_dict(),
               "inputs": inputs.to_dict(), "weights_dtype": "float16"}
     weights = out / WEIGHTS_FILE
-    _atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"model_version": model_version}))
-    _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    with replacing(weights) as tmp:
+        save_file(tensors, tmp, metadata={"model_version": model_version})
+    write_atomic(out / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return weights
 
 
@@ -113,14 +114,3 @@ def load_pretrained(path: str | os.PathLike) -> Pretrained:
     model.load_state_dict({key: t.to(torch.float32) for key, t in tensors.items()}, strict=True)
     return Pretrained(model.eval(), arch, spec, version, weights)
 
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temp file in the same directory, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

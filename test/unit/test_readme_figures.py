@@ -1,0 +1,51 @@
+"""The README's headline figures are the committed JSON's: each figure the README states for `make demo` is
+formatted here from docs/demo.json (what `make demo` wrote) and must appear in the README's demo paragraph."""
+import json
+
+import pytest
+
+from test.conftest import REPO_ROOT
+
+README = (REPO_ROOT / "README.md").read_text()
+
+
+def paragraph(start: str) -> str:
+    """The README's bullet that starts with `start`, up to the next bullet."""
+    begin = README.index(start)
+    end = README.find("\n- ", begin)
+    return " ".join(README[begin:end].split())
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict:
+    return json.loads((REPO_ROOT / "docs" / "demo.json").read_text())
+
+
+def demo_figures(demo: dict) -> list[str]:
+    full, early, summary = demo["passes"]["full"], demo["passes"]["deead"], demo["summary"]
+    return [f"{demo['frames_in_bag']} frames",
+            f"full depth p50 {full['latency_p50_ms']:.1f} ms per frame",
+            f"L2 at 3 s to the expert {full['l2_3s_m']:.2f} m",
+            f"delta {demo['delta_m']:g} m",
+            f"mean exit layer {early['mean_exit_layer']:.1f} of {early['num_layers']}",
+            f"({early['layer_sparsity']:.0%} layer sparsity)",
+            f"median latency {summary['latency_ratio_vs_full']:.2f}x full depth",
+            f"L2 {early['l2_3s_m']:.2f} m (+{early['l2_3s_m'] / full['l2_3s_m'] - 1:.0%}",
+            f"{early['early_exits']} of {early['frames_planned']} frames exit early",
+            f"{full['frames_planned']} + {early['frames_planned']} frames planned",
+            f"{demo['node_drop_counters']['rejected_odometry_reset']} resets"]
+
+
+def test_the_readme_states_the_demo_figures_of_docs_demo_json(demo):
+    text = paragraph("- `make demo` (")
+    missing = [figure for figure in demo_figures(demo) if figure not in text]
+    assert not missing, (f"the README's `make demo` figures differ from docs/demo.json: {missing} not in:\n{text}\n"
+                         "re-run `make demo` and copy its figures, or restore the JSON they came from")
+
+
+def test_the_summary_line_is_the_early_exit_pass(demo):
+    early, summary = demo["passes"]["deead"], demo["summary"]
+    assert summary["frames_planned"] == early["frames_planned"]
+    assert summary["mean_exit_layer"] == pytest.approx(early["mean_exit_layer"], abs=1e-3)
+    ratio = early["latency_p50_ms"] / demo["passes"]["full"]["latency_p50_ms"]
+    assert summary["latency_ratio_vs_full"] == pytest.approx(ratio, abs=1e-3)
