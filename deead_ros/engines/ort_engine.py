@@ -12,6 +12,10 @@ Measured on this project's CPU (2-core EPYC, 24-layer demo model, one thread; be
 What is left (~20 us per layer boundary against a 0.27 ms layer) is onnxruntime's fixed cost per
 `Run` (~7 us for a layer-sized graph, measured with compute-free graphs) plus caches refilled after
 each return to Python.
+
+On a GPU (execution_provider cuda or tensorrt, onnxruntime-gpu) the two hidden OrtValues live on the
+device, so the layers pass the hidden state to each other without a host copy; the stem's inputs are
+copied up once per frame and only the head's (T, 2) trajectory comes down, at a check.
 """
 from __future__ import annotations
 
@@ -22,10 +26,8 @@ import numpy as np
 import onnxruntime as ort
 
 from deead_ros.engines.manifest import HIDDEN_IN, HIDDEN_OUT, TRAJECTORY, Manifest
-from deead_ros.engines.protocol import PingPong, PingPongState, check_layer_range
+from deead_ros.engines.protocol import CPU, CUDA, TENSORRT, PingPong, PingPongState, check_layer_range
 from deead_ros.errors import BackendUnavailableError, ConfigError
-
-CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
 def session_options(num_threads: int) -> ort.SessionOptions:
@@ -54,12 +56,15 @@ def resolve_providers(requested: list[str] | None, precision: str, cache_dir: Pa
     if missing:
         raise BackendUnavailableError(
             f"onnxruntime execution provider(s) {missing} are not in this onnxruntime build (it has {available}); "
-            "install onnxruntime-gpu built for this CUDA/TensorRT, or ask for the CPU provider only (the default)")
+            "install onnxruntime-gpu built for this CUDA/TensorRT, or set execution_provider: cpu (the default)")
     if precision == "fp16" and TENSORRT not in names:
         raise ConfigError("precision='fp16' on onnxruntime needs TensorrtExecutionProvider; the CPU and CUDA "
                           "providers run the fp32 graphs (use precision fp32, or backend tensorrt)")
-    options = {TENSORRT: {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
-                          "trt_engine_cache_path": str(cache_dir)}}
+    options: dict[str, dict[str, Any]] = {
+        TENSORRT: {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
+                   "trt_engine_cache_path": str(cache_dir)},
+        CUDA: {"use_tf32": 0},              # fp32 means fp32: TF32 matmuls differ from torch by ~1e-3
+    }
     return [(name, options.get(name, {})) for name in names]
 
 

@@ -22,6 +22,11 @@ from deead_ros.engines.manifest import Manifest
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+# onnxruntime's execution providers by the `execution_provider` parameter's value, in priority order: what
+# the first cannot run falls to the next (the CPU runs the few operators CUDA has no kernel for).
+EXECUTION_PROVIDERS: dict[str, tuple[str, ...]] = {"cpu": (CPU,), "cuda": (CUDA, CPU),
+                                                   "tensorrt": (TENSORRT, CUDA, CPU)}
 
 
 class LayerChain(Protocol):

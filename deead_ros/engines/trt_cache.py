@@ -18,6 +18,28 @@ from deead_ros.engines.manifest import ModelFile
 from deead_ros.errors import BackendUnavailableError
 from deead_ros.files import write_atomic
 
+# The TensorRT majors this backend builds and runs: 10 (weakly typed builds, precision by builder flag) and
+# 11 (strongly typed only: precision comes from the ONNX graph's types). Each new major changes the build API.
+SUPPORTED_TENSORRT_MAJORS = (10, 11)
+
+
+def tensorrt_major(version: str) -> int:
+    """Return the major of a TensorRT version string ("10.13.0.35" -> 10) if this backend supports it.
+
+    Raises:
+        BackendUnavailableError: the version is not 10.x or 11.x, or not a version at all.
+    """
+    head = version.split(".", 1)[0]
+    major = int(head) if head.isdigit() else -1
+    if major not in SUPPORTED_TENSORRT_MAJORS:
+        supported = " or ".join(f"{m}.x" for m in SUPPORTED_TENSORRT_MAJORS)
+        raise BackendUnavailableError(
+            f"TensorRT {version} is not supported: backend 'tensorrt' builds and runs with TensorRT {supported} "
+            "(named tensors, execute_async_v3, user-managed scratch memory); install one of those, or use "
+            "backend: onnxruntime")
+    return major
+
+
 @dataclass(frozen=True, slots=True)
 class PlanKey:
     """Everything a serialized TensorRT plan depends on."""
@@ -124,3 +146,31 @@ def check_cuda_device() -> int:
         raise BackendUnavailableError(f"backend 'tensorrt': the driver sees {count.value} CUDA devices "
                                       f"(CUresult {status}); {fix}")
     return count.value
+
+
+def strongly_typed_fp16_onnx(onnx_file: ModelFile, cache_dir: Path) -> Path:
+    """Write (once) an fp16 copy of an exported fp32 graph for a strongly typed TensorRT 11 build.
+
+    TensorRT 11 takes precision from the graph's types only (no FP16 builder flag), so an fp16 engine
+    needs fp16 weights and activations in the ONNX itself. The graph's inputs and outputs stay float32
+    (`keep_io_types`), so the chain's buffers, the manifest and the fp32 engines keep one layout.
+    The converter is ONNX Runtime's (onnxruntime.transformers.float16, shipped in the onnxruntime wheel
+    that the runtime depends on anyway); the copy is named by the source's sha256 and reused.
+
+    Returns:
+        The path of the fp16 graph in cache_dir.
+    """
+    try:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as err:
+        raise BackendUnavailableError(f"fp16 engines on TensorRT 11 are built from an fp16 copy of each graph, "
+                                      f"which needs the onnx package ({err}): pip install 'deead_ros[tensorrt]', "
+                                      "or use precision: fp32") from err
+
+    path = cache_dir / f"{onnx_file.role}_fp16_{onnx_file.sha256[:12]}.onnx"
+    if path.is_file():
+        return path
+    model = convert_float_to_float16(onnx.load(str(onnx_file.path)), keep_io_types=True)
+    write_atomic(path, model.SerializeToString())
+    return path

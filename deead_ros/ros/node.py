@@ -66,7 +66,8 @@ def build_runner(config: NodeConfig) -> Runner:
     chain = make_engine(config.backend, config.model_file_path or demo_manifest_path(),
                         num_threads=config.num_threads, precision=config.precision,
                         engine_cache_dir=config.engine_cache_dir or None,
-                        force_engine_update=config.force_engine_update)
+                        force_engine_update=config.force_engine_update,
+                        execution_provider=config.execution_provider)
     return Runner(chain, config.exit, config.prior, validation_limits=config.validation)
 
 
@@ -266,7 +267,10 @@ class DeeadNode(Node):
         self._stop.set()
         self._worker.join(timeout=5.0)
         if self._worker.is_alive():
-            self.get_logger().warning("the planning thread did not stop within 5 s (a frame still in the engine)")
+            self.get_logger().warning("the planning thread did not stop within 5 s (a frame still in the engine); "
+                                      "the engines stay open rather than be freed under it")
+        else:
+            self._runner.chain.close()         # sessions, TensorRT contexts and device memory go with the node
         self.debug.close()
 
 

@@ -99,6 +99,7 @@ class NodeConfig:
     precision: str
     force_engine_update: bool
     num_threads: int
+    execution_provider: str
     camera_format: str
     executor: str
     exit: ExitSettings
@@ -147,7 +148,8 @@ def config_from_values(values: dict[str, Any]) -> NodeConfig:
             sections[section][key] = tuple(value) if isinstance(value, (list, tuple)) else value
     io = IoSettings(**{field: values[name] for name, field in _IO_FIELDS.items()})
     return NodeConfig(values["backend"], values["model_file_path"], values["engine_cache_dir"], values["precision"],
-                      values["force_engine_update"], values["num_threads"], values["camera_format"],
+                      values["force_engine_update"], values["num_threads"], values["execution_provider"],
+                      values["camera_format"],
                       values["executor"],
                       ExitSettings(**sections["exit"]), PriorSettings(**sections["prior"]), io,
                       ValidationLimits(**sections["validation"]), dict(values),

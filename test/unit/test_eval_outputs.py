@@ -82,7 +82,7 @@ def test_the_foxglove_layout_shows_topics_the_recording_has(run):
 
 
 def test_the_video_has_one_frame_per_planned_frame(run):
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # type: ignore[import-untyped]
     out, _ = run
     frames, _ = imageio_ffmpeg.count_frames_and_secs(str(out / "debug.mp4"))
     assert frames == FRAMES

@@ -41,7 +41,7 @@ def layer_of(module: str) -> str:
 
 def imports_of(path: Path, module: str) -> set[str]:
     """deead_ros and deead_lab modules that `module` imports (relative imports resolved)."""
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)

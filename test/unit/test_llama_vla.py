@@ -107,7 +107,7 @@ def test_chain_exports_and_matches_in_onnxruntime(model, tmp_path):
     files = export_chain(adapter, tmp_path, fused=True, log=lambda line: None)
     assert len(files["layers"]) == LAYERS
 
-    def open_(name: str) -> ort.InferenceSession:
+    def open_(name: str):  # onnxruntime is imported by importorskip: its types are not known statically
         return ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
 
     inputs = random_inputs(model.cfg)

@@ -33,6 +33,7 @@ ELSEWHERE = {
 RUNTIME_OPTIONAL = {
     "torch": "the torch reference backend (engine.backend: torch; extra 'torch')",
     "foxglove": "the Foxglove WebSocket server (foxglove.port; extra 'foxglove')",
+    "onnx": "fp16 engines on TensorRT 11 (an fp16 copy of each graph; extra 'tensorrt')",
 }
 # What a vehicle must never be asked to install: the lab's research stack.
 LAB_ONLY = ("python3-torch-pip", "python3-transformers-pip", "python3-matplotlib", "python3-safetensors-pip",
@@ -44,7 +45,7 @@ def not_declared(package: str) -> dict[str, str]:
 
 
 def third_party_imports(package: str) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for path in PACKAGES[package][1].rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

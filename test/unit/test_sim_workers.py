@@ -37,7 +37,8 @@ def _episode(job: tuple[str, Any]) -> tuple[int, int]:
 
 
 def _drain(workers: ProcessWorkers, count: int, timeout_s: float = 120.0) -> list:
-    finished, deadline = [], time.time() + timeout_s
+    finished: list = []
+    deadline = time.time() + timeout_s
     while len(finished) < count and time.time() < deadline:
         finished += workers.poll(1.0, episode_timeout_s=math.inf)
     return finished
