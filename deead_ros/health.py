@@ -52,6 +52,7 @@ class _Planned:
     prior_source: str
     fallback: str = ""           # "" | carry_forward | stop: the plan failed validation
     refused_exits: int = 0       # early exits refused by validation (the chain went deeper)
+    over_budget: bool = False    # exit.budget_ms ended the frame: the deepest plan reached was published
 
 
 @dataclass
@@ -92,13 +93,15 @@ class FrameStats:
                 self.received += 1
 
     def note_planned(self, exit_layer: int, num_layers: int, total_ms: float, prior_source: str,
-                     fallback: str = "", refused_exits: int = 0, validation: str = "") -> None:
-        """Record a planned frame; fallback and validation say when its plan failed validation."""
+                     fallback: str = "", refused_exits: int = 0, validation: str = "",
+                     over_budget: bool = False) -> None:
+        """Record a planned frame; fallback and validation say when its plan failed validation, over_budget when
+        the per-frame budget ended it."""
         now = self.clock()
         with self._lock:
             self.planned += 1
             self._window.append(_Planned(now, exit_layer, num_layers, total_ms, prior_source, fallback,
-                                         refused_exits))
+                                         refused_exits, over_budget))
             self._trim(self._window, now, key=lambda p: p.t)
             self.refused_exits += refused_exits
             if fallback:
@@ -216,11 +219,16 @@ def assess(snap: StatsSnapshot, deadline_ms: float, backend: str, model_version:
             "frames_received": str(snap.received), "frames_planned": str(snap.planned)}))
     statuses.append(validation_status(snap))
     p50, p95 = snap.latency_ms(50), snap.latency_ms(95)
+    over_budget = sum(p.over_budget for p in snap.window)
     if planned_in_window and p95 > deadline_ms:
         latency = Status("latency", Level.WARN, f"p95 {p95:.1f} ms exceeds the deadline {deadline_ms:.1f} ms", {})
+    elif over_budget:
+        latency = Status("latency", Level.WARN, f"{over_budget} of {planned_in_window} frames in the window ran out of "
+                         "exit.budget_ms and published the deepest plan reached", {})
     else:
         latency = Status("latency", Level.OK, "within deadline" if planned_in_window else "no frames", {})
-    latency.values.update({"p50_ms": f"{p50:.2f}", "p95_ms": f"{p95:.2f}", "deadline_ms": f"{deadline_ms:.1f}"})
+    latency.values.update({"p50_ms": f"{p50:.2f}", "p95_ms": f"{p95:.2f}", "deadline_ms": f"{deadline_ms:.1f}",
+                           "over_budget_in_window": str(over_budget)})
     statuses.append(latency)
     bad = sum(snap.drops.get(r, 0) for r in REJECT_REASONS)
     drops = Status("drops", Level.WARN if bad else Level.OK,

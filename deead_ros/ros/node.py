@@ -241,7 +241,7 @@ class DeeadNode(Node):
         self._time_pub.publish(Float64(data=result.total_ms))
         self.stats.note_planned(result.trace.exit_layer, result.trace.num_layers, result.total_ms, result.prior.source,
                                 fallback=result.fallback, refused_exits=result.trace.refused_exits,
-                                validation=result.validation.reason)
+                                validation=result.validation.reason, over_budget=result.trace.over_budget)
         try:    # after the plan is out: drawing never delays it, and never costs it (the frame is planned)
             self.debug.publish(msg, config.camera_format == "raw", frame.inputs.image_rgb, result,
                                 config.exit.delta_m, config.debug, path, exit_msg)

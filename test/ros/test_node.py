@@ -255,6 +255,30 @@ CROSS_FIELD = [
 ]
 
 
+def test_a_budget_that_runs_out_publishes_the_deepest_plan_reached_flagged(small_model, ros_context):
+    from deead_ros.ros.node import DeeadNode
+    overrides = [Parameter("model_file_path", value=str(small_model)), Parameter("exit.delta_m", value=0.0),
+                 Parameter("exit.first_checkpoint", value=FIRST_CHECKPOINT),
+                 Parameter("exit.budget_ms", value=0.001), Parameter("diagnostics.period_s", value=0.2)]
+    node = DeeadNode(context=ros_context, parameter_overrides=overrides)
+    driver = Driver(ros_context)
+    driver.executor.add_node(node)
+    try:
+        driver.wait_for_node()
+        out_of_time = plan_frames(driver, [1, 2])
+        check_plans(driver, [1, 2])
+        assert all(m.over_budget and m.reason == ExitDiagnostics.REASON_BUDGET and m.exit_layer == 1
+                   and m.exited_early for m in out_of_time), "a 1 us budget ends every frame after its first layer"
+        assert driver.spin_until(lambda: any(s.name.endswith("latency") and s.level == b"\x01"
+                                             for a in driver.diagnostics for s in a.status), 10.0), \
+            "frames ended by the budget raise a WARN on /diagnostics"
+        assert driver.set(exit__budget_ms=0.0)[0].successful
+        unbounded = plan_frames(driver, [3])
+        assert not unbounded[0].over_budget and unbounded[0].exit_layer == NUM_LAYERS
+    finally:
+        node.shutdown()
+
+
 def test_every_parameter_refuses_invalid_values_atomically(small_model, ros_context):
     from deead_ros.ros.node import DeeadNode
     from deead_ros.ros.params import PARAMETERS
