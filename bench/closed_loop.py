@@ -72,7 +72,8 @@ from deead_lab.closed_loop import (
     split_seeds,
     summarise,
 )
-from deead_lab.collect_metadrive import EXPERT_VERSION, TRAFFIC_DENSITY
+from deead_lab.sim.scenario import TRAFFIC_DENSITY
+from deead_lab.sim.traffic import EXPERT_VERSION
 from deead_lab.sim_workers import ProcessWorkers, Running, SimulatorFailure, SupervisedWorker, worker_count
 
 REPO = Path(__file__).resolve().parents[1]

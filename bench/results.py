@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # this checkout'
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "deead_lab"))    # and its lab package
 from deead_ros.exit.settings import matched_fixed_setting, parse_setting_name, setting_name  # noqa: E402
 from deead_lab.closed_loop import PROTOCOL_SEEDS, is_main_split, report_name, split_seeds  # noqa: E402
-from deead_lab.collect_metadrive import DENSE_TRAFFIC_DENSITY, TRAFFIC_DENSITY  # noqa: E402
+from deead_lab.sim.scenario import DENSE_TRAFFIC_DENSITY, TRAFFIC_DENSITY  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DEEAD_2 = setting_name("deead", 2.0)          # the paper's headline delta

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from deead_lab import collect_metadrive as sim
+from deead_lab.sim import episode, labels, scenario
+from deead_lab.sim.scenario import STOPPED_MPS, VEHICLE_LENGTH_M
 from deead_lab import dataset_format as fmt
 from deead_ros.geometry import arc_lengths, project_to_polyline, sample_at_arc_lengths, world_to_ego, wrap_angle
 
@@ -49,10 +50,8 @@ CAP_SLACK_S = 10.0
 # spawn-clear check
 SPAWN_CLEAR_M = 10.0                       # free road ahead of the ego's front bumper, plus 2 s at its speed
 SPAWN_CLEAR_S = 2.0
-VEHICLE_LENGTH_M = 4.5
 VEHICLE_WIDTH_M = 1.85
 # at-fault rule (docs/closed_loop_protocol.md)
-STOPPED_MPS = 0.5
 FRONT_SECTOR_DEG = 40.0
 REAR_SECTOR_DEG = 140.0
 LATERAL_TOWARDS_MPS = 0.3
@@ -71,7 +70,7 @@ DENSE_SPLIT_SEEDS = 30                     # ... and its secondary dense split (
 
 def is_main_split(density: float) -> bool:
     """Whether a run at this traffic density is the protocol's main split (MetaDrive's default density)."""
-    return density == sim.TRAFFIC_DENSITY
+    return density == scenario.TRAFFIC_DENSITY
 
 
 def split_seeds(density: float) -> int:
@@ -306,7 +305,7 @@ def _lateral_mps(vehicle) -> float:
     return float(vehicle.speed) / 3.6 * math.sin(h_ego - h_lane)
 
 
-def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density: float = sim.TRAFFIC_DENSITY,
+def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density: float = scenario.TRAFFIC_DENSITY,
           trace: list[dict[str, float]] | None = None, max_steps: int | None = None,
           on_step: Callable[[int], None] | None = None) -> EpisodeResult:
     """Drive one seed with one setting (runner/policy None for the expert) over its whole route.
@@ -320,15 +319,16 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
     """
     from deead_ros.model.encoding import FrameInputs, SpeedHistory
     start = time.time()
-    ep = sim.episode_config(seed, traffic_density=density)
-    env = sim.make_env(seed, ep, sim.IMAGE_W, sim.IMAGE_H, expert=setting == EXPERT, camera=runner is not None)
+    ep = scenario.episode_config(seed, traffic_density=density)
+    env = episode.make_env(seed, ep, scenario.IMAGE_W, scenario.IMAGE_H, expert=setting == EXPERT,
+                           camera=runner is not None)
     exits, plan_ms = [], []
     flags = {"crash_vehicle": False, "crash_object": False, "out_of_road": False, "left_lane": False}
     end_reason, steps, fault, cap = "max_steps", 0, (False, ""), 0
     try:
-        obs = sim.start_episode(env, ep)
+        obs = episode.start_episode(env, ep)
         vehicle = env.vehicle
-        progress = RouteProgress(sim.route_ahead(vehicle, 1e5)["points"])
+        progress = RouteProgress(labels.route_ahead(vehicle, 1e5)["points"])
         cap = max_steps or step_cap(progress.length_m, ep["target_speed_kmh"] / 3.6)
         xy = _others_xy_ego(env, vehicle)
         lane_width = float(vehicle.navigation.current_lane.width)
@@ -340,7 +340,7 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
         for steps in range(1, cap + 1):
             action = [0.0, 0.0]
             if runner is not None and speeds is not None:       # speeds exists whenever runner does
-                seen = sim.observe(obs, vehicle)
+                seen = episode.observe(obs, vehicle)
                 yaw_rate = 0.0 if previous_yaw is None else \
                     float(wrap_angle(seen.pose[2] - previous_yaw)) / fmt.DT_S
                 previous_yaw = seen.pose[2]
@@ -378,7 +378,7 @@ def drive(seed: int, setting: str, runner, policy, tracker: PurePursuit, density
             if (flags["crash_vehicle"] or flags["crash_object"]) and not fault[1]:
                 fault = _fault(env, vehicle, "vehicle" if flags["crash_vehicle"] else "object", lateral)
             if done or flags["out_of_road"]:
-                end_reason = sim.why_done(info) if done else "out_of_road"
+                end_reason = episode.why_done(info) if done else "out_of_road"
                 break
     finally:
         env.close()

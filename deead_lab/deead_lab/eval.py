@@ -223,15 +223,18 @@ def plot(rows: list[Row], summary: Summary, out: Path) -> None:
 def metadrive_camera() -> CameraModel:
     """MetaDrive 0.2.6's front camera, as deead_lab.collect_metadrive records it (bags/demo).
 
-    Its camera sits 0.8 m ahead of and 1.5 m above the vehicle's origin and looks at a point 1.6 m further
-    ahead and 0.2 m lower (7.1 degrees down); its lens has a 60 degree horizontal field of view and an aspect
-    ratio of 2, drawn on a 160 x 96 image (so its pixels are not square: fy > fx).
+    Mounted as deead_lab.sim.scenario says (CAMERA_*: ahead of and above the vehicle's origin, pitched down);
+    its lens has a 60 degree horizontal field of view and an aspect ratio of 2, drawn on a 160 x 96 image (so its
+    pixels are not square: fy > fx).
     """
-    from deead_lab.collect_metadrive import IMAGE_H, IMAGE_W
-    fx = IMAGE_W / 2 / math.tan(math.radians(30))
-    fy = IMAGE_H / 2 / (math.tan(math.radians(30)) / 2)
+    from deead_lab.sim.scenario import (CAMERA_FORWARD_M, CAMERA_HEIGHT_M, CAMERA_HFOV_DEG, CAMERA_PITCH_RAD, IMAGE_H,
+                                        IMAGE_W)
+    half_fov = math.radians(CAMERA_HFOV_DEG / 2)
+    fx = IMAGE_W / 2 / math.tan(half_fov)
+    fy = IMAGE_H / 2 / (math.tan(half_fov) / 2)
     camera = CameraModel.from_intrinsics([fx, 0, IMAGE_W / 2, 0, fy, IMAGE_H / 2, 0, 0, 1], IMAGE_W, IMAGE_H,
-                                         CameraMounting(height_m=1.5, pitch_rad=math.atan2(0.2, 1.6), forward_m=0.8))
+                                         CameraMounting(height_m=CAMERA_HEIGHT_M, pitch_rad=CAMERA_PITCH_RAD,
+                                                        forward_m=CAMERA_FORWARD_M))
     assert isinstance(camera, CameraModel), camera
     return camera
 

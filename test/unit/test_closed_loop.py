@@ -30,7 +30,8 @@ from deead_lab.closed_loop import (
     summarise,
     wilson_interval,
 )
-from deead_lab.collect_metadrive import PathAhead, episode_config, idm_acceleration, yield_to
+from deead_lab.sim.scenario import episode_config
+from deead_lab.sim.traffic import PathAhead, idm_acceleration, yield_to
 from test.conftest import episode
 from deead_ros.geometry import arc_lengths
 
@@ -291,7 +292,7 @@ def test_an_interrupted_run_resumes_where_it_stopped():
 
 
 def test_the_expert_slows_for_curves_ahead_and_not_for_lane_jumps():
-    from deead_lab.collect_metadrive import curve_speed_limit
+    from deead_lab.sim.traffic import curve_speed_limit
     line = np.stack([np.arange(0.0, 60.0), np.zeros(60)], axis=1)
     assert curve_speed_limit(line, arc_lengths(line)) > 100.0
     theta = np.arange(0.0, 40.0) / 15.0                                     # a 15 m radius bend from 0 m on

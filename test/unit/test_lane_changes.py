@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from deead_lab import collect_metadrive as cm
+from deead_lab.sim import commander as sim_commander
+from deead_lab.sim import labels as sim_labels
+from deead_lab.sim import scenario as sim_scenario
 
 LANE_W = 3.5
 
@@ -39,15 +41,16 @@ class Vehicle:
 
 @pytest.fixture(autouse=True)
 def block_of_lane(monkeypatch):
-    monkeypatch.setattr(cm, "_block_of", lambda lane: lane.block)     # MetaDrive's Road is not importable here
+    for module in (sim_labels, sim_commander):                  # MetaDrive's Road is not importable here
+        monkeypatch.setattr(module, "block_of", lambda lane: lane.block)
 
 
 def road(n: int = 3, **kw) -> list[StraightLane]:
     return [StraightLane(i * LANE_W, **kw) for i in range(n)]          # index 0 leftmost, as MetaDrive numbers them
 
 
-def commander(prefer: str = "left", first_s: float = 3.0) -> cm.LaneChangeCommander:
-    return cm.LaneChangeCommander({"first_s": first_s, "prefer": prefer, "seed": 7})
+def commander(prefer: str = "left", first_s: float = 3.0) -> sim_commander.LaneChangeCommander:
+    return sim_commander.LaneChangeCommander({"first_s": first_s, "prefer": prefer, "seed": 7})
 
 
 def on(lanes: list[StraightLane], i: int, x: float) -> Vehicle:
@@ -61,7 +64,8 @@ def test_command_comes_after_first_s_and_the_route_jumps_ahead_at_speed():
     assert lc.update(car, 3.0, []) is None                 # commanded now, steering later
     target, s_jump = lc.route_hint()
     assert target is lanes[0]                              # preferred side: left
-    assert s_jump == pytest.approx(10.0 + max(cm.LANE_CHANGE_LEAD_M, cm.LANE_CHANGE_LEAD_S * 10.0))
+    lead_m = max(sim_commander.LANE_CHANGE_LEAD_M, sim_commander.LANE_CHANGE_LEAD_S * 10.0)
+    assert s_jump == pytest.approx(10.0 + lead_m)
 
 
 def test_expert_steers_over_from_the_jump_once_the_target_lane_is_clear():
@@ -86,7 +90,7 @@ def test_change_ends_when_the_ego_is_in_the_target_lane_and_the_next_waits_a_gap
     car.navigation.current_lane = lanes[0]
     assert lc.update(car, 6.0, []) is None
     assert lc.completed == 1 and lc.route_hint() is None
-    assert 6.0 + cm.LANE_CHANGE_GAP_S[0] <= lc.next_s <= 6.0 + cm.LANE_CHANGE_GAP_S[1]
+    assert 6.0 + sim_commander.LANE_CHANGE_GAP_S[0] <= lc.next_s <= 6.0 + sim_commander.LANE_CHANGE_GAP_S[1]
 
 
 def test_other_side_when_the_preferred_lane_does_not_exist():
@@ -114,10 +118,10 @@ def test_gives_up_when_the_road_ends_first():
 
 
 def test_only_the_collectors_share_of_maps_gets_lane_changes():
-    assert all("lane_changes" not in cm.episode_config(s) for s in range(50))      # the closed loop's maps
-    share = np.mean(["lane_changes" in cm.episode_config(s, lane_change_share=0.5) for s in range(400)])
+    assert all("lane_changes" not in sim_scenario.episode_config(s) for s in range(50))      # the closed loop's maps
+    share = np.mean(["lane_changes" in sim_scenario.episode_config(s, lane_change_share=0.5) for s in range(400)])
     assert 0.4 < share < 0.6
-    with_lc, without = cm.episode_config(3, lane_change_share=1.0), cm.episode_config(3)
+    with_lc, without = sim_scenario.episode_config(3, lane_change_share=1.0), sim_scenario.episode_config(3)
     assert {k: v for k, v in with_lc.items() if k != "lane_changes"} == without   # the map draws stay
 
 
@@ -160,14 +164,15 @@ def test_route_jumps_to_the_target_lane_and_the_command_names_the_side(target, s
     lanes = [MapLane(i * LANE_W, index=("a", "b", i)) for i in range(3)]
     car = Vehicle(RouteNavigation(lanes[1], lanes), np.array([10.0, lanes[1].y0]))
     car.heading_theta = 0.0
-    route = cm.route_ahead(car, 80.0, (lanes[target], 30.0))
+    route = sim_labels.route_ahead(car, 80.0, (lanes[target], 30.0))
     first, jump = route["pieces"]
     assert not first["jump"] and first["s_b"] == pytest.approx(20.0, abs=0.6)      # the ego's lane up to the jump
     assert jump["jump"] and jump["s_a"] == pytest.approx(first["s_b"])
-    diagonal = np.hypot(cm.LANE_CHANGE_LENGTH_M, LANE_W)                           # counted in the arc length
-    assert jump["s_b"] - jump["s_a"] == pytest.approx(diagonal + lanes[0].length - 30.0 - cm.LANE_CHANGE_LENGTH_M,
+    change_m = sim_labels.LANE_CHANGE_LENGTH_M
+    diagonal = np.hypot(change_m, LANE_W)                                          # counted in the arc length
+    assert jump["s_b"] - jump["s_a"] == pytest.approx(diagonal + lanes[0].length - 30.0 - change_m,
                                                       abs=0.6)
-    labels = cm.route_labels(route, 0.0)
+    labels = sim_labels.route_labels(route, 0.0)
     assert labels["command"] == f"change lane to the {side}"
     assert labels["lane_change"][0] == pytest.approx(20.0, abs=0.6)
     end = route["points"][-1]
