@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import simplejpeg
 from PIL import Image as PilImage
 
 from deead_ros.errors import BadInputError
@@ -32,7 +33,8 @@ MAX_IMAGE_SIDE = 8192
 PATH_HISTORY = 8                   # routes / external paths kept to pick the one of the camera's instant
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
 _COMPRESSED_FORMATS = ("JPEG", "PNG")   # PIL decoders ever used: other bytes (DDS, GIF, ...) are bad input
-# What a corrupt or hostile jpeg/png can make PIL raise while reading it.
+_JPEG_START = b"\xff\xd8\xff"         # SOI marker, then a segment
+# What a corrupt or hostile jpeg/png can make simplejpeg or PIL raise while reading it.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, NotImplementedError,
                   MemoryError, struct.error, PilImage.DecompressionBombError)
 
@@ -119,25 +121,57 @@ def decode_compressed(msg: Any, max_pixels: int = default("input_limits.max_imag
                       target_hw: tuple[int, int] | None = None) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg or png) -> (H, W, 3) uint8 RGB, at target_hw when given.
 
-    The size is read from the header and checked against max_pixels before any pixel is decoded. A
-    JPEG larger than target_hw (the model's (H, W)) is decoded by libjpeg's DCT scaling straight to
-    the smallest of 1/2, 1/4, 1/8 of its size that is still at least target_hw (PIL's `draft`): a
-    fraction of the work; fit_image (the encoder's resize) does the rest. None: full size.
+    The size is read from the header and checked against max_pixels before any pixel is decoded, and
+    the message's bytes are read in place. A JPEG larger than target_hw (the model's (H, W)) is
+    decoded by DCT scaling straight to the smallest of 1/2, 1/4, 1/8 of its size that is still at
+    least target_hw, a fraction of the work; fit_image (the encoder's resize) does the rest. None:
+    full size. YCbCr and grey JPEGs (what cameras send) go through libjpeg-turbo's own API
+    (simplejpeg: the fastest decoder measured, docs/results.md); the pixels are those Pillow's
+    `draft` gives, which decodes PNG and the rare CMYK/YCCK JPEG.
     """
     fmt = msg.format.lower()
     if fmt and not any(name in fmt for name in ("jpeg", "jpg", "png")):
         raise BadInputError(f"compressed image format '{msg.format}' unsupported; publish jpeg or png")
     try:
-        with PilImage.open(io.BytesIO(memoryview(msg.data).tobytes()), formats=_COMPRESSED_FORMATS) as img:
-            _check_pixels(img.width, img.height, max_pixels, f"compressed image ({img.format})")
-            if (target_hw is not None and img.format == "JPEG"
-                    and (img.height > target_hw[0] or img.width > target_hw[1])):
-                img.draft("RGB", (int(target_hw[1]), int(target_hw[0])))
-            rgb = np.asarray(img.convert("RGB"))
+        data = memoryview(msg.data)                   # bytes, array.array (rclpy), numpy (rosbags): no copy
+    except TypeError:                                 # a list of ints
+        data = memoryview(bytes(msg.data))
+    try:
+        rgb = _decode_jpeg(data, max_pixels, target_hw)
+        if rgb is None:
+            rgb = _decode_with_pillow(data, max_pixels, target_hw)
     except _DECODE_ERRORS as err:   # not jpeg/png, truncated, corrupt
         raise BadInputError(f"compressed image cannot be decoded ({msg.format or 'no format'}): "
                             f"{type(err).__name__}: {err}") from err
     return fit_image(rgb, target_hw) if target_hw is not None else rgb
+
+
+def _decode_jpeg(data: memoryview, max_pixels: int, target_hw: tuple[int, int] | None) -> np.ndarray | None:
+    """A YCbCr or grey JPEG -> RGB at 1/scale of its size (the largest of 8, 4, 2, 1 that keeps it >= target_hw,
+    as Pillow's draft picks); None for other bytes (Pillow decodes them or says why not)."""
+    if data[:3].tobytes() != _JPEG_START:
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:                                # a header it cannot read: Pillow's verdict
+        return None
+    if colorspace not in ("YCbCr", "Gray"):           # CMYK, YCCK: converted to RGB unlike Pillow
+        return None
+    _check_pixels(width, height, max_pixels, "compressed image (JPEG)")
+    fits = min(height // target_hw[0], width // target_hw[1]) if target_hw is not None else 1
+    scale = next(s for s in (8, 4, 2, 1) if s <= max(fits, 1))
+    return simplejpeg.decode_jpeg(data, "RGB", min_height=-(-height // scale), min_width=-(-width // scale),
+                                  min_factor=scale)
+
+
+def _decode_with_pillow(data: memoryview, max_pixels: int, target_hw: tuple[int, int] | None) -> np.ndarray:
+    """PNG, or a JPEG simplejpeg does not take, -> RGB; a JPEG larger than target_hw through `draft`."""
+    with PilImage.open(io.BytesIO(data), formats=_COMPRESSED_FORMATS) as img:
+        _check_pixels(img.width, img.height, max_pixels, f"compressed image ({img.format})")
+        if (target_hw is not None and img.format == "JPEG"
+                and (img.height > target_hw[0] or img.width > target_hw[1])):
+            img.draft("RGB", (int(target_hw[1]), int(target_hw[0])))
+        return np.asarray(img.convert("RGB"))
 
 
 def path_points(msg: Any) -> np.ndarray:

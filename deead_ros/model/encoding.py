@@ -16,6 +16,7 @@ inputs (batch B; shapes for the default spec):
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import re
@@ -181,25 +182,29 @@ def resize_rgb(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     The box step makes large downscales average pixels (like area resampling) instead of skipping
     them; on uint8 images Pillow's BOX filter does it in C (a 1920x1080 frame in a few ms rather than
     tens with numpy; its 8-bit rounding differs from the float mean by at most one level). The
-    bilinear step uses pixel centres (align_corners=False).
+    bilinear step uses pixel centres (align_corners=False); an axis already at its size is left as it is.
     """
     h, w = hw
     fy, fx = max(image.shape[0] // h, 1), max(image.shape[1] // w, 1)
     hh, ww = image.shape[0] // fy, image.shape[1] // fx
-    if (fy > 1 or fx > 1) and image.dtype == np.uint8:
-        boxed = PilImage.fromarray(np.ascontiguousarray(image)).resize((ww, hh), PilImage.Resampling.BOX,
-                                                                        box=(0, 0, ww * fx, hh * fy))
-        img = np.asarray(boxed, dtype=np.float32)
-    else:
-        img = np.asarray(image, dtype=np.float32)
-        if fy > 1 or fx > 1:
-            img = img[:hh * fy, :ww * fx].reshape(hh, fy, ww, fx, 3).mean(axis=(1, 3))
-    if img.shape[:2] == (h, w):
-        return img
-    y0, y1, wy = _bilinear_taps(img.shape[0], h)
-    x0, x1, wx = _bilinear_taps(img.shape[1], w)
-    rows = img[y0] * (1.0 - wy)[:, None, None] + img[y1] * wy[:, None, None]       # (h, W, 3)
-    return rows[:, x0] * (1.0 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]  # (h, w, 3)
+    img = image if image.dtype == np.uint8 else np.asarray(image, dtype=np.float32)   # uint8 * float32: float32
+    if (fy > 1 or fx > 1) and img.dtype == np.uint8:
+        img = np.asarray(PilImage.fromarray(np.ascontiguousarray(img)).resize(
+            (ww, hh), PilImage.Resampling.BOX, box=(0, 0, ww * fx, hh * fy)))
+    elif fy > 1 or fx > 1:
+        img = img[:hh * fy, :ww * fx].reshape(hh, fy, ww, fx, 3).mean(axis=(1, 3))
+    if img.shape[0] != h:                           # rows: whole rows gathered, weighted, added
+        y0, y1, wy0, wy1 = _bilinear_taps(img.shape[0], h, 1)
+        rows = img[y0] * wy0[:, None, None]
+        rows += img[y1] * wy1[:, None, None]
+        img = rows
+    if img.shape[1] != w:                           # columns: on (h, W * 3), each pixel's channels side by side
+        x0, x1, wx0, wx1 = _bilinear_taps(img.shape[1], w, img.shape[2])
+        flat = img.reshape(img.shape[0], -1)
+        cols = flat[:, x0] * wx0
+        cols += flat[:, x1] * wx1
+        img = cols.reshape(img.shape[0], w, img.shape[2])
+    return np.asarray(img, dtype=np.float32)
 
 
 def fit_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -215,14 +220,33 @@ def fit_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 def resize_uint8(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """resize_rgb rounded back to uint8: an image stored at `hw` (decoding, training on another camera size)."""
-    return np.clip(np.rint(resize_rgb(image, hw)), 0, 255).astype(np.uint8)
+    resized = resize_rgb(image, hw)
+    if resized is image or not resized.flags.writeable:        # never round the caller's array in place
+        resized = resized.copy()
+    np.rint(resized, out=resized)
+    np.clip(resized, 0, 255, out=resized)
+    return resized.astype(np.uint8)
 
 
-def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=64)
+def _bilinear_taps(size_in: int, size_out: int, channels: int) -> tuple[np.ndarray, ...]:
+    """Per output index: the two input indices and their weights (1 - f, f), pixel centres aligned.
+
+    With channels > 1 each index and weight is repeated per channel, for a gather on the (rows, W *
+    channels) layout. Cached per camera size: they are the same for every frame. Read-only arrays.
+    """
     centres = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0.0, size_in - 1)
     lo = np.floor(centres).astype(np.int64)
     hi = np.minimum(lo + 1, size_in - 1)
-    return lo, hi, (centres - lo).astype(np.float32)
+    frac = (centres - lo).astype(np.float32)
+    taps = (lo, hi, 1.0 - frac, frac)
+    if channels > 1:
+        lane = np.arange(channels)
+        taps = ((lo[:, None] * channels + lane).ravel(), (hi[:, None] * channels + lane).ravel(),
+                np.repeat(1.0 - frac, channels), np.repeat(frac, channels))
+    for array in taps:
+        array.flags.writeable = False
+    return taps
 
 
 def normalise_images(images_rgb: np.ndarray, spec: InputSpec) -> np.ndarray:

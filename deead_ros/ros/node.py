@@ -131,6 +131,7 @@ class DeeadNode(Node):
         for name, msg_type, store, qos in subscriptions:
             self.create_subscription(msg_type, f"~/input/{name}", self._counted(name, store), qos)
         self._trajectory_pub = self.create_publisher(Path, "~/output/trajectory", OUTPUT_QOS)
+        self._trajectory_msg, self._prior_msg = ros_io.PathWriter(), ros_io.PathWriter()   # the worker's, reused
         self._exit_pub = self.create_publisher(ExitDiagnostics, "~/output/exit_diagnostics", OUTPUT_QOS)
         self._prior_pub = self.create_publisher(Path, "~/debug/prior", OUTPUT_QOS)
         self._time_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
@@ -228,7 +229,7 @@ class DeeadNode(Node):
                 f"trajectory failed validation ({result.validation.reason}); published the {result.fallback} "
                 "fallback instead (ExitDiagnostics.valid = false)", throttle_duration_sec=_THROTTLE_S)
         frame_id, stamp = config.io.frame_id, msg.header.stamp
-        path = ros_io.trajectory_path(result.trajectory_m, stamp, frame_id)
+        path = self._trajectory_msg.fill(result.trajectory_m, stamp, frame_id)
         self._trajectory_pub.publish(path)
         node_ms = (time.perf_counter() - taken) * 1e3
         exit_msg = ros_io.exit_diagnostics(
@@ -237,7 +238,7 @@ class DeeadNode(Node):
             decode_ms=frame.decode_ms, assembly_ms=assembly_ms)
         self._exit_pub.publish(exit_msg)
         if result.prior.trajectory_m is not None:           # a valid prior
-            self._prior_pub.publish(ros_io.trajectory_path(result.prior.trajectory_m, stamp, frame_id))
+            self._prior_pub.publish(self._prior_msg.fill(result.prior.trajectory_m, stamp, frame_id))
         self._time_pub.publish(Float64(data=result.total_ms))
         self.stats.note_planned(result.trace.exit_layer, result.trace.num_layers, result.total_ms, result.prior.source,
                                 fallback=result.fallback, refused_exits=result.trace.refused_exits,

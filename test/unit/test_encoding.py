@@ -10,7 +10,7 @@ from deead_ros.errors import ModelFileError
 from deead_ros.exit.prior import PriorSettings
 from deead_ros.model.encoding import (ACCEL_FEATURE, DrivingFrameEncoder, FrameInputs, InputSpec, SpeedHistory,
                                       accelerations, check_encoder_matches, encode_batch, load_encoder, resize_rgb,
-                                      route_tokens, tokenize)
+                                      resize_uint8, route_tokens, tokenize)
 
 SPEC = InputSpec()
 PRIOR = PriorSettings()
@@ -58,6 +58,28 @@ def test_resize_keeps_a_constant_image_and_averages_on_downscale():
     assert np.allclose(resize_rgb(stripes, (96, 80)), 100.0)
     up = resize_rgb(np.arange(4, dtype=np.uint8).reshape(2, 2, 1).repeat(3, axis=2), (4, 4))
     assert up.shape == (4, 4, 3) and up.min() >= 0 and up.max() <= 3
+
+
+@pytest.mark.parametrize("in_hw", [(135, 240), (180, 160), (96, 300), (97, 161), (50, 60), (120, 160)])
+def test_the_bilinear_step_is_the_textbook_formula_to_the_bit(in_hw):
+    """Below twice the size (no box step): resize_rgb's gathers (cached taps, whole rows, then channels side by
+    side) change no bit of the rule."""
+    image = np.random.default_rng(0).integers(0, 256, (*in_hw, 3), dtype=np.uint8)
+    h, w = 96, 160
+
+    def taps(size_in, size_out):
+        centres = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0.0, size_in - 1)
+        lo = np.floor(centres).astype(np.int64)
+        return lo, np.minimum(lo + 1, size_in - 1), (centres - lo).astype(np.float32)
+    img = image.astype(np.float32)
+    y0, y1, wy = taps(in_hw[0], h)
+    x0, x1, wx = taps(in_hw[1], w)
+    rows = img[y0] * (1.0 - wy)[:, None, None] + img[y1] * wy[:, None, None]
+    expected = rows[:, x0] * (1.0 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+    resized = resize_rgb(image, (h, w))
+    assert resized.dtype == np.float32
+    np.testing.assert_array_equal(resized, expected)
+    np.testing.assert_array_equal(resize_uint8(image, (h, w)), np.clip(np.rint(expected), 0, 255).astype(np.uint8))
 
 
 def test_route_tokens_start_with_the_route_prior_then_follow_the_road():

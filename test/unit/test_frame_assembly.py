@@ -112,6 +112,22 @@ def test_trajectory_path_round_trip():
     assert fa.path_points(Path()).shape == (0, 2)
 
 
+def test_path_writer_fills_one_message_in_place_facing_along_the_path():
+    writer = ros_io.PathWriter()
+    stamp = odometry().header.stamp
+    points = np.array([[2.0, 0.0], [4.0, 2.0], [4.0, 5.0]])
+    path = writer.fill(points, stamp, "base_link")
+    headings = [math.atan2(0.0, 2.0), math.atan2(2.0, 2.0), math.atan2(3.0, 0.0)]    # from the ego, then each step
+    for pose, yaw in zip(path.poses, headings):
+        q = pose.pose.orientation
+        assert (q.z, q.w) == pytest.approx((math.sin(yaw / 2), math.cos(yaw / 2)), abs=1e-12)
+        assert pose.header.frame_id == "base_link" and pose.header.stamp.sec == 10
+    again = writer.fill(np.array([[1.0, 1.0]]), stamp, "map")
+    assert again is path and len(again.poses) == 1 and again.header.frame_id == "map"
+    np.testing.assert_allclose(fa.path_points(again), [[1.0, 1.0]])
+    assert ros_io.trajectory_path(points, stamp, "base_link") == writer.fill(points, stamp, "base_link")
+
+
 def path_msg(points, frame_id, sec=10):
     msg = ros_io.trajectory_path(np.asarray(points, float), odometry().header.stamp, frame_id)
     msg.header.stamp.sec = sec

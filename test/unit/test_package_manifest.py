@@ -19,7 +19,7 @@ PROVIDED_BY = {
     "rosbags": "python3-rosbags-pip", "onnx": "python3-onnx", "torch": "python3-torch-pip",
     "safetensors": "python3-safetensors-pip", "transformers": "python3-transformers-pip",
     "matplotlib": "python3-matplotlib", "yaml": "python3-yaml", "foxglove": "python3-foxglove-sdk-pip",
-    "imageio_ffmpeg": "python3-imageio-ffmpeg-pip",
+    "imageio_ffmpeg": "python3-imageio-ffmpeg-pip", "simplejpeg": "python3-simplejpeg-pip",
 }
 # Not package.xml dependencies, with the reason.
 ELSEWHERE = {
