@@ -12,8 +12,12 @@ building and publishing the messages, and the delivery of the trajectory to the 
 each, the floor: the same harness with an echo node (same QoS, message types and executor) that
 publishes a Path as soon as it receives the image, so the middleware's own share is measured in the
 same run. Prints a table and ends with one JSON line: per size and format `node_over_runner`,
-`overhead_ms` (latency - runner - floor) and `floor_ms`. Goals: overhead <= 0.5 ms at 160x96 and
-640x360, node / runner <= 1.10 at 640x360 JPEG, decoding a 1920x1080 JPEG <= 5 ms.
+`overhead_ms` (latency - runner - floor), `floor_ms` and the overhead's parts (`parts_ms`: decoding
+and resizing, the frame's assembly, building and publishing the messages, and the rest: the hand-off
+to the planning thread and delivery beyond the echo node's). With --before REVISION the node of that
+git revision runs on every camera too, alternating with this checkout's, so before and after share the
+machine's load; the JSON gets a `before` part. Goals (issue 38): overhead <= 0.5 ms at 160x96 and
+640x360 JPEG, node / runner <= 1.10 at 640x360 JPEG, decoding a 1920x1080 JPEG <= 3 ms.
 
 With --overload the model is a heavier one (an untrained 24-layer VLA of width 384 at full depth,
 about 40 ms per frame, exported once into runs/heavy_model) and the camera runs at 10 Hz (slower than
@@ -31,6 +35,7 @@ load may only cost frames (superseded) or, past io.odometry_wait_s, the ego stat
 `l2_1s_ratio` and `l2_3s_ratio` (loaded / unloaded; goal <= 1.05) and `planned_share` of both passes.
 
     python bench/bench_ros.py [--seconds 20] [--sizes 640x360] [--formats jpeg raw] [--rates 10 20] [--out docs]
+    python bench/bench_ros.py --before 03d2581 --out docs    # the node before issue 38 beside this one
     python bench/bench_ros.py --overload --seconds 60 --out docs
     python bench/bench_ros.py --stress [--seconds 0] [--out docs]
 """
@@ -43,6 +48,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -61,7 +67,7 @@ from deead_ros.engines.manifest import load_manifest  # noqa: E402
 from deead_ros.errors import ModelFileError  # noqa: E402
 from deead_ros.exit.metrics import l2_at_m  # noqa: E402
 from deead_ros.parameters import default  # noqa: E402
-from deead_ros.paths import share_dir  # noqa: E402
+from deead_ros.paths import share_dir, source_commit  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
 from deead_ros import bags as topics  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
@@ -69,8 +75,9 @@ from deead_lab.proc_stats import cpu_seconds, rss_mb  # noqa: E402
 
 DEFAULT_RATES = [10.0]
 DEFAULT_SIZES = ["160x96", "640x360", "1920x1080"]
-HEAVY_MODEL = Path(__file__).resolve().parents[1] / "runs" / "heavy_model"
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "config" / "deead_node.param.yaml"   # this checkout's node
+CHECKOUT = Path(__file__).resolve().parents[1]
+HEAVY_MODEL = CHECKOUT / "runs" / "heavy_model"
+PARAMS_FILE = CHECKOUT / "config" / "deead_node.param.yaml"   # this checkout's node
 
 
 def camera_frames(bag: Path, size: tuple[int, int], fmt: str, count: int) -> list[bytes]:
@@ -178,19 +185,21 @@ def stamp_ns(msg) -> int:
 
 def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[str, str],
             size: tuple[int, int] = (160, 96), fmt: str = "jpeg", floor: bool = False,
-            debug_subscriber: bool = False) -> dict:
+            debug_subscriber: bool = False, source: Path = CHECKOUT) -> dict:
     """One run: the camera at rate_hz into deead_node (or, floor=True, into the echo node); see the docstring.
 
     debug_subscriber: the listener also subscribes to ~/debug/image and ~/debug/markers, so the node draws.
+    source: the tree whose deead_ros and config/ the node runs (default this checkout; --before: an earlier one).
     """
     parameters = {"camera_format": "raw" if fmt == "raw" else "compressed", "diagnostics.period_s": 1.0, **extra}
     if model:
         parameters["model_file_path"] = model
     executor_name = str(parameters.get("executor", default("executor")))
     command = ([sys.executable, __file__, "--echo", fmt, "--executor", executor_name] if floor
-               else node_command(parameters, PARAMS_FILE))
+               else node_command(parameters, source / "config" / "deead_node.param.yaml"))
     log = tempfile.TemporaryFile("w+")                # the node's log, read back if it fails to start
-    node = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    # `python -m deead_ros.ros.node` imports deead_ros from its working directory: the source tree's
+    node = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True, cwd=source)
     listener = rclpy.create_node("bench_listener")
     latencies, exits, counters = {}, {}, {}           # latencies and the node's timings by camera stamp, ns
 
@@ -413,8 +422,27 @@ def sizes_table(rows: list[dict], floors: dict[tuple[str, str], dict]) -> dict:
         table[f"{row['size']} {row['format']}"] = {
             "node_over_runner": round(row["node_over_runner"], 3), "overhead_ms": round(row["overhead_ms"], 2),
             "floor_ms": round(floor_ms, 2), "latency_p50_ms": round(row["latency_p50_ms"], 2),
-            "runner_p50_ms": round(row["runner_p50_ms"], 2), "decode_p50_ms": round(row["decode_p50_ms"], 2)}
+            "runner_p50_ms": round(row["runner_p50_ms"], 2), "decode_p50_ms": round(row["decode_p50_ms"], 2),
+            # the overhead's parts: the node's own timings, and what is left (hand-off to the planning thread,
+            # publishing and delivery beyond the echo node's; medians do not add up exactly)
+            "parts_ms": {"decode_resize": round(row["decode_p50_ms"], 2), "assembly": round(row["assembly_p50_ms"], 2),
+                         "messages": round(row["messages_p50_ms"], 2),
+                         "handoff_rest": round(row["overhead_ms"] - row["decode_p50_ms"] - row["assembly_p50_ms"]
+                                               - row["messages_p50_ms"], 2)}}
     return table
+
+
+def checkout_at(revision: str) -> tuple[Path, str]:
+    """deead_ros and config/ of an earlier commit in a temporary directory, and its short hash: the node before
+    a change, measured beside this checkout's in the same run (same machine, same load, same environment)."""
+    commit = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short", revision], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(CHECKOUT), "archive", commit, "deead_ros", "config"],
+                             capture_output=True, check=True).stdout
+    tree = Path(tempfile.mkdtemp(prefix=f"bench_ros_{commit}_"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return tree, commit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true",
                         help="each camera twice, without and with a subscriber to ~/debug/image and ~/debug/markers: "
                              "latency and the node's CPU per frame (the drawing's cost); writes bench_debug.json")
-    parser.add_argument("--tag", default="", help="suffix of the JSON's name, e.g. before: bench_ros_before.json")
+    parser.add_argument("--tag", default="", help="suffix of the JSON's name, e.g. quiet: bench_ros_quiet.json")
+    parser.add_argument("--note", default="", help="a sentence stored with the figures (how loaded the machine was)")
+    parser.add_argument("--before", default="", metavar="REVISION",
+                        help="also run the node of this git revision (its deead_ros and config/) on every camera, "
+                             "alternating with this checkout's, in the same run; bench_ros.json gets a 'before' part")
     parser.add_argument("--publish-camera", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--echo", default="", help=argparse.SUPPRESS)
     parser.add_argument("--executor", default=default("executor"), help=argparse.SUPPRESS)
@@ -459,13 +491,16 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init()
     if args.debug:
         return debug_costs(args, cameras, model, extra)
-    rows, floors = [], {}
-    for size, fmt in cameras:
+    before_tree, before_commit = checkout_at(args.before) if args.before else (None, "")
+    rows, before_rows, floors = [], [], {}
+    for i, (size, fmt) in enumerate(cameras):
         for rate in rates:
-            rows.append(measure(args.bag, rate, args.seconds, model, extra, size, fmt))
-            row = rows[-1]
-            print(f"[bench_ros] {size[0]}x{size[1]} {fmt} {rate:g} Hz: "
-                  f"latency p50 {row['latency_p50_ms']:.2f} ms, runner {row['runner_p50_ms']:.2f} ms", flush=True)
+            nodes = [("after", CHECKOUT, rows)] + ([("before", before_tree, before_rows)] if before_tree else [])
+            for variant, source, into in (nodes[::-1] if i % 2 else nodes):   # alternate which goes first
+                into.append(measure(args.bag, rate, args.seconds, model, extra, size, fmt, source=source))
+                row = into[-1]
+                print(f"[bench_ros] {size[0]}x{size[1]} {fmt} {rate:g} Hz{' (' + variant + ')' if before_tree else ''}"
+                      f": latency p50 {row['latency_p50_ms']:.2f} ms, runner {row['runner_p50_ms']:.2f} ms", flush=True)
         if not args.overload:
             floor = measure(args.bag, rates[0], args.seconds, model, extra, size, fmt, floor=True)
             floors[(floor["size"], fmt)] = floor
@@ -473,18 +508,24 @@ def main(argv: list[str] | None = None) -> int:
                   f"p50 {floor['floor_p50_ms']:.2f} ms", flush=True)
     rclpy.try_shutdown()
     table = sizes_table(rows, floors)
+    before = ({"revision": args.before, "commit": before_commit, "rows": before_rows,
+               "by_camera": sizes_table(before_rows, floors)} if before_tree else None)
     keys = ("rate_hz", "sent", "planned", "dropped_superseded", "unaccounted", "latency_p50_ms", "latency_p95_ms",
             "runner_p50_ms", "node_over_runner", "floor_p50_ms", "overhead_ms", "wait_p50_ms", "decode_p50_ms",
             "assembly_p50_ms", "messages_p50_ms", "delivery_p50_ms", "node_cpu_cores", "rss_mb_last_third")
-    print(f"{'camera':>16} " + " ".join(f"{k[:13]:>13}" for k in keys))
-    for row in rows:
-        print(f"{row['size'] + ' ' + row['format']:>16} " + " ".join(f"{row.get(k, 0):>13.2f}" for k in keys))
+    print(f"{'camera':>22} " + " ".join(f"{k[:13]:>13}" for k in keys))
+    for variant, variant_rows in (("", rows), (f" ({before_commit})", before_rows)):
+        for row in variant_rows:
+            print(f"{row['size'] + ' ' + row['format'] + variant:>22} "
+                  + " ".join(f"{row.get(k, 0):>13.2f}" for k in keys))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         name = "bench_overload" if args.overload else "bench_ros"
         (args.out / f"{name}{'_' + args.tag if args.tag else ''}.json").write_text(json.dumps(
-            {"model": model or "demo", "parameters": extra, "seconds": args.seconds, "rows": rows,
-             "floors": list(floors.values()), "by_camera": table}, indent=1))
+            {"model": model or "demo", "parameters": extra, "seconds": args.seconds, "commit": source_commit(),
+             **({"note": args.note} if args.note else {}),
+             "rows": rows, "floors": list(floors.values()), "by_camera": table,
+             **({"before": before} if before else {})}, indent=1))
     if args.overload:
         at_10hz = [r for r in rows if r["rate_hz"] == 10]
         print(json.dumps({"frames_unaccounted": sum(r["unaccounted"] for r in rows),
@@ -493,7 +534,10 @@ def main(argv: list[str] | None = None) -> int:
                           **({"node_over_runner_10hz": round(at_10hz[-1]["node_over_runner"], 3)} if at_10hz else {}),
                           "rows": rows}))
     else:
-        print(json.dumps({"by_camera": table, "frames_unaccounted": sum(r["unaccounted"] for r in rows)}))
+        summary = {"by_camera": table, "frames_unaccounted": sum(r["unaccounted"] for r in rows + before_rows)}
+        if before:
+            summary["before"] = {"commit": before_commit, "by_camera": before["by_camera"]}
+        print(json.dumps(summary))
     return 0
 
 
