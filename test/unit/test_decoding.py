@@ -36,7 +36,7 @@ def jpeg(pixels: np.ndarray, mode: str = "RGB", **options) -> bytes:
 
 def smooth_image(width: int, height: int, seed: int = 0) -> np.ndarray:
     coarse = np.random.default_rng(seed).integers(0, 256, (max(height // 8, 1), max(width // 8, 1), 3), np.uint8)
-    return np.asarray(PilImage.fromarray(coarse).resize((width, height), PilImage.BICUBIC))
+    return np.asarray(PilImage.fromarray(coarse).resize((width, height), PilImage.Resampling.BICUBIC))
 
 
 @pytest.mark.parametrize("width, height", [(160, 96), (161, 97), (320, 192), (640, 360), (641, 359), (1280, 720),
@@ -89,7 +89,7 @@ def test_plans_of_decoded_demo_frames_are_todays_at_every_camera_size():
         rgb = np.asarray(PilImage.open(io.BytesIO(msg.data.tobytes())).convert("RGB"))
         for size in (None, (640, 360), (1920, 1080)):
             data = msg.data.tobytes() if size is None else jpeg(np.asarray(PilImage.fromarray(rgb).resize(
-                size, PilImage.BICUBIC)))
+                size, PilImage.Resampling.BICUBIC)))
             images = (fa.decode_compressed(CompressedImage(format="jpeg", data=data), target_hw=MODEL_HW),
                       pillow_decode(data))
             plans = [runner.plan(FrameInputs(image, route, 8.0, 0.02 * (i % 3 - 1))).trajectory_m for image in images]
