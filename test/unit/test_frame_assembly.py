@@ -404,10 +404,8 @@ def test_absurdly_far_routes_are_refused_for_the_prior_and_the_model(route, fram
 def test_a_route_of_100k_points_is_refused_before_it_is_converted():
     from types import SimpleNamespace
     inputs, log = recording()
-    huge = SimpleNamespace(header=stamped(Path(), 10.0).header, poses=[None] * 100_000)   # never looked into
-    start = time.perf_counter()
+    huge = SimpleNamespace(header=stamped(Path(), 10.0).header, poses=[None] * 100_000)   # converting them would raise
     inputs.set_route(huge)
-    assert time.perf_counter() - start < 0.01
     assert log["rejected"][-1][0] == "route" and "100000 points" in log["rejected"][-1][1]
     drive(inputs, [10.0])
     assert assemble(inputs, 10.0).inputs.route_ego_m is None, "the frame of its instant goes without a route"
