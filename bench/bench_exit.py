@@ -35,7 +35,7 @@ from deead_ros.parameters import default  # noqa: E402
 from deead_ros.paths import demo_manifest_path  # noqa: E402
 from deead_ros.runner import Runner  # noqa: E402
 from deead_ros.exit.metrics import l2_at_m  # noqa: E402
-from deead_lab.calibrate import BagRecords, record_frames, replay_frame  # noqa: E402
+from deead_lab.calibration.replay import BagRecords, record_frames, replay_frame  # noqa: E402
 from deead_lab.eval import EvalFrame, evaluate, summarise  # noqa: E402
 from deead_lab.report import test_frames  # noqa: E402
 

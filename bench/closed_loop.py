@@ -59,10 +59,8 @@ from deead_lab.closed_loop import (
     SIM_ERROR,
     SIM_FAILURE,
     confirmation_headline,
-    drive_job,
     failed,
     fill_not_scored,
-    init_episode_worker,
     is_main_split,
     max_checks_of,
     next_job,
@@ -72,6 +70,7 @@ from deead_lab.closed_loop import (
     split_seeds,
     summarise,
 )
+from deead_lab.driving.loop import drive_job, init_episode_worker
 from deead_lab.sim.scenario import TRAFFIC_DENSITY
 from deead_lab.sim.traffic import EXPERT_VERSION
 from deead_lab.sim_workers import ProcessWorkers, Running, SimulatorFailure, SupervisedWorker, worker_count
@@ -439,7 +438,8 @@ def trace_episode(seed: int, setting: str, args: argparse.Namespace, stem: Path)
     """Drive one episode in this process, recording every step; write stem.csv and stem.png."""
     import csv
 
-    from deead_lab.closed_loop import PurePursuit, drive, open_runner, policy_for
+    from deead_lab.driving.loop import drive, open_runner, policy_for
+    from deead_lab.driving.tracker import PurePursuit
     if setting == EXPERT:
         print("closed_loop: --trace follows the model; the expert has no plan to trace", file=sys.stderr)
         return 2

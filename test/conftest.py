@@ -16,7 +16,7 @@ SMALL_MODEL_LAYERS = 6
 
 def episode(seed, setting, crash=False, arrived=None, completion=None, at_fault_=None, exit_layer=float("nan")):
     """One closed-loop episode record, as `closed_loop.drive` writes it."""
-    from deead_lab.closed_loop import driving_score
+    from deead_lab.driving.rules import driving_score
     arrived = (not crash) if arrived is None else arrived
     completion = (1.0 if arrived else 0.5) if completion is None else completion
     return {"seed": seed, "setting": setting, "steps": 300, "max_steps": 900,

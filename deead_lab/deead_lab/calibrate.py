@@ -56,29 +56,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from deead_ros.engines import make_engine
 from deead_ros.engines.manifest import load_manifest
 from deead_ros.errors import DeeadError
-from deead_ros.exit import (Checkpoint, ExitPolicy, ExitReason, ExitSettings, FrameContext, PriorSettings,
-                            RecordedChain, Verdict, run_with_exit)
+from deead_ros.exit import (ExitSettings, PriorSettings)
 from deead_ros.exit.metrics import l2_at_m
-from deead_ros.exit.validation import ValidationLimits, validate
+from deead_ros.exit.validation import ValidationLimits
 from deead_ros.frame_assembly import model_image_hw
-from deead_ros.parameters import SPECS, default
+from deead_ros.parameters import default
 from deead_ros.paths import demo_manifest_path, source_commit
 from deead_ros.runner import Runner
 from deead_ros import bags as topics
-from deead_lab.eval import EvalFrame, bag_frames, delta_settings, evaluate, summarise
+from deead_lab.eval import bag_frames, delta_settings, evaluate, summarise
+from deead_lab.calibration.replay import BagRecords, Replayed, check_bag_topics, record_frames, replay
+from deead_lab.calibration.risk import (CalibrationError, check_settings, learn_then_test, split_blocks, split_test,
+                                        units_of)
 from deead_lab.scale_out import BagRun, ScaleOutError, compare_serial_and_ray, expand_bags, run_bags
 
 # Fine below 0.25 m: on a model whose depth matters, a strict eps is certified only at small deltas.
@@ -86,364 +87,62 @@ DEFAULT_DELTAS_M = (0.05, 0.1, 0.15, 0.2, *(float(d) for d in np.round(np.arange
 UNITS = ("frame", "block", "drive")
 
 
-class CalibrationError(DeeadError):
-    """The calibration cannot give the requested guarantee (bad settings, too few frames, unusable bags)."""
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The statistics: exact binomial tail, Clopper-Pearson, Hoeffding-Bentkus, fixed-sequence testing
 
 
-def binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(Binomial(n, p) <= k), summed exactly term by term in log space (no scipy)."""
-    if k < 0:
-        return 0.0
-    if k >= n or p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    base = math.lgamma(n + 1)
-    terms = [base - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q for i in range(k + 1)]
-    top = max(terms)
-    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
 
 
-def binomial_p_value(losses: int, n: int, alpha: float) -> float:
-    """LTT's p-value for H: risk > alpha from `losses` 0/1 losses in n i.i.d. samples: P(Bin(n, alpha) <= losses)."""
-    return binomial_cdf(losses, n, alpha)
 
 
-def _bisect_decreasing(f: Callable[[float], float], target: float, lo: float = 0.0, hi: float = 1.0,
-                       iterations: int = 60) -> float:
-    """The smallest x in [lo, hi] with f(x) <= target, for f non-increasing in x (to 2^-60)."""
-    if f(lo) <= target:
-        return lo
-    if f(hi) > target:
-        return hi
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        if f(mid) <= target:
-            hi = mid
-        else:
-            lo = mid
-    return hi
 
 
-def clopper_pearson_upper(losses: int, n: int, confidence: float) -> float:
-    """One-sided Clopper-Pearson upper bound on the risk at `confidence`: risk <= it with prob >= confidence.
-
-    The smallest r with P(Bin(n, r) <= losses) <= 1 - confidence; 1.0 when losses == n.
-    """
-    if losses >= n:
-        return 1.0
-    return _bisect_decreasing(lambda r: binomial_cdf(losses, n, r), 1.0 - confidence)
 
 
-def _kl_bernoulli(a: float, b: float) -> float:
-    """KL(Bernoulli(a) || Bernoulli(b)) = h1(a, b) of Hoeffding's bound."""
-    def term(x: float, y: float) -> float:
-        if x <= 0.0:
-            return 0.0
-        return math.inf if y <= 0.0 else x * math.log(x / y)     # y = 0: no risk level explains a loss share x
-    return term(a, b) + term(1.0 - a, 1.0 - b)
 
 
-def hoeffding_bentkus_p_value(mean_loss: float, n: int, alpha: float) -> float:
-    """LTT's Hoeffding-Bentkus p-value for H: risk > alpha from the mean of n i.i.d. losses in [0, 1]."""
-    hoeffding = math.exp(-n * _kl_bernoulli(min(mean_loss, alpha), alpha))
-    bentkus = math.e * binomial_cdf(math.ceil(n * mean_loss - 1e-9), n, alpha)
-    return min(1.0, hoeffding, bentkus)
 
 
-def hoeffding_bentkus_upper(mean_loss: float, n: int, confidence: float) -> float:
-    """The smallest alpha the Hoeffding-Bentkus test would certify at this confidence."""
-    return _bisect_decreasing(lambda a: hoeffding_bentkus_p_value(mean_loss, n, a) if a > 0 else 1.0,
-                              1.0 - confidence)
 
 
-def fixed_sequence(p_values: Sequence[float], level: float) -> int:
-    """How many hypotheses fixed-sequence testing rejects: the leading run of p <= level (stop at the first above)."""
-    count = 0
-    for p in p_values:
-        if not p <= level:            # a nan p-value stops the sequence too
-            break
-        count += 1
-    return count
 
 
-def min_units(alpha: float, confidence: float) -> int:
-    """The fewest i.i.d. units with which zero losses certify risk <= alpha: (1 - alpha)^n <= 1 - confidence."""
-    return math.ceil(math.log(1.0 - confidence) / math.log1p(-alpha) - 1e-12)
 
 
-def check_settings(eps_m: float, alpha: float, confidence: float, deltas: Sequence[float], at_s: float | None) -> None:
-    """Raise CalibrationError for a setting no calibration can use (before any work)."""
-    if not (math.isfinite(eps_m) and eps_m > 0):
-        raise CalibrationError(f"--eps {eps_m}: the tolerated L2 error must be a positive number of metres, e.g. 1.0")
-    if not (0.0 < alpha < 1.0):
-        raise CalibrationError(f"--alpha {alpha}: the tolerated risk must lie in (0, 1), e.g. 0.1")
-    if not (0.0 < confidence < 1.0):
-        raise CalibrationError(f"--confidence {confidence}: must lie in (0, 1), e.g. 0.9 (d = 1 - confidence)")
-    if not deltas:
-        raise CalibrationError("--deltas: give at least one delta (m)")
-    low, high = SPECS["exit.delta_m"].range or (0.0, math.inf)
-    bad = [d for d in deltas if not (math.isfinite(d) and low <= d <= high)]
-    if bad:
-        raise CalibrationError(f"--deltas {bad}: every delta must lie in exit.delta_m's range [{low:g}, {high:g}] m")
-    if list(deltas) != sorted(set(deltas)):
-        raise CalibrationError(f"--deltas {list(deltas)}: give them strictly increasing (the fixed-sequence order, "
-                               "strict to loose)")
-    if at_s is not None and not (math.isfinite(at_s) and at_s > 0):
-        raise CalibrationError(f"--at-s {at_s}: the time of the L2 must be > 0 s (the model's horizon by default)")
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Recording: each frame once through every layer; replay: any delta's exit from the recording
 
 
-@dataclass(slots=True)
-class _EveryLayer:
-    """An exit policy that reads the head after every layer and never exits: records the whole chain."""
-
-    name: str = "record_every_layer"
-    max_checks: int = 0
-
-    def first_check(self, ctx: FrameContext) -> int:
-        return 1
-
-    def judge(self, layer: int, trajectory_m: np.ndarray, previous: Checkpoint | None,
-              ctx: FrameContext) -> Verdict:
-        return Verdict(False, ExitReason.FULL_POLICY, float("nan"), layer + 1, "recording every layer")
 
 
-@dataclass(frozen=True, slots=True)
-class BagRecords:
-    """One bag's frames, recorded once: the head after every layer and the full-depth plan. Arrays over N frames."""
-
-    bag: str
-    stamps_s: np.ndarray      # (N,) camera stamps
-    drive: np.ndarray         # (N,) int: drive index within the bag (a camera-stamp gap > drive_gap_s starts one)
-    layers_m: np.ndarray      # (N, L, T, 2) float32: the head's trajectory after layers 1..L
-    prior_m: np.ndarray       # (N, T, 2) float32: the planner prior; nan where the frame had none
-    speed_mps: np.ndarray     # (N,) the ego speed validation saw; nan where ego motion was unknown
-    full_m: np.ndarray        # (N, T, 2): what the runner publishes at full depth (its fallback when not valid)
-    full_is_valid: np.ndarray  # (N,) bool
-    truth_m: np.ndarray       # (N, T, 2): ground truth; nan where the bag has none
-    dt_s: float
-    num_layers: int
-    inputs_not_used: dict = field(default_factory=dict)   # topic -> count of messages refused
-
-    def __len__(self) -> int:
-        return len(self.stamps_s)
-
-    def __eq__(self, other: object) -> bool:      # arrays compared exactly (nan == nan): serial vs Ray
-        if not isinstance(other, BagRecords):
-            return NotImplemented
-        return all(np.array_equal(a, b, equal_nan=np.asarray(a).dtype.kind == "f") if isinstance(a, np.ndarray)
-                   else a == b for a, b in zip(_fields(self), _fields(other)))
 
 
-def _fields(records: BagRecords) -> list[Any]:
-    return [getattr(records, name) for name in BagRecords.__slots__]
 
 
-def drives_from_stamps(stamps_s: np.ndarray, gap_s: float) -> np.ndarray:
-    """Drive index per frame: a new drive where the camera stamp jumps by more than gap_s (or goes back)."""
-    if len(stamps_s) == 0:
-        return np.zeros(0, dtype=np.int64)
-    steps = np.diff(stamps_s)
-    return np.concatenate([[0], np.cumsum((steps > gap_s) | (steps <= 0))]).astype(np.int64)
 
 
-def bag_topics(bag: Path) -> set[str]:
-    """The topics a rosbag2 folder (or file) holds; CalibrationError naming the file when it cannot be read."""
-    from rosbags.highlevel import AnyReaderError
-    if not bag.exists():
-        raise CalibrationError(f"{bag}: no such bag (a rosbag2 folder with metadata.yaml, or an .mcap / .db3 file)")
-    try:
-        return set(topics.bag_topics(bag))
-    except (AnyReaderError, OSError, ValueError, KeyError) as err:    # a missing metadata file, bad magic, ...
-        raise CalibrationError(f"{bag}: cannot be read as a rosbag2 ({type(err).__name__}: {err})") from err
 
 
-def check_bag_topics(bag: Path, need_truth: bool) -> None:
-    """Raise CalibrationError naming the bag and the topics it lacks for calibration."""
-    have = bag_topics(bag)
-    missing = []
-    if not have & {topics.CAMERA_COMPRESSED, topics.CAMERA_RAW}:
-        missing.append(f"a camera ({topics.CAMERA_COMPRESSED} or {topics.CAMERA_RAW})")
-    if topics.ODOMETRY not in have:
-        missing.append(f"{topics.ODOMETRY} (without the ego's motion there is no prior and no early exit)")
-    if need_truth and topics.GROUND_TRUTH not in have:
-        missing.append(f"{topics.GROUND_TRUTH} (needed by --against truth)")
-    if missing:
-        raise CalibrationError(f"{bag}: missing {'; '.join(missing)}; it has {sorted(have) or 'no topics'}")
 
 
-def record_frames(runner: Runner, frames: Iterable[EvalFrame], bag: str = "", drive_gap_s: float = 0.5,
-                  max_frames: int = 0) -> BagRecords:
-    """Run every frame (deead_lab.eval.EvalFrame) once through all layers, reading the head after each."""
-    recorder = _EveryLayer()
-    n_layers = runner.num_layers
-    stamps, layers, priors, speeds, fulls, valid, truths = [], [], [], [], [], [], []
-    for index, frame in enumerate(frames):
-        if max_frames and index >= max_frames:
-            break
-        result = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known, policy=recorder,
-                             external_ego_m=frame.external_ego_m, ground_truth_m=frame.truth_m)
-        trace = result.trace
-        if [c.layer for c in trace.checkpoints] != list(range(1, n_layers + 1)):     # internal invariant
-            raise RuntimeError(f"recording read layers {[c.layer for c in trace.checkpoints]}, not 1..{n_layers}")
-        stamps.append(frame.camera_stamp_s)
-        layers.append(np.stack([c.trajectory_m for c in trace.checkpoints]))
-        nan = np.full(layers[-1].shape[1:], np.nan)
-        priors.append(result.prior.trajectory_m if result.prior.trajectory_m is not None else nan)
-        speeds.append(frame.inputs.speed_mps if frame.ego_motion_known else np.nan)
-        fulls.append(result.trajectory_m)
-        valid.append(result.is_valid)
-        truths.append(frame.truth_m if frame.truth_m is not None else nan)
-    stamps_s = np.asarray(stamps, dtype=np.float64)
-    horizon = len(runner.times_s)
-
-    def stacked(arrays: list, shape: tuple[int, ...]) -> np.ndarray:
-        return np.asarray(arrays, dtype=np.float32) if arrays else np.zeros((0, *shape), np.float32)
-
-    return BagRecords(bag, stamps_s, drives_from_stamps(stamps_s, drive_gap_s),
-                      stacked(layers, (n_layers, horizon, 2)), stacked(priors, (horizon, 2)),
-                      np.asarray(speeds, dtype=np.float64), stacked(fulls, (horizon, 2)),
-                      np.asarray(valid, dtype=bool), stacked(truths, (horizon, 2)), runner.dt_s, n_layers)
 
 
-def replay_frame(records: BagRecords, index: int, policy: ExitPolicy,
-                 limits: ValidationLimits) -> tuple[int, np.ndarray]:
-    """(exit layer, published trajectory) of frame `index` under `policy`, from the recording; no model run.
-
-    The runner's controller and validation decide as they would live: an early exit is refused when its
-    plan fails validation (the frame goes deeper); at the last layer the runner publishes the full-depth plan
-    (or its fallback), which the recording holds.
-    """
-    prior = records.prior_m[index]
-    truth = records.truth_m[index]
-    ctx = FrameContext(records.num_layers, None if np.isnan(prior).all() else prior, records.dt_s,
-                       None if np.isnan(truth).all() else truth)
-    speed = float(records.speed_mps[index])
-    speed_or_none = None if math.isnan(speed) else speed
-    dt_s = records.dt_s
-    trace = run_with_exit(RecordedChain(records.layers_m[index]), 0, policy, ctx,
-                          lambda t: validate(t, dt_s, speed_or_none, limits))
-    if trace.exit_layer >= records.num_layers:
-        return trace.exit_layer, records.full_m[index]
-    return trace.exit_layer, trace.trajectory_m
 
 
-@dataclass(frozen=True, slots=True)
-class Replayed:
-    """Every frame under every delta: exit layers and L2s at `at_s`. Arrays (N, D) over frames and deltas."""
-
-    deltas_m: np.ndarray      # (D,)
-    exit_layer: np.ndarray    # (N, D) int
-    l2_vs_full_m: np.ndarray  # (N, D): published at delta vs published at full depth, at at_s
-    l2_vs_truth_m: np.ndarray  # (N, D): published at delta vs ground truth (nan without)
-    num_layers: int
-    at_s: float
 
 
-def replay(records: Sequence[BagRecords], base: ExitSettings, deltas_m: Sequence[float],
-           limits: ValidationLimits, at_s: float) -> Replayed:
-    """Replay each delta's policy (base with delta_m replaced) over every recorded frame."""
-    policies = [replace(base, delta_m=float(d)).build_policy() for d in deltas_m]
-    exits, vs_full, vs_truth = [], [], []
-    for rec in records:
-        for i in range(len(rec)):
-            row_exit, row_full, row_truth = [], [], []
-            for policy in policies:
-                layer, published = replay_frame(rec, i, policy, limits)
-                row_exit.append(layer)
-                row_full.append(l2_at_m(published, rec.full_m[i], rec.dt_s, at_s))
-                truth = rec.truth_m[i]
-                row_truth.append(np.nan if np.isnan(truth).all() else l2_at_m(published, truth, rec.dt_s, at_s))
-            exits.append(row_exit)
-            vs_full.append(row_full)
-            vs_truth.append(row_truth)
-    num_layers = records[0].num_layers if records else 0
-    shape = (len(exits), len(policies))
-    return Replayed(np.asarray(deltas_m, dtype=np.float64), np.asarray(exits, dtype=np.int64).reshape(shape),
-                    np.asarray(vs_full, dtype=np.float64).reshape(shape),
-                    np.asarray(vs_truth, dtype=np.float64).reshape(shape), num_layers, at_s)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Learn then Test over units (frames, blocks or drives)
 
 
-def units_of(drive_keys: np.ndarray, stamps_s: np.ndarray, unit: str, block_s: float) -> np.ndarray:
-    """A unit id per frame: the frame itself, its drive, or its contiguous block of <= block_s within the drive.
-
-    drive_keys: (N,) a drive id unique across bags.
-    """
-    n = len(drive_keys)
-    if unit == "frame":
-        return np.arange(n)
-    if unit == "drive":
-        return np.unique(drive_keys, return_inverse=True)[1]
-    ids = np.zeros(n, dtype=np.int64)
-    current, block_start = -1, None
-    for i in range(n):
-        new_drive = i == 0 or drive_keys[i] != drive_keys[i - 1]
-        if new_drive or stamps_s[i] - block_start >= block_s:
-            current += 1
-            block_start = stamps_s[i]
-        ids[i] = current
-    return ids
 
 
-def learn_then_test(losses: np.ndarray, units: np.ndarray, deltas_m: Sequence[float], alpha: float,
-                    confidence: float, bounds: bool = True) -> dict:
-    """Fixed-sequence LTT over the deltas (strict to loose) on 0/1 losses (N, D); units (N,) group frames.
-
-    Frames as units: exact binomial p-value and Clopper-Pearson bound. Blocks or drives as units: each
-    unit's share of bad frames is its loss in [0, 1], Hoeffding-Bentkus p-value and bound over units.
-    bounds=False skips the upper bounds (nan; the decisions need only the p-values).
-    Raises CalibrationError when there are too few units for even zero losses to certify alpha.
-    """
-    d = 1.0 - confidence
-    unit_ids, inverse = np.unique(units, return_inverse=True)
-    n_units, n_frames = len(unit_ids), len(units)
-    per_frame = n_units == n_frames
-    needed = min_units(alpha, confidence)
-    if n_units < needed:
-        what = "frames" if per_frame else "units (drives or blocks)"
-        raise CalibrationError(
-            f"{n_units} {what} cannot certify risk <= {alpha:g} at confidence {confidence:g}: even with no loss at "
-            f"all the p-value is (1 - {alpha:g})^{n_units} = {(1 - alpha) ** n_units:.3g} > {d:.3g}; "
-            f"needs at least {needed} {what}: add bags, or loosen --alpha or --confidence")
-    rows: list[dict[str, Any]] = []
-    for j, delta in enumerate(deltas_m):
-        column = losses[:, j].astype(np.float64)
-        k = int(column.sum())
-        upper = float("nan")
-        if per_frame:
-            p = binomial_p_value(k, n_frames, alpha)
-            if bounds:
-                upper = clopper_pearson_upper(k, n_frames, confidence)
-        else:
-            unit_means = np.bincount(inverse, weights=column) / np.bincount(inverse)
-            mean = float(unit_means.mean())
-            p = hoeffding_bentkus_p_value(mean, n_units, alpha)
-            if bounds:
-                upper = hoeffding_bentkus_upper(mean, n_units, confidence)
-        rows.append({"delta_m": float(delta), "n": n_units, "frames": n_frames, "losses": k,
-                     "empirical_risk": k / n_frames, "upper_bound": upper, "p_value": p})
-    certified = fixed_sequence([r["p_value"] for r in rows], d)
-    for j, row in enumerate(rows):
-        row["decision"] = ("certified" if j < certified else "not certified" if j == certified
-                           else "not tested (the sequence stopped)")
-    risks = [r["empirical_risk"] for r in rows]
-    return {"rows": rows, "certified": certified, "chosen_index": certified - 1,
-            "delta_m": rows[certified - 1]["delta_m"] if certified else None,
-            "risk_monotone_in_delta": bool(all(a <= b for a, b in zip(risks, risks[1:]))),
-            "min_units": needed}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -536,53 +235,8 @@ def plot(result: dict, out: Path) -> None:
 # The split test: does the guarantee hold on held-out frames?
 
 
-def split_blocks(drive_keys: np.ndarray, stamps_s: np.ndarray, block_s: float) -> np.ndarray:
-    """Contiguous blocks of <= block_s within drives: the pieces the split test shuffles."""
-    return units_of(drive_keys, stamps_s, "block", block_s)
 
 
-def split_test(losses: np.ndarray, exit_layer: np.ndarray, num_layers: int, blocks: np.ndarray,
-               drive_keys: np.ndarray, stamps_s: np.ndarray, deltas_m: Sequence[float], alpha: float,
-               confidence: float, unit: str, unit_block_s: float, splits: int, seed: int = 0) -> dict:
-    """Split the blocks at random into calibration and test halves `splits` times; calibrate, then test.
-
-    Returns the share of splits whose test risk (frame-level, at the delta chosen on the calibration half;
-    full depth, risk 0, when nothing was certified) exceeds alpha, with the chosen deltas and test risks.
-    """
-    rng = np.random.default_rng(seed)
-    block_ids = np.unique(blocks)
-    chosen, test_risks, shares, refused = [], [], [], 0
-    for _ in range(splits):
-        calib_blocks = rng.permutation(block_ids)[: len(block_ids) // 2]
-        calib = np.isin(blocks, calib_blocks)
-        test = ~calib
-        units = units_of(drive_keys[calib], stamps_s[calib], unit, unit_block_s)
-        try:
-            ltt = learn_then_test(losses[calib], units, deltas_m, alpha, confidence, bounds=False)
-        except CalibrationError:
-            ltt = {"chosen_index": -1}
-            refused += 1
-        j = ltt["chosen_index"]
-        if j < 0:
-            chosen.append(0.0)
-            test_risks.append(0.0)
-            shares.append(1.0)
-            continue
-        chosen.append(float(deltas_m[j]))
-        test_risks.append(float(losses[test, j].mean()))
-        shares.append(float(exit_layer[test, j].mean() / num_layers))
-    test_risks_a = np.asarray(test_risks)
-    chosen_a = np.asarray(chosen)
-    values, counts = np.unique(chosen_a, return_counts=True)
-    return {"splits": splits, "frames": int(len(blocks)), "blocks": int(len(block_ids)), "seed": seed,
-            "violation_share": float((test_risks_a > alpha).mean()), "allowed": round(1.0 - confidence, 12),
-            "passed": bool((test_risks_a > alpha).mean() <= 1.0 - confidence),
-            "test_risk_mean": float(test_risks_a.mean()), "test_risk_max": float(test_risks_a.max()),
-            "test_risk_p90": float(np.percentile(test_risks_a, 90)),
-            "chosen_delta_m": {"min": float(chosen_a.min()), "median": float(np.median(chosen_a)),
-                               "max": float(chosen_a.max()),
-                               "counts": {f"{v:g}": int(c) for v, c in zip(values, counts)}},
-            "layer_share_on_test_mean": float(np.mean(shares)), "splits_refused_too_small": refused}
 
 
 # --------------------------------------------------------------------------------------------------------------

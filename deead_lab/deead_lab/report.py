@@ -31,6 +31,7 @@ from deead_ros.exit.prior import constant_turn_rate_prior
 from deead_lab.model.weights import CONFIG_FILE, load_pretrained, read_config
 from deead_ros.parameters import default
 from deead_lab.dataset_format import load_episode
+from deead_lab.stats import paired_map_bootstrap
 from deead_lab.train import episode_frames, route_priors, trajectory_or_nan
 
 DELTAS = (0.25, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)   # the sweep the recommended delta is chosen from
@@ -63,14 +64,6 @@ def test_frames(files: list[Path], accel_window_s: float) -> TestSet:
     return TestSet(frames, np.concatenate(futures), np.concatenate(scenarios), np.concatenate(maps))
 
 
-def paired_map_bootstrap(diff: np.ndarray, maps: np.ndarray, resamples: int = 10000, seed: int = 0) -> list[float]:
-    """95% interval of the mean per-frame difference, resampling whole maps (frames of one map are not independent)."""
-    by_map = [diff[maps == m] for m in np.unique(maps)]
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(by_map), (resamples, len(by_map)))
-    sums, counts = np.array([d.sum() for d in by_map]), np.array([len(d) for d in by_map])
-    means = sums[picks].sum(1) / counts[picks].sum(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 @torch.no_grad()

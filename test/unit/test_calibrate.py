@@ -10,10 +10,10 @@ import yaml
 
 from deead_ros.exit import ExitSettings
 from deead_ros.parameters import SPECS
-from deead_lab.calibrate import (CalibrationError, RecordJob, binomial_cdf, binomial_p_value, check_bag_topics,
-                                       clopper_pearson_upper, drives_from_stamps, fixed_sequence,
-                                       hoeffding_bentkus_p_value, learn_then_test, main, min_units, replay_frame,
-                                       units_of)
+from deead_lab.calibrate import RecordJob, main
+from deead_lab.calibration.replay import check_bag_topics, drives_from_stamps, replay_frame
+from deead_lab.calibration.risk import CalibrationError, fixed_sequence, learn_then_test, min_units, units_of
+from deead_lab.stats import binomial_cdf, binomial_p_value, clopper_pearson_upper, hoeffding_bentkus_p_value
 
 # ---------------------------------------------------------------------------------------------------------------
 # statistics

@@ -13,23 +13,17 @@ from deead_lab.closed_loop import (
     SIM_ERROR,
     SIM_FAILURE,
     SPAWN_BLOCKED,
-    PurePursuit,
-    RouteProgress,
-    at_fault,
-    driving_score,
     failed,
     fill_not_scored,
-    mcnemar_exact,
     next_job,
     non_inferior,
-    paired_bootstrap,
-    route_completion,
     scored_seeds,
-    spawn_is_clear,
-    step_cap,
     summarise,
-    wilson_interval,
 )
+from deead_lab.driving.loop import RouteProgress, gaps_m
+from deead_lab.driving.rules import at_fault, driving_score, route_completion, spawn_is_clear, step_cap
+from deead_lab.driving.tracker import PurePursuit
+from deead_lab.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from deead_lab.sim.scenario import episode_config
 from deead_lab.sim.traffic import PathAhead, idm_acceleration, yield_to
 from test.conftest import episode
@@ -406,7 +400,7 @@ def test_the_log_keeps_this_protocols_records_and_survives_a_line_cut_short(tmp_
 
 
 def test_paired_rate_interval_is_honest_where_the_bootstrap_collapses():
-    from deead_lab.closed_loop import paired_rate_interval
+    from deead_lab.stats import paired_rate_interval
     same = np.array([True, False, False])                                   # 3 seeds, no discordant pair
     lo, hi = paired_rate_interval(same, same, 1.645)
     assert lo < -0.1 and hi > 0.1, "3 concordant seeds say little"
@@ -423,7 +417,7 @@ def test_paired_rate_interval_is_honest_where_the_bootstrap_collapses():
 
 
 def test_paired_rate_interval_does_not_shrink_when_both_settings_crash_on_the_same_seeds():
-    from deead_lab.closed_loop import paired_rate_interval
+    from deead_lab.stats import paired_rate_interval
     shared = np.zeros(30, dtype=bool)
     shared[:15] = True                           # 15 shared crashes, no discordant pair: the plain phi is 1
     lo, hi = paired_rate_interval(shared, shared, 1.96)
@@ -496,10 +490,10 @@ def test_each_split_reports_to_its_own_file():
 
 def test_gaps_are_the_nearest_vehicle_and_the_nearest_one_ahead_in_the_corridor():
     others = np.array([[-4.0, 0.0], [12.0, 1.0], [6.0, 4.0], [30.0, -2.0]])    # behind, ahead, beside-ahead, ahead
-    nearest, ahead = cl.gaps_m(others)
+    nearest, ahead = gaps_m(others)
     assert nearest == pytest.approx(4.0) and ahead == pytest.approx(12.0)
-    assert all(math.isnan(g) for g in cl.gaps_m(np.zeros((0, 2))))
-    assert math.isnan(cl.gaps_m(np.array([[-5.0, 0.0]]))[1]), "nothing ahead"
+    assert all(math.isnan(g) for g in gaps_m(np.zeros((0, 2))))
+    assert math.isnan(gaps_m(np.array([[-5.0, 0.0]]))[1]), "nothing ahead"
 
 
 def test_simulator_failures_are_counted_for_the_setting_that_failed_not_the_filled_ones():

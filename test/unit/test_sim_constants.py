@@ -2,7 +2,7 @@
 and the closed loop takes the ego's size and "stopped" from the simulator's set-up."""
 import pytest
 
-from deead_lab import closed_loop
+from deead_lab.driving import rules
 from deead_lab.sim import scenario
 from deead_ros.parameters import default
 
@@ -15,5 +15,5 @@ def test_the_nodes_debug_camera_defaults_are_the_simulators_mount():
 
 
 def test_the_closed_loop_uses_the_simulators_vehicle_constants():
-    assert closed_loop.VEHICLE_LENGTH_M is scenario.VEHICLE_LENGTH_M
-    assert closed_loop.STOPPED_MPS is scenario.STOPPED_MPS
+    assert rules.VEHICLE_LENGTH_M is scenario.VEHICLE_LENGTH_M
+    assert rules.STOPPED_MPS is scenario.STOPPED_MPS          
