@@ -16,4 +16,4 @@ def test_the_nodes_debug_camera_defaults_are_the_simulators_mount():
 
 def test_the_closed_loop_uses_the_simulators_vehicle_constants():
     assert rules.VEHICLE_LENGTH_M is scenario.VEHICLE_LENGTH_M
-    assert rules.STOPPED_MPS is scenario.STOPPED_MPS          
+    assert rules.STOPPED_MPS is scenario.STOPPED_MPS
