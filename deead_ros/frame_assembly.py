@@ -16,16 +16,20 @@ import math
 import struct
 import threading
 import time
-from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import simplejpeg
 from PIL import Image as PilImage
 
+from deead_ros.camera_sync import Intrinsics, camera_intrinsics
+from deead_ros.engines.manifest import CameraSpec
 from deead_ros.errors import BadInputError
 from deead_ros.geometry import to_ego_frame, yaw_from_quaternion
-from deead_ros.model.encoding import FrameInputs, InputSpec, fit_image
+from deead_ros.imu_history import ImuHistory, imu_sample
+from deead_ros.model.encoding import CameraView, FrameInputs, ImuSample, InputSpec, fit_image
 from deead_ros.odometry_history import EgoState, OdometryHistory
 from deead_ros.parameters import default
 
@@ -53,6 +57,7 @@ class InputSettings:
     max_route_distance_m: float = default("input_limits.max_route_distance_m")
     max_command_chars: int = default("input_limits.max_command_chars")
     max_image_pixels: int = default("input_limits.max_image_pixels")
+    imu_max_gap_s: float = default("io.imu_max_gap_s")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> InputSettings:
@@ -61,7 +66,7 @@ class InputSettings:
                       if (name := PARAMETER_NAMES[f.name]) in values})
 
 
-PARAMETER_NAMES = {f.name: (f"io.{f.name}" if f.name.startswith("odometry_") else f"input_limits.{f.name}")
+PARAMETER_NAMES = {f.name: (f"io.{f.name}" if f.name.startswith(("odometry_", "imu_")) else f"input_limits.{f.name}")
                    for f in fields(InputSettings)}
 
 
@@ -174,6 +179,11 @@ def _decode_with_pillow(data: memoryview, max_pixels: int, target_hw: tuple[int,
         return np.asarray(img.convert("RGB"))
 
 
+def decode_camera(msg: Any, raw: bool, max_pixels: int, target_hw: tuple[int, int] | None) -> np.ndarray:
+    """A camera message (raw Image or CompressedImage) -> (H, W, 3) uint8 RGB at about target_hw."""
+    return decode_image(msg, max_pixels, target_hw) if raw else decode_compressed(msg, max_pixels, target_hw)
+
+
 def path_points(msg: Any) -> np.ndarray:
     """nav_msgs/Path -> (N, 2) float64 points in msg.header.frame_id."""
     return np.array([(p.pose.position.x, p.pose.position.y) for p in msg.poses], dtype=np.float64).reshape(-1, 2)
@@ -282,9 +292,13 @@ class LatestInputs:
     accel_window_s: float = InputSpec().accel_window_s   # the model's: Runner.encoder.accel_window_s
     settings: InputSettings = InputSettings()            # swapped in one assignment when parameters change
     command: str = ""
+    decode_threads: int = 1                              # several cameras: views decoded in parallel
+    intrinsics: dict[str, Intrinsics] = field(default_factory=dict)   # newest CameraInfo per camera
 
     def __post_init__(self) -> None:
         self.history = OdometryHistory(max_jump_speed_mps=self.settings.max_speed_mps)
+        self.imu = ImuHistory()
+        self._decoders: ThreadPoolExecutor | None = None
         self._routes: tuple[StampedPath, ...] = ()
         self._externals: tuple[StampedPath, ...] = ()
         self._odometry_arrived = threading.Condition()
@@ -308,6 +322,19 @@ class LatestInputs:
             self.on_notice("odometry_reset", reason)
         with self._odometry_arrived:
             self._odometry_arrived.notify_all()
+
+    def set_camera_info(self, camera: str, msg: Any) -> None:
+        """Keep a camera's calibration (CameraInfo, usually latched or repeated) for its views."""
+        try:
+            self.intrinsics = {**self.intrinsics, camera: camera_intrinsics(msg)}
+        except BadInputError as err:
+            self.on_rejected(f"{camera}/camera_info" if camera else "camera_info", str(err))
+
+    def set_imu(self, msg: Any) -> None:
+        try:
+            self.imu.add(*imu_sample(msg))
+        except BadInputError as err:
+            self.on_rejected("imu", str(err))
 
     def set_route(self, msg: Any) -> None:
         self._routes = (*self._routes[-(PATH_HISTORY - 1):], self._stamped_path("route", msg))
@@ -372,20 +399,64 @@ class LatestInputs:
 
         image_hw: the model's (H, W); a larger JPEG is decoded straight to about that scale. None: full size.
         """
-        settings = self.settings
         camera_s = stamp_s(camera_msg.header.stamp)
         started = time.perf_counter()
-        image = (decode_image(camera_msg, settings.max_image_pixels, image_hw) if raw_image else
-                 decode_compressed(camera_msg, settings.max_image_pixels, image_hw))
+        image = decode_camera(camera_msg, raw_image, self.settings.max_image_pixels, image_hw)
+        return self._attach(camera_s, image, (), (time.perf_counter() - started) * 1e3, max_input_age_s, use_external)
+
+    def assemble_set(self, camera_s: float, messages: Sequence[tuple[str, Any]], raw_image: bool,
+                     max_input_age_s: float, use_external: bool, cameras: Sequence[CameraSpec],
+                     mountings: Mapping[str, tuple[float, ...]] | None = None) -> AssembledFrame:
+        """Several cameras' images of one instant (camera_s) -> one frame with a view per camera, in `cameras`
+        order: each decoded straight to about its model size (in parallel with decode_threads > 1), with its
+        intrinsics from the newest CameraInfo (None before one arrived) and its mounting (`mountings` by
+        name, else the manifest's). BadInputError for an unusable image."""
+        by_name = dict(messages)
+        max_pixels = self.settings.max_image_pixels
+        started = time.perf_counter()
+
+        def decode(camera: CameraSpec) -> np.ndarray:
+            return decode_camera(by_name[camera.name], raw_image, max_pixels, camera.image_hw)
+
+        if self.decode_threads > 1 and len(cameras) > 1:
+            if self._decoders is None:
+                self._decoders = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="deead_decode")
+            images = list(self._decoders.map(decode, cameras))
+        else:
+            images = [decode(camera) for camera in cameras]
         decode_ms = (time.perf_counter() - started) * 1e3
+        intrinsics = self.intrinsics
+        views = tuple(CameraView(camera.name, image, intrinsics[camera.name].at_size(*image.shape[:2])
+                                 if camera.name in intrinsics else None,
+                                 (mountings or {}).get(camera.name, camera.mounting))
+                      for camera, image in zip(cameras, images))
+        return self._attach(camera_s, images[0], views, decode_ms, max_input_age_s, use_external)
+
+    def _attach(self, camera_s: float, image: np.ndarray, views: tuple[CameraView, ...], decode_ms: float,
+                max_input_age_s: float, use_external: bool) -> AssembledFrame:
+        """The decoded image(s) with the ego state, route, external path, command and IMU of their instant."""
         ego = self.ego_at(camera_s)
         route = self._in_ego_frame("route", pick_path(self._routes, camera_s), ego, camera_s, max_input_age_s)
         external = (self._in_ego_frame("external", pick_path(self._externals, camera_s), ego, camera_s,
                                        max_input_age_s) if use_external else None)
         inputs = FrameInputs(image, route, ego.speed_mps if ego else 0.0, ego.yaw_rate_rps if ego else 0.0,
-                             self.command, ego.accel_mps2 if ego else 0.0)
+                             self.command, ego.accel_mps2 if ego else 0.0, views, self.imu_at(camera_s), camera_s)
         age = self.history.nearest_gap_s(camera_s) if ego else -1.0
         return AssembledFrame(inputs, ego is not None, external, camera_s, age, ego, decode_ms)
+
+    def imu_at(self, camera_s: float) -> ImuSample | None:
+        """The IMU at camera_s, or None (none published; stale: reported through on_rejected)."""
+        sample = self.imu.at(camera_s, self.settings.imu_max_gap_s)
+        if isinstance(sample, str):
+            self.on_rejected("imu", f"IMU stale: {sample}")
+            return None
+        return sample
+
+    def close(self) -> None:
+        """Stop the decoding threads (several cameras)."""
+        if self._decoders is not None:
+            self._decoders.shutdown(wait=True)
+            self._decoders = None
 
     def _in_ego_frame(self, key: str, path: StampedPath | None, ego: EgoState | None, camera_s: float,
                       max_age_s: float) -> np.ndarray | None:

@@ -16,7 +16,7 @@ class Spec:
     """One parameter: name, ROS type, default, description, numeric range, and whether it is live."""
 
     name: str
-    type: str                    # bool | integer | double | string | integer_array | double_array
+    type: str                    # bool | integer | double | string | integer_array | double_array | string_array
     default: Any
     doc: str
     range: tuple[float, float] | None = None
@@ -44,8 +44,21 @@ PARAMETERS: tuple[Spec, ...] = (
          "provider: needs onnxruntime-gpu and an NVIDIA GPU; the hidden state then stays on the GPU)",
          read_only=True),
     Spec("camera_format", "string", "compressed",
-         "camera message type on ~/input/image: raw (sensor_msgs/Image) | compressed (CompressedImage)",
+         "camera message type on ~/input/image (and every ~/input/<camera>/image): raw (sensor_msgs/Image) | "
+         "compressed (CompressedImage)",
          read_only=True),
+    # several cameras (ORION's six): one synchronised set per instant, each view with its CameraInfo
+    Spec("cameras", "string_array", [],
+         "camera names, as the model's manifest declares them (sensors.cameras); each is read from "
+         "~/input/<camera>/image and ~/input/<camera>/camera_info; empty: one camera on ~/input/image and "
+         "~/input/camera_info", read_only=True),
+    Spec("camera_mountings", "double_array", [],
+         "each camera's pose on the vehicle, 6 numbers per camera in `cameras` order: x, y, z (m), roll, pitch, "
+         "yaw (rad) of the camera body (x forward, y left, z up) in the ego frame (this node does no TF lookup); "
+         "empty: the mountings the model's manifest declares", read_only=True),
+    Spec("decode_threads", "integer", 4,
+         "threads that decode the views of one camera set in parallel (libjpeg releases the GIL); 1: one after "
+         "the other", (1, 16), read_only=True),
     Spec("executor", "string", "events",
          "the ROS executor: events (rclpy.experimental.EventsExecutor, less CPU per callback) | single_threaded "
          "(rclpy's SingleThreadedExecutor)", read_only=True),
@@ -92,6 +105,13 @@ PARAMETERS: tuple[Spec, ...] = (
          "drop camera frames older than this (vs the node clock) before planning; 0 disables, s", (0.0, 60.0)),
     Spec("io.max_future_s", "double", 0.5,
          "drop camera frames stamped further ahead of the node clock than this; 0 disables, s", (0.0, 60.0)),
+    Spec("io.camera_sync_tolerance_s", "double", 0.02,
+         "several cameras: a set is complete when every camera's image of one instant arrived, stamped within this "
+         "of the set's first; an incomplete set is dropped (incomplete_set), never waited for; keep it under half "
+         "the camera period, s", (0.0, 1.0)),
+    Spec("io.imu_max_gap_s", "double", 0.05,
+         "IMU (~/input/imu, optional) is interpolated at the camera stamp between samples at most this far on "
+         "each side (or held from one at most this far); further is stale, s", (0.001, 1.0)),
     # the ego state at the camera stamp (live)
     Spec("io.odometry_max_gap_s", "double", 0.25,
          "interpolate the ego state at the camera stamp between odometry samples at most this far on each side, s",
@@ -118,6 +138,10 @@ PARAMETERS: tuple[Spec, ...] = (
     Spec("input_limits.max_image_pixels", "integer", 16777216,
          "a camera frame with more pixels (width x height, read from its header before decoding) is bad input",
          (1024, 67108864)),
+    # model memory (live): models that keep a state across frames (manifest sensors.memory)
+    Spec("memory.max_gap_s", "double", 0.5,
+         "a frame stamped more than this after (or any time before) the previous planned frame starts the model's "
+         "memory afresh (a new drive, a jump in time); also reset by an odometry reset, s", (0.01, 60.0)),
     # output validation (live): a plan outside these limits is never published as valid
     Spec("validation.max_speed_mps", "double", 60.0, "fastest segment speed between waypoints, m/s",
          (0.1, 200.0)),

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from deead_ros.engines.protocol import LayerChain
-from deead_ros.errors import ConfigError
+from deead_ros.errors import ConfigError, ModelFileError
 from deead_ros.exit import (ExitPolicy, ExitSettings, ExitTrace, FrameContext, Prior, PriorSettings, run_with_exit,
                             select_prior)
 from deead_ros.exit.validation import (VALID, Validation, ValidationLimits, carry_forward, stopping_trajectory,
                                        validate)
 from deead_ros.geometry import to_ego_frame
-from deead_ros.model.encoding import FrameEncoder, FrameInputs, check_encoder_matches, load_encoder
+from deead_ros.model.encoding import FrameEncoder, FrameInputs, check_encoder_matches, load_encoder, sensors_of
+from deead_ros.model.memory import LIVE_STREAM, ComputedPlan, MemoryEncoder, MemoryStreams, keeps_memory
+from deead_ros.parameters import default
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class PlanResult:
     validation: Validation = VALID          # the verdict on the model's trajectory (trace.trajectory_m)
     fallback: str = ""                      # "" (the model's plan) | carry_forward | stop
     fallback_m: np.ndarray | None = None    # (T, 2) what is published instead, when fallback
+    memory_reset: str = ""                  # a model with memory: why it started afresh at this frame
 
     @property
     def trajectory_m(self) -> np.ndarray:
@@ -74,14 +77,23 @@ class Runner:
     """Plan frames with early exit on one engine chain; settings swap atomically between frames."""
 
     def __init__(self, chain: LayerChain, exit_settings: ExitSettings, prior_settings: PriorSettings,
-                 encoder: FrameEncoder | None = None, validation_limits: ValidationLimits | None = None) -> None:
-        """Raises ModelFileError when the manifest's encoder is unknown or does not write the stem's inputs,
-        ConfigError when a setting is invalid."""
+                 encoder: FrameEncoder | None = None, validation_limits: ValidationLimits | None = None,
+                 memory_max_gap_s: float = default("memory.max_gap_s")) -> None:
+        """Raises ModelFileError when the manifest's encoder is unknown, does not write the stem's inputs or reads
+        other sensors than the manifest declares, ConfigError when a setting is invalid."""
         self.chain = chain
         manifest = chain.manifest
         where = f"engine manifest {manifest.path}"
         self.encoder = encoder or load_encoder(manifest.encoder.name, manifest.encoder.config, where)
         check_encoder_matches(self.encoder, manifest.stem.inputs, where)
+        if sensors_of(self.encoder) != manifest.sensors or keeps_memory(self.encoder) != manifest.sensors.memory:
+            raise ModelFileError(f"{where}: sensors {manifest.sensors.to_dict()} but its encoder "
+                                 f"'{self.encoder.name}' reads {sensors_of(self.encoder).to_dict()} (memory: "
+                                 f"{keeps_memory(self.encoder)}); re-run `{manifest.export_command}`")
+        # One memory per input stream, for encoders that keep one (deead_ros.model.memory).
+        self._memory_encoder = self.encoder if isinstance(self.encoder, MemoryEncoder) else None
+        self.memory = (MemoryStreams(self._memory_encoder.initial_memory, memory_max_gap_s)
+                       if self._memory_encoder is not None else None)
         self.dt_s = float(manifest.head_contract.dt_s)
         self.times_s = manifest.head_contract.times_s
         self._active: tuple[ExitSettings, ExitPolicy, PriorSettings, ValidationLimits] = self._checked(
@@ -109,16 +121,18 @@ class Runner:
         return exit_settings, exit_settings.build_policy(), prior_settings, limits
 
     def configure(self, exit_settings: ExitSettings, prior_settings: PriorSettings,
-                  validation_limits: ValidationLimits | None = None) -> None:
+                  validation_limits: ValidationLimits | None = None, memory_max_gap_s: float | None = None) -> None:
         """Validate and swap in new settings (one assignment: a frame in flight keeps the old ones).
 
-        validation_limits: None keeps the current ones.
+        validation_limits, memory_max_gap_s: None keeps the current ones.
         """
         self._active = self._checked(exit_settings, prior_settings, validation_limits or self._active[3])
+        if self.memory is not None and memory_max_gap_s is not None:
+            self.memory.max_gap_s = memory_max_gap_s
 
     def plan(self, frame: FrameInputs, *, ego_motion_known: bool = True, external_ego_m: np.ndarray | None = None,
              ground_truth_m: np.ndarray | None = None, policy: ExitPolicy | None = None,
-             ego_pose: EgoPose | None = None) -> PlanResult:
+             ego_pose: EgoPose | None = None, stream: str = LIVE_STREAM) -> PlanResult:
         """Plan one frame; never returns an implausible trajectory as valid.
 
         Args:
@@ -133,6 +147,8 @@ class Runner:
                 the last valid plan and its pose, and a frame whose plan fails validation publishes
                 that plan carried forward by the ego's motion (for up to validation.max_carry_forward_s);
                 without it (or when that is not possible) the fallback is a stopping trajectory.
+            stream: a model with memory keeps one per stream (frames of one stream in stamp order); deead_eval
+                plans each exit setting as a stream of its own.
         """
         start = time.perf_counter()
         exit_settings, active_policy, prior_settings, limits = self._active
@@ -140,7 +156,13 @@ class Runner:
         route = prior_settings.route_ahead(frame.route_ego_m)        # one route for the prior and the model
         prior = select_prior(prior_settings, self.times_s, speed, yaw_rate, route, external_ego_m)
         stem_start = time.perf_counter()
-        state = self.chain.prepare(self.encoder.encode(frame, None if isinstance(route, str) else route))
+        located = None if isinstance(route, str) else route
+        memory_encoder, memory, memory_reset = self._memory_encoder, None, ""
+        if memory_encoder is not None and self.memory is not None:
+            memory, memory_reset = self.memory.take(stream, frame.stamp_s)
+            state = self.chain.prepare(memory_encoder.encode(frame, located, memory))
+        else:
+            state = self.chain.prepare(self.encoder.encode(frame, located))
         stem_ms = (time.perf_counter() - stem_start) * 1e3
         ctx = FrameContext(self.num_layers, prior.trajectory_m, self.dt_s, ground_truth_m)
         dt_s = self.dt_s
@@ -151,13 +173,24 @@ class Runner:
         deadline_s = start + exit_settings.budget_ms / 1e3 if exit_settings.budget_ms > 0 else None
         trace = run_with_exit(self.chain, state, policy or active_policy, ctx, check, deadline_s)
         verdict = trace.validation if trace.validation is not None else check(trace.trajectory_m)
+        if memory_encoder is not None and self.memory is not None:   # the exit layer's plan, never a skipped one
+            computed = ComputedPlan(trace.trajectory_m, trace.exit_layer, trace.num_layers, frame.stamp_s)
+            self.memory.store(stream, memory_encoder.next_memory(memory, frame, computed), frame.stamp_s)
         pose = ego_pose if ego_pose is not None and ego_pose.is_finite() else None
         if verdict.ok:
             if pose is not None:
                 self._last_valid = _ValidPlan(trace.trajectory_m, pose)
-            return PlanResult(trace, prior, stem_ms, (time.perf_counter() - start) * 1e3, verdict)
+            return PlanResult(trace, prior, stem_ms, (time.perf_counter() - start) * 1e3, verdict,
+                              memory_reset=memory_reset)
         fallback, fallback_m = self._fallback(speed, pose, limits)
-        return PlanResult(trace, prior, stem_ms, (time.perf_counter() - start) * 1e3, verdict, fallback, fallback_m)
+        return PlanResult(trace, prior, stem_ms, (time.perf_counter() - start) * 1e3, verdict, fallback, fallback_m,
+                          memory_reset)
+
+    def reset_memory(self, reason: str) -> None:
+        """A model with memory starts every stream afresh at its next frame (odometry reset, deactivation, new
+        drive); nothing for a model without one. Safe from any thread."""
+        if self.memory is not None:
+            self.memory.reset(reason)
 
     def _fallback(self, speed_mps: float | None, pose: EgoPose | None,
                   limits: ValidationLimits) -> tuple[str, np.ndarray]:

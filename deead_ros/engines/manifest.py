@@ -86,6 +86,76 @@ class HeadContract:
                 "frame": self.frame}
 
 
+MOUNTING_FIELDS = ("x_m", "y_m", "z_m", "roll_rad", "pitch_rad", "yaw_rad")
+
+
+@dataclass(frozen=True, slots=True)
+class CameraSpec:
+    """One camera a model reads: its name (the node's `cameras` entry), the size its encoder feeds the stem,
+    and its nominal mounting (camera body x forward, y left, z up, in the ego frame; the node's
+    `camera_mountings` overrides it for a vehicle)."""
+
+    name: str
+    image_hw: tuple[int, int]                                  # (H, W) fed to the stem
+    mounting: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)   # MOUNTING_FIELDS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "height": self.image_hw[0], "width": self.image_hw[1],
+                "mounting": dict(zip(MOUNTING_FIELDS, self.mounting))}
+
+
+@dataclass(frozen=True, slots=True)
+class SensorContract:
+    """What a model reads besides route, odometry and command: its cameras, the IMU, a memory across frames.
+
+    No cameras: the single-camera contract of models exported before it existed (one image on
+    ~/input/image at the encoder's size). `memory`: the encoder keeps a state from frame to frame
+    (deead_ros.model.memory), so frames of one stream must be planned in order.
+    """
+
+    cameras: tuple[CameraSpec, ...] = ()
+    imu: bool = False
+    memory: bool = False
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cameras)
+
+    def problem(self) -> str | None:
+        """Why this contract cannot be used, or None."""
+        names = self.camera_names
+        if len(set(names)) != len(names):
+            return f"cameras {list(names)} repeat a name"
+        for camera in self.cameras:
+            if not camera.name.isidentifier():
+                return f"camera name '{camera.name}' must be a ROS name token (letters, digits, _), e.g. front_left"
+            if min(camera.image_hw) < 1 or len(camera.mounting) != len(MOUNTING_FIELDS) or not all(
+                    math.isfinite(v) for v in camera.mounting):
+                return f"camera '{camera.name}' needs a size >= 1 px and six finite mounting numbers"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cameras": [c.to_dict() for c in self.cameras], "imu": self.imu, "memory": self.memory}
+
+
+def parse_sensors(data: Any) -> SensorContract:
+    """The manifest's `sensors` field (absent: the single-camera contract); ValueError naming what is wrong."""
+    if data is None:
+        return SensorContract()
+    where = "sensors.cameras[]."
+    cameras = tuple(CameraSpec(_get(c, "name", str, where),
+                               (_get(c, "height", int, where), _get(c, "width", int, where)),
+                               tuple(float(_get(_get(c, "mounting", dict, where), k, (int, float), where + "mounting."))
+                                     for k in MOUNTING_FIELDS))
+                    for c in _get(data, "cameras", list, "sensors."))
+    contract = SensorContract(cameras, bool(_get(data, "imu", bool, "sensors.")),
+                              bool(_get(data, "memory", bool, "sensors.")))
+    problem = contract.problem()
+    if problem:
+        raise _FieldError(f"sensors: {problem}")
+    return contract
+
+
 @dataclass(frozen=True, slots=True)
 class EncoderRef:
     """The encoder a model's stem expects: a registered name or `package.module:Class`, and its configuration."""
@@ -122,6 +192,7 @@ class Manifest:
     torch: tuple[ModelFile, ...]  # torch.export programs (stem, layers, head) for the torch backend; () if absent
     extra: tuple[ModelFile, ...]  # other files the export copied (e.g. the trained weights and their config)
     export_command: str          # re-creates this directory
+    sensors: SensorContract = SensorContract()   # cameras, IMU, memory (absent in older manifests: one camera)
 
     @property
     def engine_files(self) -> tuple[ModelFile, ...]:
@@ -274,4 +345,4 @@ def _parse(data: dict[str, Any], path: Path) -> Manifest:
         fused=record("fused", files["fused"], "files.fused") if files.get("fused") else None,
         torch=torch_files,
         extra=tuple(record(role, entry, f"files.extra.{role}") for role, entry in (files.get("extra") or {}).items()),
-        export_command=_get(data, "export_command", str, ""))
+        export_command=_get(data, "export_command", str, ""), sensors=parse_sensors(data.get("sensors")))

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol, Sequence
 import numpy as np
 from PIL import Image as PilImage
 
-from deead_ros.engines.manifest import TensorSpec
+from deead_ros.engines.manifest import SensorContract, TensorSpec
 from deead_ros.errors import ModelFileError
 from deead_ros.exit.prior import PriorSettings, RouteAhead
 
@@ -59,15 +59,37 @@ def config_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class CameraView:
+    """One camera's image of a frame, with what a multi-view encoder needs to project into it."""
+
+    name: str                          # as the manifest's sensors.cameras and the node's `cameras` name it
+    image_rgb: np.ndarray              # (H, W, 3) uint8 RGB, as decoded (about the model's size)
+    intrinsics: np.ndarray | None      # (3, 3) pinhole K at this image's size (CameraInfo.k scaled); None: unknown
+    mounting: tuple[float, ...]        # x, y, z, roll, pitch, yaw of the camera body in the ego frame (m, rad)
+
+
+@dataclass(frozen=True, slots=True)
+class ImuSample:
+    """sensor_msgs/Imu's motion at the camera stamp, in the IMU's frame (SI units)."""
+
+    linear_accel_mps2: tuple[float, float, float]
+    angular_velocity_rps: tuple[float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
 class FrameInputs:
     """What the model sees of one frame, in the units the node receives them."""
 
-    image_rgb: np.ndarray              # (H, W, 3) uint8, RGB, any size (resized to the model's)
+    image_rgb: np.ndarray              # (H, W, 3) uint8, RGB, any size (resized to the model's); several
+                                       # cameras: the first view's image (what the debug image shows)
     route_ego_m: np.ndarray | None     # (N, 2) route in the ego frame, driving order, m; None: no route
     speed_mps: float                   # ego speed
     yaw_rate_rps: float                # ego yaw rate, positive = turning left
     command: str = ""                  # short text command, e.g. "turn left at the junction"
     accel_mps2: float = 0.0            # speed change over the spec's accel_window_s (SpeedHistory); 0: unknown
+    views: tuple[CameraView, ...] = ()  # several cameras: every view in the manifest's order; (): one camera
+    imu: ImuSample | None = None       # the IMU at the camera stamp; None: none (or stale)
+    stamp_s: float = 0.0               # the camera stamp: a model with memory measures time between frames by it
 
 
 def acceleration_at(stamps_s: Sequence[float], speeds_mps: Sequence[float], at_s: float, window_s: float) -> float:
@@ -301,8 +323,18 @@ def _encode(frames: Sequence[FrameInputs], routes: Sequence[RouteAhead | None],
         raise ValueError("encode_batch needs at least one frame")
     for frame in frames:
         check_image(frame.image_rgb)
-    images = np.stack([f.image_rgb if f.image_rgb.shape[:2] == spec.image_hw else resize_rgb(f.image_rgb, spec.image_hw)
-                       for f in frames])
+    images = np.stack([at_model_size(f.image_rgb, spec.image_hw) for f in frames])
+    return {"image": normalise_images(images, spec), **encode_route_ego_command(frames, routes, spec)}
+
+
+def at_model_size(image_rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """An (H, W, 3) image at the model's (H, W): as it is when it already has that size, else resize_rgb."""
+    return image_rgb if image_rgb.shape[:2] == tuple(hw) else resize_rgb(image_rgb, hw)
+
+
+def encode_route_ego_command(frames: Sequence[FrameInputs], routes: Sequence[RouteAhead | None],
+                             spec: InputSpec) -> dict[str, np.ndarray]:
+    """The stem inputs besides the camera: route (B, K, 2), ego (B, 4), command_ids (B, C) (module docstring)."""
     tokens, valid = zip(*(route_tokens(r, spec, f.speed_mps) for f, r in zip(frames, routes)))
     accel_gain = 1.0 / spec.accel_scale_mps2 if spec.acceleration_input else 0.0
     ego = np.array([[f.speed_mps / spec.speed_scale_mps, f.yaw_rate_rps / spec.yaw_rate_scale_rps, float(ok),
@@ -310,8 +342,7 @@ def _encode(frames: Sequence[FrameInputs], routes: Sequence[RouteAhead | None],
     if not np.all(np.isfinite(ego)):
         raise ValueError(f"ego speed / yaw rate / acceleration must be finite; got "
                          f"{ego[:, [0, 1, ACCEL_FEATURE]].tolist()}")
-    return {"image": normalise_images(images, spec), "route": np.stack(tokens), "ego": ego,
-            "command_ids": np.stack([tokenize(f.command, spec) for f in frames])}
+    return {"route": np.stack(tokens), "ego": ego, "command_ids": np.stack([tokenize(f.command, spec) for f in frames])}
 
 
 class FrameEncoder(Protocol):
@@ -358,6 +389,14 @@ class DrivingFrameEncoder:
 
 
 ENCODERS: dict[str, Any] = {DrivingFrameEncoder.name: DrivingFrameEncoder}
+# Encoders that live in a module of their own, imported when a manifest names them.
+LAZY_ENCODERS = {"multi_view": "deead_ros.model.multi_view:MultiViewEncoder"}
+
+
+def sensors_of(encoder: object) -> SensorContract:
+    """The cameras, IMU and memory an encoder reads (`sensors()`); without it, the single-camera contract."""
+    sensors = getattr(encoder, "sensors", None)
+    return sensors() if callable(sensors) else SensorContract()
 
 
 def load_encoder(name: str, config: dict[str, Any], where: str = "manifest") -> FrameEncoder:
@@ -366,8 +405,8 @@ def load_encoder(name: str, config: dict[str, Any], where: str = "manifest") -> 
     Raises:
         ModelFileError: the name is unknown, cannot be imported, or its config is invalid.
     """
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
+    if ":" in name or name in LAZY_ENCODERS:
+        module_name, _, attr = LAZY_ENCODERS.get(name, name).partition(":")
         try:
             cls = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as err:
@@ -376,7 +415,8 @@ def load_encoder(name: str, config: dict[str, Any], where: str = "manifest") -> 
     elif name in ENCODERS:
         cls = ENCODERS[name]
     else:
-        raise ModelFileError(f"{where}: encoder.name '{name}' is unknown; expected one of {sorted(ENCODERS)} or an "
+        raise ModelFileError(f"{where}: encoder.name '{name}' is unknown; expected one of "
+                             f"{sorted([*ENCODERS, *LAZY_ENCODERS])} or an "
                              "importable 'package.module:Class'")
     try:
         return cls.from_config(config)

@@ -23,6 +23,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_service import ParameterService
 
+from deead_ros.engines.manifest import SensorContract
 from deead_ros.errors import ConfigError
 from deead_ros.exit import ExitSettings, PriorSettings
 from deead_ros.exit.validation import ValidationLimits
@@ -34,9 +35,10 @@ T = ParameterType
 # The table's type names -> ROS parameter types.
 ROS_TYPES = {"bool": T.PARAMETER_BOOL, "integer": T.PARAMETER_INTEGER, "double": T.PARAMETER_DOUBLE,
              "string": T.PARAMETER_STRING, "integer_array": T.PARAMETER_INTEGER_ARRAY,
-             "double_array": T.PARAMETER_DOUBLE_ARRAY}
+             "double_array": T.PARAMETER_DOUBLE_ARRAY, "string_array": T.PARAMETER_STRING_ARRAY}
 _TYPE_WORDS = {"bool": "a bool (true/false)", "integer": "an integer", "double": "a double (e.g. 2.0)",
-               "string": "a string", "integer_array": "an integer array", "double_array": "a double array"}
+               "string": "a string", "integer_array": "an integer array", "double_array": "a double array",
+               "string_array": "a string array"}
 CAMERA_FORMATS = ("raw", "compressed")
 EXECUTORS = ("events", "single_threaded")
 
@@ -52,6 +54,7 @@ class IoSettings:
     diagnostics_period_s: float = default("diagnostics.period_s")
     diagnostics_window_s: float = default("diagnostics.window_s")
     latency_deadline_ms: float = default("diagnostics.latency_deadline_ms")
+    camera_sync_tolerance_s: float = default("io.camera_sync_tolerance_s")
 
     def problem(self) -> str | None:
         """Return why these settings are invalid, or None."""
@@ -108,9 +111,21 @@ class NodeConfig:
     validation: ValidationLimits = field(default_factory=ValidationLimits)
     values: Mapping[str, Any] = field(default_factory=dict)    # every parameter by name, as set
     debug: DebugSettings = field(default_factory=DebugSettings)
+    cameras: tuple[str, ...] = ()                 # () : one camera on ~/input/image
+    camera_mountings: tuple[float, ...] = ()      # 6 per camera; (): the manifest's
+    decode_threads: int = default("decode_threads")
+    memory_max_gap_s: float = default("memory.max_gap_s")
 
     def problem(self, num_layers: int) -> str | None:
         """Return why this configuration cannot run a model of num_layers layers, or None."""
+        if len(set(self.cameras)) != len(self.cameras) or not all(c.isidentifier() for c in self.cameras):
+            return (f"cameras={list(self.cameras)} must name each camera once, as a ROS name token (letters, digits, "
+                    "_), e.g. [front, front_left, front_right, back, back_left, back_right]")
+        if self.camera_mountings and len(self.camera_mountings) != 6 * len(self.cameras):
+            return (f"camera_mountings has {len(self.camera_mountings)} numbers; it needs 6 per camera (x, y, z, roll, "
+                    f"pitch, yaw) for cameras={list(self.cameras)}: {6 * len(self.cameras)}, or none (the manifest's)")
+        if not all(math.isfinite(v) for v in self.camera_mountings):
+            return f"camera_mountings={list(self.camera_mountings)} must be finite numbers"
         if self.camera_format not in CAMERA_FORMATS:
             return f"camera_format='{self.camera_format}' must be one of {', '.join(CAMERA_FORMATS)}"
         if self.executor not in EXECUTORS:
@@ -128,7 +143,7 @@ _IO_FIELDS = {
     "output.frame_id": "frame_id", "io.max_input_age_s": "max_input_age_s", "io.max_frame_age_s": "max_frame_age_s",
     "io.max_future_s": "max_future_s",
     "diagnostics.period_s": "diagnostics_period_s", "diagnostics.window_s": "diagnostics_window_s",
-    "diagnostics.latency_deadline_ms": "latency_deadline_ms",
+    "diagnostics.latency_deadline_ms": "latency_deadline_ms", "io.camera_sync_tolerance_s": "camera_sync_tolerance_s",
 }
 _IO_FIELDS_BY_ATTR = {attr: name for name, attr in _IO_FIELDS.items()}
 _DEBUG_FIELDS = {
@@ -153,7 +168,35 @@ def config_from_values(values: dict[str, Any]) -> NodeConfig:
                       values["executor"],
                       ExitSettings(**sections["exit"]), PriorSettings(**sections["prior"]), io,
                       ValidationLimits(**sections["validation"]), dict(values),
-                      DebugSettings(**{field: values[name] for name, field in _DEBUG_FIELDS.items()}))
+                      DebugSettings(**{field: values[name] for name, field in _DEBUG_FIELDS.items()}),
+                      tuple(values["cameras"]), tuple(values["camera_mountings"]), values["decode_threads"],
+                      values["memory.max_gap_s"])
+
+
+def sensor_problem(config: NodeConfig, sensors: SensorContract) -> str | None:
+    """Why the `cameras` parameter cannot feed a model of these sensors, or None.
+
+    A model that declares several cameras needs exactly those names in `cameras` (any order); one that
+    declares one camera or none (older manifests) also runs on the default single ~/input/image.
+    """
+    declared = sensors.camera_names
+    if not config.cameras:
+        if len(declared) > 1:
+            return (f"the model reads cameras {list(declared)}; set the parameter cameras: {list(declared)} "
+                    "(each then on ~/input/<camera>/image and ~/input/<camera>/camera_info)")
+        return None
+    if declared and set(config.cameras) != set(declared):
+        return f"cameras={list(config.cameras)}, but the model reads cameras {list(declared)}; name those"
+    if not declared and len(config.cameras) > 1:
+        return (f"cameras={list(config.cameras)}, but the model reads one camera; leave cameras empty (~/input/image) "
+                "or name one")
+    return None
+
+
+def mountings_by_camera(config: NodeConfig) -> dict[str, tuple[float, ...]]:
+    """{camera: its 6 mounting numbers} from camera_mountings ({}: the manifest's mountings)."""
+    values = config.camera_mountings
+    return {name: tuple(values[6 * i:6 * i + 6]) for i, name in enumerate(config.cameras)} if values else {}
 
 
 def descriptor_of(spec: Spec) -> ParameterDescriptor:
@@ -184,6 +227,7 @@ def as_declared_type(spec: Spec, value: Any) -> Any:
         "string": lambda v: isinstance(v, str),
         "integer_array": lambda v: isinstance(v, (list, tuple)) and all(is_int(x) for x in v),
         "double_array": lambda v: isinstance(v, (list, tuple)) and all(is_number(x) for x in v),
+        "string_array": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
     }
     if not checks[spec.type](value):
         raise TypeError(f"expected {_TYPE_WORDS[spec.type]}, got {_describe(value)}")
@@ -191,7 +235,7 @@ def as_declared_type(spec: Spec, value: Any) -> Any:
         return float(value)
     if spec.type == "double_array":
         return [float(x) for x in value]
-    if spec.type == "integer_array":
+    if spec.type in ("integer_array", "string_array"):
         return list(value)
     return value
 
@@ -217,7 +261,17 @@ def _range_problem(spec: Spec, value: Any) -> str | None:
 
 
 def _declare(node: Node, spec: Spec) -> Any:
-    """Declare one parameter; return its value after overrides. Raises ConfigError for a bad override."""
+    """Declare one parameter; return its value after overrides. Raises ConfigError for a bad override.
+
+    An empty array default is declared as rclpy types an empty list (a byte array), and a params file's
+    `cameras: []` leaves it unset (rcl cannot type an empty list): both read as []. A start-up value
+    (`cameras: [front, back]`) brings its own type.
+    """
+    value = _declare_value(node, spec)
+    return [] if value is None and spec.type.endswith("_array") else value
+
+
+def _declare_value(node: Node, spec: Spec) -> Any:
     try:
         return node.declare_parameter(spec.name, spec.default, descriptor_of(spec)).value
     except (InvalidParameterTypeException, InvalidParameterValueException):

@@ -124,3 +124,20 @@ def test_a_malformed_parameter_message_is_refused_with_a_reason():
     param, reason = parameter_from_msg(ParameterMsg(name="exit.delta_m", value=ParameterValue(
         type=ParameterType.PARAMETER_DOUBLE, double_value=1.5)))
     assert param.value == 1.5 and reason == ""
+
+
+def test_cameras_and_their_mountings_are_checked_against_each_other_and_the_model():
+    from deead_ros.engines.manifest import CameraSpec, SensorContract
+    from deead_ros.ros.params import mountings_by_camera, sensor_problem
+    defaults = {spec.name: spec.default for spec in PARAMETERS}
+    six = ["front", "front_left", "front_right", "back", "back_left", "back_right"]
+    model = SensorContract(tuple(CameraSpec(name, (48, 80)) for name in six), imu=True, memory=True)
+    single = config_from_values(defaults)
+    assert sensor_problem(single, SensorContract()) is None
+    assert "set the parameter cameras" in sensor_problem(single, model)
+    config = config_from_values({**defaults, "cameras": six[::-1], "camera_mountings": [0.5] * 36})
+    assert config.problem(24) is None and sensor_problem(config, model) is None
+    assert mountings_by_camera(config)["back_right"] == (0.5,) * 6
+    assert "name those" in sensor_problem(config_from_values({**defaults, "cameras": six[:5]}), model)
+    assert "6 per camera" in config_from_values({**defaults, "cameras": six, "camera_mountings": [0.0] * 6}).problem(24)
+    assert "each camera once" in config_from_values({**defaults, "cameras": ["front", "front"]}).problem(24)
