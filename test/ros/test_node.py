@@ -223,7 +223,7 @@ def test_node_refuses_to_start_on_bad_model_files_and_settings(small_model, tmp_
 def invalid_values(spec):
     """Values a parameter must refuse: the wrong type, and beyond its range."""
     wrong_type = {"string": 3, "bool": "yes", "integer": "ten", "double": "two", "double_array": ["a", "b"],
-                  "integer_array": [0.5]}
+                  "integer_array": [0.5], "string_array": [1, 2]}
     values = [wrong_type[spec.type]]
     if spec.range:
         values.append(type(spec.default)(spec.range[1]) * 2 + 1)
