@@ -14,6 +14,12 @@ ROUTE = "/planning/route"
 ODOMETRY = "/localization/odometry"
 COMMAND = "/planning/command"
 GROUND_TRUTH = "/ground_truth/trajectory"      # the expert's future, ego frame, stamped like the camera
+IMU = "/sensing/imu"                           # sensor_msgs/Imu (several-camera bags)
+
+
+def camera_topics(camera: str) -> tuple[str, str, str]:
+    """A named camera's (compressed image, raw image, CameraInfo) topics in a several-camera bag."""
+    return f"/camera/{camera}/image/compressed", f"/camera/{camera}/image/raw", f"/camera/{camera}/camera_info"
 
 WORLD_FRAME = "map"
 EGO_FRAME = "base_link"

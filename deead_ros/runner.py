@@ -86,12 +86,13 @@ class Runner:
         where = f"engine manifest {manifest.path}"
         self.encoder = encoder or load_encoder(manifest.encoder.name, manifest.encoder.config, where)
         check_encoder_matches(self.encoder, manifest.stem.inputs, where)
-        if sensors_of(self.encoder) != manifest.sensors or keeps_memory(self.encoder) != manifest.sensors.memory:
+        sensors = sensors_of(self.encoder)
+        if sensors != manifest.sensors or (sensors.memory and not keeps_memory(self.encoder)):
             raise ModelFileError(f"{where}: sensors {manifest.sensors.to_dict()} but its encoder "
-                                 f"'{self.encoder.name}' reads {sensors_of(self.encoder).to_dict()} (memory: "
+                                 f"'{self.encoder.name}' reads {sensors.to_dict()} (keeps a memory: "
                                  f"{keeps_memory(self.encoder)}); re-run `{manifest.export_command}`")
         # One memory per input stream, for encoders that keep one (deead_ros.model.memory).
-        self._memory_encoder = self.encoder if isinstance(self.encoder, MemoryEncoder) else None
+        self._memory_encoder = self.encoder if sensors.memory and isinstance(self.encoder, MemoryEncoder) else None
         self.memory = (MemoryStreams(self._memory_encoder.initial_memory, memory_max_gap_s)
                        if self._memory_encoder is not None else None)
         self.dt_s = float(manifest.head_contract.dt_s)

@@ -50,3 +50,24 @@ def fixture_bag(tmp_path_factory):
     out = tmp_path_factory.mktemp("bag") / "episode"
     write_bag([REPO_ROOT / "test" / "fixtures" / "metadrive_episode.npz"], out)
     return out
+
+
+MULTI_VIEW_LAYERS = 4
+
+
+@pytest.fixture(scope="session")
+def multi_view_model(tmp_path_factory):
+    """The six-camera, stateful Llama VLA (IMU, a memory of 4 plans), 4 layers, random weights; manifest.json."""
+    from deead_lab.model.export_onnx import export_random
+    from deead_lab.model.multi_view_vla import MultiViewLlamaVLAConfig
+    return export_random(tmp_path_factory.mktemp("multi_view_model"),
+                         MultiViewLlamaVLAConfig(num_hidden_layers=MULTI_VIEW_LAYERS), fused=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def six_camera_bag(tmp_path_factory):
+    """The fixture episode as a six-camera bag (6 x 160x96 JPEG with CameraInfo, IMU), mcap."""
+    from deead_lab.make_bag import ORION_CAMERAS, write_bag
+    out = tmp_path_factory.mktemp("bag6") / "episode"
+    write_bag([REPO_ROOT / "test" / "fixtures" / "metadrive_episode.npz"], out, cameras=ORION_CAMERAS)
+    return out

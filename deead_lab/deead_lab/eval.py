@@ -29,6 +29,8 @@ from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, DeeadError
 from deead_ros.exit import ExitPolicy, ExitSettings, FullPolicy, PriorSettings
 from deead_ros.exit.metrics import l2_at_m
+from deead_ros.camera_sync import CameraSync
+from deead_ros.engines.manifest import SensorContract
 from deead_ros.frame_assembly import CameraStampGuard, InputSettings, LatestInputs, model_image_hw, path_points, stamp_s
 from deead_ros.model.encoding import FrameInputs
 from deead_ros.parameters import default
@@ -39,6 +41,9 @@ from deead_ros.bags import iterate_bag_timed
 from deead_lab.eval_page import TABLE_COLUMNS, Row, Summary, WorstFrame, write_page
 from deead_lab.plan_recording import DebugVideo, PlanRecorder
 from deead_lab.scale_out import expand_bags, run_bags
+
+
+SINGLE_CAMERA = SensorContract()          # models exported before sensors existed: one camera
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +62,9 @@ class EvalFrame:
 def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | None = None,
                settings: InputSettings = InputSettings(), max_input_age_s: float = default("io.max_input_age_s"),
                on_rejected: Callable[[str, str], None] = lambda topic, reason: None,
-               remaps: dict[str, str] | None = None) -> Iterator[EvalFrame]:
+               remaps: dict[str, str] | None = None, sensors: SensorContract = SINGLE_CAMERA,
+               sync_tolerance_s: float = default("io.camera_sync_tolerance_s"),
+               decode_threads: int = 1) -> Iterator[EvalFrame]:
     """Frames of a bag assembled exactly as the live node assembles them.
 
     The same LatestInputs, the same decoding (image_hw: the model's (H, W), as the node passes it) and
@@ -67,9 +74,18 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
     or until the bag has moved io.odometry_max_gap_s past the frame (no later sample could be used).
     Camera stamps that go back are skipped like the node's `stamp_backwards` drops. `remaps` renames the
     bag's topics to this package's ({recorded: ours}, from `--remap OLD:=NEW`), as deead_replay does.
+
+    A model of several cameras (sensors.cameras) reads each camera's image and CameraInfo from
+    /camera/<name>/ and the IMU from /sensing/imu; the images go through the node's CameraSync (the same
+    tolerance), and a complete set is one frame, stamped with the first camera's stamp.
     """
-    inputs = LatestInputs(accel_window_s=accel_window_s, settings=settings, on_rejected=on_rejected)
+    inputs = LatestInputs(accel_window_s=accel_window_s, settings=settings, on_rejected=on_rejected,
+                          decode_threads=decode_threads)
     guard = CameraStampGuard()
+    several = len(sensors.cameras) > 1
+    sync = CameraSync(sensors.camera_names, sync_tolerance_s) if several else None
+    views = {topic: (camera, kind) for camera in sensors.camera_names
+             for topic, kind in zip(topics.camera_topics(camera), ("compressed", "raw", "info"))}
     truths: dict[float, np.ndarray] = {}
     waiting: deque[list[Any]] = deque()      # [camera record ns, message, raw, record ns its odometry was in or None]
     give_up_ns = int(settings.odometry_max_gap_s * 1e9)
@@ -78,37 +94,60 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
         """Assemble the frames whose odometry was in before this record time (all messages of that instant fed)."""
         while waiting and (record_ns - waiting[0][0] > give_up_ns
                            or (waiting[0][3] is not None and record_ns > waiting[0][3])):
-            _, msg, raw, _ = waiting.popleft()
+            _, item, raw, _ = waiting.popleft()
             try:
-                frame = inputs.assemble(msg, raw, max_input_age_s, False, image_hw)
+                frame = (inputs.assemble_set(item.stamp_s, item.messages, raw, max_input_age_s, False, sensors.cameras)
+                         if several else inputs.assemble(item, raw, max_input_age_s, False, image_hw))
             except BadInputError as err:
-                print(f"[eval] camera frame at {stamp_s(msg.header.stamp):.2f} s skipped: {err}", file=sys.stderr)
+                print(f"[eval] camera frame at {item_stamp(item):.2f} s skipped: {err}", file=sys.stderr)
                 continue
             yield EvalFrame(frame.inputs, frame.ego_motion_known, truths.pop(frame.camera_stamp_s, None),
-                            frame.camera_stamp_s, frame.external_ego_m, frame.prior_age_s, msg)
+                            frame.camera_stamp_s, frame.external_ego_m, frame.prior_age_s,
+                            item.messages[0][1] if several else item)
+
+    def item_stamp(item: Any) -> float:
+        return item.stamp_s if several else stamp_s(item.header.stamp)
 
     def mark_ready(record_ns: int) -> None:
         for entry in waiting:
-            if entry[3] is None and inputs.wait_for_odometry(stamp_s(entry[1].header.stamp), timeout_s=0.0):
+            if entry[3] is None and inputs.wait_for_odometry(item_stamp(entry[1]), timeout_s=0.0):
                 entry[3] = record_ns
 
-    for topic, record_ns, msg in iterate_bag_timed(bag, remaps):
-        yield from ready(record_ns)
-        if topic == topics.ROUTE:
-            inputs.set_route(msg)
-        elif topic == topics.ODOMETRY:
-            inputs.set_odometry(msg)
+    def arrived(record_ns: int, item: Any, raw: bool) -> None:
+        camera_s = item_stamp(item)
+        if guard.refuse(camera_s, camera_s, max_frame_age_s=0.0, max_future_s=0.0) is None:
+            waiting.append([record_ns, item, raw, None])
             mark_ready(record_ns)
-        elif topic == topics.COMMAND:
-            inputs.set_command(msg)
-        elif topic == topics.GROUND_TRUTH:
-            truths[stamp_s(msg.header.stamp)] = path_points(msg)
-        elif topic in (topics.CAMERA_COMPRESSED, topics.CAMERA_RAW):
-            camera_s = stamp_s(msg.header.stamp)
-            if guard.refuse(camera_s, camera_s, max_frame_age_s=0.0, max_future_s=0.0) is None:
-                waiting.append([record_ns, msg, topic == topics.CAMERA_RAW, None])
+
+    try:
+        for topic, record_ns, msg in iterate_bag_timed(bag, remaps):
+            yield from ready(record_ns)
+            if topic == topics.ROUTE:
+                inputs.set_route(msg)
+            elif topic == topics.ODOMETRY:
+                inputs.set_odometry(msg)
                 mark_ready(record_ns)
-    yield from ready(2**62)                                  # the bag ended: assemble with what there is
+            elif topic == topics.COMMAND:
+                inputs.set_command(msg)
+            elif topic == topics.GROUND_TRUTH:
+                truths[stamp_s(msg.header.stamp)] = path_points(msg)
+            elif topic == topics.IMU:
+                inputs.set_imu(msg)
+            elif sync is not None and topic in views:
+                camera, kind = views[topic]
+                if kind == "info":
+                    inputs.set_camera_info(camera, msg)
+                    continue
+                complete, dropped = sync.add(camera, stamp_s(msg.header.stamp), msg)
+                for drop in dropped:
+                    print(f"[eval] {drop.reason}", file=sys.stderr)
+                if complete is not None:
+                    arrived(record_ns, complete, kind == "raw")
+            elif not several and topic in (topics.CAMERA_COMPRESSED, topics.CAMERA_RAW):
+                arrived(record_ns, msg, topic == topics.CAMERA_RAW)
+        yield from ready(2**62)                                  # the bag ended: assemble with what there is
+    finally:
+        inputs.close()
 
 
 FrameSink = Callable[[int, EvalFrame, dict[str, PlanResult]], None]
@@ -127,7 +166,8 @@ def evaluate(runner: Runner, frames: Iterable[EvalFrame], settings: dict[str, Ex
         results = {}
         for name, policy in settings.items():
             results[name] = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known, policy=policy,
-                                        external_ego_m=frame.external_ego_m, ground_truth_m=frame.truth_m)
+                                        external_ego_m=frame.external_ego_m, ground_truth_m=frame.truth_m,
+                                        stream=name)       # a model with memory: one per setting
             rows.append(_row(index, name, results[name], frame.truth_m, runner.dt_s))
         if on_frame is not None:
             on_frame(index, frame, results)
@@ -342,7 +382,8 @@ class EvalJob:
             rejected[topic] = rejected.get(topic, 0) + 1
 
         frames = bag_frames(bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder), on_rejected=count,
-                            remaps=remaps)
+                            remaps=remaps, sensors=runner.chain.manifest.sensors)
+        runner.reset_memory(f"new bag {bag}")           # a model with memory starts each bag afresh
         outputs = self.outputs
         record, video = next(((r, v) for b, r, v in outputs.files if b == str(bag)), ("", ""))
         camera = CAMERAS[outputs.camera]

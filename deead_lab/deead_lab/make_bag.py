@@ -4,6 +4,13 @@ Per 0.1 s step: the camera (CompressedImage jpeg, or raw Image with --raw), the 
 (nav_msgs/Path, map frame), odometry (nav_msgs/Odometry, map -> base_link), the command
 (std_msgs/String) and the expert's future trajectory (nav_msgs/Path, base_link) on a topic of its
 own; all stamped with the step's time. Episodes follow each other with a 1 s gap.
+
+With --cameras (e.g. `--cameras 6`: ORION's front, front_left, front_right, back, back_left,
+back_right) each camera gets its image and CameraInfo under /camera/<name>/, and an IMU
+(sensor_msgs/Imu) goes on /sensing/imu. The simulator records one camera: the other views are made
+from its image (shifted sideways, the back ones mirrored, each tinted), so the bag exercises
+several synchronised streams, not several real viewpoints. The views after the first are stamped a
+few milliseconds apart (within io.camera_sync_tolerance_s), as unsynchronised drivers stamp them.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import math
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image as PilImage
@@ -59,8 +67,8 @@ def odometry_message(pose: np.ndarray, speed: float, yaw_rate: float, t_s: float
         twist=T["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=np.zeros(36)))
 
 
-def camera_message(image: np.ndarray, t_s: float, raw: bool, jpeg_quality: int):
-    header = _header(t_s, "camera_front")
+def camera_message(image: np.ndarray, t_s: float, raw: bool, jpeg_quality: int, frame_id: str = "camera_front"):
+    header = _header(t_s, frame_id)
     if raw:
         h, w = image.shape[:2]
         return T["sensor_msgs/msg/Image"](header=header, height=h, width=w, encoding="rgb8", is_bigendian=0,
@@ -71,37 +79,94 @@ def camera_message(image: np.ndarray, t_s: float, raw: bool, jpeg_quality: int):
                                                 data=np.frombuffer(buffer.getvalue(), np.uint8))
 
 
+ORION_CAMERAS = ("front", "front_left", "front_right", "back", "back_left", "back_right")
+VIEW_SKEW_S = 0.0017                 # camera i > 0 is stamped (i * this) mod 5 ms after the first
+
+
+def camera_info_message(width: int, height: int, t_s: float, frame_id: str):
+    """A pinhole CameraInfo with a 60 degree horizontal field of view, square pixels, no distortion."""
+    f = width / 2 / math.tan(math.radians(30))
+    return T["sensor_msgs/msg/CameraInfo"](
+        header=_header(t_s, frame_id), height=height, width=width, distortion_model="plumb_bob", d=np.zeros(5),
+        k=np.array([f, 0, width / 2, 0, f, height / 2, 0, 0, 1], np.float64), r=np.eye(3).reshape(-1),
+        p=np.array([f, 0, width / 2, 0, 0, f, height / 2, 0, 0, 0, 1, 0], np.float64), binning_x=0, binning_y=0,
+        roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def imu_message(accel_mps2: float, speed_mps: float, yaw_rate_rps: float, t_s: float):
+    """The IMU of a car driving in the plane: longitudinal acceleration, centripetal v * yaw rate, gravity."""
+    vec = T["geometry_msgs/msg/Vector3"]
+    return T["sensor_msgs/msg/Imu"](
+        header=_header(t_s, topics.EGO_FRAME),
+        orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+        orientation_covariance=np.array([-1.0] + [0.0] * 8), angular_velocity=vec(x=0.0, y=0.0, z=float(yaw_rate_rps)),
+        angular_velocity_covariance=np.zeros(9),
+        linear_acceleration=vec(x=float(accel_mps2), y=float(speed_mps * yaw_rate_rps), z=9.81),
+        linear_acceleration_covariance=np.zeros(9))
+
+
+def view_image(image: np.ndarray, index: int) -> np.ndarray:
+    """Camera `index`'s image made from the recorded one: shifted sideways, mirrored behind, tinted."""
+    if index == 0:
+        return image
+    view = np.roll(image, index * image.shape[1] // 7, axis=1)
+    view = view[:, ::-1] if index >= 3 else view
+    tint = np.array([1.0 - 0.05 * index, 1.0, 1.0 + 0.04 * index])
+    return np.clip(view * tint, 0, 255).astype(np.uint8)
+
+
 def write_bag(episode_files: list[Path], out: Path, raw: bool = False, max_frames: int = 0,
-              jpeg_quality: int = 90, storage: str = "mcap") -> int:
-    """Write the episodes into one bag at `out` (replaced if it exists); return the frames written."""
+              jpeg_quality: int = 90, storage: str = "mcap", cameras: tuple[str, ...] = ()) -> int:
+    """Write the episodes into one bag at `out` (replaced if it exists); return the frames written.
+
+    cameras: () one camera on /camera/image/...; else each named camera with its CameraInfo, and an IMU.
+    """
     if out.exists():
         shutil.rmtree(out)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    camera_topic, camera_type = ((topics.CAMERA_RAW, "sensor_msgs/msg/Image") if raw else
-                                 (topics.CAMERA_COMPRESSED, "sensor_msgs/msg/CompressedImage"))
+    image_type = "sensor_msgs/msg/Image" if raw else "sensor_msgs/msg/CompressedImage"
+    camera_topic = topics.CAMERA_RAW if raw else topics.CAMERA_COMPRESSED
+    channels = [("route", topics.ROUTE, "nav_msgs/msg/Path"), ("odometry", topics.ODOMETRY, "nav_msgs/msg/Odometry"),
+                ("command", topics.COMMAND, "std_msgs/msg/String"), ("truth", topics.GROUND_TRUTH, "nav_msgs/msg/Path")]
+    if cameras:
+        channels.append(("imu", topics.IMU, "sensor_msgs/msg/Imu"))
+        for camera in cameras:
+            compressed, raw_topic, info = topics.camera_topics(camera)
+            channels += [(f"{camera}/camera_info", info, "sensor_msgs/msg/CameraInfo"),
+                         (camera, raw_topic if raw else compressed, image_type)]
+    else:
+        channels.append(("camera", camera_topic, image_type))
     frames = 0
     t0 = float(BAG_EPOCH_S)
     with Writer(out, version=9, storage_plugin=plugin) as writer:
-        conns = {name: writer.add_connection(topic, msgtype, typestore=TYPESTORE) for name, topic, msgtype in (
-            ("camera", camera_topic, camera_type), ("route", topics.ROUTE, "nav_msgs/msg/Path"),
-            ("odometry", topics.ODOMETRY, "nav_msgs/msg/Odometry"), ("command", topics.COMMAND, "std_msgs/msg/String"),
-            ("truth", topics.GROUND_TRUTH, "nav_msgs/msg/Path"))}
+        conns = {name: writer.add_connection(topic, msgtype, typestore=TYPESTORE) for name, topic, msgtype in channels}
+
+        def write(name: str, msg: Any, t_s: float) -> None:
+            writer.write(conns[name], int(round(t_s * 1e9)), TYPESTORE.serialize_cdr(msg, conns[name].msgtype))
+
         for path in episode_files:
             ep = load_episode(path)
             n = len(ep["pose"]) if not max_frames else min(len(ep["pose"]), max_frames)
+            accel = np.gradient(ep["speed"][:n], ep["timestamp"][:n]) if n > 1 else np.zeros(n)
             for i in range(n):
                 t_s = t0 + float(ep["timestamp"][i])
                 route = ep["route_world"][i, : max(int(ep["route_valid"][i]), 2)]
-                messages = {
-                    "odometry": odometry_message(ep["pose"][i], ep["speed"][i], ep["yaw_rate"][i], t_s),
-                    "route": path_message(route, t_s, topics.WORLD_FRAME),
-                    "command": T["std_msgs/msg/String"](data=str(ep["command"][i])),
-                    "truth": path_message(ep["future_ego"][i], t_s, topics.EGO_FRAME),
-                    "camera": camera_message(ep["images"][i], t_s, raw, jpeg_quality),
-                }
-                stamp_ns = int(round(t_s * 1e9))
-                for name, msg in messages.items():       # inputs before the camera: the node plans on arrival
-                    writer.write(conns[name], stamp_ns, TYPESTORE.serialize_cdr(msg, conns[name].msgtype))
+                write("odometry", odometry_message(ep["pose"][i], ep["speed"][i], ep["yaw_rate"][i], t_s), t_s)
+                write("route", path_message(route, t_s, topics.WORLD_FRAME), t_s)
+                write("command", T["std_msgs/msg/String"](data=str(ep["command"][i])), t_s)
+                write("truth", path_message(ep["future_ego"][i], t_s, topics.EGO_FRAME), t_s)
+                image = ep["images"][i]           # inputs before the camera: the node plans on arrival
+                if not cameras:
+                    write("camera", camera_message(image, t_s, raw, jpeg_quality), t_s)
+                    frames += 1
+                    continue
+                write("imu", imu_message(float(accel[i]), float(ep["speed"][i]), float(ep["yaw_rate"][i]), t_s), t_s)
+                for k, camera in enumerate(cameras):
+                    view_s = t_s + (k * VIEW_SKEW_S) % 0.005
+                    write(f"{camera}/camera_info", camera_info_message(image.shape[1], image.shape[0], view_s,
+                                                                       f"camera_{camera}"), view_s)
+                    write(camera, camera_message(view_image(image, k), view_s, raw, jpeg_quality, f"camera_{camera}"),
+                          view_s)
                 frames += 1
             t0 += float(ep["timestamp"][n - 1]) + 1.0
             print(f"[make_bag] {path.name}: {n} frames", flush=True)
@@ -116,13 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, default=0, help="frames per episode (0: all)")
     parser.add_argument("--jpeg-quality", type=int, default=90)
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    parser.add_argument("--cameras", default="",
+                        help="several cameras: a number (6: ORION's front, front_left, front_right, back, back_left, "
+                             "back_right; fewer: the first of those) or comma-separated names; with an IMU")
     args = parser.parse_args(argv)
+    cameras = (ORION_CAMERAS[:int(args.cameras)] if args.cameras.isdigit() else
+               tuple(c for c in args.cameras.split(",") if c))
     missing = [str(p) for p in args.episodes if not p.exists()]
     if missing:
         print(f"deead_make_bag: missing episode files {missing}; collect them with deead_lab.collect_metadrive",
               file=sys.stderr)
         return 2
-    frames = write_bag(args.episodes, args.out, args.raw, args.max_frames, args.jpeg_quality, args.storage)
+    frames = write_bag(args.episodes, args.out, args.raw, args.max_frames, args.jpeg_quality, args.storage, cameras)
     size_mb = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 1e6
     print(f"[make_bag] wrote {frames} frames to {args.out} ({size_mb:.1f} MB)")
     return 0

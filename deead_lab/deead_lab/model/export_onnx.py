@@ -33,7 +33,7 @@ from deead_ros.engines.manifest import (HIDDEN_IN, HIDDEN_OUT, MANIFEST_FILE, TR
 from deead_ros.errors import DeeadError, ModelFileError
 from deead_lab.model.adapters import LayeredAdapter, LayerRange
 from deead_lab.model.architectures import ARCHITECTURES, DEFAULT_ARCH
-from deead_ros.model.encoding import DrivingFrameEncoder, FrameEncoder, InputSpec, check_encoder_matches
+from deead_ros.model.encoding import FrameEncoder, InputSpec, check_encoder_matches, sensors_of
 from deead_lab.model.weights import CONFIG_FILE, load_pretrained, save_pretrained
 
 OPSET = 17        # LayerNormalization is native from 17; TensorRT 8.6+ and 10.x parse it
@@ -167,7 +167,7 @@ def export_model(adapter: LayeredAdapter, encoder: FrameEncoder, head_contract: 
     write_manifest({
         "model_version": model_version, "arch": arch, "num_layers": adapter.num_layers, "opset": OPSET,
         "encoder": {"name": encoder.name, "config": encoder.to_config()}, "head_contract": head_contract.to_dict(),
-        "export_command": export_command, "files": files,
+        "sensors": sensors_of(encoder).to_dict(), "export_command": export_command, "files": files,
     }, manifest)
     log(f"wrote {manifest}")
     return manifest
@@ -185,7 +185,8 @@ def export_pretrained(weights: Path, out_dir: Path, *, fused: bool = True,
     log(f"exporting {pretrained.model_version} ({arch}, {ARCHITECTURES[arch].adapter(model).num_layers} layers) "
         f"to {out_dir}")
     return export_model(
-        ARCHITECTURES[arch].adapter(model), DrivingFrameEncoder(pretrained.inputs), model.head_contract(), out_dir,
+        ARCHITECTURES[arch].adapter(model), ARCHITECTURES[arch].encoder(model.cfg, pretrained.inputs),
+        model.head_contract(), out_dir,
         model_version=pretrained.model_version, arch=arch,
         export_command=f"deead_export --weights {weights} --out {out_dir}",
         extra={"weights": weights, "config": weights.parent / CONFIG_FILE}, fused=fused, log=log)
@@ -197,11 +198,14 @@ def export_random(out_dir: Path, cfg: object | None = None, *, arch: str = DEFAU
 
     For tests and benchmarks where no trained weights exist: same shapes and cost as a trained model.
     `cfg` (a registered architecture's config) picks the architecture; else `arch` with its default config.
+    The input spec takes the config's image size.
     """
     if cfg is not None:
-        arch = next(name for name, a in ARCHITECTURES.items() if isinstance(cfg, a.config))
+        arch = next(name for name, a in ARCHITECTURES.items() if type(cfg) is a.config)
     torch.manual_seed(seed)
     model = ARCHITECTURES[arch].model(cfg if cfg is not None else ARCHITECTURES[arch].config())
+    height, width = model.cfg.image_hw
+    inputs = replace(inputs, image_hw=(height, width))
     weights = save_pretrained(model, inputs, out_dir / "weights", model_version=f"{arch} random seed {seed}")
     return export_pretrained(weights, out_dir, fused=fused, log=log)
 
