@@ -1,5 +1,6 @@
-"""The README's headline figures are the committed JSON's: each figure the README states for `make demo` is
-formatted here from docs/demo.json (what `make demo` wrote) and must appear in the README's demo paragraph."""
+"""The README's headline figures are the committed JSON's: each figure the README states for `make demo` and for
+the open-loop benchmark is formatted here from docs/demo.json (what `make demo` wrote) and docs/bench_exit.json
+(what bench/bench_exit.py wrote) and must appear in the README's paragraph on it."""
 import json
 
 import pytest
@@ -49,3 +50,26 @@ def test_the_summary_line_is_the_early_exit_pass(demo):
     assert summary["mean_exit_layer"] == pytest.approx(early["mean_exit_layer"], abs=1e-3)
     ratio = early["latency_p50_ms"] / demo["passes"]["full"]["latency_p50_ms"]
     assert summary["latency_ratio_vs_full"] == pytest.approx(ratio, abs=1e-3)
+
+
+def test_the_readme_states_the_open_loop_figures_of_docs_bench_exit_json():
+    bench = json.loads((REPO_ROOT / "docs" / "bench_exit.json").read_text())
+    s, head = bench["settings"], bench["headline"]
+    delta = f"{bench['recommended_delta_m']:g}"
+    deead, paper, oracle = s[f"deead_{delta}"], s["deead_2"], s[f"oracle_{delta}"]
+    figures = [f"{s['full']['frames']} frames",
+               f"full depth p50 {s['full']['latency_p50_ms']:.1f} ms",
+               f"deead at {delta} m exits at layer {deead['mean_exit_layer']:.1f} on average",
+               f"({deead['layer_sparsity']:.0%} sparsity)",
+               f"median latency {deead['latency_ratio_vs_full']:.2f}x full depth",
+               f"L2 at 3 s {deead['l2_3s_change_vs_full']:+.1%}",
+               f"layer {paper['mean_exit_layer']:.1f}, {head['latency_ratio_delta2']:.2f}x",
+               f"{head['l2_3s_change_delta2']:+.0%}",
+               f"fixed exit at layer 13 {s['fixed_13']['l2_3s_change_vs_full']:+.0%}",
+               f"patience {s['patience']['l2_3s_change_vs_full']:+.0%}",
+               f"at {delta} m: layer {oracle['mean_exit_layer']:.1f}",
+               f"finds {head['layers_over_oracle']:.0%} of the oracle's"]
+    text = paragraph("- Open loop on the committed test split")
+    missing = [figure for figure in figures if figure not in text]
+    assert not missing, (f"the README's open-loop figures differ from docs/bench_exit.json: {missing} not in:\n{text}\n"
+                         "re-run bench/bench_exit.py and copy its figures")
