@@ -609,8 +609,8 @@ def comparison(bench: dict | None, loop: dict | None, report: dict | None) -> st
     return text
 
 
-CALIBRATE_COMMAND = ("deead_calibrate bags/demo --eps 1.0 --alpha 0.1 --confidence 0.9 --unit block --block-s 2 "
-                     "--split-test 1000 --latency-frames 810 --out docs")
+CALIBRATE_COMMAND = ("deead_calibrate 'bench/calib_split/calib/ep_*.npz' --unit drive --eps 1.0 --alpha 0.1 "
+                     "--confidence 0.9 --split-test 1000 --out docs")
 SCALE_OUT_COMMAND = ("mkdir -p runs/bags && for i in 1 2 3 4; do cp -r bags/demo runs/bags/demo_$i; done && "
                      "deead_calibrate 'runs/bags/demo_*' --workers 2 --compare-serial --out runs/scale_out && "
                      "cp runs/scale_out/scale_out.json docs/")
@@ -643,55 +643,72 @@ def frame_unit_note(unit: str, passed: bool) -> str:
         return ""
     if passed:
         return (" The bound counts frames as independent, which frames of one drive are not: the violation share "
-                "stays under d here, but `--unit block` or `--unit drive` is the statement to trust.")
+                "stays under d here, but `--unit drive` is the statement to trust.")
     return (" The bound counts frames as independent, which frames of one drive are not, and the split test shows "
-            "it is optimistic here: use `--unit block` or `--unit drive`.")
+            "it is optimistic here: use `--unit drive`.")
+
+
+def units_text(result: dict) -> str:
+    """The units the bound counts and the p-value over them."""
+    g, units = result["guarantee"], result["calibration_units"]
+    if g["unit"] == "frame":
+        return f"{units['count']} frames as units, exact binomial tail"
+    bound = "Waudby-Smith-Ramdas betting" if g["unit_bound"] == "betting" else "Hoeffding-Bentkus"
+    per = units["frames_per_unit"]
+    return (f"{units['count']} {g['unit']}s as units ({per['min']} to {per['max']} frames each, median "
+            f"{per['median']:g}), each one's share of bad frames bounded by {bound}")
+
+
+def split_text(result: dict) -> str:
+    """The split test over drives: violations and how often a delta above 0 came out."""
+    split, g = result["split_test"], result["guarantee"]
+    spread, held = split["chosen_delta_m"], split["held_out_risk"]
+    nonzero = split["chosen_nonzero_share"]
+    text = (f"\nShown to hold: {split['splits']} random splits of the {split['drives']} drives into "
+            f"{split['calibration_drives']} to calibrate on and {split['held_out_drives']} held out; on each, "
+            f"calibrate on the first half and measure the risk (the mean of the drives' shares of bad frames) on "
+            f"the second. Held-out risk above alpha in **{split['violation_share']:.1%}** of the splits (allowed "
+            f"{split['allowed']:.0%}: {'passed' if split['passed'] else 'FAILED'}); held-out risk mean "
+            f"{held['mean']:.3f}, 90th percentile {held['p90']:.3f}, max {held['max']:.3f}. A delta above 0 "
+            f"(something saved) was chosen in **{nonzero:.1%}** of the splits (target 80%"
+            f"{': met' if nonzero >= 0.8 else ': missed'}); chosen delta {spread['min']:g} to {spread['max']:g} m "
+            f"(median {spread['median']:g}; counts {spread['counts']}); layers run on the held-out half "
+            f"{split['layer_share_on_held_out_mean']:.0%}{refused_note(split, result['ltt']['min_units'])}."
+            f"{frame_unit_note(g['unit'], split['passed'])}\n")
+    return text
 
 
 def calibration(result: dict | None, scale: dict | None) -> str:
     """deead_calibrate's choice of delta, its guarantee, the split test, and serial vs Ray."""
-    if result is None:
+    if result is None or "calibration_units" not in result:
         return missing("calibration.json", CALIBRATE_COMMAND)
     g, ltt = result["guarantee"], result["ltt"]
-    span = f" of <= {g['block_s']:g} s" if g["block_s"] else ""
-    units = ("frames as units, exact binomial tail" if g["unit"] == "frame" else
-             f"{result['units']} {g['unit']}s{span} as units, each unit's share of bad frames bounded by "
-             "Hoeffding-Bentkus")
-    text = (f"`{CALIBRATE_COMMAND}` (Learn then Test, fixed-sequence testing from strict to loose deltas; {units}). "
-            f"Loss: L2 at {g['at_s']:g} s between the published plan with early exit "
+    text = (f"`{CALIBRATE_COMMAND}` (Learn then Test, fixed-sequence testing from strict to loose deltas; "
+            f"{units_text(result)}). Loss: L2 at {g['at_s']:g} s between the published plan with early exit "
             f"and {'the ground truth' if g['against'] == 'truth' else 'the full-depth plan'} above {g['eps_m']:g} m; "
             f"target: risk <= {g['alpha']:g} with confidence {g['confidence']:g}, on {result['frames']} frames of "
-            f"{result['drives']} held-out drives.\n\n")
+            f"{result['drives']} drives. Guarantee: {g['statement']}.\n\n")
     if result["delta_m"] is None:
-        return text + f"Nothing certified: {ltt.get('refused', 'the strictest delta already fails')}.\n"
-    chosen = ltt["rows"][ltt["chosen_index"]]
-    text += (f"**exit.delta_m = {result['delta_m']:g} m**: {chosen['losses']} losses in {chosen['frames']} frames "
-             f"(risk {chosen['empirical_risk']:.3f}, upper bound {chosen['upper_bound']:.3f} <= {g['alpha']:g}); "
-             f"{chosen['layer_share']:.0%} of the layers run ({1 - chosen['layer_share']:.0%} saved).")
-    latency = result.get("latency")
-    if latency:
-        text += (f" Direct runs on {latency['frames']} frames (ONNX Runtime, one thread, load average "
-                 f"{latency.get('load_average', '?')}): median latency {latency['latency_p50_ms']:.2f} ms vs "
-                 f"{latency['full_latency_p50_ms']:.2f} ms at full depth ({latency['latency_ratio_vs_full']:.2f}x)"
-                 f"{mean_latency(latency)}; the replayed exits differed from the direct runs' on "
-                 f"{latency['replay_exit_mismatches']} frames.")
-    rows = [[f"{r['delta_m']:g}", r["losses"], f"{r['empirical_risk']:.3f}", f"{r['upper_bound']:.3f}",
-             f"{r['p_value']:.1e}", f"{r['layer_share']:.0%}", r["decision"]] for r in ltt["rows"]]
-    text += "\n\n" + table(["delta m", "losses", "risk", "bound", "p-value", "layers run", "decision"], rows)
-    text += "\n![calibration](calibration.png)\n"
-    split = result.get("split_test")
-    if split:
-        spread = split["chosen_delta_m"]
-        text += (f"\nShown to hold: {split['splits']} random splits of the {split['frames']} frames into "
-                 f"calibration and test halves by {split['blocks']} contiguous blocks of <= {split['block_s']:g} s "
-                 f"({result['drives']} drives are too few to split by drive); in each, calibrate on one half and "
-                 f"measure the risk on the other. Test risk above "
-                 f"alpha in **{split['violation_share']:.1%}** of the splits (allowed {split['allowed']:.0%}: "
-                 f"{'passed' if split['passed'] else 'FAILED'}); test risk mean {split['test_risk_mean']:.3f}, 90th "
-                 f"percentile {split['test_risk_p90']:.3f}, max {split['test_risk_max']:.3f}; chosen delta "
-                 f"{spread['min']:g} to {spread['max']:g} m (median {spread['median']:g}; counts {spread['counts']}); "
-                 f"layers run on the test half {split['layer_share_on_test_mean']:.0%}"
-                 f"{refused_note(split, ltt['min_units'])}.{frame_unit_note(g['unit'], split['passed'])}\n")
+        text += f"Nothing certified: {ltt.get('refused', 'the strictest delta already fails')}.\n"
+    else:
+        chosen = ltt["rows"][ltt["chosen_index"]]
+        text += (f"**exit.delta_m = {result['delta_m']:g} m**: risk {chosen['empirical_risk']:.3f} (mean over "
+                 f"drives; {chosen['losses']} bad frames of {chosen['frames']}), upper bound "
+                 f"{chosen['upper_bound']:.3f} <= {g['alpha']:g}; {chosen['layer_share']:.0%} of the layers run "
+                 f"({1 - chosen['layer_share']:.0%} saved).")
+        latency = result.get("latency")
+        if latency:
+            text += (f" Direct runs on {latency['frames']} frames (ONNX Runtime, one thread, load average "
+                     f"{latency.get('load_average', '?')}): median latency {latency['latency_p50_ms']:.2f} ms vs "
+                     f"{latency['full_latency_p50_ms']:.2f} ms at full depth ({latency['latency_ratio_vs_full']:.2f}x)"
+                     f"{mean_latency(latency)}; the replayed exits differed from the direct runs' on "
+                     f"{latency['replay_exit_mismatches']} frames.")
+        rows = [[f"{r['delta_m']:g}", r["losses"], f"{r['empirical_risk']:.3f}", f"{r['upper_bound']:.3f}",
+                 f"{r['p_value']:.1e}", f"{r['layer_share']:.0%}", r["decision"]] for r in ltt["rows"]]
+        text += "\n\n" + table(["delta m", "bad frames", "risk", "bound", "p-value", "layers run", "decision"], rows)
+        text += "\n![calibration](calibration.png)\n"
+    if result.get("split_test"):
+        text += split_text(result)
     if scale is None:
         text += "\n" + missing("scale_out.json", SCALE_OUT_COMMAND)
     else:

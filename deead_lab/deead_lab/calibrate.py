@@ -28,17 +28,19 @@ Method: Learn then Test (Angelopoulos et al., arXiv 2110.01052), as CALM calibra
 - Conformal risk control (arXiv 2208.02814) would bound the expected loss marginally and needs a loss
   monotone in delta; LTT gives the stronger "with probability 1 - d" statement without monotonicity.
 
-Frames are not independent. The binomial bound treats the n calibration frames as i.i.d. draws from
-the frames the node will see. Within a drive, neighbouring frames (10 Hz) are strongly correlated, so the
-frame-level bound (`--unit frame`, the default) is optimistic: its effective sample size is closer to
-the number of independent stretches of road than to the number of frames, and the stated confidence
-holds only as far as frames are exchangeable. What calibrating on whole drives gives: the calibration
-drives are disjoint from the drives the guarantee is meant for, so no test frame has a near-copy in the
-calibration set. The block-aware option: `--unit drive` (or `--unit block --block-s S`, contiguous
-stretches of at most S seconds within a drive) takes each unit's share of bad frames as a loss in
-[0, 1] and uses the Hoeffding-Bentkus p-value over units (LTT, Sec. 3): valid when the drives (blocks)
-are i.i.d., for the risk "expected share of bad frames in a drive (block)". It needs many units:
-at alpha 0.1 and confidence 0.9, at least 22 even with no loss at all.
+Units: whole drives (the default, `--unit drive`). The frames of one drive are not independent (10 Hz,
+the same road, the same traffic), so a bound that counts frames as i.i.d. (`--unit frame`, exact binomial)
+is optimistic, and so are short blocks of one drive (`--unit block --block-s S`): neighbouring blocks share
+the road. What can be exchangeable with the drives the node will see are whole drives from the same
+population: here one collected episode (`ep_*.npz`, one MetaDrive map) is one drive, and in a bag a
+camera-stamp gap above `--drive-gap-s` starts one. Each drive's share of bad frames is its loss in
+[0, 1], and the risk bounded is their mean over drives: the chance that a frame of a new drive is bad.
+The p-value over drives is Waudby-Smith and Ramdas' betting test (LTT's WSR, `--unit-bound betting`,
+the default) or Hoeffding-Bentkus (`--unit-bound hoeffding_bentkus`). Betting adapts to how the losses
+spread (most drives lose nothing, a few a small share): 40 drives of which 6 lose a fifth of their frames
+(mean 0.03) bound the risk at 0.09 at confidence 0.9, Hoeffding-Bentkus only at 0.13. Both need a floor
+of drives even with no loss at all (at alpha 0.1 and confidence 0.9: 25 for betting, 22 for
+Hoeffding-Bentkus).
 
 Cost: each frame runs once through the whole chain with the shared head read after every layer (and
 the full-depth plan); each delta's exit is then replayed from those recorded trajectories by the very
@@ -48,9 +50,10 @@ exits and trajectories against direct Runner runs, and `--latency-frames` repeat
 
 Outputs in --out: calibration.param.yaml (the exit.* parameters, for `deead_node --ros-args --params-file`),
 calibration.json (the bound and the evidence per delta), calibration.png (risk with its bound and the
-layer share vs delta). `--split-test N` also re-splits the frames N times into calibration and test
-halves (contiguous blocks) and reports how often the test risk of the delta chosen on the calibration half
-exceeds alpha (the guarantee says at most d of the time, up to the test half's own sampling noise).
+layer share vs delta). `--split-test N` also splits the drives N times at random into a calibration half
+and a held-out half, calibrates on the first and measures the risk on the second: how often the held-out
+risk exceeds alpha (the guarantee says at most d of the time, up to the held-out half's own sampling
+noise) and how often a delta above 0 is chosen at all (full depth is safe by construction and saves nothing).
 """
 from __future__ import annotations
 
@@ -58,10 +61,11 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -76,11 +80,13 @@ from deead_ros.parameters import default
 from deead_ros.paths import demo_manifest_path, source_commit
 from deead_ros.runner import Runner
 from deead_ros import bags as topics
-from deead_lab.eval import bag_frames, delta_settings, evaluate, summarise
+from deead_lab.dataset_format import load_episode
+from deead_lab.eval import EvalFrame, bag_frames, delta_settings, evaluate, summarise
 from deead_lab.calibration.replay import BagRecords, Replayed, check_bag_topics, record_frames, replay
-from deead_lab.calibration.risk import (CalibrationError, check_settings, learn_then_test, split_blocks, split_test,
-                                        units_of)
+from deead_lab.calibration.risk import (UNIT_BOUNDS, CalibrationError, calibration_units, check_settings,
+                                        guarantee_statement, learn_then_test, split_test, units_of)
 from deead_lab.scale_out import BagRun, ScaleOutError, compare_serial_and_ray, expand_bags, run_bags
+from deead_lab.train import episode_frames
 
 # Fine below 0.25 m: on a model whose depth matters, a strict eps is certified only at small deltas.
 DEFAULT_DELTAS_M = (0.05, 0.1, 0.15, 0.2, *(float(d) for d in np.round(np.arange(0.25, 4.0001, 0.25), 2)))
@@ -166,14 +172,21 @@ class RecordJob:
         return Runner(chain, self.exit_settings, PriorSettings())
 
     def run(self, runner: Runner, bag: Path) -> BagRecords:
-        check_bag_topics(bag, self.need_truth)
-        rejected: dict[str, int] = {}
+        if is_episode(bag):
+            if not bag.is_file():
+                raise CalibrationError(f"{bag}: no such episode (collect it: deead_lab.collect_metadrive)")
+            records = record_frames(runner, source_frames(runner, bag), str(bag), max_frames=self.max_frames)
+            records = replace(records, drive=np.zeros(len(records), np.int64))      # one episode is one drive
+            rejected: dict[str, int] = {}
+        else:
+            check_bag_topics(bag, self.need_truth)
+            rejected = {}
 
-        def count(topic: str, reason: str) -> None:
-            rejected[topic] = rejected.get(topic, 0) + 1
+            def count(topic: str, reason: str) -> None:
+                rejected[topic] = rejected.get(topic, 0) + 1
 
-        frames = bag_frames(bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder), on_rejected=count)
-        records = record_frames(runner, frames, str(bag), self.drive_gap_s, self.max_frames)
+            records = record_frames(runner, source_frames(runner, bag, count), str(bag), self.drive_gap_s,
+                                    self.max_frames)
         if len(records) == 0:
             raise CalibrationError(f"{bag}: no camera frame could be assembled (inputs not used: {rejected or 'none'})")
         if self.need_truth and np.isnan(records.truth_m).all(axis=(1, 2)).any():
@@ -183,18 +196,41 @@ class RecordJob:
         return replace(records, inputs_not_used=rejected)
 
 
+def is_episode(path: Path) -> bool:
+    """A collected episode file (deead_lab.dataset_format), not a rosbag2."""
+    return path.suffix == ".npz"
+
+
+def episode_eval_frames(path: Path, accel_window_s: float) -> list[EvalFrame]:
+    """The frames of one collected episode (one drive) that the model report scores, with the expert's future."""
+    episode = load_episode(path)
+    keep, frames = episode_frames(episode, accel_window_s)
+    stamps = np.asarray(episode["timestamp"], dtype=np.float64)[keep]
+    truth = np.asarray(episode["future_ego"], dtype=np.float32)[keep]
+    return [EvalFrame(frame, True, future, float(stamp)) for frame, future, stamp in zip(frames, truth, stamps)]
+
+
+def source_frames(runner: Runner, path: Path,
+                  on_rejected: Callable[[str, str], None] = lambda topic, reason: None) -> Iterable[EvalFrame]:
+    """The frames of a rosbag2 or of a collected episode, as the runner takes them."""
+    if is_episode(path):
+        return episode_eval_frames(path, runner.encoder.accel_window_s)
+    return bag_frames(path, runner.encoder.accel_window_s, model_image_hw(runner.encoder), on_rejected=on_rejected)
+
+
 def params_yaml(settings: ExitSettings, result: dict, source: str) -> str:
     """The calibrated exit.* parameters as a ROS 2 params file (`/**: ros__parameters:`)."""
     rows = result["ltt"]["rows"]
     chosen = rows[result["ltt"]["chosen_index"]]
     guarantee = result["guarantee"]
     table = ", ".join(f"{v:g}" for v in settings.stride_table)
-    return (f"# Written by deead_calibrate ({source}).\n"
-            f"# Guarantee: P(L2 at {guarantee['at_s']:g} s vs {guarantee['against']} > {guarantee['eps_m']:g} m) "
-            f"<= {guarantee['alpha']:g} with confidence {guarantee['confidence']:g}\n"
-            f"# (Learn then Test, {guarantee['unit']}s as units: {chosen['n']} units, {chosen['frames']} frames, "
-            f"{chosen['losses']} losses, upper bound {chosen['upper_bound']:.4f}).\n"
-            "# It holds for the model and the exit settings below; load after the node's config:\n"
+    statement = textwrap.fill(f"Guarantee: {guarantee['statement']}.", 110, initial_indent="# ",
+                              subsequent_indent="# ")
+    return (f"# Written by deead_calibrate ({textwrap.shorten(source, 200)}).\n{statement}\n"
+            f"# (Learn then Test, {guarantee['unit']}s as units, {guarantee['unit_bound']} p-values: {chosen['n']} "
+            f"units, {chosen['frames']} frames, {chosen['losses']} losses, upper bound {chosen['upper_bound']:.4f}).\n"
+            "# It holds for the model and the exit settings below (budget_ms 0: a budget that cuts a frame short is\n"
+            "# not replayed); load after the node's config:\n"
             "#   deead_node --ros-args --params-file config/deead_node.param.yaml --params-file <this file>\n"
             "/**:\n  ros__parameters:\n    exit:\n"
             f"      policy: {settings.policy}\n"
@@ -202,7 +238,9 @@ def params_yaml(settings: ExitSettings, result: dict, source: str) -> str:
             f"      first_checkpoint: {settings.first_checkpoint}\n"
             f"      min_exit_layer: {settings.min_exit_layer}\n"
             f"      horizon_s: {float(settings.horizon_s)!r}\n"
-            f"      stride_table: [{table}]\n")
+            f"      stride_table: [{table}]\n"
+            f"      max_checks: {settings.max_checks}\n"
+            "      budget_ms: 0.0\n")
 
 
 def plot(result: dict, out: Path) -> None:
@@ -249,8 +287,7 @@ def measure_latency(job: RecordJob, bag: Path, delta_m: float, frames: int, repl
     """
     runner = job.setup()
     settings = delta_settings(runner, [delta_m])
-    stream = bag_frames(bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder))
-    rows = evaluate(runner, stream, settings, frames)
+    rows = evaluate(runner, source_frames(runner, bag), settings, frames)
     summary = summarise(rows)
     name = f"delta_{delta_m:g}"
     direct = np.array([r["exit_layer"] for r in rows if r["setting"] == name])
@@ -266,7 +303,7 @@ def measure_latency(job: RecordJob, bag: Path, delta_m: float, frames: int, repl
 
 def calibrate(records: list[BagRecords], base: ExitSettings, limits: ValidationLimits, deltas_m: Sequence[float],
               eps_m: float, alpha: float, confidence: float, against: str, at_s: float, unit: str,
-              block_s: float) -> tuple[dict, Replayed, np.ndarray, np.ndarray, np.ndarray]:
+              block_s: float, unit_bound: str = "betting") -> tuple[dict, Replayed, np.ndarray, np.ndarray, np.ndarray]:
     """Replay every delta over the records and run LTT; returns (result, replayed, losses, drive keys, stamps)."""
     replayed = replay(records, base, deltas_m, limits, at_s)
     l2 = replayed.l2_vs_truth_m if against == "truth" else replayed.l2_vs_full_m
@@ -276,12 +313,10 @@ def calibrate(records: list[BagRecords], base: ExitSettings, limits: ValidationL
     units = units_of(drive_keys, stamps, unit, block_s)
     guarantee = {"eps_m": eps_m, "alpha": alpha, "confidence": confidence, "against": against, "at_s": at_s,
                  "unit": unit, "block_s": block_s if unit == "block" else None,
-                 "statement": (f"P(L2 at {at_s:g} s between the published trajectory and "
-                               f"{'the ground truth' if against == 'truth' else 'the full-depth one'} > {eps_m:g} m) "
-                               f"<= {alpha:g}, with probability >= {confidence:g} over the calibration set, if its "
-                               f"{unit}s are i.i.d. draws from the frames the node will see")}
+                 "unit_bound": "binomial" if unit == "frame" else unit_bound,
+                 "statement": guarantee_statement(eps_m, alpha, confidence, against, at_s, unit)}
     try:
-        ltt = learn_then_test(losses, units, deltas_m, alpha, confidence)
+        ltt = learn_then_test(losses, units, deltas_m, alpha, confidence, unit_bound=unit_bound)
     except CalibrationError as err:
         ltt = {"rows": [], "certified": 0, "chosen_index": -1, "delta_m": None, "refused": str(err)}
     share = replayed.exit_layer.mean(axis=0) / replayed.num_layers
@@ -293,6 +328,7 @@ def calibrate(records: list[BagRecords], base: ExitSettings, limits: ValidationL
                                   for i in range(len(r))])
         guarantee["full_depth_risk"] = float((full_vs_truth > eps_m).mean()) if len(full_vs_truth) else 0.0
     result = {"delta_m": ltt["delta_m"], "guarantee": guarantee, "ltt": ltt,
+              "calibration_units": calibration_units(units, drive_keys, unit),
               "frames": int(len(losses)), "drives": int(len(np.unique(drive_keys))),
               "units": int(len(np.unique(units))), "num_layers": replayed.num_layers,
               "full_depth_fallback_share": float(1 - np.concatenate([r.full_is_valid for r in records]).mean())
@@ -306,7 +342,8 @@ def calibrate(records: list[BagRecords], base: ExitSettings, limits: ValidationL
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deead_calibrate", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("bags", nargs="+", help="rosbag2 folders or files, or glob patterns (quoted)")
+    parser.add_argument("bags", nargs="+", help="rosbag2 folders or files, or collected episodes (ep_*.npz: one "
+                        "drive each), or glob patterns (quoted)")
     parser.add_argument("--eps", type=float, default=1.0, help="tolerated L2 error, m")
     parser.add_argument("--alpha", type=float, default=0.1, help="tolerated risk P(L2 > eps)")
     parser.add_argument("--confidence", type=float, default=0.9, help="1 - d: probability that the bound holds")
@@ -315,14 +352,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at-s", type=float, default=None, help="time of the L2, s (default: the model's horizon)")
     parser.add_argument("--deltas", type=float, nargs="+", default=list(DEFAULT_DELTAS_M),
                         help="candidate exit.delta_m values, strictly increasing (tested strict to loose)")
-    parser.add_argument("--unit", choices=UNITS, default="frame",
-                        help="i.i.d. unit of the bound: frame (binomial), block or drive (Hoeffding-Bentkus)")
+    parser.add_argument("--unit", choices=UNITS, default="drive",
+                        help="i.i.d. unit of the bound: drive (the one to trust), block, or frame (binomial: "
+                             "optimistic, frames of a drive are not independent)")
+    parser.add_argument("--unit-bound", choices=UNIT_BOUNDS, default="betting",
+                        help="p-value over drive or block units: betting (Waudby-Smith-Ramdas) or hoeffding_bentkus")
     parser.add_argument("--block-s", type=float, default=10.0, help="--unit block: block length, s")
     parser.add_argument("--drive-gap-s", type=float, default=0.5, help="a camera-stamp gap above this starts a drive")
     parser.add_argument("--model", default="", help="manifest.json (default: the demo model installed by make setup)")
     parser.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime", "tensorrt"))
     parser.add_argument("--num-threads", type=int, default=1)
     parser.add_argument("--first-checkpoint", type=int, default=default("exit.first_checkpoint"))
+    parser.add_argument("--max-checks", type=int, default=default("exit.max_checks"),
+                        help="exit.max_checks replayed (looks before running straight to the last layer)")
     parser.add_argument("--max-frames", type=int, default=0, help="frames per bag (0: all)")
     parser.add_argument("--workers", type=int, default=1, help="1: this process; N: N Ray workers")
     parser.add_argument("--ray-address", default="", help="join an existing Ray cluster (e.g. auto, ray://head:10001)")
@@ -330,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --workers N: first time the same bags serially and on N local Ray workers "
                              "(speed-up, Ray start-up, identical results) into calibration.json and scale_out.json")
     parser.add_argument("--split-test", type=int, default=0, metavar="N",
-                        help="also split the frames N times (>= 100) into calibration and test halves")
-    parser.add_argument("--split-block-s", type=float, default=5.0, help="split test: block length, s")
+                        help="also split the drives N times (>= 100) into calibration and held-out halves")
     parser.add_argument("--latency-frames", type=int, default=0,
                         help="time the chosen delta against full depth with direct runs on this many frames of the "
                              "first bag (and check the replayed exits against them)")
@@ -347,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CalibrationError, ScaleOutError) as err:
         print(f"deead_calibrate: {err}", file=sys.stderr)
         return 2
-    base = ExitSettings(first_checkpoint=args.first_checkpoint)
+    base = ExitSettings(first_checkpoint=args.first_checkpoint, max_checks=args.max_checks)
     job = RecordJob(args.model, args.backend, args.num_threads, base, args.against == "truth", args.drive_gap_s,
                     args.max_frames)
     comparison: dict = {}
@@ -377,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     limits = ValidationLimits()
     result, replayed, losses, drive_keys, stamps = calibrate(records, base, limits, args.deltas, args.eps, args.alpha,
                                                              args.confidence, args.against, at_s, args.unit,
-                                                             args.block_s)
+                                                             args.block_s, args.unit_bound)
     result["scale_out"] = {"mode": run.mode, "workers": run.workers, "wall_s": round(run.wall_s, 2),
                            "startup_s": round(run.startup_s, 2), "setup_s": round(run.setup_s, 2),
                            "failed": [{"bag": o.bag, "error": o.error} for o in run.failed]}
@@ -387,11 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     result["model_version"] = load_manifest(result["model"], verify=False).model_version
     result["git_commit"] = source_commit()
     if args.split_test:
-        blocks = split_blocks(drive_keys, stamps, args.split_block_s)
-        result["split_test"] = split_test(losses, replayed.exit_layer, replayed.num_layers, blocks, drive_keys, stamps,
+        result["split_test"] = split_test(losses, replayed.exit_layer, replayed.num_layers, drive_keys, stamps,
                                           args.deltas, args.alpha, args.confidence, args.unit, args.block_s,
-                                          args.split_test, args.seed)
-        result["split_test"]["block_s"] = args.split_block_s
+                                          args.split_test, args.seed, args.unit_bound)
     if args.latency_frames and result["delta_m"] is not None:
         j = result["ltt"]["chosen_index"]
         try:
@@ -443,8 +482,10 @@ def _print_summary(result: dict) -> None:
               f"{g['alpha']:g}; {row['layer_share']:.1%} of the layers run ({1 - row['layer_share']:.1%} saved)")
     if "split_test" in result:
         s = result["split_test"]
-        print(f"[calibrate] split test: {s['splits']} splits of {s['blocks']} blocks: test risk > alpha in "
-              f"{s['violation_share']:.1%} (allowed {s['allowed']:.0%}): {'passed' if s['passed'] else 'FAILED'}")
+        print(f"[calibrate] split test: {s['splits']} splits of {s['drives']} drives into {s['calibration_drives']} "
+              f"to calibrate and {s['held_out_drives']} held out: held-out risk > alpha in {s['violation_share']:.1%} "
+              f"(allowed {s['allowed']:.0%}): {'passed' if s['passed'] else 'FAILED'}; delta above 0 chosen in "
+              f"{s['chosen_nonzero_share']:.1%}")
     if "latency" in result:
         lat = result["latency"]
         print(f"[calibrate] latency over {lat['frames']} frames: p50 {lat['latency_p50_ms']:.2f} ms vs "

@@ -85,6 +85,7 @@ def collect(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plan = [("test", s) for s in _parse_seeds(args.test_seeds)] + \
            [("test_dense", s) for s in _parse_seeds(args.test_dense_seeds)] + \
+           [("calib", s) for s in _parse_seeds(args.calib_seeds)] + \
            [("val", s) for s in _parse_seeds(args.val_seeds)] + \
            [("train", s) for s in _parse_seeds(args.train_seeds)]
     seen: dict[int, str] = {}
@@ -256,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-seeds", default="1000:1010")
     p.add_argument("--test-seeds", default="2000:2014")
     p.add_argument("--test-dense-seeds", default="", help="held-out maps driven in denser traffic (split test_dense)")
+    p.add_argument("--calib-seeds", default="",
+                   help="maps kept for deead_calibrate, never trained or tested on (split calib)")
     p.add_argument("--dense-traffic-density", type=float, default=DENSE_TRAFFIC_DENSITY,
                    help="traffic density of the test_dense split (the closed loop's dense split: %(default)s)")
     p.add_argument("--workers", type=worker_count, default=2)

@@ -55,7 +55,8 @@ FUTURE_TIMES_S = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)   # horizon of future_ego
 FUTURE_STEPS = tuple(int(round(t / DT_S)) for t in FUTURE_TIMES_S)   # 5, 10, ..., 30
 ROUTE_SPACING_M = 2.0                             # spacing of route_world points
 ROUTE_POINTS = 41                                 # R: 0 .. 80 m ahead
-SPLITS = ("train", "val", "test", "test_dense")     # test_dense: held-out maps in denser traffic
+SPLITS = ("train", "val", "test", "test_dense", "calib")  # test_dense: held-out maps in denser traffic; calib:
+#                                                      maps kept for deead_calibrate (whole drives as its units)
 
 COMMANDS = (
     "follow the lane",

@@ -1,10 +1,11 @@
 """deead_compact_split: every N-th scored frame, byte for byte, in the episode format; a size cap."""
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from deead_lab.compact_split import main
+from deead_lab.compact_split import compact_episode, main
 from deead_lab.dataset_format import episode_path, load_episode, save_episode
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "metadrive_episode.npz"
@@ -37,3 +38,20 @@ def test_stops_adding_episodes_at_the_size_cap(tmp_path, capsys):
 def test_says_what_to_do_without_data(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "none")]) == 2
     assert "collect them first" in capsys.readouterr().err
+
+
+def test_random_offset_is_drawn_from_the_map_seed_and_keeps_the_stride():
+    full = load_episode(FIXTURE)
+    scored = np.nonzero(full["has_full_future"] & full["future_clean"])[0]
+    offsets = set()
+    for seed in range(12):
+        small = compact_episode(dict(full, map_seed=seed), 4, random_offset=True)
+        assert small is not None
+        offset = int(json.loads(small["meta"])["compact"]["offset"])
+        assert 0 <= offset < 4
+        np.testing.assert_array_equal(small["pose"], full["pose"][scored[offset::4]])
+        again = compact_episode(dict(full, map_seed=seed), 4, random_offset=True)
+        assert again is not None
+        np.testing.assert_array_equal(again["pose"], small["pose"])          # the same seed: the same frames
+        offsets.add(offset)
+    assert len(offsets) > 1, "the offset must vary between maps"
