@@ -674,8 +674,15 @@ def split_text(result: dict) -> str:
             f"{': met' if nonzero >= 0.8 else ': missed'}); chosen delta {spread['min']:g} to {spread['max']:g} m "
             f"(median {spread['median']:g}; counts {spread['counts']}); layers run on the held-out half "
             f"{split['layer_share_on_held_out_mean']:.0%}{refused_note(split, result['ltt']['min_units'])}."
-            f"{frame_unit_note(g['unit'], split['passed'])}\n")
-    return text
+            f"{frame_unit_note(g['unit'], split['passed'])}")
+    frames = result.get("split_test_frame_units")
+    if frames:
+        text += (f" The same splits with the calibration half's frames counted as independent (exact binomial): "
+                 f"held-out risk above alpha in {frames['violation_share']:.1%} "
+                 f"({'within' if frames['passed'] else 'above'} the allowed {frames['allowed']:.0%}), delta above 0 "
+                 f"in {frames['chosen_nonzero_share']:.1%}, chosen delta median {frames['chosen_delta_m']['median']:g} "
+                 "m.")
+    return text + "\n"
 
 
 def calibration(result: dict | None, scale: dict | None) -> str:

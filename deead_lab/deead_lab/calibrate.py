@@ -431,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         result["split_test"] = split_test(losses, replayed.exit_layer, replayed.num_layers, drive_keys, stamps,
                                           args.deltas, args.alpha, args.confidence, args.unit, args.block_s,
                                           args.split_test, args.seed, args.unit_bound)
+        if args.unit != "frame":     # the same splits with frames counted as independent: what drives correct
+            result["split_test_frame_units"] = split_test(losses, replayed.exit_layer, replayed.num_layers,
+                                                          drive_keys, stamps, args.deltas, args.alpha, args.confidence,
+                                                          "frame", args.block_s, args.split_test, args.seed)
     if args.latency_frames and result["delta_m"] is not None:
         j = result["ltt"]["chosen_index"]
         try:

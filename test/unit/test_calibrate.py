@@ -316,6 +316,7 @@ def test_cli_takes_collected_episodes_as_drives_and_runs_the_split_test(small_mo
     split = result["split_test"]
     assert (split["splits"], split["drives"], split["calibration_drives"]) == (100, 14, 7)
     assert split["chosen_nonzero_share"] == 1.0 and split["violation_share"] == 0.0     # eps 100 m: no loss
+    assert result["split_test_frame_units"]["unit"] == "frame" and result["split_test_frame_units"]["splits"] == 100
     assert result["latency"]["replay_exit_mismatches"] == 0, "the replay must match direct runs on episodes too"
     params = yaml.safe_load((out / "calibration.param.yaml").read_text())["/**"]["ros__parameters"]["exit"]
     assert params["max_checks"] == SPECS["exit.max_checks"].default and params["budget_ms"] == 0.0
