@@ -19,7 +19,8 @@ import numpy as np
 
 from deead_ros.parameters import default
 
-DROP_REASONS = ("superseded", "stale_frame", "stamp_backwards", "stamp_future", "bad_input", "engine_error")
+DROP_REASONS = ("superseded", "stale_frame", "stamp_backwards", "stamp_future", "bad_input", "engine_error",
+                "inactive")    # inactive: the node was configured but not active (a managed node's deactivate)
 REJECT_REASONS = ("stamp_backwards", "stamp_future", "bad_input", "engine_error")   # worth a WARN
 REQUIRED_INPUTS = ("odometry", "route")      # besides the camera: what a route prior needs
 _CONSEQUENCE = {"odometry": "no prior, planning at full depth", "route": "no route prior"}
@@ -240,6 +241,18 @@ def assess(snap: StatsSnapshot, deadline_ms: float, backend: str, model_version:
     statuses.append(Status("model", Level.OK, f"{backend} backend", {"backend": backend,
                                                                      "model_version": model_version}))
     return statuses
+
+
+def lifecycle_status(state: str, failure: str = "") -> Status:
+    """The managed node's state: OK while active; WARN while configured or unconfigured (nothing is planned),
+    ERROR with the reason while the last transition failed (a bad model at configure, say)."""
+    if failure:
+        return Status("lifecycle", Level.ERROR, f"{state}: {failure}", {"state": state, "last_failure": failure})
+    if state == "active":
+        return Status("lifecycle", Level.OK, "active: planning", {"state": state})
+    waiting = {"unconfigured": "waiting for configure (loads the engines)",
+               "inactive": "configured, waiting for activate (frames are counted, not planned)"}
+    return Status("lifecycle", Level.WARN, f"{state}: {waiting.get(state, 'not planning')}", {"state": state})
 
 
 def validation_status(snap: StatsSnapshot) -> Status:

@@ -62,6 +62,9 @@ PARAMETERS: tuple[Spec, ...] = (
     Spec("executor", "string", "events",
          "the ROS executor: events (rclpy.experimental.EventsExecutor, less CPU per callback) | single_threaded "
          "(rclpy's SingleThreadedExecutor)", read_only=True),
+    Spec("autostart", "bool", True,
+         "configure and activate the managed node at start (false: it waits, unconfigured, for lifecycle "
+         "transitions: `ros2 lifecycle set /deead_node configure`, then `activate`)", read_only=True),
     # outputs
     Spec("output.frame_id", "string", "base_link", "frame of the published trajectory (the ego frame)"),
     # exit controller (live)

@@ -19,7 +19,7 @@ from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.experimental import EventsExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
@@ -32,7 +32,7 @@ from deead_ros.frame_assembly import (PATH_HISTORY, AssembledFrame, CameraStampG
                                       model_image_hw, stamp_s)
 from deead_ros.parameter_files import check_params_files, params_file_paths
 from deead_ros.paths import demo_manifest_path
-from deead_ros.health import FrameStats, assess
+from deead_ros.health import FrameStats, assess, lifecycle_status
 from deead_ros.ros import ros_io
 from deead_ros.ros.debug import CAMERA_INFO_QOS, DebugOutput
 from deead_ros.ros.params import (GuardedParameterService, NodeConfig, candidate_values, config_from_values,
@@ -71,6 +71,27 @@ def build_runner(config: NodeConfig) -> Runner:
     return Runner(chain, config.exit, config.prior, validation_limits=config.validation)
 
 
+def guard_change_state(node: LifecycleNode) -> None:
+    """Make an impossible lifecycle transition (activate while unconfigured, say) answer success = false.
+
+    rclpy's ChangeState service raises inside the executor on a transition the current state does not
+    have, which would end the node; here it is refused and logged with the transitions that are possible.
+    """
+    service = node._service_change_state
+    change_state = service.callback
+
+    def guarded(request: Any, response: Any) -> Any:
+        try:
+            return change_state(request, response)
+        except RuntimeError as err:     # rclpy's RCLError: no such transition from this state
+            node.get_logger().warning(
+                f"lifecycle transition {request.transition.label or request.transition.id} refused in state "
+                f"{node._state_machine.current_state[1]}: {err}")
+            response.success = False
+            return response
+    service.callback = guarded
+
+
 class Mailbox:
     """A one-slot mailbox: put() replaces what waits there; take() waits for the next item."""
 
@@ -94,75 +115,195 @@ class Mailbox:
         return item
 
 
-class DeeadNode(Node):
-    """Subscribes to camera, route, odometry and command; publishes the early-exit trajectory."""
+class DeeadNode(LifecycleNode):
+    """A managed node: subscribes to camera, route, odometry and command; publishes the early-exit trajectory.
+
+    Lifecycle (rclpy.lifecycle, as Nav2's nodes): configure checks the parameters as a whole and loads or
+    builds the engines; activate subscribes and starts planning; deactivate stops planning (inputs are still
+    received and counted); cleanup releases the engines; shutdown is clean from every state. With
+    `autostart` (the default) the constructor configures and activates, so `deead_node` alone plans, and a
+    failed configure raises ConfigError with the reason.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         # rclpy's parameter services raise inside the executor on a malformed request: ours refuse it.
         super().__init__("deead_node", **{**kwargs, "start_parameter_services": False})
         self._values = declare_all(self)          # ConfigError on a start-up value of the wrong type or range
         self._config = config_from_values(self._values)
-        self._runner = build_runner(self._config)
-        problem = self._config.problem(self._runner.num_layers)
-        if problem:
-            raise ConfigError(problem)
-        self._manifest = self._runner.chain.manifest
+        self._runner: Runner | None = None        # the engines: loaded at configure, released at cleanup
+        self._inputs: LatestInputs | None = None
+        self._failure = ""                        # why the last transition failed ("" after one that succeeded)
         self.add_pre_set_parameters_callback(with_declared_types)     # an integer for a double: that double
         self.add_on_set_parameters_callback(self._on_set_parameters)  # validates only
         self.add_post_set_parameters_callback(self._after_set_parameters)   # applies what was accepted
         self._parameter_service = GuardedParameterService(self)
+        guard_change_state(self)
 
         self.stats = FrameStats(window_s=self._config.io.diagnostics_window_s)
         self._mailbox = Mailbox()
         self._stamps = CameraStampGuard()
-        self._inputs = LatestInputs(frame_id=self._config.io.frame_id, on_rejected=self._reject_input,
-                                    on_notice=self._input_notice, accel_window_s=self._runner.encoder.accel_window_s,
-                                    settings=InputSettings.from_values(self._values))
-        self._image_hw = model_image_hw(self._runner.encoder)     # a larger jpeg is decoded straight to this
-        image_type = Image if self._config.camera_format == "raw" else CompressedImage
-        # The camera last: the executor runs the ready callbacks of one wait in creation order, so the
-        # route and odometry that arrived with a frame are stored before the worker can take it.
-        subscriptions = (("route", Path, self._inputs.set_route, PATH_QOS),
-                         ("odometry", Odometry, self._inputs.set_odometry, ODOMETRY_QOS),
-                         ("command", String, self._inputs.set_command, ROUTE_QOS),
-                         ("external_prior", Path, self._inputs.set_external, INPUT_QOS),
-                         ("camera_info", CameraInfo, self._camera_info, CAMERA_INFO_QOS),
-                         ("image", image_type, self._mailbox_put, CAMERA_QOS))
-        for name, msg_type, store, qos in subscriptions:
-            self.create_subscription(msg_type, f"~/input/{name}", self._counted(name, store), qos)
-        self._trajectory_pub = self.create_publisher(Path, "~/output/trajectory", OUTPUT_QOS)
+        self._input_subscriptions: list[Any] = []
+        self._planning = threading.Event()        # set while active: the camera callback fills the mailbox
+        self._worker: threading.Thread | None = None
+        self._trajectory_pub = self.create_lifecycle_publisher(Path, "~/output/trajectory", OUTPUT_QOS)
         self._trajectory_msg, self._prior_msg = ros_io.PathWriter(), ros_io.PathWriter()   # the worker's, reused
-        self._exit_pub = self.create_publisher(ExitDiagnostics, "~/output/exit_diagnostics", OUTPUT_QOS)
-        self._prior_pub = self.create_publisher(Path, "~/debug/prior", OUTPUT_QOS)
-        self._time_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._exit_pub = self.create_lifecycle_publisher(ExitDiagnostics, "~/output/exit_diagnostics", OUTPUT_QOS)
+        self._prior_pub = self.create_lifecycle_publisher(Path, "~/debug/prior", OUTPUT_QOS)
+        self._time_pub = self.create_lifecycle_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)   # in every state
         # ~/debug/image and ~/debug/markers (drawn only while subscribed), and the optional Foxglove server
         self.debug = DebugOutput(self, lambda: self._config.debug, self.stats.note_rejected_input,
                                   {"trajectory": self._trajectory_pub.topic_name,
                                    "exit_diagnostics": self._exit_pub.topic_name})
         self.create_timer(self._config.io.diagnostics_period_s, self._publish_diagnostics)
+        self._starting = self._config.autostart   # a failure then ends the start, saying why once (main prints it)
+        if self._starting:
+            for transition in (self.trigger_configure, self.trigger_activate):
+                if transition() != TransitionCallbackReturn.SUCCESS:
+                    raise ConfigError(self._failure)
+            self._starting = False
 
-        self._stop = threading.Event()
+    # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def lifecycle_state(self) -> str:
+        """unconfigured | inactive | active | finalized, or a transition state (configuring, ...)."""
+        return str(self._state_machine.current_state[1])
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Check the parameters, load or build the engines (minutes for a TensorRT build), check them together."""
+        config = self._config
+        log = self.get_logger()
+        try:
+            problem = config.problem(None)
+            if problem:
+                raise ConfigError(problem)
+            model = config.model_file_path or demo_manifest_path()
+            log.info(f"configuring: opening {model} on {config.backend} (a TensorRT build can take minutes)")
+            opened = time.perf_counter()
+            runner = build_runner(config)
+            self._runner = runner
+            log.info(f"configuring: {runner.num_layers} layers ready on {runner.chain.backend} "
+                     f"in {time.perf_counter() - opened:.1f} s")
+            problem = config.problem(runner.num_layers)
+            if problem:
+                raise ConfigError(problem)
+        except Exception as err:   # the transition boundary: the node stays unconfigured, saying why
+            self._release_engines()
+            self._failure = str(err) if isinstance(err, DeeadError) else f"{type(err).__name__}: {err}"
+            if not self._starting:
+                log.error(f"configure failed, the node stays unconfigured: {self._failure}")
+            return TransitionCallbackReturn.FAILURE
+        self._inputs = LatestInputs(frame_id=config.io.frame_id, on_rejected=self._reject_input,
+                                    on_notice=self._input_notice, accel_window_s=runner.encoder.accel_window_s,
+                                    settings=InputSettings.from_values(self._values))
+        self._image_hw = model_image_hw(runner.encoder)     # a larger jpeg is decoded straight to this
+        self._manifest = runner.chain.manifest
+        self._failure = ""
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe (first activation) and start the worker."""
+        if not self._input_subscriptions:
+            self._subscribe()
+        self._planning.set()
         self._worker = threading.Thread(target=self._work, name="deead_inference", daemon=True)
         self._worker.start()
+        config, runner = self._config, self._runner
+        assert runner is not None   # activate follows a successful configure
         self.get_logger().info(
-            f"planning with {self._runner.chain.backend} on {self._runner.num_layers} layers "
-            f"(model {self._manifest.model_version}); policy {self._config.exit.policy}, "
-            f"delta {self._config.exit.delta_m} m, prior {self._config.prior.source}")
+            f"planning with {runner.chain.backend} on {runner.num_layers} layers "
+            f"(model {self._manifest.model_version}); policy {config.exit.policy}, "
+            f"delta {config.exit.delta_m} m, prior {config.prior.source}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop planning; the subscriptions stay, so inputs are still received and counted."""
+        if not self._stop_worker():
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info("deactivated: frames are counted, not planned")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe and release the engines (sessions, TensorRT contexts, device memory)."""
+        self._unsubscribe()
+        self._release_engines()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any state: stop the worker, unsubscribe, release the engines."""
+        self._stop_worker()
+        self._unsubscribe()
+        self._release_engines()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: release what it held; the node returns to unconfigured."""
+        self._failure = self._failure or f"a transition from {state.label} raised (see the log)"
+        self._stop_worker()
+        self._unsubscribe()
+        self._release_engines()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _subscribe(self) -> None:
+        inputs = self._inputs
+        assert inputs is not None
+        image_type = Image if self._config.camera_format == "raw" else CompressedImage
+        # The camera last: the executor runs the ready callbacks of one wait in creation order, so the
+        # route and odometry that arrived with a frame are stored before the worker can take it.
+        subscriptions = (("route", Path, inputs.set_route, PATH_QOS),
+                         ("odometry", Odometry, inputs.set_odometry, ODOMETRY_QOS),
+                         ("command", String, inputs.set_command, ROUTE_QOS),
+                         ("external_prior", Path, inputs.set_external, INPUT_QOS),
+                         ("camera_info", CameraInfo, self._camera_info, CAMERA_INFO_QOS),
+                         ("image", image_type, self._mailbox_put, CAMERA_QOS))
+        self._input_subscriptions = [
+            self.create_subscription(msg_type, f"~/input/{name}", self._counted(name, store), qos)
+            for name, msg_type, store, qos in subscriptions]
+
+    def _unsubscribe(self) -> None:
+        for subscription in self._input_subscriptions:
+            self.destroy_subscription(subscription)
+        self._input_subscriptions = []
+
+    def _stop_worker(self) -> bool:
+        """Stop taking frames and join the worker; False when a frame is still in the engine after 5 s."""
+        self._planning.clear()
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return True
+        worker.join(timeout=5.0)
+        if worker.is_alive():
+            self._worker = worker
+            self.get_logger().warning("the planning thread did not stop within 5 s (a frame still in the engine); "
+                                      "the engines stay open rather than be freed under it")
+            return False
+        if self._mailbox.take(timeout_s=0.0) is not None:
+            self.stats.note_dropped("inactive")
+        return True
+
+    def _release_engines(self) -> None:
+        runner, self._runner, self._inputs = self._runner, None, None
+        if runner is not None and self._worker is None:     # never under a worker still in the engine
+            runner.chain.close()
 
     # -- parameters -------------------------------------------------------------------------------
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         """Validate the candidate configuration as a whole; change nothing (the post-set callback applies)."""
-        problem = config_from_values(candidate_values(self._values, params)).problem(self._runner.num_layers)
+        runner = self._runner
+        problem = config_from_values(candidate_values(self._values, params)).problem(
+            runner.num_layers if runner is not None else None)
         return SetParametersResult(successful=problem is None, reason=problem or "")
 
     def _after_set_parameters(self, params: list) -> None:
         """Apply parameters rclpy has accepted and stored: swap in the new settings, one assignment each."""
         values = candidate_values(self._values, params)
         config = config_from_values(values)
-        self._runner.configure(config.exit, config.prior, config.validation)
-        self._inputs.frame_id = config.io.frame_id
-        self._inputs.settings = InputSettings.from_values(values)
+        runner, inputs = self._runner, self._inputs
+        if runner is not None:
+            runner.configure(config.exit, config.prior, config.validation)
+        if inputs is not None:
+            inputs.frame_id = config.io.frame_id
+            inputs.settings = InputSettings.from_values(values)
         self._values, self._config = values, config
 
     # -- inputs: store the newest message, nothing else --------------------------------------------
@@ -175,7 +316,9 @@ class DeeadNode(Node):
         return callback
 
     def _mailbox_put(self, msg: Any) -> None:
-        if self._mailbox.put(msg):
+        if not self._planning.is_set():
+            self.stats.note_dropped("inactive")
+        elif self._mailbox.put(msg):
             self.stats.note_dropped("superseded")
 
     def _camera_info(self, msg: Any) -> None:
@@ -192,12 +335,14 @@ class DeeadNode(Node):
 
     # -- the worker: sole user of the engines ------------------------------------------------------
     def _work(self) -> None:
-        while not self._stop.is_set():
+        runner, inputs = self._runner, self._inputs
+        assert runner is not None and inputs is not None     # the worker runs only while active
+        while self._planning.is_set():
             msg = self._mailbox.take(timeout_s=0.1)
             if msg is None:
                 continue
             try:
-                self._plan(msg)
+                self._plan(msg, runner, inputs)
             except BadInputError as err:
                 self.stats.note_dropped("bad_input")
                 self.get_logger().warning(f"camera frame rejected: {err}", throttle_duration_sec=_THROTTLE_S)
@@ -206,7 +351,7 @@ class DeeadNode(Node):
                 self.get_logger().error(f"planning failed ({type(err).__name__}: {err}); frame dropped",
                                         throttle_duration_sec=_THROTTLE_S)
 
-    def _plan(self, msg: Any) -> None:
+    def _plan(self, msg: Any, runner: Runner, inputs: LatestInputs) -> None:
         taken = time.perf_counter()
         config = self._config
         now_s = self.get_clock().now().nanoseconds * 1e-9
@@ -218,12 +363,12 @@ class DeeadNode(Node):
             self.get_logger().warning(f"camera frame dropped: {message}", throttle_duration_sec=_THROTTLE_S)
             return
         assembling = time.perf_counter()
-        self._inputs.wait_for_odometry(stamp_s(msg.header.stamp))   # bounded: io.odometry_wait_s
-        frame = self._inputs.assemble(msg, config.camera_format == "raw", config.io.max_input_age_s,
-                                      use_external=config.prior.source == "external", image_hw=self._image_hw)
+        inputs.wait_for_odometry(stamp_s(msg.header.stamp))   # bounded: io.odometry_wait_s
+        frame = inputs.assemble(msg, config.camera_format == "raw", config.io.max_input_age_s,
+                                use_external=config.prior.source == "external", image_hw=self._image_hw)
         assembly_ms = (time.perf_counter() - assembling) * 1e3 - frame.decode_ms
-        result = self._runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known,
-                                   external_ego_m=frame.external_ego_m, ego_pose=_ego_pose(frame))
+        result = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known,
+                             external_ego_m=frame.external_ego_m, ego_pose=_ego_pose(frame))
         if result.fallback:
             self.get_logger().error(
                 f"trajectory failed validation ({result.validation.reason}); published the {result.fallback} "
@@ -233,7 +378,7 @@ class DeeadNode(Node):
         self._trajectory_pub.publish(path)
         node_ms = (time.perf_counter() - taken) * 1e3
         exit_msg = ros_io.exit_diagnostics(
-            result, stamp, frame_id, config.exit.delta_m, frame.prior_age_s, self._runner.chain.backend,
+            result, stamp, frame_id, config.exit.delta_m, frame.prior_age_s, runner.chain.backend,
             self._manifest.model_version, input_wait_ms=(now_s - frame.camera_stamp_s) * 1e3, node_ms=node_ms,
             decode_ms=frame.decode_ms, assembly_ms=assembly_ms)
         self._exit_pub.publish(exit_msg)
@@ -252,11 +397,15 @@ class DeeadNode(Node):
 
     # -- diagnostics -------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        config = self._config
-        required = ("odometry",) + {"route": ("route",), "external": ("external_prior",)}.get(config.prior.source, ())
-        statuses = assess(self.stats.snapshot(), config.io.latency_deadline_ms, self._runner.chain.backend,
-                          self._manifest.model_version, max_input_age_s=config.io.max_input_age_s,
-                          required_inputs=required)
+        """The lifecycle state in every state; the planning statuses once the engines are loaded."""
+        config, runner = self._config, self._runner
+        statuses = [lifecycle_status(self.lifecycle_state, self._failure)]
+        if runner is not None:
+            required = ("odometry",) + {"route": ("route",), "external": ("external_prior",)}.get(
+                config.prior.source, ())
+            statuses += assess(self.stats.snapshot(), config.io.latency_deadline_ms, runner.chain.backend,
+                               self._manifest.model_version, max_input_age_s=config.io.max_input_age_s,
+                               required_inputs=required)
         self._diag_pub.publish(ros_io.diagnostic_array(statuses, self.get_clock().now().to_msg(), self.get_name()))
 
     @property
@@ -264,14 +413,10 @@ class DeeadNode(Node):
         return self._config.executor
 
     def shutdown(self) -> None:
-        """Stop and join the worker before the node is destroyed."""
-        self._stop.set()
-        self._worker.join(timeout=5.0)
-        if self._worker.is_alive():
-            self.get_logger().warning("the planning thread did not stop within 5 s (a frame still in the engine); "
-                                      "the engines stay open rather than be freed under it")
-        else:
-            self._runner.chain.close()         # sessions, TensorRT contexts and device memory go with the node
+        """The shutdown transition from whatever state the node is in (the worker joined before the engines go),
+        then the debug output closed; call before destroy_node."""
+        if self.lifecycle_state != "finalized":
+            self.trigger_shutdown()
         self.debug.close()
 
 

@@ -39,6 +39,7 @@ ROS_TYPES = {"bool": T.PARAMETER_BOOL, "integer": T.PARAMETER_INTEGER, "double":
 _TYPE_WORDS = {"bool": "a bool (true/false)", "integer": "an integer", "double": "a double (e.g. 2.0)",
                "string": "a string", "integer_array": "an integer array", "double_array": "a double array",
                "string_array": "a string array"}
+_MAX_LAYERS = int((SPECS["exit.first_checkpoint"].range or (1, 256))[1])   # the layer numbers' table bound
 CAMERA_FORMATS = ("raw", "compressed")
 EXECUTORS = ("events", "single_threaded")
 
@@ -105,6 +106,7 @@ class NodeConfig:
     execution_provider: str
     camera_format: str
     executor: str
+    autostart: bool
     exit: ExitSettings
     prior: PriorSettings
     io: IoSettings
@@ -116,8 +118,11 @@ class NodeConfig:
     decode_threads: int = default("decode_threads")
     memory_max_gap_s: float = default("memory.max_gap_s")
 
-    def problem(self, num_layers: int) -> str | None:
-        """Return why this configuration cannot run a model of num_layers layers, or None."""
+    def problem(self, num_layers: int | None) -> str | None:
+        """Return why this configuration cannot run a model of num_layers layers, or None.
+
+        num_layers None (no model loaded yet): the layer numbers are checked against the table's ranges only.
+        """
         if len(set(self.cameras)) != len(self.cameras) or not all(c.isidentifier() for c in self.cameras):
             return (f"cameras={list(self.cameras)} must name each camera once, as a ROS name token (letters, digits, "
                     "_), e.g. [front, front_left, front_right, back, back_left, back_right]")
@@ -130,7 +135,8 @@ class NodeConfig:
             return f"camera_format='{self.camera_format}' must be one of {', '.join(CAMERA_FORMATS)}"
         if self.executor not in EXECUTORS:
             return f"executor='{self.executor}' must be one of {', '.join(EXECUTORS)}"
-        return (self.io.problem() or self.exit.problem(num_layers) or self.prior.problem()
+        return (self.io.problem() or self.exit.problem(_MAX_LAYERS if num_layers is None else num_layers)
+                or self.prior.problem()
                 or self.validation.problem() or self.debug.problem())
 
 
@@ -165,7 +171,7 @@ def config_from_values(values: dict[str, Any]) -> NodeConfig:
     return NodeConfig(values["backend"], values["model_file_path"], values["engine_cache_dir"], values["precision"],
                       values["force_engine_update"], values["num_threads"], values["execution_provider"],
                       values["camera_format"],
-                      values["executor"],
+                      values["executor"], values["autostart"],
                       ExitSettings(**sections["exit"]), PriorSettings(**sections["prior"]), io,
                       ValidationLimits(**sections["validation"]), dict(values),
                       DebugSettings(**{field: values[name] for name, field in _DEBUG_FIELDS.items()}),
