@@ -19,9 +19,11 @@ import numpy as np
 
 from deead_ros.parameters import default
 
+# inactive: the node was configured but not active (a managed node's deactivate); incomplete_set: several
+# cameras, and one of them sent no image of that instant (deead_ros.camera_sync)
 DROP_REASONS = ("superseded", "stale_frame", "stamp_backwards", "stamp_future", "bad_input", "engine_error",
-                "inactive")    # inactive: the node was configured but not active (a managed node's deactivate)
-REJECT_REASONS = ("stamp_backwards", "stamp_future", "bad_input", "engine_error")   # worth a WARN
+                "inactive", "incomplete_set")
+REJECT_REASONS = ("stamp_backwards", "stamp_future", "bad_input", "engine_error", "incomplete_set")   # a WARN
 REQUIRED_INPUTS = ("odometry", "route")      # besides the camera: what a route prior needs
 _CONSEQUENCE = {"odometry": "no prior, planning at full depth", "route": "no route prior"}
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import rclpy
@@ -38,14 +39,23 @@ from deead_ros_msgs.msg import ExitDiagnostics
 NODE = "deead_node"
 
 
-def node_command(parameters: dict[str, object], params_file: Path | None = None) -> list[str]:
-    """deead_node as a process with the installed defaults (or params_file), its inputs remapped to the bag's topics."""
+def node_command(parameters: dict[str, object], params_file: Path | None = None,
+                 cameras: Sequence[str] = ()) -> list[str]:
+    """deead_node as a process with the installed defaults (or params_file), its inputs remapped to the bag's topics.
+
+    cameras: several cameras (the `cameras` parameter is set from them): each one's image and CameraInfo
+    from /camera/<name>/, and the IMU.
+    """
     command = [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
                str(params_file or share_dir() / "config" / "deead_node.param.yaml")]
-    for name, value in parameters.items():
+    for name, value in {**parameters, **({"cameras": f"[{','.join(cameras)}]"} if cameras else {})}.items():
         command += ["-p", f"{name}:={value}"]
-    camera = topics.CAMERA_RAW if parameters.get("camera_format") == "raw" else topics.CAMERA_COMPRESSED
-    remaps = {"image": camera, "route": topics.ROUTE, "odometry": topics.ODOMETRY, "command": topics.COMMAND}
+    raw = parameters.get("camera_format") == "raw"
+    remaps = {"image": topics.CAMERA_RAW if raw else topics.CAMERA_COMPRESSED, "route": topics.ROUTE,
+              "odometry": topics.ODOMETRY, "command": topics.COMMAND, "imu": topics.IMU}
+    for camera in cameras:
+        compressed, raw_topic, info = topics.camera_topics(camera)
+        remaps |= {f"{camera}/image": raw_topic if raw else compressed, f"{camera}/camera_info": info}
     for name, topic in remaps.items():
         command += ["-r", f"~/input/{name}:={topic}"]
     return command

@@ -20,10 +20,10 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.experimental import EventsExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import Imu
 from std_msgs.msg import Float64, String
 
 from deead_ros.engines import make_engine
@@ -34,17 +34,15 @@ from deead_ros.parameter_files import check_params_files, params_file_paths
 from deead_ros.paths import demo_manifest_path
 from deead_ros.health import FrameStats, assess, lifecycle_status
 from deead_ros.ros import ros_io
-from deead_ros.ros.debug import CAMERA_INFO_QOS, DebugOutput
+from deead_ros.ros.cameras import Cameras, frame_message
+from deead_ros.ros.debug import DebugOutput
 from deead_ros.ros.params import (GuardedParameterService, NodeConfig, candidate_values, config_from_values,
-                                  declare_all, with_declared_types)
+                                  declare_all, sensor_problem, with_declared_types)
 from deead_ros.runner import EgoPose, Runner
 from deead_ros_msgs.msg import ExitDiagnostics
 
-# Sensor-data QoS (best effort, depth 5): a frame that waits while the executor is busy still reaches the
-# mailbox, where it is counted as superseded, instead of vanishing uncounted in the middleware's queue.
-CAMERA_QOS = qos_profile_sensor_data
 INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-ODOMETRY_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)   # the history wants every sample
+ODOMETRY_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)   # the history wants every sample (IMU too)
 ROUTE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Routes: a few kept (LatestInputs picks the one of the camera's instant by stamp), none lost to a busy executor.
 PATH_QOS = QoSProfile(depth=PATH_HISTORY, reliability=ReliabilityPolicy.RELIABLE,
@@ -68,7 +66,8 @@ def build_runner(config: NodeConfig) -> Runner:
                         engine_cache_dir=config.engine_cache_dir or None,
                         force_engine_update=config.force_engine_update,
                         execution_provider=config.execution_provider)
-    return Runner(chain, config.exit, config.prior, validation_limits=config.validation)
+    return Runner(chain, config.exit, config.prior, validation_limits=config.validation,
+                  memory_max_gap_s=config.memory_max_gap_s)
 
 
 def guard_change_state(node: LifecycleNode) -> None:
@@ -184,7 +183,7 @@ class DeeadNode(LifecycleNode):
             self._runner = runner
             log.info(f"configuring: {runner.num_layers} layers ready on {runner.chain.backend} "
                      f"in {time.perf_counter() - opened:.1f} s")
-            problem = config.problem(runner.num_layers)
+            problem = config.problem(runner.num_layers) or sensor_problem(config, runner.chain.manifest.sensors)
             if problem:
                 raise ConfigError(problem)
         except Exception as err:   # the transition boundary: the node stays unconfigured, saying why
@@ -195,7 +194,10 @@ class DeeadNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._inputs = LatestInputs(frame_id=config.io.frame_id, on_rejected=self._reject_input,
                                     on_notice=self._input_notice, accel_window_s=runner.encoder.accel_window_s,
-                                    settings=InputSettings.from_values(self._values))
+                                    settings=InputSettings.from_values(self._values),
+                                    decode_threads=config.decode_threads)
+        self._cameras = Cameras(config, runner.chain.manifest.sensors, self._inputs, self.stats, self._mailbox_put,
+                                lambda text: self.get_logger().warning(text, throttle_duration_sec=_THROTTLE_S))
         self._image_hw = model_image_hw(runner.encoder)     # a larger jpeg is decoded straight to this
         self._manifest = runner.chain.manifest
         self._failure = ""
@@ -220,6 +222,9 @@ class DeeadNode(LifecycleNode):
         """Stop planning; the subscriptions stay, so inputs are still received and counted."""
         if not self._stop_worker():
             return TransitionCallbackReturn.FAILURE
+        if self._runner is not None:
+            self._runner.reset_memory("the node was deactivated")   # a model with memory starts afresh
+        self._cameras.clear()
         self.get_logger().info("deactivated: frames are counted, not planned")
         return super().on_deactivate(state)
 
@@ -247,15 +252,14 @@ class DeeadNode(LifecycleNode):
     def _subscribe(self) -> None:
         inputs = self._inputs
         assert inputs is not None
-        image_type = Image if self._config.camera_format == "raw" else CompressedImage
-        # The camera last: the executor runs the ready callbacks of one wait in creation order, so the
+        # The cameras last: the executor runs the ready callbacks of one wait in creation order, so the
         # route and odometry that arrived with a frame are stored before the worker can take it.
         subscriptions = (("route", Path, inputs.set_route, PATH_QOS),
                          ("odometry", Odometry, inputs.set_odometry, ODOMETRY_QOS),
+                         ("imu", Imu, inputs.set_imu, ODOMETRY_QOS),
                          ("command", String, inputs.set_command, ROUTE_QOS),
                          ("external_prior", Path, inputs.set_external, INPUT_QOS),
-                         ("camera_info", CameraInfo, self._camera_info, CAMERA_INFO_QOS),
-                         ("image", image_type, self._mailbox_put, CAMERA_QOS))
+                         *self._cameras.subscriptions(self._camera_info))
         self._input_subscriptions = [
             self.create_subscription(msg_type, f"~/input/{name}", self._counted(name, store), qos)
             for name, msg_type, store, qos in subscriptions]
@@ -282,7 +286,9 @@ class DeeadNode(LifecycleNode):
         return True
 
     def _release_engines(self) -> None:
-        runner, self._runner, self._inputs = self._runner, None, None
+        runner, self._runner, inputs, self._inputs = self._runner, None, self._inputs, None
+        if inputs is not None:
+            inputs.close()                                  # the decoding threads of several cameras
         if runner is not None and self._worker is None:     # never under a worker still in the engine
             runner.chain.close()
 
@@ -300,10 +306,12 @@ class DeeadNode(LifecycleNode):
         config = config_from_values(values)
         runner, inputs = self._runner, self._inputs
         if runner is not None:
-            runner.configure(config.exit, config.prior, config.validation)
+            runner.configure(config.exit, config.prior, config.validation, config.memory_max_gap_s)
         if inputs is not None:
             inputs.frame_id = config.io.frame_id
             inputs.settings = InputSettings.from_values(values)
+            if self._cameras.sync is not None:
+                self._cameras.sync.tolerance_s = config.io.camera_sync_tolerance_s
         self._values, self._config = values, config
 
     # -- inputs: store the newest message, nothing else --------------------------------------------
@@ -321,12 +329,17 @@ class DeeadNode(LifecycleNode):
         elif self._mailbox.put(msg):
             self.stats.note_dropped("superseded")
 
-    def _camera_info(self, msg: Any) -> None:
-        self.debug.set_camera_info(msg)
+    def _camera_info(self, camera: str, msg: Any) -> None:     # several: for the views; the first: debug image
+        if self._inputs is not None and self._cameras.sync is not None:
+            self._inputs.set_camera_info(camera, msg)
+        if camera == self._cameras.names[0]:
+            self.debug.set_camera_info(msg)
 
     def _input_notice(self, key: str, reason: str) -> None:
         """An input used after a change worth counting (odometry history reset, command truncated)."""
         self.stats.note_rejected_input(key)
+        if key == "odometry_reset" and self._runner is not None:
+            self._runner.reset_memory(reason)              # a model with memory starts afresh
         self.get_logger().warning(reason, throttle_duration_sec=_THROTTLE_S)
 
     def _reject_input(self, topic: str, reason: str) -> None:
@@ -351,8 +364,10 @@ class DeeadNode(LifecycleNode):
                 self.get_logger().error(f"planning failed ({type(err).__name__}: {err}); frame dropped",
                                         throttle_duration_sec=_THROTTLE_S)
 
-    def _plan(self, msg: Any, runner: Runner, inputs: LatestInputs) -> None:
+    def _plan(self, item: Any, runner: Runner, inputs: LatestInputs) -> None:
+        """Plan a camera message, or a set of several cameras' (stamped as its first camera)."""
         taken = time.perf_counter()
+        msg = frame_message(item)
         config = self._config
         now_s = self.get_clock().now().nanoseconds * 1e-9
         refusal = self._stamps.refuse(stamp_s(msg.header.stamp), now_s, config.io.max_frame_age_s,
@@ -364,11 +379,13 @@ class DeeadNode(LifecycleNode):
             return
         assembling = time.perf_counter()
         inputs.wait_for_odometry(stamp_s(msg.header.stamp))   # bounded: io.odometry_wait_s
-        frame = inputs.assemble(msg, config.camera_format == "raw", config.io.max_input_age_s,
-                                use_external=config.prior.source == "external", image_hw=self._image_hw)
+        frame = self._cameras.assemble(item, config.io.max_input_age_s, config.prior.source == "external",
+                                       self._image_hw)
         assembly_ms = (time.perf_counter() - assembling) * 1e3 - frame.decode_ms
         result = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known,
                              external_ego_m=frame.external_ego_m, ego_pose=_ego_pose(frame))
+        if result.memory_reset:                              # a model with memory started afresh: counted
+            self._input_notice("memory_reset", result.memory_reset)
         if result.fallback:
             self.get_logger().error(
                 f"trajectory failed validation ({result.validation.reason}); published the {result.fallback} "
