@@ -64,3 +64,20 @@ def test_plans_depend_on_the_memory_and_the_memory_on_the_exit_layer_only(multi_
     again = runner.plan(frames[2].inputs, policy=FullPolicy(), stream="full")
     assert again.memory_reset == "test"
     np.testing.assert_allclose(again.trace.trajectory_m, alone.trajectory_m, atol=1e-5)
+
+
+def test_the_six_camera_params_file_names_the_models_cameras_and_mountings(multi_view_model):
+    import yaml
+
+    from deead_ros.parameter_files import check_params_files
+    from deead_ros.ros.params import PARAMETERS, config_from_values, mountings_by_camera, sensor_problem
+    from test.conftest import REPO_ROOT
+    files = [REPO_ROOT / "config" / name for name in ("deead_node.param.yaml", "six_cameras.param.yaml")]
+    check_params_files(files)
+    override = yaml.safe_load(files[1].read_text())["/**"]["ros__parameters"]
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    values |= {"cameras": override["cameras"], "camera_mountings": override["camera_mountings"]}
+    config = config_from_values(values)
+    sensors = load_manifest(multi_view_model).sensors
+    assert config.problem(32) is None and sensor_problem(config, sensors) is None       # ORION's 32 layers
+    assert mountings_by_camera(config) == {c.name: c.mounting for c in sensors.cameras}
