@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -146,6 +147,20 @@ def summarise(result: dict, frames: int, dt_s: float) -> dict:
             "early_exits": int(sum(m.exited_early for m in exits))}
 
 
+def private_domain() -> str:
+    """This run's ROS domain: ROS_DOMAIN_ID when the user set it, else one drawn at random (1-100), so that another
+    deead_node on this machine (a second demo, a benchmark) cannot answer for ours."""
+    return os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
+
+
+def check_own_outputs(figures: dict, policy: str, domain: str) -> None:
+    """Refuse figures that cannot be this node's: more plans than frames sent, or early exits at full depth."""
+    if figures["frames_planned"] > figures["frames_sent"] or (policy == "full" and figures["early_exits"]):
+        raise RuntimeError(f"{figures['frames_planned']} plans ({figures['early_exits']} early exits) for "
+                           f"{figures['frames_sent']} frames under exit.policy {policy}: another deead_node publishes "
+                           f"on ROS domain {domain}; run the demo on a domain of its own (ROS_DOMAIN_ID=N)")
+
+
 def count_camera_frames(bag: Path) -> int:
     from rosbags.highlevel import AnyReader
     with AnyReader([bag]) as reader:
@@ -170,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     frames = count_camera_frames(args.bag)
     manifest = args.model or demo_manifest_path()
     command = node_command({"camera_format": "compressed", "exit.policy": "full", "model_file_path": manifest})
-    print(f"[demo] starting {NODE} (onnxruntime, the committed demo model); replaying {args.bag} ({frames} frames) "
-          "twice: full depth, then early exit", flush=True)
+    domain = private_domain()
+    print(f"[demo] starting {NODE} (onnxruntime, the committed demo model) on ROS domain {domain}; replaying "
+          f"{args.bag} ({frames} frames) twice: full depth, then early exit", flush=True)
     node_process = subprocess.Popen(command, env=os.environ.copy())
     rclpy.init()
     listener = Listener()
@@ -183,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         dt_s = load_manifest(manifest, verify=False).dt_s
         full = summarise(replay_pass(executor, listener, args.bag, args.rate, frames, args.timeout), frames, dt_s)
+        check_own_outputs(full, "full", domain)
         set_parameters(executor, listener, {"exit.policy": "deead", "exit.delta_m": args.delta})
         early = summarise(replay_pass(executor, listener, args.bag, args.rate, frames, args.timeout), frames, dt_s)
+        check_own_outputs(early, "deead", domain)
         spin_until(executor, lambda: False, 1.5)              # one more /diagnostics period
     finally:
         node_process.send_signal(signal.SIGINT)
