@@ -597,11 +597,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         name = "bench_overload" if args.overload else "bench_ros"
-        (args.out / f"{name}{'_' + args.tag if args.tag else ''}.json").write_text(json.dumps(
+        path = args.out / f"{name}{'_' + args.tag if args.tag else ''}.json"
+        several = several_camera_part(path) if name == "bench_ros" else {"rows": [], "floors": []}
+        path.write_text(json.dumps(
             {"model": model or "demo", "parameters": extra, "seconds": args.seconds, "commit": source_commit(),
              **({"note": args.note} if args.note else {}),
-             "rows": rows, "floors": list(floors.values()), "by_camera": table,
-             **({"before": before} if before else {})}, indent=1))
+             "rows": rows + several.pop("rows"), "floors": list(floors.values()) + several.pop("floors"),
+             "by_camera": table, **({"before": before} if before else {}), **several}, indent=1))
     if args.overload:
         at_10hz = [r for r in rows if r["rate_hz"] == 10]
         print(json.dumps({"frames_unaccounted": sum(r["unaccounted"] for r in rows),
@@ -680,6 +682,15 @@ def several_cameras(args: argparse.Namespace, cameras: list, model: str, extra: 
         path.write_text(json.dumps(data, indent=1))
     print(json.dumps({"several_cameras": table, "frames_unaccounted": sum(r["unaccounted"] for r in rows)}))
     return 0
+
+
+def several_camera_part(path: Path) -> dict:
+    """What a --cameras N run wrote into bench_ros.json (its rows, floors and table), kept when a single-camera
+    run rewrites the file: the two are measured by separate runs."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    several = [r for r in data.get("rows", []) if r.get("cameras", 1) > 1]
+    return {"rows": several, "floors": [f for f in data.get("floors", []) if f.get("cameras", 1) > 1],
+            **({"several_cameras": data["several_cameras"]} if several and "several_cameras" in data else {})}
 
 
 def multi_view_model() -> Path:

@@ -379,6 +379,27 @@ ROS_COMMAND = "python bench/bench_ros.py --out docs"
 ROS_GOALS = {"overhead_ms": 0.5, "node_over_runner": 1.10, "decode_1080p_ms": 3.0}
 
 
+SEVERAL_CAMERAS_COMMAND = ("python bench/bench_ros.py --cameras 6 --sizes 640x360 1600x900 --formats jpeg "
+                           "--decode-threads 1 4 --out docs")
+
+
+def several_cameras(part: dict | None) -> str:
+    """The --cameras N rows of bench_ros.json: the node's overhead per view beside the floor, per decode_threads."""
+    if part is None:
+        return "\n" + missing("bench_ros.json's six-camera rows", SEVERAL_CAMERAS_COMMAND)
+    text = (f"\n{part['cameras']} cameras (issue 39; `{SEVERAL_CAMERAS_COMMAND}`, {part.get('seconds', 20):g} s per "
+            "run): the publisher sends every view of one exposure with its CameraInfo, an IMU sample and odometry; "
+            "the node runs the six-camera, stateful test model (32 layers, random weights) and decodes the views on "
+            "`decode_threads` threads; the floor is the echo node publishing once the last view of an exposure "
+            "has arrived. Overhead beyond the floor = latency - runner - floor, also per view.\n\n")
+    keys = ("latency_p50_ms", "runner_p50_ms", "floor_ms", "overhead_ms", "overhead_per_view_ms", "decode_p50_ms",
+            "decode_per_view_ms", "node_over_runner")
+    rows = [[name, *(c[k] for k in keys)] for name, c in part["by_camera"].items()]
+    text += table(["cameras", "latency p50 ms", "runner ms", "floor ms", "overhead beyond floor ms",
+                   "overhead per view ms", "decode ms (all views)", "decode per view ms", "node / runner"], rows)
+    return text + (f"\n{part['note']}\n" if part.get("note") else "")
+
+
 def ros(bench: dict | None, overload: dict | None) -> str:
     text = ""
     keys = ["size", "format", "sent", "planned", "unaccounted", "latency_p50_ms", "latency_p95_ms", "runner_p50_ms",
@@ -397,7 +418,7 @@ def ros(bench: dict | None, overload: dict | None) -> str:
                  f"(`{ROS_COMMAND}`, {bench.get('seconds', 20):g} s per run). Beside each, **the floor**: the same "
                  "harness with an echo node that receives the same image and at once publishes a Path (the "
                  "middleware's and rclpy's own share). Overhead beyond the floor = latency - runner - floor.\n\n")
-        text += table(header, [[row.get(k, 0) for k in keys] for row in bench["rows"]])
+        text += table(header, [[row.get(k, 0) for k in keys] for row in bench["rows"] if row.get("cameras", 1) == 1])
         text += ("\nWhere the latency goes (medians, from the node's exit diagnostics): *wait*, camera stamp to the "
                  "planning thread taking the frame (publishing, transport, the executor's callback, the hand-off); "
                  "*decode*, the camera message to pixels at the model's size; *assembly*, the other inputs of the "
@@ -444,6 +465,7 @@ def ros(bench: dict | None, overload: dict | None) -> str:
                     if ratio else "")
                  + (f"; decoding a 1920x1080 JPEG <= 3 ms: {decode:.2f} ms "
                     f"({'met' if decode <= ROS_GOALS['decode_1080p_ms'] else 'not met'})" if decode else "") + ".\n")
+    text += several_cameras((bench or {}).get("several_cameras"))
     debug = load("bench_debug.json")
     if debug is None:
         text += "\n" + missing("bench_debug.json", "python bench/bench_ros.py --debug --sizes 640x360 --formats jpeg "

@@ -397,8 +397,12 @@ class EvalJob:
         finally:
             sink.close()
         if not rows:
+            names = runner.chain.manifest.sensors.camera_names
+            cameras = (f"/camera/<name>/image/compressed or .../raw with /camera/<name>/camera_info for each of "
+                       f"{', '.join(names)} (a set per instant)" if len(names) > 1 else
+                       f"{topics.CAMERA_COMPRESSED} or {topics.CAMERA_RAW}")
             raise BadInputError(
-                f"no camera frames in {bag}. It reads {topics.CAMERA_COMPRESSED} or {topics.CAMERA_RAW} (camera), "
+                f"no camera frames in {bag}. It reads {cameras} (camera), "
                 f"{topics.ODOMETRY}, {topics.ROUTE}, and optionally {topics.COMMAND} and {topics.GROUND_TRUTH}; "
                 f"the bag has {', '.join(sorted(recorded)) or 'no topics'}{' (after --remap)' if remaps else ''}. "
                 f"Map its topics with --remap OLD:=NEW, e.g. "
