@@ -4,7 +4,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export AMENT_PREFIX_PATH := $(VENV)
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
-export FASTRTPS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_localhost_shm.xml
+export FASTRTPS_DEFAULT_PROFILES_FILE := $(CURDIR)/deead_ros/config/fastdds_localhost_shm.xml
 
 .PHONY: setup lint test test-slow demo metadrive closed-loop clean
 setup:
@@ -21,8 +21,8 @@ test-slow: setup
 	$(PY) -m pytest -m "slow or not slow"
 
 demo: setup
-	@if [ ! -f models/demo/vla.safetensors ]; then \
-	  echo "make demo: the demo model does not exist yet (models/demo/vla.safetensors); train it with deead_train first"; exit 1; fi
+	@if [ ! -f deead_ros/models/demo/vla.safetensors ]; then \
+	  echo "make demo: the demo model does not exist yet (deead_ros/models/demo/vla.safetensors); train it with deead_train first"; exit 1; fi
 	$(PY) -m deead_ros.ros.demo --out docs/demo.json
 
 metadrive:
@@ -32,4 +32,4 @@ closed-loop: setup metadrive
 	$(CURDIR)/.venv-metadrive/bin/python bench/closed_loop.py --model $(VENV)/share/deead_ros/models/demo/onnx/manifest.json
 
 clean:
-	rm -rf build *.egg-info deead_lab/build deead_lab/*.egg-info .pytest_cache
+	rm -rf build deead_ros/build deead_ros/*.egg-info deead_lab/build deead_lab/*.egg-info .pytest_cache

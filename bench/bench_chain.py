@@ -8,7 +8,7 @@ after a burn-in:
 - head/layer: one look through the shared head vs one decoder layer (what a checkpoint costs);
 - full depth: frame in -> trajectory out (encode + stem + all layers + head).
 Runs any exported model (`--model DIR/manifest.json`, exported with its fused graph), else exports the
-trained weights at models/demo/ when they exist, else a randomly initialised model of the default size
+trained weights at deead_ros/models/demo/ when they exist, else a randomly initialised model of the default size
 (same shapes, same cost). The frame is encoded by the model's own encoder (named in its manifest).
 The last line is a JSON object.
 
@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))      # benchmark this checkout's code, not an installed copy
+sys.path.insert(0, str(ROOT / "deead_ros"))      # benchmark this checkout's code, not an installed copy
 sys.path.insert(1, str(ROOT / "deead_lab"))       # and its lab package
 
 from deead_ros.engines import make_engine  # noqa: E402
@@ -39,7 +39,7 @@ from deead_ros.model.encoding import FrameInputs, load_encoder  # noqa: E402
 from deead_lab.model.export_onnx import export_pretrained, export_random  # noqa: E402
 from deead_ros.paths import source_commit  # noqa: E402
 
-DEMO_WEIGHTS = ROOT / "models" / "demo" / "vla.safetensors"
+DEMO_WEIGHTS = ROOT / "deead_ros" / "models" / "demo" / "vla.safetensors"
 
 
 def demo_frame() -> FrameInputs:

@@ -9,7 +9,7 @@ frames planned by the demo model (deead, delta 2 m), then each drawn, interleave
 - jpeg: encoding that 640x384 image (quality 80), what ~/debug/image publishes.
 Each as p50 / p99 in ms and as a ratio to the runner's own p50 per frame. The last line is a JSON object.
 
-    .venv/bin/python bench/bench_debug_view.py [--frames 200] [--bag bags/demo]
+    .venv/bin/python bench/bench_debug_view.py [--frames 200] [--bag deead_ros/bags/demo]
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))      # benchmark this checkout's code, not an installed copy
+sys.path.insert(0, str(ROOT / "deead_ros"))      # benchmark this checkout's code, not an installed copy
 sys.path.insert(1, str(ROOT / "deead_lab"))       # and its lab package
 
 from deead_ros.debug_view import encode_jpeg, render_debug_image  # noqa: E402
@@ -41,7 +41,7 @@ from deead_lab.eval import bag_frames, metadrive_camera  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)
-    parser.add_argument("--bag", type=Path, default=ROOT / "bags" / "demo")
+    parser.add_argument("--bag", type=Path, default=ROOT / "deead_ros" / "bags" / "demo")
     parser.add_argument("--burn-in", type=int, default=20)
     args = parser.parse_args()
     runner = Runner(make_engine("onnxruntime", demo_manifest_path(), num_threads=1), ExitSettings(delta_m=2.0),

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "deead_lab")]      # measure this checkout
+sys.path[:0] = [str(ROOT / "deead_ros"), str(ROOT / "deead_lab")]      # measure this checkout
 
 from deead_ros.engines import LayerChain, make_engine  # noqa: E402
 from deead_ros.engines.manifest import HIDDEN_IN, HIDDEN_OUT  # noqa: E402
@@ -40,7 +40,7 @@ from deead_ros.model.encoding import FrameInputs  # noqa: E402
 from deead_ros.paths import source_commit  # noqa: E402
 from deead_ros.runner import Runner  # noqa: E402
 
-DEMO_WEIGHTS = ROOT / "models" / "demo" / "vla.safetensors"
+DEMO_WEIGHTS = ROOT / "deead_ros" / "models" / "demo" / "vla.safetensors"
 TEST_SPLIT = ROOT / "bench" / "test_split"
 
 

@@ -65,7 +65,7 @@ from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deead_ros"))    # measure this checkout
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "deead_lab"))    # and its lab package
 
 import rclpy  # noqa: E402
@@ -87,7 +87,8 @@ DEFAULT_SIZES = ["160x96", "640x360", "1920x1080"]
 CHECKOUT = Path(__file__).resolve().parents[1]
 HEAVY_MODEL = CHECKOUT / "runs" / "heavy_model"
 MULTI_VIEW_MODEL = CHECKOUT / "runs" / "multi_view_model"
-PARAMS_FILE = CHECKOUT / "config" / "deead_node.param.yaml"   # this checkout's node
+RUNTIME = CHECKOUT / "deead_ros"         # the runtime package: deead_ros/ (its Python) and config/
+PARAMS_FILE = RUNTIME / "config" / "deead_node.param.yaml"   # this checkout's node
 
 
 def camera_frames(bag: Path, size: tuple[int, int], fmt: str, count: int) -> list[bytes]:
@@ -250,7 +251,7 @@ def stamp_ns(msg) -> int:
 
 def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[str, str],
             size: tuple[int, int] = (160, 96), fmt: str = "jpeg", floor: bool = False,
-            debug_subscriber: bool = False, source: Path = CHECKOUT, cameras: int = 1) -> dict:
+            debug_subscriber: bool = False, source: Path = RUNTIME, cameras: int = 1) -> dict:
     """One run: the camera at rate_hz into deead_node (or, floor=True, into the echo node); see the docstring.
 
     debug_subscriber: the listener also subscribes to ~/debug/image and ~/debug/markers, so the node draws.
@@ -505,12 +506,14 @@ def checkout_at(revision: str) -> tuple[Path, str]:
     a change, measured beside this checkout's in the same run (same machine, same load, same environment)."""
     commit = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short", revision], capture_output=True,
                             text=True, check=True).stdout.strip()
-    archive = subprocess.run(["git", "-C", str(CHECKOUT), "archive", commit, "deead_ros", "config"],
-                             capture_output=True, check=True).stdout
+    old_layout = subprocess.run(["git", "-C", str(CHECKOUT), "cat-file", "-e", f"{commit}:config"]).returncode == 0
+    paths = ["deead_ros", "config"] if old_layout else ["deead_ros"]
+    archive = subprocess.run(["git", "-C", str(CHECKOUT), "archive", commit, *paths], capture_output=True,
+                             check=True).stdout
     tree = Path(tempfile.mkdtemp(prefix=f"bench_ros_{commit}_"))
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tree, filter="data")
-    return tree, commit
+    return (tree if old_layout else tree / "deead_ros"), commit   # before the colcon layout: both at the top
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -571,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, before_rows, floors = [], [], {}
     for i, (size, fmt) in enumerate(cameras):
         for rate in rates:
-            nodes = [("after", CHECKOUT, rows)] + ([("before", before_tree, before_rows)] if before_tree else [])
+            nodes = [("after", RUNTIME, rows)] + ([("before", before_tree, before_rows)] if before_tree else [])
             for variant, source, into in (nodes[::-1] if i % 2 else nodes):   # alternate which goes first
                 into.append(measure(args.bag, rate, args.seconds, model, extra, size, fmt, source=source))
                 row = into[-1]

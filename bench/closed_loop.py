@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # measure this checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deead_ros"))    # measure this checkout
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "deead_lab"))    # and its lab package
 
 from deead_ros.engines.manifest import load_manifest
@@ -140,7 +140,8 @@ class RayWorkers:
         self._ray = ray
         if not ray.is_initialized():
             ray.init(address=address or None, num_cpus=None if address else count, include_dashboard=False,
-                     log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}:{REPO / 'deead_lab'}"}})
+                     log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": f"{REPO / 'deead_ros'}:{REPO / 'deead_lab'}"}})
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(SupervisedWorker)
         self._init = (init_episode_worker, (model, first_checkpoint, max_checks), drive_job, EPISODES_PER_WORKER)
         self._actors = [self._actor_class.remote(*self._init) for _ in range(count)]

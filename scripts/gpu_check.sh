@@ -18,7 +18,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SECONDS=0
-export PYTHONPATH="$ROOT:$ROOT/deead_lab${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$ROOT/deead_ros:$ROOT/deead_lab${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 HOST_TESTS=(test/unit/test_gpu_host_checks.py test/unit/test_engines_trt_cache.py test/gpu)
 
 # The last line: one JSON object, from the pytest summary line in $1 and the fields given as name=value.

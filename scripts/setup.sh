@@ -40,7 +40,7 @@ if ! up_to_date lint "$h" || [ ! -f "$ROOT/build/stubs/tensorrt/__init__.pyi" ];
   mark_done lint "$h"
 fi
 
-h=$(inputs_hash requirements.txt requirements-runtime.txt msg/*.msg deead_ros_msgs/CMakeLists.txt deead_ros_msgs/package.xml)
+h=$(inputs_hash requirements.txt requirements-runtime.txt deead_ros_msgs/msg/*.msg deead_ros_msgs/CMakeLists.txt deead_ros_msgs/package.xml)
 if ! up_to_date interfaces "$h"; then
   log "building deead_ros_msgs (rosidl, CMake) into $VENV"
   BUILD="$ROOT/build/deead_ros_msgs"
@@ -56,11 +56,12 @@ if ! up_to_date interfaces "$h"; then
   mark_done interfaces "$h"
 fi
 
-h=$(inputs_hash setup.py setup.cfg package.xml $(cd "$ROOT" && git ls-files -co --exclude-standard deead_ros config launch models bags | sort))
+h=$(inputs_hash $(cd "$ROOT" && git ls-files -co --exclude-standard deead_ros | sort))
 if ! up_to_date package "$h"; then
   log "installing deead_ros (the runtime) into $VENV"
-  rm -rf "$ROOT/build/lib" "$ROOT/build/bdist."* "$ROOT"/*.egg-info
-  "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT"
+  rm -rf "$ROOT/deead_ros/build" "$ROOT"/deead_ros/*.egg-info
+  "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT/deead_ros"
+  rm -rf "$ROOT/deead_ros/build" "$ROOT"/deead_ros/*.egg-info
   mark_done package "$h"
 fi
 
@@ -73,11 +74,11 @@ if ! up_to_date lab "$h"; then
   mark_done lab "$h"
 fi
 
-if [ -f "$ROOT/models/demo/vla.safetensors" ]; then
-  h=$(inputs_hash models/demo/vla.safetensors models/demo/config.json deead_ros/model/*.py deead_lab/deead_lab/model/*.py deead_ros/engines/*.py)
+if [ -f "$ROOT/deead_ros/models/demo/vla.safetensors" ]; then
+  h=$(inputs_hash deead_ros/models/demo/vla.safetensors deead_ros/models/demo/config.json deead_ros/deead_ros/model/*.py deead_lab/deead_lab/model/*.py deead_ros/deead_ros/engines/*.py)
   if ! up_to_date export "$h"; then
     log "exporting the demo model to per-layer ONNX (share/deead_ros/models/demo/onnx)"
-    "$VENV/bin/deead_export" --weights "$ROOT/models/demo/vla.safetensors" \
+    "$VENV/bin/deead_export" --weights "$ROOT/deead_ros/models/demo/vla.safetensors" \
       --out "$VENV/share/deead_ros/models/demo/onnx"
     mark_done export "$h"
   fi

@@ -10,6 +10,10 @@ settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RUNTIME_ROOT = REPO_ROOT / "deead_ros"        # the runtime package: package.xml, setup.py, config/, launch/, ...
+# The checkout's source, as pytest.ini's pythonpath gives this process, for the processes tests start too.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(RUNTIME_ROOT), str(REPO_ROOT / "deead_lab"),
+                                            *filter(None, [os.environ.get("PYTHONPATH")])])
 
 SMALL_MODEL_LAYERS = 6
 

@@ -96,7 +96,7 @@ def quartiles(values: np.ndarray) -> dict[str, list[float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deead_report", description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=Path("models/demo"), help="the shipped model")
+    parser.add_argument("--weights", type=Path, default=Path("deead_ros/models/demo"), help="the shipped model")
     parser.add_argument("--ablation-weights", type=Path, default=None, help="final-layer-only variant (optional)")
     parser.add_argument("--data", type=Path, default=Path("data/metadrive"))
     parser.add_argument("--split", default="test", help="the folder under --data to score (test, val, test_dense)")

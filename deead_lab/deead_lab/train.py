@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deead_train", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/metadrive"), help="collector output (train/, val/)")
     parser.add_argument("--run", type=Path, default=Path("runs/train"), help="checkpoints and logs (resumable)")
-    parser.add_argument("--out", type=Path, default=Path("models/demo"), help="where the trained weights go")
+    parser.add_argument("--out", type=Path, default=Path("deead_ros/models/demo"), help="where the trained weights go")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)

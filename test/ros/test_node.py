@@ -23,7 +23,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
-from test.conftest import REPO_ROOT, SMALL_MODEL_LAYERS  # noqa: E402
+from test.conftest import RUNTIME_ROOT, SMALL_MODEL_LAYERS  # noqa: E402
 
 NUM_LAYERS = SMALL_MODEL_LAYERS
 FIRST_CHECKPOINT = 2
@@ -181,7 +181,7 @@ def test_node_in_process_plans_tunes_and_survives_bad_input(small_model, ros_con
 def test_node_as_its_own_process(small_model, ros_context, executor):
     env = dict(os.environ)
     command = [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
-               str(REPO_ROOT / "config" / "deead_node.param.yaml"), "-p", f"model_file_path:={small_model}",
+               str(RUNTIME_ROOT / "config" / "deead_node.param.yaml"), "-p", f"model_file_path:={small_model}",
                "-p", f"exit.first_checkpoint:={FIRST_CHECKPOINT}", "-p", "exit.fixed_exit_layer:=3",
                "-p", f"executor:={executor}"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

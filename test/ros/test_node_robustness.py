@@ -24,7 +24,7 @@ from sensor_msgs.msg import CompressedImage  # noqa: E402
 
 from deead_ros.parameters import default  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
-from test.conftest import REPO_ROOT  # noqa: E402
+from test.conftest import RUNTIME_ROOT  # noqa: E402
 from test.ros.test_node import NUM_LAYERS, Driver, jpeg, plan_frames  # noqa: E402
 
 LEVEL = {b"\x00": "OK", b"\x01": "WARN", b"\x02": "ERROR"}
@@ -129,7 +129,7 @@ def test_set_parameters_sets_each_on_its_own_and_atomically_all_or_nothing(small
 
 
 def test_start_up_values_of_the_wrong_type_end_in_one_line(small_model, tmp_path):
-    defaults = (REPO_ROOT / "config" / "deead_node.param.yaml").read_text()
+    defaults = (RUNTIME_ROOT / "config" / "deead_node.param.yaml").read_text()
     bad_file, typo_file = tmp_path / "bad.yaml", tmp_path / "typo.yaml"
     delta_line = f"delta_m: {default('exit.delta_m')}"
     assert delta_line in defaults
@@ -304,7 +304,7 @@ def stop_while_frames_flow(small_model, ros_context, signum, tmp_path):
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deead_ros.ros.node", "--ros-args", "--params-file",
-             str(REPO_ROOT / "config" / "deead_node.param.yaml"), "-p", f"model_file_path:={small_model}",
+             str(RUNTIME_ROOT / "config" / "deead_node.param.yaml"), "-p", f"model_file_path:={small_model}",
              "-p", "exit.first_checkpoint:=2", "-p", "exit.policy:=full", *LAX_VALIDATION], stdout=out,
             stderr=subprocess.STDOUT, env=dict(os.environ))     # full depth: the worker is always busy
     driver = Driver(ros_context)

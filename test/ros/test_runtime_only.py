@@ -50,8 +50,7 @@ def run(command: list, **kwargs) -> subprocess.CompletedProcess:
 
 
 def runtime_files_key() -> str:
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "deead_ros", "config", "launch", "models",
-                             "bags", "setup.py", "setup.cfg", "package.xml", "resource"],
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "deead_ros"],
                             cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split()
     return digest(*(f.encode() + (REPO_ROOT / f).read_bytes() for f in sorted(listed) if (REPO_ROOT / f).is_file()))
 
@@ -77,7 +76,7 @@ def runtime_venv() -> Path:
         mark("messages", key)
     key = runtime_files_key()
     if not up_to_date("deead_ros", key):
-        run([PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", REPO_ROOT],
+        run([PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", REPO_ROOT / "deead_ros"],
             timeout=300)
         mark("deead_ros", key)
     return VENV

@@ -9,7 +9,7 @@ import pytest
 from test.conftest import REPO_ROOT
 
 # script -> the setup.py that declares it: the runtime's (a vehicle) or the lab's (a workstation)
-RUNTIME, LAB = REPO_ROOT / "setup.py", REPO_ROOT / "deead_lab" / "setup.py"
+RUNTIME, LAB = REPO_ROOT / "deead_ros" / "setup.py", REPO_ROOT / "deead_lab" / "setup.py"
 SCRIPTS = {"deead_node": RUNTIME, "deead_replay": RUNTIME, "deead_build_engines": RUNTIME, "deead_export": LAB,
            "deead_eval": LAB, "deead_train": LAB, "deead_make_bag": LAB, "deead_calibrate": LAB}
 

@@ -64,7 +64,8 @@ def test_a_cmyk_jpeg_goes_through_pillow_and_yuv_through_libjpeg_turbo():
 def demo_camera_messages(count: int | None = None) -> list:
     from deead_ros import bags as topics
     from deead_ros.bags import iterate_bag
-    frames = [msg for topic, msg in iterate_bag(REPO_ROOT / "bags" / "demo") if topic == topics.CAMERA_COMPRESSED]
+    bag = REPO_ROOT / "deead_ros" / "bags" / "demo"
+    frames = [msg for topic, msg in iterate_bag(bag) if topic == topics.CAMERA_COMPRESSED]
     return frames[:count]
 
 

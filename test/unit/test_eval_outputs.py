@@ -10,7 +10,7 @@ import pytest
 
 from deead_lab.eval import WORST_FRAME_GAP, main, per_bag_path
 from deead_lab.plan_recording import DEBUG_IMAGE, DEBUG_MARKERS, DEBUG_PRIOR, EXIT_DIAGNOSTICS, TRAJECTORY
-from test.conftest import REPO_ROOT
+from test.conftest import RUNTIME_ROOT
 
 FRAMES = 40                  # the fixture bag's: two worst frames fit at WORST_FRAME_GAP apart
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,7 +67,7 @@ def test_the_mcap_reads_back_with_every_channel_and_one_message_per_frame(run):
 
 def test_the_foxglove_layout_shows_topics_the_recording_has(run):
     out, _ = run
-    layout = json.loads((REPO_ROOT / "config" / "foxglove_layout.json").read_text())
+    layout = json.loads((RUNTIME_ROOT / "config" / "foxglove_layout.json").read_text())
     recorded = set(read_recording(out / "plans.mcap"))
     panels = layout["configById"]
 

@@ -34,7 +34,7 @@ def test_a_caller_that_must_stay_on_the_route_clamps_its_query():
 
 def test_no_other_module_resamples_a_polyline():
     """The route-end rule is decided once: no second resampler (np.interp over arc lengths) in either package."""
-    offenders = [str(p.relative_to(REPO_ROOT)) for folder in ("deead_ros", "deead_lab/deead_lab")
+    offenders = [str(p.relative_to(REPO_ROOT)) for folder in ("deead_ros/deead_ros", "deead_lab/deead_lab")
                  for p in (REPO_ROOT / folder).rglob("*.py")
                  if p.name != "geometry.py" and "def resample" in p.read_text()]
     assert not offenders, offenders

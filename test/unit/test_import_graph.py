@@ -12,7 +12,7 @@ from pathlib import Path
 from test.conftest import REPO_ROOT
 
 # package name -> the folder its import root lives in
-SOURCES = {"deead_ros": REPO_ROOT, "deead_lab": REPO_ROOT / "deead_lab"}
+SOURCES = {"deead_ros": REPO_ROOT / "deead_ros", "deead_lab": REPO_ROOT / "deead_lab"}
 # Lowest first. base: shared utilities every layer may use; app: one frame in, a plan out; ros holds rclpy.
 # lab.model: the model definitions and their export (torch); lab: the tools that train, run and judge them.
 LAYERS = ("base", "engines", "exit", "model", "app", "ros", "lab.model", "lab")

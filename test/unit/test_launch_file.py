@@ -1,9 +1,9 @@
 """launch/deead.launch.py, read without `launch` (not on PyPI): its arguments and its DDS policy."""
 import ast
 
-from test.conftest import REPO_ROOT
+from test.conftest import RUNTIME_ROOT
 
-LAUNCH = REPO_ROOT / "launch" / "deead.launch.py"
+LAUNCH = RUNTIME_ROOT / "launch" / "deead.launch.py"
 
 
 def calls(tree: ast.AST, name: str) -> list[ast.Call]:

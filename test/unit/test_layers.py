@@ -19,12 +19,12 @@ def test_pure_modules_import_without_rclpy_or_torch(module):
 
 
 def test_runner_and_exit_never_import_rclpy():
-    folders = [REPO_ROOT / "deead_ros" / layer for layer in ("exit", "engines", "model")]
+    folders = [REPO_ROOT / "deead_ros" / "deead_ros" / layer for layer in ("exit", "engines", "model")]
     offenders = [str(p.relative_to(REPO_ROOT)) for folder in [*folders, REPO_ROOT / "deead_lab" / "deead_lab"]
                  for p in folder.rglob("*.py")
                  if any(line.lstrip().startswith(("import rclpy", "from rclpy"))
                         for line in p.read_text().splitlines())]
-    runner = REPO_ROOT / "deead_ros" / "runner.py"
+    runner = REPO_ROOT / "deead_ros" / "deead_ros" / "runner.py"
     if runner.exists() and "rclpy" in runner.read_text():
         offenders.append("deead_ros/runner.py")
     assert not offenders, f"rclpy imported below the ROS layer in {offenders}; move that code into deead_ros/ros/"
@@ -32,6 +32,6 @@ def test_runner_and_exit_never_import_rclpy():
 
 def test_no_runtime_file_is_over_500_lines():
     """The vehicle's code stays readable: a runtime module that grows past 500 lines is split along its seams."""
-    long = {str(p.relative_to(REPO_ROOT)): n for p in (REPO_ROOT / "deead_ros").rglob("*.py")
+    long = {str(p.relative_to(REPO_ROOT)): n for p in (REPO_ROOT / "deead_ros" / "deead_ros").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 500}
     assert not long, f"runtime files over 500 lines: {long}"

@@ -72,7 +72,7 @@ def test_the_six_camera_params_file_names_the_models_cameras_and_mountings(multi
     from deead_ros.parameter_files import check_params_files
     from deead_ros.ros.params import PARAMETERS, config_from_values, mountings_by_camera, sensor_problem
     from test.conftest import REPO_ROOT
-    files = [REPO_ROOT / "config" / name for name in ("deead_node.param.yaml", "six_cameras.param.yaml")]
+    files = [REPO_ROOT / "deead_ros" / "config" / name for name in ("deead_node.param.yaml", "six_cameras.param.yaml")]
     check_params_files(files)
     override = yaml.safe_load(files[1].read_text())["/**"]["ros__parameters"]
     values = {spec.name: spec.default for spec in PARAMETERS}

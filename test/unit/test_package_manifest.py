@@ -10,7 +10,7 @@ import pytest
 from test.conftest import REPO_ROOT
 
 # package -> (its package.xml, its Python source folder)
-PACKAGES = {"deead_ros": (REPO_ROOT / "package.xml", REPO_ROOT / "deead_ros"),
+PACKAGES = {"deead_ros": (REPO_ROOT / "deead_ros" / "package.xml", REPO_ROOT / "deead_ros" / "deead_ros"),
             "deead_lab": (REPO_ROOT / "deead_lab" / "package.xml", REPO_ROOT / "deead_lab" / "deead_lab")}
 
 # Top-level Python module -> the package.xml key that provides it.

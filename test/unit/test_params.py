@@ -4,7 +4,7 @@ import yaml
 
 from deead_ros.exit import ExitSettings, PriorSettings
 from deead_ros.ros.params import PARAMETERS, SPECS, config_from_values
-from test.conftest import REPO_ROOT
+from test.conftest import RUNTIME_ROOT
 
 
 def flatten(tree, prefix=""):
@@ -17,7 +17,7 @@ def flatten(tree, prefix=""):
 
 @pytest.fixture(scope="module")
 def yaml_values():
-    doc = yaml.safe_load((REPO_ROOT / "config" / "deead_node.param.yaml").read_text())
+    doc = yaml.safe_load((RUNTIME_ROOT / "config" / "deead_node.param.yaml").read_text())
     assert list(doc) == ["/**"], "config must use the /**: ros__parameters: form"
     return dict(flatten(doc["/**"]["ros__parameters"]))
 

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.slow,
 
 def _check(*args: str) -> str:
     result = subprocess.run([str(METADRIVE_PYTHON), "-m", "deead_lab.collect_metadrive", *args],
-                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'deead_lab'}"},
+                            cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'deead_ros'}:{REPO_ROOT / 'deead_lab'}"},
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result.stdout

@@ -38,7 +38,8 @@ def generate_launch_description() -> LaunchDescription:
     ]
     return LaunchDescription([
         *arguments,
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", os.path.join(share, "config", "fastdds_localhost_shm.xml"),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE",
+                               os.path.join(share, "config", "fastdds_localhost_shm.xml"),
                                condition=IfCondition(LaunchConfiguration("localhost_dds"))),
         Node(package="deead_ros", executable="deead_node", name="deead_node", output="screen",
              parameters=[LaunchConfiguration("params_file"),

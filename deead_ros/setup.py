@@ -27,7 +27,8 @@ setup(
     description="Real-time VLA driving planner with action-guided early exit (DeeAD) for ROS 2.",
     license="Apache-2.0",
     # Optional backends and outputs, each imported only when asked for (engine.backend, foxglove.port).
-    extras_require={"tensorrt": ["tensorrt>=10,<12", "cuda-python", "onnx"], "torch": ["torch"], "foxglove": ["foxglove-sdk"]},
+    extras_require={"tensorrt": ["tensorrt>=10,<12", "cuda-python", "onnx"], "torch": ["torch"],
+                    "foxglove": ["foxglove-sdk"]},
     entry_points={
         "console_scripts": [
             "deead_node = deead_ros.ros.node:main",
