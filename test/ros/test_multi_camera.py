@@ -125,3 +125,40 @@ def test_deead_eval_runs_the_six_camera_bag(multi_view_model, six_camera_bag, tm
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["full"]["frames"] == FRAMES_IN_BAG and summary["full"]["mean_exit_layer"] == MULTI_VIEW_LAYERS
+
+
+def test_the_node_names_the_cameras_a_model_needs_and_resets_its_memory_on_deactivation_and_odometry_resets(
+        multi_view_model, ros_context):
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from deead_ros.ros.node import DeeadNode
+    ok = TransitionCallbackReturn.SUCCESS
+
+    def node(**values):
+        return DeeadNode(context=ros_context, parameter_overrides=[
+            Parameter("autostart", value=False), Parameter("model_file_path", value=str(multi_view_model)),
+            Parameter("exit.first_checkpoint", value=FIRST_CHECKPOINT),
+            *(Parameter(name, value=value) for name, value in values.items())])
+
+    unnamed = node()
+    try:
+        assert unnamed.trigger_configure() != ok and unnamed.lifecycle_state == "unconfigured"
+        assert "set the parameter cameras: ['front', 'front_left'" in unnamed._failure
+    finally:
+        unnamed.destroy_node()
+    named = node(cameras=list(ORION_CAMERAS[::-1]))           # any order: the views go in the manifest's
+    try:
+        assert named.trigger_configure() == ok and named.trigger_activate() == ok
+        runner = named._runner
+        assert runner is not None and runner.memory is not None
+        assert named._cameras.names == ORION_CAMERAS
+        for trigger, reason in ((named.trigger_deactivate, "the node was deactivated"),
+                                (lambda: named._input_notice("odometry_reset", "odometry pose jumped"),
+                                 "odometry pose jumped")):
+            runner.memory.store("live", ("a plan",), 5.0)
+            trigger()
+            assert runner.memory.take("live", 5.1) == ((), reason)
+    finally:
+        named.trigger_shutdown()
+        named.destroy_node()
