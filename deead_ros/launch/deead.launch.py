@@ -10,8 +10,8 @@ used only with `localhost_dds:=true`, or by default when no Fast DDS / Cyclone D
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -31,7 +31,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "deead_node.param.yaml"),
                               description="parameters in the /**: ros__parameters: form"),
         DeclareLaunchArgument("model_file_path", default_value="",
-                              description="manifest.json written by deead_export; empty: the installed demo model"),
+                              description="manifest.json written by deead_export, replacing the params file's; "
+                                          "empty: the params file's (its default: the installed demo model)"),
         DeclareLaunchArgument("localhost_dds", default_value=str(nothing_set).lower(),
                               description="use this package's localhost shared-memory Fast DDS profile "
                                           "(default: only when no DDS configuration is set)"),
@@ -41,8 +42,21 @@ def generate_launch_description() -> LaunchDescription:
         SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE",
                                os.path.join(share, "config", "fastdds_localhost_shm.xml"),
                                condition=IfCondition(LaunchConfiguration("localhost_dds"))),
-        Node(package="deead_ros", executable="deead_node", name="deead_node", output="screen",
-             parameters=[LaunchConfiguration("params_file"),
-                         {"model_file_path": LaunchConfiguration("model_file_path")}],
-             remappings=[(f"~/input/{name}", LaunchConfiguration(name)) for name in TOPICS]),
+        OpaqueFunction(function=deead_node),
     ])
+
+
+def node_parameters(params_file: str, model_file_path: str) -> list:
+    """launch_ros applies these in order, a later one winning: the params file, then only the arguments given on
+    the command line. An empty model_file_path is the launch default and is not passed, so a model path in the
+    user's params file stands; `model_file_path:=...` on the command line replaces it."""
+    return [params_file, *([{"model_file_path": model_file_path}] if model_file_path else [])]
+
+
+def deead_node(context: LaunchContext) -> list:
+    """deead_node with the launch arguments resolved (to leave out the ones not given)."""
+    parameters = node_parameters(LaunchConfiguration("params_file").perform(context),
+                                 LaunchConfiguration("model_file_path").perform(context))
+    return [Node(package="deead_ros", executable="deead_node", name="deead_node", output="screen",
+                 parameters=parameters,
+                 remappings=[(f"~/input/{name}", LaunchConfiguration(name)) for name in TOPICS])]

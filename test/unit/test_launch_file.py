@@ -28,3 +28,65 @@ def test_the_localhost_profile_is_set_only_under_a_condition():
 
 def test_it_compiles():
     compile(LAUNCH.read_text(), str(LAUNCH), "exec")
+
+
+class _Recorded:
+    """Stands in for a launch / launch_ros class: records what it was built with."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration(_Recorded):
+    def perform(self, context):
+        return context.launch_configurations[self.args[0]]
+
+
+def launch_description(monkeypatch, share):
+    """Run generate_launch_description() with minimal stand-ins for launch and launch_ros (not on PyPI)."""
+    import importlib.util
+    import sys
+    import types
+    names = {"launch": ["LaunchContext", "LaunchDescription"],
+             "launch.actions": ["DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable"],
+             "launch.conditions": ["IfCondition"], "launch.substitutions": ["LaunchConfiguration"],
+             "launch_ros.actions": ["Node"], "launch_ros": [], "ament_index_python.packages": []}
+    for module, classes in names.items():
+        stub = types.ModuleType(module)
+        for name in classes:
+            setattr(stub, name, _LaunchConfiguration if name == "LaunchConfiguration" else
+                    type(name, (_Recorded,), {}))
+        monkeypatch.setitem(sys.modules, module, stub)
+    sys.modules["ament_index_python.packages"].get_package_share_directory = lambda package: str(share)
+    spec = importlib.util.spec_from_file_location("deead_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_launch_description()
+
+
+def effective_parameters(monkeypatch, tmp_path, params: dict, **arguments) -> dict:
+    """The node's parameters as launch_ros gives them: the launch description's entries applied in order."""
+    import yaml
+    description = launch_description(monkeypatch, tmp_path)
+    entities = description.args[0]
+    given = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    params_file = tmp_path / "user.param.yaml"
+    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+    context = type("Context", (), {"launch_configurations": {**given, "params_file": str(params_file), **arguments}})
+    (node,) = next(e for e in entities if type(e).__name__ == "OpaqueFunction").kwargs["function"](context)
+    values: dict = {}
+    for entry in node.kwargs["parameters"]:
+        values.update(entry if isinstance(entry, dict)
+                      else yaml.safe_load(open(entry))["/**"]["ros__parameters"])
+    return values
+
+
+def test_the_users_params_file_wins_over_the_launch_defaults(monkeypatch, tmp_path):
+    mine = {"model_file_path": "/vehicle/model/manifest.json", "exit.delta_m": 1.0}
+    assert effective_parameters(monkeypatch, tmp_path, mine) == mine
+
+
+def test_a_model_given_on_the_command_line_wins_over_the_params_file(monkeypatch, tmp_path):
+    values = effective_parameters(monkeypatch, tmp_path, {"model_file_path": "/in/the/file.json"},
+                                  model_file_path="/on/the/command/line.json")
+    assert values["model_file_path"] == "/on/the/command/line.json"
