@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import yaml
 
 from deead_ros.errors import ConfigError
-from deead_ros.parameters import PARAMETERS, SPECS, Spec
+from deead_ros.parameters import PARAMETERS, SPECS, Spec, choice_problem
 
 YAML_PATH = Path("deead_ros/config/deead_node.param.yaml")      # from the repository root
 SCHEMA_PATH = Path("deead_ros/schema/deead_node.schema.json")
@@ -42,7 +42,8 @@ def _yaml_value(value: Any) -> str:
 
 def _note(spec: Spec) -> str:
     bounds = f"[{spec.range[0]:g}, {spec.range[1]:g}] " if spec.range else ""
-    return f"{bounds}{spec.doc}{' (read-only)' if spec.read_only else ''}"
+    allowed = f": {' | '.join(spec.choices)}" if spec.choices else ""
+    return f"{bounds}{spec.doc}{allowed}{' (read-only)' if spec.read_only else ''}"
 
 
 def params_yaml() -> str:
@@ -71,6 +72,8 @@ def _schema_of(spec: Spec) -> dict[str, Any]:
         entry = {"type": JSON_TYPES[spec.type]}
         if spec.range:
             entry["minimum"], entry["maximum"] = spec.range
+        if spec.choices:
+            entry["enum"] = list(spec.choices)
     default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
     return {**entry, "default": default, "description": _note(spec)}
 
@@ -98,9 +101,10 @@ def json_schema() -> dict[str, Any]:
 
 def readme_table() -> str:
     """The README's parameter table (between its markers)."""
-    rows = ["| parameter | default | range | live | meaning |", "|---|---|---|---|---|"]
+    rows = ["| parameter | default | range or values | live | meaning |", "|---|---|---|---|---|"]
     for spec in PARAMETERS:
-        bounds = f"{spec.range[0]:g} .. {spec.range[1]:g}" if spec.range else ""
+        bounds = (f"{spec.range[0]:g} .. {spec.range[1]:g}" if spec.range
+                  else ", ".join(f"`{c}`" for c in spec.choices))
         doc = spec.doc.replace("|", "\\|")
         rows.append(f"| `{spec.name}` | `{_yaml_value(spec.default)}` | {bounds} | {'no' if spec.read_only else 'yes'} "
                     f"| {doc} |")
@@ -147,7 +151,10 @@ def check_params_files(paths: Sequence[Path]) -> None:
             raise ConfigError(f"params file {path} cannot be read: {err}") from err
         for node, section in (doc.items() if isinstance(doc, dict) else ()):
             values = section.get("ros__parameters") if isinstance(section, dict) else None
-            for name in _flatten(values) if isinstance(values, dict) else {}:
+            flat = _flatten(values) if isinstance(values, dict) else {}
+            for name, value in flat.items():
+                if name in SPECS and (unknown := choice_problem(name, value)):
+                    raise ConfigError(f"params file {path}: '{node}' sets {unknown}")
                 if name in SPECS or name.startswith(ROS_OWN):
                     given.add(name)
                     continue

@@ -13,7 +13,8 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    """One parameter: name, ROS type, default, description, numeric range, and whether it is live."""
+    """One parameter: name, ROS type, default, description, numeric range, the values a string may take, and
+    whether it is live."""
 
     name: str
     type: str                    # bool | integer | double | string | integer_array | double_array | string_array
@@ -21,32 +22,32 @@ class Spec:
     doc: str
     range: tuple[float, float] | None = None
     read_only: bool = False
+    choices: tuple[str, ...] = ()    # a string parameter's allowed values (); the code's names come from here
 
 
 PARAMETERS: tuple[Spec, ...] = (
     # model and backend: restart to change (ecosystem names: Isaac ROS, Autoware)
-    Spec("backend", "string", "onnxruntime", "engine backend: torch | onnxruntime | tensorrt",
-         read_only=True),
+    Spec("backend", "string", "onnxruntime", "engine backend", read_only=True,
+         choices=("torch", "onnxruntime", "tensorrt")),
     Spec("model_file_path", "string", "",
          "model manifest.json written by deead_export; empty: the demo model installed by `make setup`",
          read_only=True),
     Spec("engine_cache_dir", "string", "", "TensorRT engine cache; empty: trt_cache/ beside the model manifest",
          read_only=True),
     Spec("precision", "string", "fp32",
-         "engine precision: fp32 | fp16 (fp16: backend tensorrt, or execution_provider tensorrt)",
-         read_only=True),
+         "engine precision (fp16: backend tensorrt, or execution_provider tensorrt)", read_only=True,
+         choices=("fp32", "fp16")),
     Spec("force_engine_update", "bool", False, "rebuild TensorRT engines at start even if cached",
          read_only=True),
     Spec("num_threads", "integer", 1, "CPU threads per engine (onnxruntime, torch)", (1, 64),
          read_only=True),
     Spec("execution_provider", "string", "cpu",
-         "where backend onnxruntime runs: cpu | cuda | tensorrt (ONNX Runtime's CUDA or TensorRT execution "
+         "where backend onnxruntime runs (cuda, tensorrt: ONNX Runtime's CUDA or TensorRT execution "
          "provider: needs onnxruntime-gpu and an NVIDIA GPU; the hidden state then stays on the GPU)",
-         read_only=True),
+         read_only=True, choices=("cpu", "cuda", "tensorrt")),
     Spec("camera_format", "string", "compressed",
-         "camera message type on ~/input/image (and every ~/input/<camera>/image): raw (sensor_msgs/Image) | "
-         "compressed (CompressedImage)",
-         read_only=True),
+         "camera message type on ~/input/image (and every ~/input/<camera>/image): raw (sensor_msgs/Image) or "
+         "compressed (CompressedImage)", read_only=True, choices=("raw", "compressed")),
     # several cameras (ORION's six): one synchronised set per instant, each view with its CameraInfo
     Spec("cameras", "string_array", [],
          "camera names, as the model's manifest declares them (sensors.cameras); each is read from "
@@ -60,15 +61,16 @@ PARAMETERS: tuple[Spec, ...] = (
          "threads that decode the views of one camera set in parallel (libjpeg releases the GIL); 1: one after "
          "the other", (1, 16), read_only=True),
     Spec("executor", "string", "events",
-         "the ROS executor: events (rclpy.experimental.EventsExecutor, less CPU per callback) | single_threaded "
-         "(rclpy's SingleThreadedExecutor)", read_only=True),
+         "the ROS executor: events (rclpy.experimental.EventsExecutor, less CPU per callback) or single_threaded "
+         "(rclpy's SingleThreadedExecutor)", read_only=True, choices=("events", "single_threaded")),
     Spec("autostart", "bool", True,
          "configure and activate the managed node at start (false: it waits, unconfigured, for lifecycle "
          "transitions: `ros2 lifecycle set /deead_node configure`, then `activate`)", read_only=True),
     # outputs
     Spec("output.frame_id", "string", "base_link", "frame of the published trajectory (the ego frame)"),
     # exit controller (live)
-    Spec("exit.policy", "string", "deead", "deead | full | fixed | patience | deead_or_patience"),
+    Spec("exit.policy", "string", "deead", "the exit rule",
+         choices=("deead", "full", "fixed", "patience", "deead_or_patience")),
     Spec("exit.delta_m", "double", 0.25, "exit when the head's trajectory is within this of the prior, m",
          (0.0, 20.0)),
     Spec("exit.first_checkpoint", "integer", 13, "first layer read through the head (1-based)",
@@ -93,7 +95,8 @@ PARAMETERS: tuple[Spec, ...] = (
          "`patience`: exit when successive checkpoints agree within this, m", (0.0, 20.0)),
     Spec("exit.patience_stride", "integer", 1, "`patience`: layers between checks", (1, 64)),
     # planner prior (live)
-    Spec("prior.source", "string", "route", "route | constant_velocity | external"),
+    Spec("prior.source", "string", "route", "what the head's trajectory is compared with",
+         choices=("route", "constant_velocity", "external")),
     Spec("prior.min_speed_mps", "double", 1.0, "route resampled at max(ego speed, this), m/s",
          (0.0, 30.0)),
     Spec("prior.max_route_offset_m", "double", 5.0, "a route farther than this from the ego is rejected, m",
@@ -198,6 +201,19 @@ PARAMETERS: tuple[Spec, ...] = (
          (1.0, 10000.0)),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
+
+
+def choices(name: str) -> tuple[str, ...]:
+    """The values a string parameter may take (the table's, so the code and the schema name the same ones)."""
+    return SPECS[name].choices
+
+
+def choice_problem(name: str, value: Any) -> str | None:
+    """Why value is not one of the parameter's allowed values, or None (also for a parameter without a set)."""
+    allowed = SPECS[name].choices
+    if not allowed or value in allowed:
+        return None
+    return f"{name}={value!r} is unknown; one of: {', '.join(allowed)}"
 
 
 def default(name: str) -> Any:

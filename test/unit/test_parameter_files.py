@@ -35,6 +35,8 @@ def test_the_yaml_holds_every_default_once_and_the_schema_accepts_it():
     (lambda p: p["exit"].update(delta=1.0), "Additional properties are not allowed"),
     (lambda p: p["exit"].update(delta_m=500.0), "is greater than the maximum"),
     (lambda p: p.pop("prior"), "'prior' is a required property"),
+    (lambda p: p.update(backend="tensorrtt"), "'tensorrtt' is not one of \\['torch', 'onnxruntime', 'tensorrt'\\]"),
+    (lambda p: p["exit"].update(policy="fastest"), "'fastest' is not one of"),
 ])
 def test_the_schema_refuses_a_wrong_type_a_misnamed_a_missing_or_an_out_of_range_parameter(change, message):
     doc = yaml.safe_load((REPO_ROOT / parameter_files.YAML_PATH).read_text())
@@ -58,3 +60,22 @@ def test_params_files_are_checked_for_misnamed_and_missing_parameters(tmp_path):
         parameter_files.check_params_files([typo])
     assert parameter_files.params_file_paths(["deead_node", "--ros-args", "-p", "a:=1", "--params-file", "x.yaml",
                                               "--params-file", "y.yaml"]) == [Path("x.yaml"), Path("y.yaml")]
+
+
+def test_a_value_outside_a_parameters_set_is_refused_at_start_with_the_allowed_values(tmp_path):
+    from deead_ros.errors import ConfigError
+    typo = tmp_path / "typo.yaml"
+    typo.write_text((REPO_ROOT / parameter_files.YAML_PATH).read_text().replace(
+        'backend: "onnxruntime"', 'backend: "tensorrtt"'))
+    with pytest.raises(ConfigError, match="backend='tensorrtt' is unknown; one of: torch, onnxruntime, tensorrt"):
+        parameter_files.check_params_files([typo])
+
+
+def test_every_fixed_set_of_names_in_the_code_is_the_tables():
+    from deead_ros.engines.protocol import BACKENDS, EXECUTION_PROVIDERS, PRECISIONS
+    from deead_ros.exit.policies import POLICY_NAMES
+    from deead_ros.exit.prior import PRIOR_SOURCES
+    from deead_ros.parameters import choices
+    assert (BACKENDS, PRECISIONS, POLICY_NAMES, PRIOR_SOURCES) == (
+        choices("backend"), choices("precision"), choices("exit.policy"), choices("prior.source"))
+    assert tuple(EXECUTION_PROVIDERS) == choices("execution_provider")

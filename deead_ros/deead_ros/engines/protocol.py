@@ -19,9 +19,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from deead_ros.engines.manifest import Manifest
+from deead_ros.parameters import choices
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
+BACKENDS = choices("backend")
+PRECISIONS = choices("precision")
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 # onnxruntime's execution providers by the `execution_provider` parameter's value, in priority order: what
 # the first cannot run falls to the next (the CPU runs the few operators CUDA has no kernel for).

@@ -11,8 +11,9 @@ import numpy as np
 
 from deead_ros.exit.controller import Checkpoint, ExitPolicy, ExitReason, FrameContext, StrideTable, Verdict
 from deead_ros.exit.metrics import mean_deviation_m, steps_within
+from deead_ros.parameters import choices
 
-POLICY_NAMES = ("deead", "full", "fixed", "patience", "deead_or_patience")
+POLICY_NAMES = choices("exit.policy")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ import numpy as np
 
 from deead_ros.geometry import (DUPLICATE_M, arc_lengths, closest_arc_length, distinct_points,
                                 sample_at_arc_lengths)
-from deead_ros.parameters import default
+from deead_ros.parameters import choices, default
 
-PRIOR_SOURCES = ("route", "constant_velocity", "external")
+PRIOR_SOURCES = choices("prior.source")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from deead_ros.engines.manifest import SensorContract
 from deead_ros.errors import ConfigError
 from deead_ros.exit import ExitSettings, PriorSettings
 from deead_ros.exit.validation import ValidationLimits
-from deead_ros.parameters import PARAMETERS, SPECS, Spec, default
+from deead_ros.parameters import PARAMETERS, SPECS, Spec, choice_problem, default
 
 T = ParameterType
 
@@ -40,8 +40,6 @@ _TYPE_WORDS = {"bool": "a bool (true/false)", "integer": "an integer", "double":
                "string": "a string", "integer_array": "an integer array", "double_array": "a double array",
                "string_array": "a string array"}
 _MAX_LAYERS = int((SPECS["exit.first_checkpoint"].range or (1, 256))[1])   # the layer numbers' table bound
-CAMERA_FORMATS = ("raw", "compressed")
-EXECUTORS = ("events", "single_threaded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +129,10 @@ class NodeConfig:
                     f"pitch, yaw) for cameras={list(self.cameras)}: {6 * len(self.cameras)}, or none (the manifest's)")
         if not all(math.isfinite(v) for v in self.camera_mountings):
             return f"camera_mountings={list(self.camera_mountings)} must be finite numbers"
-        if self.camera_format not in CAMERA_FORMATS:
-            return f"camera_format='{self.camera_format}' must be one of {', '.join(CAMERA_FORMATS)}"
-        if self.executor not in EXECUTORS:
-            return f"executor='{self.executor}' must be one of {', '.join(EXECUTORS)}"
+        unknown = next(filter(None, (choice_problem(name, value) for name, value in self.values.items()
+                                     if name in SPECS)), None)
+        if unknown:
+            return unknown
         return (self.io.problem() or self.exit.problem(_MAX_LAYERS if num_layers is None else num_layers)
                 or self.prior.problem()
                 or self.validation.problem() or self.debug.problem())
@@ -209,7 +207,9 @@ def descriptor_of(spec: Spec) -> ParameterDescriptor:
     """The ROS descriptor of one table row: type, description, range, read-only."""
     descriptor = ParameterDescriptor(name=spec.name, type=ROS_TYPES[spec.type], description=spec.doc,
                                      read_only=spec.read_only)
-    if spec.range is not None and spec.type == "double":
+    if spec.choices:
+        descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    elif spec.range is not None and spec.type == "double":
         descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
                                                               to_value=float(spec.range[1]))]
     elif spec.range is not None and spec.type == "integer":
