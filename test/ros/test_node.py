@@ -121,6 +121,8 @@ def check_plans(driver, seconds):
         assert exit_msg.prior_source == "route" and exit_msg.backend == "onnxruntime"
         assert exit_msg.node_ms >= exit_msg.total_ms > 0, "the node's time for a frame includes the runner's"
         assert all(math.isfinite(p.pose.position.x) for p in path.poses)
+        due = [p.header.stamp.sec + p.header.stamp.nanosec * 1e-9 for p in path.poses]
+        assert sec < due[0] and all(b > a for a, b in zip(due, due[1:])), f"poses not stamped when due: {due}"
 
 
 def test_node_in_process_plans_tunes_and_survives_bad_input(small_model, ros_context):

@@ -128,6 +128,19 @@ def test_path_writer_fills_one_message_in_place_facing_along_the_path():
     assert ros_io.trajectory_path(points, stamp, "base_link") == writer.fill(points, stamp, "base_link")
 
 
+def test_a_timed_path_stamps_each_pose_when_it_is_due_with_its_heading():
+    stamp = odometry().header.stamp
+    stamp.sec, stamp.nanosec = 10, 900_000_000
+    points = np.array([[2.0, 0.0], [4.0, 2.0], [4.0, 5.0]])
+    path = ros_io.trajectory_path(points, stamp, "base_link", times_s=[0.5, 1.0, 1.5])
+    assert (path.header.stamp.sec, path.header.stamp.nanosec) == (10, 900_000_000), "the path keeps the camera stamp"
+    due = [(p.header.stamp.sec, p.header.stamp.nanosec) for p in path.poses]
+    assert due == [(11, 400_000_000), (11, 900_000_000), (12, 400_000_000)], "camera stamp + k x dt"
+    q = path.poses[2].pose.orientation
+    assert (q.z, q.w) == pytest.approx((math.sin(math.pi / 4), math.cos(math.pi / 4))), "heading along the path"
+    assert all(p.header.frame_id == "base_link" for p in path.poses)
+
+
 def path_msg(points, frame_id, sec=10):
     msg = ros_io.trajectory_path(np.asarray(points, float), odometry().header.stamp, frame_id)
     msg.header.stamp.sec = sec

@@ -391,7 +391,7 @@ class DeeadNode(LifecycleNode):
                 f"trajectory failed validation ({result.validation.reason}); published the {result.fallback} "
                 "fallback instead (ExitDiagnostics.valid = false)", throttle_duration_sec=_THROTTLE_S)
         frame_id, stamp = config.io.frame_id, msg.header.stamp
-        path = self._trajectory_msg.fill(result.trajectory_m, stamp, frame_id)
+        path = self._trajectory_msg.fill(result.trajectory_m, stamp, frame_id, runner.times_s)   # each pose when due
         self._trajectory_pub.publish(path)
         node_ms = (time.perf_counter() - taken) * 1e3
         exit_msg = ros_io.exit_diagnostics(
@@ -400,7 +400,7 @@ class DeeadNode(LifecycleNode):
             decode_ms=frame.decode_ms, assembly_ms=assembly_ms)
         self._exit_pub.publish(exit_msg)
         if result.prior.trajectory_m is not None:           # a valid prior
-            self._prior_pub.publish(self._prior_msg.fill(result.prior.trajectory_m, stamp, frame_id))
+            self._prior_pub.publish(self._prior_msg.fill(result.prior.trajectory_m, stamp, frame_id, runner.times_s))
         self._time_pub.publish(Float64(data=result.total_ms))
         self.stats.note_planned(result.trace.exit_layer, result.trace.num_layers, result.total_ms, result.prior.source,
                                 fallback=result.fallback, refused_exits=result.trace.refused_exits,

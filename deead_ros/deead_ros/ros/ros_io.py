@@ -4,6 +4,8 @@ Inputs are decoded by deead_ros.frame_assembly, which the offline evaluation sha
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -14,6 +16,9 @@ from deead_ros.diagnostics import exit_diagnostics_fields
 from deead_ros.health import Status
 from deead_ros.runner import PlanResult
 from deead_ros_msgs.msg import ExitCheckpoint, ExitDiagnostics
+
+
+Times = np.ndarray | Sequence[float] | None     # waypoint times after the camera stamp, s
 
 
 class PathWriter:
@@ -28,7 +33,9 @@ class PathWriter:
     def __init__(self) -> None:
         self.path = Path()
 
-    def fill(self, points_m: np.ndarray, stamp: Time, frame_id: str) -> Path:
+    def fill(self, points_m: np.ndarray, stamp: Time, frame_id: str, times_s: Times = None) -> Path:
+        """times_s: each waypoint's time after the camera stamp (the head contract's k x dt): each pose is then
+        stamped when it is due, so a controller can tell; None: every pose carries the camera stamp."""
         points = np.asarray(points_m, dtype=np.float64).reshape(-1, 2)
         path = self.path
         if len(path.poses) != len(points):
@@ -38,16 +45,21 @@ class PathWriter:
         steps = np.diff(points, axis=0, prepend=np.zeros((1, 2)))       # from the ego, then point to point
         half_yaw = 0.5 * np.arctan2(steps[:, 1], steps[:, 0])
         values = np.column_stack([points, np.sin(half_yaw), np.cos(half_yaw)]).tolist()   # floats for rclpy
-        for pose, (x, y, qz, qw) in zip(path.poses, values):
-            pose.header = header
+        due_ns = (stamp.sec * 1_000_000_000 + stamp.nanosec
+                  + np.round(np.asarray(times_s if times_s is not None else np.zeros(len(points))) * 1e9)
+                  .astype(np.int64)).tolist()
+        for pose, (x, y, qz, qw), due in zip(path.poses, values, due_ns):
+            pose.header.frame_id = frame_id
+            pose.header.stamp.sec, pose.header.stamp.nanosec = divmod(due, 1_000_000_000)
             position, orientation = pose.pose.position, pose.pose.orientation
             position.x, position.y, orientation.z, orientation.w = x, y, qz, qw
         return path
 
 
-def trajectory_path(points_m: np.ndarray, stamp: Time, frame_id: str) -> Path:
-    """(T, 2) ego-frame waypoints -> a new nav_msgs/Path (PathWriter's), each pose facing along the path."""
-    return PathWriter().fill(points_m, stamp, frame_id)
+def trajectory_path(points_m: np.ndarray, stamp: Time, frame_id: str, times_s: Times = None) -> Path:
+    """(T, 2) ego-frame waypoints -> a new nav_msgs/Path (PathWriter's), each pose facing along the path and, with
+    times_s, stamped when it is due."""
+    return PathWriter().fill(points_m, stamp, frame_id, times_s)
 
 
 def exit_diagnostics(result: PlanResult, stamp: Time, frame_id: str, delta_m: float, prior_age_s: float,
