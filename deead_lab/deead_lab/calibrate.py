@@ -252,7 +252,8 @@ def plot(result: dict, out: Path) -> None:
     deltas = [r["delta_m"] for r in rows]
     g = result["guarantee"]
     fig, (risk_ax, layer_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    risk_ax.plot(deltas, [r["empirical_risk"] for r in rows], "o-", label="empirical risk")
+    per_unit = "" if g["unit"] == "frame" else f" (mean over {g['unit']}s)"
+    risk_ax.plot(deltas, [r["empirical_risk"] for r in rows], "o-", label=f"empirical risk{per_unit}")
     risk_ax.plot(deltas, [r["upper_bound"] for r in rows], "s--", label=f"upper bound ({g['confidence']:g})")
     risk_ax.axhline(g["alpha"], color="tab:red", lw=1, label=f"alpha {g['alpha']:g}")
     layer_ax.plot(deltas, [r["layer_share"] for r in rows], "o-", color="tab:green")
