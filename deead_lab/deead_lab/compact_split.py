@@ -8,7 +8,7 @@ independent inputs (the route, speed and yaw rate are per frame); only the accel
 measured over the recorded frames, would see the gaps, and the shipped model does not use it.
 
     python -m deead_lab.compact_split --data data/metadrive --split test --every 6 --out bench/test_split
-    python -m deead_lab.compact_split --data data/metadrive --split calib --every 8 --random-offset \
+    python -m deead_lab.compact_split --data data/metadrive --split calib --every 12 --random-offset \
         --out bench/calib_split                    # deead_calibrate's drives
 """
 from __future__ import annotations
