@@ -417,7 +417,8 @@ def ros(bench: dict | None, overload: dict | None) -> str:
                  "trajectory's arrival in a third process "
                  f"(`{ROS_COMMAND}`, {bench.get('seconds', 20):g} s per run). Beside each, **the floor**: the same "
                  "harness with an echo node that receives the same image and at once publishes a Path (the "
-                 "middleware's and rclpy's own share). Overhead beyond the floor = latency - runner - floor.\n\n")
+                 "middleware's and rclpy's own share). Overhead beyond the floor = the median over frames of "
+                 "(latency - that frame's runner time) - the floor's median.\n\n")
         text += table(header, [[row.get(k, 0) for k in keys] for row in bench["rows"] if row.get("cameras", 1) == 1])
         text += ("\nWhere the latency goes (medians, from the node's exit diagnostics): *wait*, camera stamp to the "
                  "planning thread taking the frame (publishing, transport, the executor's callback, the hand-off); "
