@@ -78,7 +78,7 @@ from deead_ros.errors import ModelFileError  # noqa: E402
 from deead_ros.exit.metrics import l2_at_m  # noqa: E402
 from deead_ros.parameters import default  # noqa: E402
 from deead_ros.paths import share_dir, source_commit  # noqa: E402
-from deead_ros.ros.demo import NODE, node_command, node_statuses  # noqa: E402
+from deead_ros.ros.demo import NODE, node_command, node_statuses, private_domain  # noqa: E402
 from deead_ros import bags as topics  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
 from deead_lab.proc_stats import cpu_seconds, rss_mb  # noqa: E402
@@ -321,12 +321,20 @@ def measure(bag: Path, rate_hz: float, seconds: float, model: str, extra: dict[s
     listener.destroy_node()
     row = {"size": f"{size[0]}x{size[1]}", "format": fmt, "rate_hz": rate_hz, "executor": executor_name,
            "sent": sent, "planned": len(latencies), "cameras": cameras,
-           **({} if floor or cameras == 1 else {"decode_threads": int(parameters.get("decode_threads", 1))})}
+           **({} if floor or cameras == 1 else {"decode_threads": int(parameters.get("decode_threads", 1))}),
+           "load_average_1min": round(os.getloadavg()[0], 2)}     # how busy the machine was (it may be shared)
     if floor:
         lat = np.array([latencies[t] for t in sorted(latencies)[5:]])
+        if not len(lat):      # nothing came back (the machine too loaded for the echo?): said, not a crash
+            print(f"[bench_ros] {row['size']} {fmt}: the echo node returned {len(latencies)} frames of {sent}; "
+                  "no floor", file=sys.stderr, flush=True)
+            return {**row, "floor_p50_ms": float("nan"), "floor_p95_ms": float("nan"), "floor_cpu_cores": round(cpu, 2)}
         return {**row, "floor_p50_ms": float(np.median(lat)), "floor_p95_ms": float(np.percentile(lat, 95)),
                 "floor_cpu_cores": round(cpu, 2)}
     stamps = sorted(set(latencies) & set(exits))[5:]           # skip the warm-up frames
+    if not stamps:
+        raise RuntimeError(f"{row['size']} {fmt}: no trajectory with its exit diagnostics came back "
+                           f"({len(latencies)} trajectories, {len(exits)} diagnostics of {sent} frames sent)")
     lat = np.array([latencies[t] for t in stamps])
     wait_ms, node_ms, runner_ms, decode_ms, assembly_ms = np.array([exits[t] for t in stamps]).T
     drops = {k: int(v) for k, v in counters.items() if k.startswith("dropped_")}
@@ -555,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--echo", default="", help=argparse.SUPPRESS)
     parser.add_argument("--executor", default=default("executor"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    private_domain()    # other ROS processes on the machine must not cross-talk; inherited by node, camera, echo
     if args.stress:
         return stress(args.bag, args.seconds or 0.0, args.out)
     if args.echo:

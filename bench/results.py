@@ -449,8 +449,13 @@ def ros(bench: dict | None, overload: dict | None) -> str:
         text += table(["camera", "overhead before", "after", "decode + resize before", "after", "assembly before",
                        "after", "messages before", "after", "hand-off and rest before", "after",
                        "latency p50 before", "after", "node / runner before", "after"], rows)
+        loads = [r["load_average_1min"] for r in bench["rows"] + before["rows"] if "load_average_1min" in r]
+        if loads:
+            text += (f"\nThe machine's 1-minute load average at the end of each run: {min(loads):.1f} to "
+                     f"{max(loads):.1f} (2 cores).")
         if bench.get("note"):
-            text += f"\n{bench['note']}\n"
+            text += f" {bench['note']}"
+        text += "\n"
     if bench is not None and "by_camera" in bench:
         cameras = bench["by_camera"]
         small = [(n, c["overhead_ms"]) for n, c in cameras.items() if n in ("160x96 jpeg", "640x360 jpeg")]
