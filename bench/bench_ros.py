@@ -52,9 +52,11 @@ rows of bench_ros.json and leave the single-camera ones as they are.
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -523,6 +525,7 @@ def checkout_at(revision: str) -> tuple[Path, str]:
     archive = subprocess.run(["git", "-C", str(CHECKOUT), "archive", commit, *paths], capture_output=True,
                              check=True).stdout
     tree = Path(tempfile.mkdtemp(prefix=f"bench_ros_{commit}_"))
+    atexit.register(shutil.rmtree, tree, ignore_errors=True)          # gone when the benchmark ends
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tree, filter="data")
     return (tree if old_layout else tree / "deead_ros"), commit   # before the colcon layout: both at the top
