@@ -110,7 +110,7 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
 
     def mark_ready(record_ns: int) -> None:
         for entry in waiting:
-            if entry[3] is None and inputs.wait_for_odometry(item_stamp(entry[1]), timeout_s=0.0):
+            if entry[3] is None and inputs.wait_for_instant(item_stamp(entry[1]), timeout_s=0.0):
                 entry[3] = record_ns
 
     def arrived(record_ns: int, item: Any, raw: bool) -> None:
@@ -124,6 +124,7 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
             yield from ready(record_ns)
             if topic == topics.ROUTE:
                 inputs.set_route(msg)
+                mark_ready(record_ns)          # a route recorded after its frame completes that frame's instant
             elif topic == topics.ODOMETRY:
                 inputs.set_odometry(msg)
                 mark_ready(record_ns)

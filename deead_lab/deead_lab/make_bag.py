@@ -116,10 +116,13 @@ def view_image(image: np.ndarray, index: int) -> np.ndarray:
 
 
 def write_bag(episode_files: list[Path], out: Path, raw: bool = False, max_frames: int = 0,
-              jpeg_quality: int = 90, storage: str = "mcap", cameras: tuple[str, ...] = ()) -> int:
+              jpeg_quality: int = 90, storage: str = "mcap", cameras: tuple[str, ...] = (),
+              route_delay_s: float = 0.0) -> int:
     """Write the episodes into one bag at `out` (replaced if it exists); return the frames written.
 
     cameras: () one camera on /camera/image/...; else each named camera with its CameraInfo, and an IMU.
+    route_delay_s: each frame's route is recorded this long after its camera (stamped at the camera's instant
+    all the same), as a planner that publishes after the frame arrives; 0: before the camera.
     """
     if out.exists():
         shutil.rmtree(out)
@@ -152,12 +155,16 @@ def write_bag(episode_files: list[Path], out: Path, raw: bool = False, max_frame
                 t_s = t0 + float(ep["timestamp"][i])
                 route = ep["route_world"][i, : max(int(ep["route_valid"][i]), 2)]
                 write("odometry", odometry_message(ep["pose"][i], ep["speed"][i], ep["yaw_rate"][i], t_s), t_s)
-                write("route", path_message(route, t_s, topics.WORLD_FRAME), t_s)
+                route_msg = path_message(route, t_s, topics.WORLD_FRAME)
+                if not route_delay_s:
+                    write("route", route_msg, t_s)
                 write("command", T["std_msgs/msg/String"](data=str(ep["command"][i])), t_s)
                 write("truth", path_message(ep["future_ego"][i], t_s, topics.EGO_FRAME), t_s)
                 image = ep["images"][i]           # inputs before the camera: the node plans on arrival
                 if not cameras:
                     write("camera", camera_message(image, t_s, raw, jpeg_quality), t_s)
+                    if route_delay_s:
+                        write("route", route_msg, t_s + route_delay_s)
                     frames += 1
                     continue
                 write("imu", imu_message(float(accel[i]), float(ep["speed"][i]), float(ep["yaw_rate"][i]), t_s), t_s)
@@ -167,6 +174,8 @@ def write_bag(episode_files: list[Path], out: Path, raw: bool = False, max_frame
                                                                        f"camera_{camera}"), view_s)
                     write(camera, camera_message(view_image(image, k), view_s, raw, jpeg_quality, f"camera_{camera}"),
                           view_s)
+                if route_delay_s:
+                    write("route", route_msg, t_s + route_delay_s)
                 frames += 1
             t0 += float(ep["timestamp"][n - 1]) + 1.0
             print(f"[make_bag] {path.name}: {n} frames", flush=True)

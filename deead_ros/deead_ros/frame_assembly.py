@@ -258,6 +258,21 @@ class StampedPath:
     stamp_s: float                 # 0: static (never stale)
 
 
+STAMP_TOLERANCE_S = 5e-4          # stamps this close are the same instant (float seconds of a ROS time)
+
+
+def path_due(paths: tuple[StampedPath, ...], camera_s: float) -> bool:
+    """Whether the path of the camera's instant can still arrive: the stream is stamped, its newest is older
+    than the frame, and its next, one period after the newest (the last two stamps apart), is due by the
+    frame's stamp. A route published with every frame but after it is waited for; one published once a
+    second is not waited for between its messages. Paths are in arrival order."""
+    stamped = [p.stamp_s for p in paths if p.stamp_s > 0]
+    if len(stamped) < 2 or paths[-1].stamp_s == 0 or stamped[-1] >= camera_s - STAMP_TOLERANCE_S:
+        return False
+    period = stamped[-1] - stamped[-2]
+    return period > 0 and stamped[-1] + period <= camera_s + STAMP_TOLERANCE_S
+
+
 def pick_path(paths: tuple[StampedPath, ...], camera_s: float) -> StampedPath | None:
     """The path of the camera's instant: the newest stamped at or before it (a static one: the newest
     message); else the earliest after it. Paths are in arrival order."""
@@ -276,7 +291,7 @@ def pick_path(paths: tuple[StampedPath, ...], camera_s: float) -> StampedPath | 
 class LatestInputs:
     """Recent route, odometry, command and external path, and how to turn them into a frame.
 
-    Setters are called from subscription callbacks (or a bag loop); `wait_for_odometry` and
+    Setters are called from subscription callbacks (or a bag loop); `wait_for_instant` and
     `assemble` from the planning thread. Each setter converts and checks its message once and
     stores the result with one assignment (the odometry in a thread-safe OdometryHistory).
 
@@ -301,7 +316,7 @@ class LatestInputs:
         self._decoders: ThreadPoolExecutor | None = None
         self._routes: tuple[StampedPath, ...] = ()
         self._externals: tuple[StampedPath, ...] = ()
-        self._odometry_arrived = threading.Condition()
+        self._arrived = threading.Condition()          # odometry or a route arrived: wait_for_instant looks again
 
     @property
     def odometry(self) -> EgoState | None:
@@ -320,8 +335,8 @@ class LatestInputs:
         reason = self.history.add(ego)                # ego_state checked it finite: a reason is a reset
         if reason is not None:
             self.on_notice("odometry_reset", reason)
-        with self._odometry_arrived:
-            self._odometry_arrived.notify_all()
+        with self._arrived:
+            self._arrived.notify_all()
 
     def set_camera_info(self, camera: str, msg: Any) -> None:
         """Keep a camera's calibration (CameraInfo, usually latched or repeated) for its views."""
@@ -338,6 +353,8 @@ class LatestInputs:
 
     def set_route(self, msg: Any) -> None:
         self._routes = (*self._routes[-(PATH_HISTORY - 1):], self._stamped_path("route", msg))
+        with self._arrived:
+            self._arrived.notify_all()
 
     def set_external(self, msg: Any) -> None:
         self._externals = (*self._externals[-(PATH_HISTORY - 1):], self._stamped_path("external", msg))
@@ -366,22 +383,27 @@ class LatestInputs:
         return StampedPath(points, frame, stamp)
 
     # -- the planning thread ---------------------------------------------------------------------
-    def wait_for_odometry(self, camera_s: float, timeout_s: float | None = None) -> bool:
-        """Wait (at most io.odometry_wait_s) until odometry stamped at or after camera_s has arrived.
+    def wait_for_instant(self, camera_s: float, timeout_s: float | None = None) -> bool:
+        """Wait (at most io.odometry_wait_s) until the inputs of camera_s's instant have arrived: odometry
+        stamped at or after it, and the route of its instant when one can still arrive (`path_due`).
 
-        Then the ego state is interpolated from the same samples live as offline (deead_eval feeds a
-        bag's odometry up to the first sample at or after each frame). Only a sample at most
-        io.odometry_max_gap_s after camera_s counts: those of a stream that has since restarted back
-        in time (a looping bag) do not. Returns whether it arrived. Without any odometry yet (none
-        published, e.g. a camera-only set-up) it does not wait: nothing would pair with the frame.
+        Then the frame is assembled from the same messages live as offline (deead_eval assembles a bag's
+        frame once this holds, at timeout 0, after each message). Only an odometry sample at most
+        io.odometry_max_gap_s after camera_s counts: those of a stream that has since restarted back in
+        time (a looping bag) do not. Returns whether they arrived. Without any odometry yet (none published,
+        e.g. a camera-only set-up) and no route due, it does not wait: nothing would pair with the frame.
         """
         settings = self.settings
         timeout_s = settings.odometry_wait_s if timeout_s is None else timeout_s
-        if not len(self.history):
+        with_odometry = bool(len(self.history))
+        if not with_odometry and not path_due(self._routes, camera_s):
             return False
-        with self._odometry_arrived:
-            return self._odometry_arrived.wait_for(
-                lambda: self.history.has_after(camera_s, settings.odometry_max_gap_s), timeout_s)
+
+        def arrived() -> bool:
+            return ((not with_odometry or self.history.has_after(camera_s, settings.odometry_max_gap_s))
+                    and not path_due(self._routes, camera_s))
+        with self._arrived:
+            return self._arrived.wait_for(arrived, timeout_s)
 
     def ego_at(self, camera_s: float) -> EgoState | None:
         """The ego state at camera_s with its acceleration, or None (stale: reported through on_rejected)."""

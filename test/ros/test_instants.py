@@ -99,3 +99,39 @@ def test_two_replays_publish_the_same_plans_and_agree_with_deead_eval(small_mode
     assert not differ(first, second), f"the two replays planned frames differently: {differ(first, second)}\n{output}"
     assert not differ(first, offline), f"replay 1 and deead_eval differ: {differ(first, offline)}\n{output}"
     assert not differ(second, offline), f"replay 2 and deead_eval differ: {differ(second, offline)}\n{output}"
+
+
+def test_a_route_recorded_after_its_camera_frame_is_waited_for_live_as_offline(small_model, tmp_path, ros_context):
+    from deead_lab.make_bag import write_bag
+    from test.conftest import REPO_ROOT
+    episode = REPO_ROOT / "test" / "fixtures" / "metadrive_episode.npz"
+    bag, route_first = tmp_path / "route_after_camera", tmp_path / "route_before_camera"
+    write_bag([episode], bag, route_delay_s=0.03)
+    write_bag([episode], route_first)
+    node = subprocess.Popen(node_command(small_model), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    listener = rclpy.create_node("route_after_listener", context=ros_context)
+    plans: dict[float, np.ndarray] = {}
+    listener.create_subscription(Path, "/deead_node/output/trajectory",
+                                 lambda m: plans.__setitem__(stamp_s(m.header.stamp), path_points(m)), 50)
+    spinning: list[DiagnosticArray] = []
+    listener.create_subscription(DiagnosticArray, "/diagnostics", spinning.append, 10)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(listener)
+    try:
+        deadline = time.monotonic() + 30
+        while not spinning and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        live = replay(executor, bag, plans, rate=1.0)
+    finally:
+        node.terminate()
+        output = node.communicate(timeout=20)[0]
+        listener.destroy_node()
+    offline = offline_plans(small_model, bag)
+    assert not [s for s in sorted(offline)[2:] if not np.allclose(offline[s], live.get(s, offline[s]), atol=1e-4)], \
+        "live and deead_eval differ on the same bag"
+    offline = offline_plans(small_model, route_first)     # each frame with the route of its instant
+    stamps = sorted(offline)[2:]             # from the route's second message on, its period is known
+    common = [s for s in stamps if s in live]
+    assert len(common) >= len(stamps) // 2, f"planned {len(live)} of {len(offline)} frames:\n{output}"
+    differ = [f"{s - 1.7e9:.1f} s" for s in common if not np.allclose(live[s], offline[s], atol=1e-4)]
+    assert not differ, f"live plans not made with the route of their instant: {differ}\n{output}"

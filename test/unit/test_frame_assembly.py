@@ -268,7 +268,7 @@ def live(inputs, odometry_msgs, camera_stamps):
     frames, pending = {}, sorted(camera_stamps)
     for msg in odometry_msgs:
         inputs.set_odometry(msg)
-        while pending and inputs.wait_for_odometry(pending[0], timeout_s=0.0):
+        while pending and inputs.wait_for_instant(pending[0], timeout_s=0.0):
             t = pending.pop(0)
             frames[t] = assemble(inputs, t)
     return frames
@@ -354,23 +354,23 @@ def test_a_pose_jump_resets_the_history_and_the_frame_after_it_uses_the_new_pose
     drive(inputs, np.round(np.arange(0.0, 1.01, 0.1), 6), x0=0.0)        # drive 1 ends at x = 10
     inputs.set_route(straight_route(1000.0, 1200.0, t_s=2.0))            # drive 2 starts at x = 1000
     # the frame of drive 2 arrives before its odometry: it must not be planned with drive 1's pose
-    assert not inputs.wait_for_odometry(2.0, timeout_s=0.02)
+    assert not inputs.wait_for_instant(2.0, timeout_s=0.02)
     blind = assemble(inputs, 2.0)
     assert not blind.ego_motion_known and blind.inputs.route_ego_m is None
     threading.Timer(0.02, lambda: drive(inputs, [2.0], x0=1000.0 - 20.0)).start()
-    assert inputs.wait_for_odometry(2.0, timeout_s=2.0), "woken by the odometry that arrives while it waits"
+    assert inputs.wait_for_instant(2.0, timeout_s=2.0), "woken by the odometry that arrives while it waits"
     frame = assemble(inputs, 2.0)
     assert log["notices"][-1][0] == "odometry_reset" and "jumped" in log["notices"][-1][1]
     assert frame.ego_motion_known and frame.inputs.route_ego_m[0, 0] == pytest.approx(0.0)
     assert len(inputs.history) == 1
 
 
-def test_wait_for_odometry_is_bounded_by_the_parameter():
+def test_wait_for_instant_is_bounded_by_the_parameter():
     inputs, _ = recording(odometry_wait_s=0.05)
     drive(inputs, [1.0])
-    assert inputs.wait_for_odometry(1.0) and inputs.wait_for_odometry(0.9)
+    assert inputs.wait_for_instant(1.0) and inputs.wait_for_instant(0.9)
     start = time.perf_counter()
-    assert not inputs.wait_for_odometry(1.1)
+    assert not inputs.wait_for_instant(1.1)
     assert 0.04 < time.perf_counter() - start < 0.5
 
 
@@ -506,10 +506,10 @@ def test_a_restarted_odometry_stream_is_waited_for_not_its_old_samples():
     """A bag played again: the history still holds the end of the first pass, stamped after the frame."""
     inputs, log = recording(odometry_wait_s=0.02)
     drive(inputs, np.round(np.arange(7.4, 9.41, 0.1), 6))
-    assert not inputs.wait_for_odometry(5.6), "samples 1.8 s after the frame belong to the previous pass"
+    assert not inputs.wait_for_instant(5.6), "samples 1.8 s after the frame belong to the previous pass"
     drive(inputs, [5.5, 5.6])
     assert log["notices"][-1][0] == "odometry_reset"
-    assert inputs.wait_for_odometry(5.6)
+    assert inputs.wait_for_instant(5.6)
     frame = assemble(inputs, 5.6)
     assert frame.ego_motion_known and frame.prior_age_s == 0.0 and frame.inputs.speed_mps == 10.0
 
@@ -517,5 +517,29 @@ def test_a_restarted_odometry_stream_is_waited_for_not_its_old_samples():
 def test_without_any_odometry_frames_are_not_held_back():
     inputs, _ = recording(odometry_wait_s=0.5)
     start = time.perf_counter()
-    assert not inputs.wait_for_odometry(1.0)
+    assert not inputs.wait_for_instant(1.0)
     assert time.perf_counter() - start < 0.05
+
+
+def test_a_route_published_with_every_frame_but_after_it_is_waited_for():
+    inputs, _ = recording(odometry_wait_s=2.0)
+    drive(inputs, np.round(np.arange(0.0, 1.61, 0.1), 6))
+    for t in (0.9, 1.0):                                     # a route per camera frame, stamped like the frames
+        inputs.set_route(straight_route(0.0, 100.0, t_s=t))
+    assert not inputs.wait_for_instant(1.1, timeout_s=0.02), "the route of 1.1 s is due and has not arrived"
+    threading.Timer(0.05, lambda: inputs.set_route(straight_route(5.0, 100.0, t_s=1.1))).start()
+    assert inputs.wait_for_instant(1.1, timeout_s=2.0), "woken by the route that arrives while it waits"
+    frame = assemble(inputs, 1.1)
+    assert frame.inputs.route_ego_m[0, 0] == pytest.approx(5.0 - 11.0), "planned with the route of its instant"
+
+
+def test_a_route_published_less_often_than_the_camera_is_not_waited_for_between_its_messages():
+    inputs, _ = recording(odometry_wait_s=2.0)
+    drive(inputs, np.round(np.arange(0.0, 3.11, 0.1), 6))
+    for t in (1.0, 2.0):                                     # once a second
+        inputs.set_route(straight_route(0.0, 100.0, t_s=t))
+    start = time.perf_counter()
+    assert inputs.wait_for_instant(2.5) and time.perf_counter() - start < 0.5, "the next route is due at 3.0 s"
+    assert not fa.path_due(inputs._routes, 2.5) and fa.path_due(inputs._routes, 3.0)
+    inputs.set_route(straight_route(0.0, 100.0, t_s=0.0))    # a static (latched) route: never waited for
+    assert not fa.path_due(inputs._routes, 3.0)

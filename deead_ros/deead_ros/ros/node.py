@@ -378,7 +378,7 @@ class DeeadNode(LifecycleNode):
             self.get_logger().warning(f"camera frame dropped: {message}", throttle_duration_sec=_THROTTLE_S)
             return
         assembling = time.perf_counter()
-        inputs.wait_for_odometry(stamp_s(msg.header.stamp))   # bounded: io.odometry_wait_s
+        inputs.wait_for_instant(stamp_s(msg.header.stamp))   # odometry and a due route; bounded: io.odometry_wait_s
         frame = self._cameras.assemble(item, config.io.max_input_age_s, config.prior.source == "external",
                                        self._image_hw)
         assembly_ms = (time.perf_counter() - assembling) * 1e3 - frame.decode_ms
