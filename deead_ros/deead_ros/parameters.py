@@ -126,8 +126,9 @@ PARAMETERS: tuple[Spec, ...] = (
          "without a sample on one side, roll the nearest one (constant speed and yaw rate) at most this far; "
          "further is stale, s", (0.0, 0.5)),
     Spec("io.odometry_wait_s", "double", 0.1,
-         "before planning a frame, wait at most this long for odometry stamped at or after it, and for the route "
-         "of its instant when one is due (live and offline plans then use the same messages); 0: never wait, s", (0.0, 1.0)),
+         "before planning a frame, wait at most this long for odometry stamped at or after it, and for the "
+         "route of its instant when one is due (live and offline plans then use the same messages); "
+         "0: never wait, s", (0.0, 1.0)),
     # input plausibility (live): a message outside these is refused with a reason and counted
     Spec("input_limits.max_speed_mps", "double", 100.0,
          "odometry faster than this is refused; also the fastest pose change between two odometry messages "

@@ -85,6 +85,6 @@ def test_the_bounded_tail_is_the_unbounded_walk_cut_after_its_looks(dev, delta, 
     if len(looks) <= max_checks:
         assert checked_layers(bounded) == looks and bounded.exit_layer == free.exit_layer
     else:
-        assert checked_layers(bounded) == looks[:max_checks] + [len(dev)]
+        assert checked_layers(bounded) == [*looks[:max_checks], len(dev)]
         assert bounded.exit_layer == len(dev)
     assert chain.computed == list(range(bounded.exit_layer))
