@@ -262,10 +262,8 @@ STAMP_TOLERANCE_S = 5e-4          # stamps this close are the same instant (floa
 
 
 def path_due(paths: tuple[StampedPath, ...], camera_s: float) -> bool:
-    """Whether the path of the camera's instant can still arrive: the stream is stamped, its newest is older
-    than the frame, and its next, one period after the newest (the last two stamps apart), is due by the
-    frame's stamp. A route published with every frame but after it is waited for; one published once a
-    second is not waited for between its messages. Paths are in arrival order."""
+    """Whether the path of the camera's instant can still arrive: a stamped stream whose next message (one
+    period, its last two stamps apart, after the newest) is due by camera_s. Paths are in arrival order."""
     stamped = [p.stamp_s for p in paths if p.stamp_s > 0]
     if len(stamped) < 2 or paths[-1].stamp_s == 0 or stamped[-1] >= camera_s - STAMP_TOLERANCE_S:
         return False
@@ -384,15 +382,10 @@ class LatestInputs:
 
     # -- the planning thread ---------------------------------------------------------------------
     def wait_for_instant(self, camera_s: float, timeout_s: float | None = None) -> bool:
-        """Wait (at most io.odometry_wait_s) until the inputs of camera_s's instant have arrived: odometry
-        stamped at or after it, and the route of its instant when one can still arrive (`path_due`).
-
-        Then the frame is assembled from the same messages live as offline (deead_eval assembles a bag's
-        frame once this holds, at timeout 0, after each message). Only an odometry sample at most
-        io.odometry_max_gap_s after camera_s counts: those of a stream that has since restarted back in
-        time (a looping bag) do not. Returns whether they arrived. Without any odometry yet (none published,
-        e.g. a camera-only set-up) and no route due, it does not wait: nothing would pair with the frame.
-        """
+        """Wait (at most io.odometry_wait_s) for the inputs of camera_s's instant: odometry stamped at or after
+        it (at most io.odometry_max_gap_s after: not a restarted stream's), and its route when one is due
+        (`path_due`). deead_eval applies it at timeout 0 after each message, so live = offline. Returns
+        whether they arrived; without odometry yet and no route due it does not wait."""
         settings = self.settings
         timeout_s = settings.odometry_wait_s if timeout_s is None else timeout_s
         with_odometry = bool(len(self.history))
