@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # this checkout's naming of the settings
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "deead_lab"))    # and its lab package
 from deead_ros.exit.settings import matched_fixed_setting, parse_setting_name, setting_name  # noqa: E402
-from deead_lab.closed_loop import PROTOCOL_SEEDS, is_main_split, report_name, split_seeds  # noqa: E402
+from deead_lab.closed_loop import (MIN_SEEDS_FOR_VERDICT, PROTOCOL_SEEDS, is_main_split, report_name,  # noqa: E402
+                                   split_seeds)
 from deead_lab.sim.scenario import DENSE_TRAFFIC_DENSITY, TRAFFIC_DENSITY  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -155,11 +156,13 @@ def headline(loop: dict | None, bench: dict | None) -> str:
              f"{1 - PAPER_LATENCY_CUT['2']:.2f} (DeeAD: -29%)", "yes" if head["plan_ms_mean_ratio"] <= 0.70 else "no"],
             ["p95 planning time / full depth", f"{head['plan_ms_p95_ratio']:.2f}", "<= 1.00", "-",
              "yes" if head["plan_ms_p95_ratio"] <= 1.0 else "no"],
-            *[[f"non-inferior to full depth: {metric.replace('_', '-')}", "yes" if ok else "not shown",
-               "non-inferior", "-", "yes" if ok else "no"] for metric, ok in verdicts.items()],
-            [f"{head['matched_fixed_setting']} (its depth) worse on the score", "yes" if head["matched_fixed_worse"]
-             else "not shown", "worse", "similar sparsity, 2x the collisions",
-             "yes" if head["matched_fixed_worse"] else "no"]]
+            *[[f"non-inferior to full depth: {metric.replace('_', '-')}",
+               "yes" if ok else head.get("verdicts", {}).get(metric, "not shown"), "non-inferior", "-",
+               "yes" if ok else "no"] for metric, ok in verdicts.items()],
+            [f"{head['matched_fixed_setting']} (its depth) worse on the score",
+             "yes" if head["matched_fixed_worse"] else
+             "too few seeds" if seeds < MIN_SEEDS_FOR_VERDICT else "not shown",
+             "worse", "similar sparsity, 2x the collisions", "yes" if head["matched_fixed_worse"] else "no"]]
     text = (f"Closed loop, confirmation on fresh seeds (protocol {head['protocol']}, declared before its first "
             f"episode; `{head['report']}`): `{head['setting']}` with the bounded tail against full depth, {seeds} "
             f"paired seeds from 4000 ({status}); mean exit layer {head['mean_exit_layer']:.1f}. Planning time = "
@@ -171,7 +174,7 @@ def headline(loop: dict | None, bench: dict | None) -> str:
                  f"{bench['recommended_delta_m']:g} m with the bounded tail runs {rec['mean_exit_layer']:.1f} of "
                  f"{bench['num_layers']} layers at {rec['l2_3s_change_vs_full']:+.1%} L2 at 3 s "
                  f"({'within' if rec['l2_3s_change_vs_full'] <= 0.02 else 'missing'} the +2% target), median latency "
-                 f"{h['latency_p50_ratio_recommended']:.2f}x and p95 {h['latency_p95_ratio_recommended']:.2f}x full "
+                 f"{rec['latency_ratio_vs_full']:.2f}x and p95 {h['latency_p95_ratio_recommended']:.2f}x full "
                  f"depth; for +2% L2 the rule needs {h['layers_at_plus2pct']['rule']:.1f} layers, the final-plan "
                  f"oracle {h['layers_at_plus2pct']['final_oracle']:.1f}.\n")
     return text

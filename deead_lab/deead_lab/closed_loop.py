@@ -360,5 +360,6 @@ def confirmation_headline(summary: dict[str, Any], setting: str = CONFIRMED_SETT
             "plan_ms_mean_ratio": rows["plan_ms_mean"] / full["plan_ms_mean"],
             "plan_ms_p95_ratio": rows["plan_ms_p95"] / full["plan_ms_p95"],
             "non_inferior": {metric: verdicts[metric]["verdict"] == "non-inferior" for metric, _, _ in MARGINS},
+            "verdicts": {metric: verdicts[metric]["verdict"] for metric, _, _ in MARGINS},   # "too few seeds", ...
             "matched_fixed_setting": fixed,
             "matched_fixed_worse": "its driving score is lower" in worse.get("worse_because", [])}
