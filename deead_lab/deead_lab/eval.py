@@ -36,6 +36,7 @@ from deead_ros.model.encoding import FrameInputs
 from deead_ros.parameters import default
 from deead_ros.paths import demo_manifest_path, source_commit
 from deead_ros.runner import PlanResult, Runner
+from deead_ros.sensor_contract import CameraContract, model_cameras
 from deead_ros import bags as topics
 from deead_ros.bags import iterate_bag_timed
 from deead_lab.eval_page import TABLE_COLUMNS, Row, Summary, WorstFrame, write_page
@@ -64,7 +65,7 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
                on_rejected: Callable[[str, str], None] = lambda topic, reason: None,
                remaps: dict[str, str] | None = None, sensors: SensorContract = SINGLE_CAMERA,
                sync_tolerance_s: float = default("io.camera_sync_tolerance_s"),
-               decode_threads: int = 1) -> Iterator[EvalFrame]:
+               decode_threads: int = 1, contract: CameraContract | None = None) -> Iterator[EvalFrame]:
     """Frames of a bag assembled exactly as the live node assembles them.
 
     The same LatestInputs, the same decoding (image_hw: the model's (H, W), as the node passes it) and
@@ -77,7 +78,8 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
 
     A model of several cameras (sensors.cameras) reads each camera's image and CameraInfo from
     /camera/<name>/ and the IMU from /sensing/imu; the images go through the node's CameraSync (the same
-    tolerance), and a complete set is one frame, stamped with the first camera's stamp.
+    tolerance), and a complete set is one frame, stamped with the first camera's stamp. `contract` notes each
+    camera image and CameraInfo against the model's camera (deead_ros.sensor_contract), as the node does.
     """
     inputs = LatestInputs(accel_window_s=accel_window_s, settings=settings, on_rejected=on_rejected,
                           decode_threads=decode_threads)
@@ -114,6 +116,9 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
                 entry[3] = record_ns
 
     def arrived(record_ns: int, item: Any, raw: bool) -> None:
+        if contract is not None:
+            for camera, msg in item.messages if several else (("", item),):
+                contract.check_image(camera, msg, raw)
         camera_s = item_stamp(item)
         if guard.refuse(camera_s, camera_s, max_frame_age_s=0.0, max_future_s=0.0) is None:
             waiting.append([record_ns, item, raw, None])
@@ -138,6 +143,8 @@ def bag_frames(bag: Path, accel_window_s: float, image_hw: tuple[int, int] | Non
                 camera, kind = views[topic]
                 if kind == "info":
                     inputs.set_camera_info(camera, msg)
+                    if contract is not None:
+                        contract.check_camera_info(camera, msg)
                     continue
                 complete, dropped = sync.add(camera, stamp_s(msg.header.stamp), msg)
                 for drop in dropped:
@@ -373,8 +380,10 @@ class EvalJob:
         chain = make_engine(self.backend, self.model or demo_manifest_path(), num_threads=self.num_threads)
         return Runner(chain, ExitSettings(first_checkpoint=self.first_checkpoint), PriorSettings())
 
-    def run(self, runner: Runner, bag: Path) -> tuple[list[Row], dict[str, int], list[WorstFrame]]:
-        """(one row per frame and setting, with the bag's path; {input: times it was not used}; the worst frames)."""
+    def run(self, runner: Runner, bag: Path
+            ) -> tuple[list[Row], dict[str, int], list[WorstFrame], list[dict[str, Any]]]:
+        """(one row per frame and setting, with the bag's path; {input: times it was not used}; the worst frames;
+        each camera that differs from the model's, deead_ros.sensor_contract's values)."""
         remaps = dict(self.remaps)
         recorded = topics.bag_topics(bag, remaps)
         rejected: dict[str, int] = {}
@@ -382,8 +391,10 @@ class EvalJob:
         def count(topic: str, reason: str) -> None:
             rejected[topic] = rejected.get(topic, 0) + 1
 
-        frames = bag_frames(bag, runner.encoder.accel_window_s, model_image_hw(runner.encoder), on_rejected=count,
-                            remaps=remaps, sensors=runner.chain.manifest.sensors)
+        sensors, image_hw = runner.chain.manifest.sensors, model_image_hw(runner.encoder)
+        contract = CameraContract(model_cameras(sensors, image_hw))     # warn: planned anyway, as the node's default
+        frames = bag_frames(bag, runner.encoder.accel_window_s, image_hw, on_rejected=count,
+                            remaps=remaps, sensors=sensors, contract=contract)
         runner.reset_memory(f"new bag {bag}")           # a model with memory starts each bag afresh
         outputs = self.outputs
         record, video = next(((r, v) for b, r, v in outputs.files if b == str(bag)), ("", ""))
@@ -408,7 +419,8 @@ class EvalJob:
                 f"the bag has {', '.join(sorted(recorded)) or 'no topics'}{' (after --remap)' if remaps else ''}. "
                 f"Map its topics with --remap OLD:=NEW, e.g. "
                 f"--remap /sensing/camera/front/image_raw/compressed:={topics.CAMERA_COMPRESSED}")
-        return [{"bag": str(bag), **row} for row in rows], rejected, sink.worst(str(bag))
+        differs = [{"bag": str(bag), **r.to_dict()} for r in contract.reports.values() if r.actual_hw != r.expected_hw]
+        return [{"bag": str(bag), **row} for row in rows], rejected, sink.worst(str(bag)), differs
 
 
 def write_worst_frames(folder: Path, worst: list[WorstFrame]) -> None:
@@ -479,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     for outcome in run.outcomes:
         for topic, count in (outcome.result[1].items() if outcome.ok else ()):
             print(f"[eval] {outcome.bag}: {topic} not used in {count} message(s)", file=sys.stderr)
+    cameras = [camera for outcome in run.outcomes if outcome.ok for camera in outcome.result[3]]
+    for camera in cameras:
+        print(f"[eval] {camera['bag']}: {camera['message']}", file=sys.stderr)
     if not rows:
         print("deead_eval: no bag could be evaluated (see above)", file=sys.stderr)
         return 2
@@ -488,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    # camera_contract: the cameras that differ from the model's ([] when every camera matches it)
+    (args.out / "summary.json").write_text(json.dumps({**summary, "camera_contract": cameras}, indent=2))
     plot(rows, summary, args.out)
     worst = sorted((w for outcome in run.outcomes if outcome.ok for w in outcome.result[2]),
                    key=lambda w: w.l2_3s_m, reverse=True)[:args.worst_frames]

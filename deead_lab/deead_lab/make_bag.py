@@ -117,12 +117,14 @@ def view_image(image: np.ndarray, index: int) -> np.ndarray:
 
 def write_bag(episode_files: list[Path], out: Path, raw: bool = False, max_frames: int = 0,
               jpeg_quality: int = 90, storage: str = "mcap", cameras: tuple[str, ...] = (),
-              route_delay_s: float = 0.0) -> int:
+              route_delay_s: float = 0.0, image_wh: tuple[int, int] | None = None) -> int:
     """Write the episodes into one bag at `out` (replaced if it exists); return the frames written.
 
     cameras: () one camera on /camera/image/...; else each named camera with its CameraInfo, and an IMU.
     route_delay_s: each frame's route is recorded this long after its camera (stamped at the camera's instant
     all the same), as a planner that publishes after the frame arrives; 0: before the camera.
+    image_wh: (width, height) every image is resized to, a camera of another geometry than the recorded one
+    (e.g. (192, 108), 16:9, against the demo model's 160x96); None: as recorded.
     """
     if out.exists():
         shutil.rmtree(out)
@@ -161,6 +163,8 @@ def write_bag(episode_files: list[Path], out: Path, raw: bool = False, max_frame
                 write("command", T["std_msgs/msg/String"](data=str(ep["command"][i])), t_s)
                 write("truth", path_message(ep["future_ego"][i], t_s, topics.EGO_FRAME), t_s)
                 image = ep["images"][i]           # inputs before the camera: the node plans on arrival
+                if image_wh is not None:
+                    image = np.asarray(PilImage.fromarray(image).resize(image_wh, PilImage.Resampling.BILINEAR))
                 if not cameras:
                     write("camera", camera_message(image, t_s, raw, jpeg_quality), t_s)
                     if route_delay_s:
@@ -193,7 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cameras", default="",
                         help="several cameras: a number (6: ORION's front, front_left, front_right, back, back_left, "
                              "back_right; fewer: the first of those) or comma-separated names; with an IMU")
+    parser.add_argument("--image-size", default="", metavar="WxH",
+                        help="resize every image to W x H pixels (a camera of another geometry, e.g. 192x108)")
     args = parser.parse_args(argv)
+    size = args.image_size.lower().split("x") if args.image_size else []
+    if size and (len(size) != 2 or not all(v.isdigit() and int(v) > 0 for v in size)):
+        print(f"deead_make_bag: --image-size {args.image_size}: give WxH, e.g. 192x108", file=sys.stderr)
+        return 2
+    image_wh = (int(size[0]), int(size[1])) if size else None
     cameras = (ORION_CAMERAS[:int(args.cameras)] if args.cameras.isdigit() else
                tuple(c for c in args.cameras.split(",") if c))
     missing = [str(p) for p in args.episodes if not p.exists()]
@@ -201,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deead_make_bag: missing episode files {missing}; collect them with deead_lab.collect_metadrive",
               file=sys.stderr)
         return 2
-    frames = write_bag(args.episodes, args.out, args.raw, args.max_frames, args.jpeg_quality, args.storage, cameras)
+    frames = write_bag(args.episodes, args.out, args.raw, args.max_frames, args.jpeg_quality, args.storage, cameras,
+                       image_wh=image_wh)
     size_mb = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 1e6
     print(f"[make_bag] wrote {frames} frames to {args.out} ({size_mb:.1f} MB)")
     return 0

@@ -23,3 +23,11 @@ class EngineBuildError(DeeadError):
 
 class BadInputError(DeeadError):
     """A message cannot be used (wrong encoding, corrupt data, NaN, unknown frame); the frame is dropped."""
+
+    drop_reason = "bad_input"      # the counter the node's diagnostics add the dropped frame to
+
+
+class CameraMismatchError(BadInputError):
+    """A camera of another aspect than the model's, refused (camera_mismatch: refuse)."""
+
+    drop_reason = "camera_mismatch"

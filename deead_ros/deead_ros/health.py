@@ -20,10 +20,12 @@ import numpy as np
 from deead_ros.parameters import default
 
 # inactive: the node was configured but not active (a managed node's deactivate); incomplete_set: several
-# cameras, and one of them sent no image of that instant (deead_ros.camera_sync)
+# cameras, and one of them sent no image of that instant (deead_ros.camera_sync); camera_mismatch: a camera
+# of another aspect than the model's, with camera_mismatch: refuse (deead_ros.sensor_contract)
 DROP_REASONS = ("superseded", "stale_frame", "stamp_backwards", "stamp_future", "bad_input", "engine_error",
-                "inactive", "incomplete_set")
-REJECT_REASONS = ("stamp_backwards", "stamp_future", "bad_input", "engine_error", "incomplete_set")   # a WARN
+                "inactive", "incomplete_set", "camera_mismatch")
+REJECT_REASONS = ("stamp_backwards", "stamp_future", "bad_input", "engine_error", "incomplete_set",
+                  "camera_mismatch")   # a WARN
 REQUIRED_INPUTS = ("odometry", "route")      # besides the camera: what a route prior needs
 _CONSEQUENCE = {"odometry": "no prior, planning at full depth", "route": "no route prior"}
 

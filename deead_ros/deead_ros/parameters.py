@@ -57,6 +57,11 @@ PARAMETERS: tuple[Spec, ...] = (
          "each camera's pose on the vehicle, 6 numbers per camera in `cameras` order: x, y, z (m), roll, pitch, "
          "yaw (rad) of the camera body (x forward, y left, z up) in the ego frame (this node does no TF lookup); "
          "empty: the mountings the model's manifest declares", read_only=True),
+    Spec("camera_mismatch", "string", "warn",
+         "a camera whose aspect ratio differs from the one the model was trained with (its manifest; a size that "
+         "differs with the same aspect is scaled, as always): warn (plan it stretched, reported once in the log and "
+         "in /diagnostics) or refuse (drop its frames, counted as camera_mismatch)", read_only=True,
+         choices=("warn", "refuse")),
     Spec("decode_threads", "integer", 4,
          "threads that decode the views of one camera set in parallel (libjpeg releases the GIL); 1: one after "
          "the other", (1, 16), read_only=True),

@@ -4,6 +4,7 @@ import json
 import shutil
 
 from deead_lab.eval import main
+from test.conftest import REPO_ROOT
 
 
 def test_eval_writes_table_csv_json_and_plot(small_model, fixture_bag, tmp_path, capsys):
@@ -11,7 +12,9 @@ def test_eval_writes_table_csv_json_and_plot(small_model, fixture_bag, tmp_path,
     assert main([str(fixture_bag), "--model", str(small_model), "--delta", "0", "50", "--first-checkpoint", "2",
                  "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"full", "delta_0", "delta_50"}
+    assert set(summary) == {"full", "delta_0", "delta_50", "camera_contract"}
+    [camera] = summary["camera_contract"]       # the fixture's 80x48 camera: the model's 5:3, scaled up
+    assert (camera["actual_width"], camera["actual_height"], camera["stretched"]) == (80, 48, False)
     assert summary["full"]["frames"] == 40 and summary["full"]["mean_exit_layer"] == 6
     assert summary["delta_0"]["mean_exit_layer"] == 6, "delta 0 never exits early"
     assert summary["full"]["l2_3s_m"] > 0 and (out / "eval.png").stat().st_size > 10_000
@@ -85,3 +88,20 @@ def test_a_failing_bag_is_reported_and_the_others_complete(small_model, fixture_
     assert main([str(fixture_bag), str(tmp_path / "missing_bag"), "--model", str(small_model), "--first-checkpoint",
                  "2", "--max-frames", "5", "--out", str(tmp_path / "out")]) == 0
     assert "bag not used" in capsys.readouterr().err and (tmp_path / "out" / "summary.json").is_file()
+
+
+def test_eval_reports_a_camera_of_another_aspect_than_the_models(small_model, tmp_path, capsys):
+    """The issue's case: a 192x108 (16:9) JPEG stream into a model trained on 160x96 (5:3) is named, in a line and in
+    summary.json, with the expected and actual sizes (and planned all the same, stretched, as the node's warn)."""
+    from deead_lab.make_bag import write_bag
+    bag = tmp_path / "wide"
+    write_bag([REPO_ROOT / "test" / "fixtures" / "metadrive_episode.npz"], bag, max_frames=12, image_wh=(192, 108))
+    assert main([str(bag), "--model", str(small_model), "--delta", "0", "--first-checkpoint", "2",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert f"[eval] {bag}: camera image 192x108 (16:9) has another aspect ratio than the model's 160x96 (5:3)" \
+        in capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    [camera] = summary["camera_contract"]
+    assert (camera["expected_width"], camera["expected_height"], camera["actual_width"], camera["actual_height"],
+            camera["stretched"], camera["bag"]) == (160, 96, 192, 108, True, str(bag))
+    assert summary["full"]["frames"] == 12

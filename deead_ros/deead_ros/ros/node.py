@@ -29,7 +29,7 @@ from std_msgs.msg import Float64, String
 from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, ConfigError, DeeadError
 from deead_ros.frame_assembly import (PATH_HISTORY, AssembledFrame, CameraStampGuard, InputSettings, LatestInputs,
-                                      model_image_hw, stamp_s)
+                                      stamp_s)
 from deead_ros.parameter_files import check_params_files, params_file_paths
 from deead_ros.paths import demo_manifest_path
 from deead_ros.health import FrameStats, assess, lifecycle_status
@@ -196,9 +196,7 @@ class DeeadNode(LifecycleNode):
                                     on_notice=self._input_notice, accel_window_s=runner.encoder.accel_window_s,
                                     settings=InputSettings.from_values(self._values),
                                     decode_threads=config.decode_threads)
-        self._cameras = Cameras(config, runner.chain.manifest.sensors, self._inputs, self.stats, self._mailbox_put,
-                                lambda text: self.get_logger().warning(text, throttle_duration_sec=_THROTTLE_S))
-        self._image_hw = model_image_hw(runner.encoder)     # a larger jpeg is decoded straight to this
+        self._cameras = Cameras(config, runner, self._inputs, self.stats, self._mailbox_put, self.get_logger())
         self._manifest = runner.chain.manifest
         self._failure = ""
         return super().on_configure(state)
@@ -356,8 +354,8 @@ class DeeadNode(LifecycleNode):
                 continue
             try:
                 self._plan(msg, runner, inputs)
-            except BadInputError as err:
-                self.stats.note_dropped("bad_input")
+            except BadInputError as err:                   # bad_input, or camera_mismatch (refused)
+                self.stats.note_dropped(err.drop_reason)
                 self.get_logger().warning(f"camera frame rejected: {err}", throttle_duration_sec=_THROTTLE_S)
             except Exception as err:   # the thread boundary: an engine failure must not end planning
                 self.stats.note_dropped("engine_error")
@@ -379,8 +377,7 @@ class DeeadNode(LifecycleNode):
             return
         assembling = time.perf_counter()
         inputs.wait_for_instant(stamp_s(msg.header.stamp))   # odometry and a due route; bounded: io.odometry_wait_s
-        frame = self._cameras.assemble(item, config.io.max_input_age_s, config.prior.source == "external",
-                                       self._image_hw)
+        frame = self._cameras.assemble(item, config.io.max_input_age_s, config.prior.source == "external")
         assembly_ms = (time.perf_counter() - assembling) * 1e3 - frame.decode_ms
         result = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known,
                              external_ego_m=frame.external_ego_m, ego_pose=_ego_pose(frame))
@@ -422,7 +419,7 @@ class DeeadNode(LifecycleNode):
                 config.prior.source, ())
             statuses += assess(self.stats.snapshot(), config.io.latency_deadline_ms, runner.chain.backend,
                                self._manifest.model_version, max_input_age_s=config.io.max_input_age_s,
-                               required_inputs=required)
+                               required_inputs=required) + [self._cameras.contract.status()]
         self._diag_pub.publish(ros_io.diagnostic_array(statuses, self.get_clock().now().to_msg(), self.get_name()))
 
     @property

@@ -115,6 +115,7 @@ class NodeConfig:
     camera_mountings: tuple[float, ...] = ()      # 6 per camera; (): the manifest's
     decode_threads: int = default("decode_threads")
     memory_max_gap_s: float = default("memory.max_gap_s")
+    camera_mismatch: str = default("camera_mismatch")    # warn | refuse (deead_ros.sensor_contract)
 
     def problem(self, num_layers: int | None) -> str | None:
         """Return why this configuration cannot run a model of num_layers layers, or None.
@@ -174,7 +175,7 @@ def config_from_values(values: dict[str, Any]) -> NodeConfig:
                       ValidationLimits(**sections["validation"]), dict(values),
                       DebugSettings(**{field: values[name] for name, field in _DEBUG_FIELDS.items()}),
                       tuple(values["cameras"]), tuple(values["camera_mountings"]), values["decode_threads"],
-                      values["memory.max_gap_s"])
+                      values["memory.max_gap_s"], values["camera_mismatch"])
 
 
 def sensor_problem(config: NodeConfig, sensors: SensorContract) -> str | None:
