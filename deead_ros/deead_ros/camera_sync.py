@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -50,30 +50,37 @@ class _Pending:
 class CameraSync:
     """Assembles sets of one image per camera; thread-safe (subscription callbacks may run concurrently)."""
 
-    def __init__(self, cameras: Sequence[str], tolerance_s: float, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, cameras: Sequence[str], tolerance_s: float | Callable[[], float],
+                 max_pending: int = MAX_PENDING) -> None:
+        """tolerance_s: seconds, or where to read them at each image (the node's current settings snapshot)."""
         if not cameras or len(set(cameras)) != len(cameras):
             raise ConfigError(f"cameras {list(cameras)} must name at least one camera, each once")
         self.cameras = tuple(cameras)
-        self.tolerance_s = tolerance_s
+        self._tolerance_s = tolerance_s
         self.max_pending = max_pending
         self._pending: list[_Pending] = []      # oldest first
         self._newest_s = float("-inf")           # the newest set handed on
         self._lock = threading.Lock()
 
+    @property
+    def tolerance_s(self) -> float:
+        return self._tolerance_s() if callable(self._tolerance_s) else self._tolerance_s
+
     def add(self, camera: str, stamp_s: float, msg: Any) -> tuple[CameraSet | None, list[Dropped]]:
         """File one camera's image; return the set it completed (or None) and what was dropped meanwhile."""
         if camera not in self.cameras:
             raise ValueError(f"camera '{camera}' is not one of {list(self.cameras)}")
+        tolerance_s = self.tolerance_s                   # read once per image
         with self._lock:
             dropped: list[Dropped] = []
             if stamp_s < self._newest_s - RESTART_S:
                 dropped = [self._incomplete(p, "the cameras' stream restarted") for p in self._pending]
                 self._pending.clear()
                 self._newest_s = float("-inf")
-            if stamp_s < self._newest_s - self.tolerance_s:
+            if stamp_s < self._newest_s - tolerance_s:
                 return None, [Dropped(stamp_s, f"camera '{camera}' image at {stamp_s:.3f} s arrived after the set at "
                                                 f"{self._newest_s:.3f} s was complete (late, or its clock is behind)")]
-            pending = self._joinable(camera, stamp_s)
+            pending = self._joinable(camera, stamp_s, tolerance_s)
             if pending is None:
                 if stamp_s <= self._newest_s:            # within the tolerance of the newest set, which it already has
                     return None, dropped + [Dropped(stamp_s, f"camera '{camera}' sent a second image for the set at "
@@ -94,9 +101,9 @@ class CameraSync:
         first_s = pending.messages[self.cameras[0]][0]
         return CameraSet(first_s, tuple((c, pending.messages[c][1]) for c in self.cameras)), dropped
 
-    def _joinable(self, camera: str, stamp_s: float) -> _Pending | None:
+    def _joinable(self, camera: str, stamp_s: float, tolerance_s: float) -> _Pending | None:
         """The open set nearest in time that this image fits (within tolerance, camera not yet in it)."""
-        fits = [p for p in self._pending if abs(stamp_s - p.anchor_s) <= self.tolerance_s and camera not in p.messages]
+        fits = [p for p in self._pending if abs(stamp_s - p.anchor_s) <= tolerance_s and camera not in p.messages]
         return min(fits, key=lambda p: abs(stamp_s - p.anchor_s), default=None)
 
     def _incomplete(self, pending: _Pending, why: str) -> Dropped:

@@ -1,13 +1,11 @@
 """Turn camera, route, odometry and command messages into one runner frame, at the camera's instant.
 
-Works on any object with the ROS message attributes (rclpy messages in the node, rosbags'
-deserialised messages in offline evaluation), so the live node and `deead_eval` build frames with
-the same code. The ego state is the one at the camera stamp (OdometryHistory), routes and external
-paths are moved into the ego frame with that pose, and inputs outside physical ranges
-(InputSettings) are refused with a reason before they can reach the prior or the model. Decoders
-raise BadInputError with a reason a person can act on; they read an image's size from its header
-and refuse oversized ones before decoding, and decode a JPEG larger than the model's input straight
-to (about) the model's scale.
+Works on any object with the ROS message attributes (rclpy messages in the node, rosbags' deserialised messages in
+offline evaluation), so the live node and `deead_eval` build frames with the same code. The ego state is the one at the
+camera stamp (OdometryHistory), routes and external paths are moved into the ego frame with that pose, and inputs
+outside physical ranges (InputSettings) are refused with a reason before they can reach the prior or the model.
+Decoders raise BadInputError with a reason a person can act on; they read an image's size from its header and refuse
+oversized ones before decoding, and decode a JPEG larger than the model's input straight to (about) the model's scale.
 """
 from __future__ import annotations
 
@@ -45,9 +43,10 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeEr
 
 @dataclass(frozen=True, slots=True)
 class InputSettings:
-    """How a frame's inputs are paired in time and which are plausible (the `io.odometry_*` and
-    `input_limits.*` parameters; defaults from the parameter table)."""
+    """How a frame's inputs are paired in time, which are plausible and the ego frame's name (the `io.odometry_*`,
+    `input_limits.*` and `output.frame_id` parameters; defaults from the parameter table)."""
 
+    frame_id: str = default("output.frame_id")
     odometry_max_gap_s: float = default("io.odometry_max_gap_s")
     odometry_max_extrapolation_s: float = default("io.odometry_max_extrapolation_s")
     odometry_wait_s: float = default("io.odometry_wait_s")
@@ -66,7 +65,8 @@ class InputSettings:
                       if (name := PARAMETER_NAMES[f.name]) in values})
 
 
-PARAMETER_NAMES = {f.name: (f"io.{f.name}" if f.name.startswith(("odometry_", "imu_")) else f"input_limits.{f.name}")
+PARAMETER_NAMES = {f.name: ("output.frame_id" if f.name == "frame_id" else f"io.{f.name}"
+                          if f.name.startswith(("odometry_", "imu_")) else f"input_limits.{f.name}")
                    for f in fields(InputSettings)}
 
 
@@ -126,12 +126,11 @@ def decode_compressed(msg: Any, max_pixels: int = default("input_limits.max_imag
                       target_hw: tuple[int, int] | None = None) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg or png) -> (H, W, 3) uint8 RGB, at target_hw when given.
 
-    The size is read from the header and checked against max_pixels before any pixel is decoded, and
-    the message's bytes are read in place. A JPEG larger than target_hw (the model's (H, W)) is
-    decoded by DCT scaling straight to the smallest of 1/2, 1/4, 1/8 of its size that is still at
-    least target_hw, a fraction of the work; fit_image (the encoder's resize) does the rest. None:
-    full size. YCbCr and grey JPEGs (what cameras send) go through libjpeg-turbo's own API
-    (simplejpeg: the fastest decoder measured, docs/results.md); the pixels are those Pillow's
+    The size is read from the header and checked against max_pixels before any pixel is decoded, and the message's
+    bytes are read in place. A JPEG larger than target_hw (the model's (H, W)) is decoded by DCT scaling straight to
+    the smallest of 1/2, 1/4, 1/8 of its size that is still at least target_hw, a fraction of the work; fit_image (the
+    encoder's resize) does the rest. None: full size. YCbCr and grey JPEGs (what cameras send) go through
+    libjpeg-turbo's own API (simplejpeg: the fastest decoder measured, docs/results.md); the pixels are those Pillow's
     `draft` gives, which decodes PNG and the rare CMYK/YCCK JPEG.
     """
     fmt = msg.format.lower()
@@ -222,13 +221,9 @@ class AssembledFrame:
 
 @dataclass
 class CameraStampGuard:
-    """Refuses camera frames whose stamps cannot be trusted, before any decoding.
-
-    Why: a looping bag sends stamps backwards, an unsynchronised camera sends them from the future
-    or late; planning such a frame pairs it with the wrong route and odometry. After a jump back the
-    guard takes the new stamp as the newest, so the frame after it is planned normally; a stamp from
-    the future is never taken as the newest.
-    """
+    """Refuses camera frames whose stamps cannot be trusted, before any decoding: a looping bag sends stamps
+    backwards, an unsynchronised camera from the future or late, pairing the frame with the wrong route and
+    odometry. After a jump back the new stamp is the newest (the next frame is planned); a future one never is."""
 
     last_s: float | None = None
 
@@ -289,32 +284,34 @@ def pick_path(paths: tuple[StampedPath, ...], camera_s: float) -> StampedPath | 
 class LatestInputs:
     """Recent route, odometry, command and external path, and how to turn them into a frame.
 
-    Setters are called from subscription callbacks (or a bag loop); `wait_for_instant` and
-    `assemble` from the planning thread. Each setter converts and checks its message once and
-    stores the result with one assignment (the odometry in a thread-safe OdometryHistory).
-
-    on_rejected(topic, reason): a message (or, at assembly, an input of this frame) cannot be used;
-    the frame is planned without it. on_notice(key, reason): an input was used after a change worth
-    counting ("odometry_reset": a pose jump, a changed frame or a restarted stream reset the history;
-    "command_truncated").
+    Setters (subscription callbacks, or a bag loop) convert and check a message once with `current()` settings
+    and store it with one assignment (the odometry in a thread-safe OdometryHistory); the planning thread's
+    `wait_for_instant` and `assemble` take the frame's settings (read once per frame). on_rejected(topic, reason):
+    a message (or, at assembly, an input of this frame) cannot be used; the frame is planned without it.
+    on_notice(key, reason): an input was used after a change worth counting ("odometry_reset": a pose jump, a
+    changed frame or a restarted stream reset the history; "command_truncated").
     """
 
-    frame_id: str = "base_link"
     on_rejected: Callable[[str, str], None] = lambda topic, reason: None
     on_notice: Callable[[str, str], None] = lambda key, reason: None
     accel_window_s: float = InputSpec().accel_window_s   # the model's: Runner.encoder.accel_window_s
-    settings: InputSettings = InputSettings()            # swapped in one assignment when parameters change
+    settings: InputSettings = InputSettings()            # fixed (deead_eval, tests), unless `source` is given
+    source: Callable[[], InputSettings] | None = None    # the node's: its current settings snapshot's
     command: str = ""
     decode_threads: int = 1                              # several cameras: views decoded in parallel
     intrinsics: dict[str, Intrinsics] = field(default_factory=dict)   # newest CameraInfo per camera
 
     def __post_init__(self) -> None:
-        self.history = OdometryHistory(max_jump_speed_mps=self.settings.max_speed_mps)
+        self.history = OdometryHistory(max_jump_speed_mps=self.current().max_speed_mps)
         self.imu = ImuHistory()
         self._decoders: ThreadPoolExecutor | None = None
         self._routes: tuple[StampedPath, ...] = ()
         self._externals: tuple[StampedPath, ...] = ()
         self._arrived = threading.Condition()          # odometry or a route arrived: wait_for_instant looks again
+
+    def current(self) -> InputSettings:
+        """What a message is stored with; a frame's settings are passed with it (read once per frame)."""
+        return self.source() if self.source is not None else self.settings
 
     @property
     def odometry(self) -> EgoState | None:
@@ -323,7 +320,7 @@ class LatestInputs:
 
     # -- setters: subscription callbacks ---------------------------------------------------------
     def set_odometry(self, msg: Any) -> None:
-        settings = self.settings
+        settings = self.current()
         try:
             ego = ego_state(msg, settings.max_speed_mps, settings.max_yaw_rate_rps)
         except BadInputError as err:
@@ -358,7 +355,7 @@ class LatestInputs:
         self._externals = (*self._externals[-(PATH_HISTORY - 1):], self._stamped_path("external", msg))
 
     def set_command(self, msg: Any) -> None:
-        text, limit = msg.data, self.settings.max_command_chars
+        text, limit = msg.data, self.current().max_command_chars
         if len(text) > limit:
             self.on_notice("command_truncated", f"command of {len(text)} characters cut to "
                                                 f"input_limits.max_command_chars={limit}")
@@ -368,7 +365,7 @@ class LatestInputs:
     def _stamped_path(self, key: str, msg: Any) -> StampedPath:
         """Convert a nav_msgs/Path once; a refused one is stored too, so frames of its instant go without it."""
         stamp, frame = stamp_s(msg.header.stamp), msg.header.frame_id
-        limit = self.settings.max_route_points
+        limit = self.current().max_route_points
         if len(msg.poses) > limit:
             self.on_rejected(key, f"{key} has {len(msg.poses)} points, more than "
                                   f"input_limits.max_route_points={limit}")
@@ -381,12 +378,13 @@ class LatestInputs:
         return StampedPath(points, frame, stamp)
 
     # -- the planning thread ---------------------------------------------------------------------
-    def wait_for_instant(self, camera_s: float, timeout_s: float | None = None) -> bool:
+    def wait_for_instant(self, camera_s: float, timeout_s: float | None = None,
+                         settings: InputSettings | None = None) -> bool:
         """Wait (at most io.odometry_wait_s) for the inputs of camera_s's instant: odometry stamped at or after
         it (at most io.odometry_max_gap_s after: not a restarted stream's), and its route when one is due
         (`path_due`). deead_eval applies it at timeout 0 after each message, so live = offline. Returns
         whether they arrived; without odometry yet and no route due it does not wait."""
-        settings = self.settings
+        settings = settings or self.current()
         timeout_s = settings.odometry_wait_s if timeout_s is None else timeout_s
         with_odometry = bool(len(self.history))
         if not with_odometry and not path_due(self._routes, camera_s):
@@ -398,9 +396,9 @@ class LatestInputs:
         with self._arrived:
             return self._arrived.wait_for(arrived, timeout_s)
 
-    def ego_at(self, camera_s: float) -> EgoState | None:
+    def ego_at(self, camera_s: float, settings: InputSettings | None = None) -> EgoState | None:
         """The ego state at camera_s with its acceleration, or None (stale: reported through on_rejected)."""
-        settings = self.settings
+        settings = settings or self.current()
         state = self.history.at(camera_s, settings.odometry_max_gap_s, settings.odometry_max_extrapolation_s)
         if isinstance(state, str):
             if len(self.history):                     # none at all is not a rejection: /diagnostics says so
@@ -409,25 +407,27 @@ class LatestInputs:
         return replace(state, accel_mps2=self.history.acceleration_at(camera_s, self.accel_window_s))
 
     def assemble(self, camera_msg: Any, raw_image: bool, max_input_age_s: float, use_external: bool,
-                 image_hw: tuple[int, int] | None = None) -> AssembledFrame:
+                 image_hw: tuple[int, int] | None = None, settings: InputSettings | None = None) -> AssembledFrame:
         """Decode the camera message and attach the inputs of its instant (BadInputError for an unusable image).
 
         image_hw: the model's (H, W); a larger JPEG is decoded straight to about that scale. None: full size.
         """
-        camera_s = stamp_s(camera_msg.header.stamp)
-        started = time.perf_counter()
-        image = decode_camera(camera_msg, raw_image, self.settings.max_image_pixels, image_hw)
-        return self._attach(camera_s, image, (), (time.perf_counter() - started) * 1e3, max_input_age_s, use_external)
+        camera_s, settings, started = stamp_s(camera_msg.header.stamp), settings or self.current(), time.perf_counter()
+        image = decode_camera(camera_msg, raw_image, settings.max_image_pixels, image_hw)
+        return self._attach(camera_s, image, (), (time.perf_counter() - started) * 1e3, max_input_age_s, use_external,
+                            settings)
 
     def assemble_set(self, camera_s: float, messages: Sequence[tuple[str, Any]], raw_image: bool,
                      max_input_age_s: float, use_external: bool, cameras: Sequence[CameraSpec],
-                     mountings: Mapping[str, tuple[float, ...]] | None = None) -> AssembledFrame:
+                     mountings: Mapping[str, tuple[float, ...]] | None = None,
+                     settings: InputSettings | None = None) -> AssembledFrame:
         """Several cameras' images of one instant (camera_s) -> one frame with a view per camera, in `cameras`
         order: each decoded straight to about its model size (in parallel with decode_threads > 1), with its
         intrinsics from the newest CameraInfo (None before one arrived) and its mounting (`mountings` by
         name, else the manifest's). BadInputError for an unusable image."""
         by_name = dict(messages)
-        max_pixels = self.settings.max_image_pixels
+        settings = settings or self.current()
+        max_pixels = settings.max_image_pixels
         started = time.perf_counter()
 
         def decode(camera: CameraSpec) -> np.ndarray:
@@ -445,23 +445,23 @@ class LatestInputs:
                                  if camera.name in intrinsics else None,
                                  (mountings or {}).get(camera.name, camera.mounting))
                       for camera, image in zip(cameras, images))
-        return self._attach(camera_s, images[0], views, decode_ms, max_input_age_s, use_external)
+        return self._attach(camera_s, images[0], views, decode_ms, max_input_age_s, use_external, settings)
 
     def _attach(self, camera_s: float, image: np.ndarray, views: tuple[CameraView, ...], decode_ms: float,
-                max_input_age_s: float, use_external: bool) -> AssembledFrame:
+                max_input_age_s: float, use_external: bool, settings: InputSettings) -> AssembledFrame:
         """The decoded image(s) with the ego state, route, external path, command and IMU of their instant."""
-        ego = self.ego_at(camera_s)
-        route = self._in_ego_frame("route", pick_path(self._routes, camera_s), ego, camera_s, max_input_age_s)
+        ego, imu = self.ego_at(camera_s, settings), self.imu_at(camera_s, settings)
+        route = self._in_ego_frame("route", pick_path(self._routes, camera_s), ego, camera_s, max_input_age_s, settings)
         external = (self._in_ego_frame("external", pick_path(self._externals, camera_s), ego, camera_s,
-                                       max_input_age_s) if use_external else None)
+                                       max_input_age_s, settings) if use_external else None)
         inputs = FrameInputs(image, route, ego.speed_mps if ego else 0.0, ego.yaw_rate_rps if ego else 0.0,
-                             self.command, ego.accel_mps2 if ego else 0.0, views, self.imu_at(camera_s), camera_s)
+                             self.command, ego.accel_mps2 if ego else 0.0, views, imu, camera_s)
         age = self.history.nearest_gap_s(camera_s) if ego else -1.0
         return AssembledFrame(inputs, ego is not None, external, camera_s, age, ego, decode_ms)
 
-    def imu_at(self, camera_s: float) -> ImuSample | None:
+    def imu_at(self, camera_s: float, settings: InputSettings | None = None) -> ImuSample | None:
         """The IMU at camera_s, or None (none published; stale: reported through on_rejected)."""
-        sample = self.imu.at(camera_s, self.settings.imu_max_gap_s)
+        sample = self.imu.at(camera_s, (settings or self.current()).imu_max_gap_s)
         if isinstance(sample, str):
             self.on_rejected("imu", f"IMU stale: {sample}")
             return None
@@ -474,23 +474,23 @@ class LatestInputs:
             self._decoders = None
 
     def _in_ego_frame(self, key: str, path: StampedPath | None, ego: EgoState | None, camera_s: float,
-                      max_age_s: float) -> np.ndarray | None:
+                      max_age_s: float, settings: InputSettings) -> np.ndarray | None:
         """A path in the ego frame, or None when missing, refused, stale or unusable (stamp 0 never goes stale)."""
         if path is None or path.points is None:
             return None
         if path.stamp_s > 0 and abs(camera_s - path.stamp_s) > max_age_s:
             return None
-        if path.frame_id == self.frame_id:
+        if path.frame_id == settings.frame_id:
             ego_points = path.points
         elif ego is not None and path.frame_id == ego.frame_id:
             with np.errstate(over="ignore", invalid="ignore"):      # absurd coordinates are refused below
                 ego_points = to_ego_frame(path.points, ego.x, ego.y, ego.yaw)
         else:
-            known = self.frame_id + (f" or {ego.frame_id}" if ego else
+            known = settings.frame_id + (f" or {ego.frame_id}" if ego else
                                      " (or the odometry frame, with odometry at the camera stamp)")
             self.on_rejected(key, f"{key} in frame '{path.frame_id}'; expected {known} (no TF lookup in this node)")
             return None
-        limit = self.settings.max_route_distance_m
+        limit = settings.max_route_distance_m
         with np.errstate(over="ignore", invalid="ignore"):
             farthest = float(np.max(np.hypot(ego_points[:, 0], ego_points[:, 1])))
         if not farthest <= limit:

@@ -68,13 +68,25 @@ class PlanResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    """Everything a frame's plan reads from the parameters, as one frozen value: the node passes its snapshot's
+    with each frame, so a parameter change never mixes old and new values within one frame."""
+
+    exit: ExitSettings
+    prior: PriorSettings
+    validation: ValidationLimits = ValidationLimits()
+    memory_max_gap_s: float = default("memory.max_gap_s")
+
+
+@dataclass(frozen=True, slots=True)
 class _ValidPlan:
     trajectory_m: np.ndarray  # (T, 2) in the ego frame at pose
     pose: EgoPose
 
 
 class Runner:
-    """Plan frames with early exit on one engine chain; settings swap atomically between frames."""
+    """Plan frames with early exit on one engine chain: with the configured settings (`configure` swaps them in one
+    assignment), or with the RunnerSettings a caller passes with each frame (the node's snapshot)."""
 
     def __init__(self, chain: LayerChain, exit_settings: ExitSettings, prior_settings: PriorSettings,
                  encoder: FrameEncoder | None = None, validation_limits: ValidationLimits | None = None,
@@ -99,6 +111,8 @@ class Runner:
         self.times_s = manifest.head_contract.times_s
         self._active: tuple[ExitSettings, ExitPolicy, PriorSettings, ValidationLimits] = self._checked(
             exit_settings, prior_settings, validation_limits or ValidationLimits())
+        self._given: tuple[RunnerSettings | None, tuple[ExitSettings, ExitPolicy, PriorSettings, ValidationLimits]] = (
+            None, self._active)                        # the last settings passed to plan, checked, with its policy
         self._last_valid: _ValidPlan | None = None     # written and read by the planning thread only
 
     @property
@@ -133,7 +147,8 @@ class Runner:
 
     def plan(self, frame: FrameInputs, *, ego_motion_known: bool = True, external_ego_m: np.ndarray | None = None,
              ground_truth_m: np.ndarray | None = None, policy: ExitPolicy | None = None,
-             ego_pose: EgoPose | None = None, stream: str = LIVE_STREAM) -> PlanResult:
+             ego_pose: EgoPose | None = None, stream: str = LIVE_STREAM,
+             settings: RunnerSettings | None = None) -> PlanResult:
         """Plan one frame; never returns an implausible trajectory as valid.
 
         Args:
@@ -150,9 +165,12 @@ class Runner:
                 without it (or when that is not possible) the fallback is a stopping trajectory.
             stream: a model with memory keeps one per stream (frames of one stream in stamp order); deead_eval
                 plans each exit setting as a stream of its own.
+            settings: this frame's settings (the node's snapshot, read once per frame); None: the configured ones.
+                A new value is checked (ConfigError) and its policy built once, then reused while it is passed.
         """
         start = time.perf_counter()
-        exit_settings, active_policy, prior_settings, limits = self._active
+        exit_settings, active_policy, prior_settings, limits = self._active if settings is None else self._for(settings)
+        max_gap_s = settings.memory_max_gap_s if settings is not None else None
         speed, yaw_rate = (frame.speed_mps, frame.yaw_rate_rps) if ego_motion_known else (None, None)
         route = prior_settings.route_ahead(frame.route_ego_m)        # one route for the prior and the model
         prior = select_prior(prior_settings, self.times_s, speed, yaw_rate, route, external_ego_m)
@@ -160,7 +178,7 @@ class Runner:
         located = None if isinstance(route, str) else route
         memory_encoder, memory, memory_reset = self._memory_encoder, None, ""
         if memory_encoder is not None and self.memory is not None:
-            memory, memory_reset = self.memory.take(stream, frame.stamp_s)
+            memory, memory_reset = self.memory.take(stream, frame.stamp_s, max_gap_s)
             state = self.chain.prepare(memory_encoder.encode(frame, located, memory))
         else:
             state = self.chain.prepare(self.encoder.encode(frame, located))
@@ -186,6 +204,14 @@ class Runner:
         fallback, fallback_m = self._fallback(speed, pose, limits)
         return PlanResult(trace, prior, stem_ms, (time.perf_counter() - start) * 1e3, verdict, fallback, fallback_m,
                           memory_reset)
+
+    def _for(self, settings: RunnerSettings) -> tuple[ExitSettings, ExitPolicy, PriorSettings, ValidationLimits]:
+        """The checked settings and policy of a snapshot (built when it differs from the last one passed)."""
+        last, checked = self._given
+        if settings != last:
+            checked = self._checked(settings.exit, settings.prior, settings.validation)
+            self._given = (settings, checked)
+        return checked
 
     def reset_memory(self, reason: str) -> None:
         """A model with memory starts every stream afresh at its next frame (odometry reset, deactivation, new

@@ -305,7 +305,7 @@ def test_every_parameter_refuses_invalid_values_atomically(small_model, ros_cont
         assert refused > 2 * len(PARAMETERS)
         ok = node.set_parameters_atomically([Parameter("exit.delta_m", value=0.5),
                                              Parameter("exit.stride_table", value=[4.0, 2.0, 2.0, 1.0, 1.0])])
-        assert ok.successful and node._runner.settings[0].stride_table == (4.0, 2.0, 2.0, 1.0, 1.0)
+        assert ok.successful and node._config.runner.exit.stride_table == (4.0, 2.0, 2.0, 1.0, 1.0)
     finally:
         node.shutdown()
         node.destroy_node()

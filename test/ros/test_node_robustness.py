@@ -105,20 +105,20 @@ def test_set_parameters_sets_each_on_its_own_and_atomically_all_or_nothing(small
         results = driver.set(exit__delta_m=0.5, exit__stride_table=[1.0, 2.0, 3.0])
         assert [r.successful for r in results] == [True, False] and "must not increase" in results[1].reason
         assert node.get_parameter("exit.delta_m").value == 0.5 and table() == [8, 8, 4, 4, 2, 2, 1]
-        assert node._runner.settings[0].delta_m == 0.5, "an accepted parameter reaches the runner"
+        assert node._config.runner.exit.delta_m == 0.5, "an accepted parameter reaches the snapshot the runner is given"
 
         # the stride table changes length in one step, and integers are taken for doubles (as YAML writes them)
         results = driver.set(exit__stride_table=[4, 4, 1], exit__delta_m=1)
         assert all(r.successful for r in results), [r.reason for r in results]
         assert table() == [4.0, 4.0, 1.0] and node.get_parameter("exit.delta_m").value == 1.0
         assert node.get_parameter("exit.delta_m").type_ == Parameter.Type.DOUBLE
-        assert node._runner.settings[0].stride_table == (4.0, 4.0, 1.0)
+        assert node._config.runner.exit.stride_table == (4.0, 4.0, 1.0)
 
         # atomically: all or nothing
         result = node.set_parameters_atomically([Parameter("exit.delta_m", value=2.5),
                                                  Parameter("output.frame_id", value="")])
         assert not result.successful and "output.frame_id" in result.reason
-        assert node.get_parameter("exit.delta_m").value == 1.0 and node._runner.settings[0].delta_m == 1.0
+        assert node.get_parameter("exit.delta_m").value == 1.0 and node._config.runner.exit.delta_m == 1.0
         for bad in ([math.nan, 4.0, 1.0], [math.inf, 4.0, 4.0, 2.0, 1.0], [4.0, 4.0]):
             assert not driver.set(exit__stride_table=bad)[0].successful, bad
         assert table() == [4.0, 4.0, 1.0]
@@ -166,8 +166,8 @@ def test_an_integer_for_a_double_is_taken_at_start_up(small_model, ros_context):
     try:
         assert node.get_parameter("exit.delta_m").value == 1.0
         assert node.get_parameter("exit.delta_m").type_ == Parameter.Type.DOUBLE
-        assert node._runner.settings[0].stride_table == (4.0, 4.0, 1.0)
-        assert node._runner.validation_limits.max_speed_mps == 50.0
+        assert node._config.runner.exit.stride_table == (4.0, 4.0, 1.0)
+        assert node._config.runner.validation.max_speed_mps == 50.0
         assert node.describe_parameter("exit.delta_m").floating_point_range[0].to_value == 20.0, \
             "the converted parameter keeps its descriptor"
         assert not node.set_parameters([Parameter("exit.delta_m", value=25)])[0].successful, "and its range"

@@ -71,9 +71,10 @@ class MemoryStreams:
         self._pending_reset: str = ""             # why every stream starts over at its next frame
         self._lock = threading.Lock()
 
-    def take(self, stream: str, stamp_s: float) -> tuple[Any, str]:
+    def take(self, stream: str, stamp_s: float, max_gap_s: float | None = None) -> tuple[Any, str]:
         """The memory a frame of `stream` stamped `stamp_s` starts from, and why it was reset ("" when carried on;
-        the first frame of a stream is no reset)."""
+        the first frame of a stream is no reset). max_gap_s: this frame's (the node's snapshot); None: max_gap_s."""
+        max_gap_s = self.max_gap_s if max_gap_s is None else max_gap_s
         with self._lock:
             reset, self._pending_reset = self._pending_reset, ""
             if reset:
@@ -82,9 +83,9 @@ class MemoryStreams:
         if last is None:
             return self._initial(), reset
         gap = stamp_s - last.stamp_s
-        if not math.isfinite(gap) or gap < 0 or gap > self.max_gap_s:
+        if not math.isfinite(gap) or gap < 0 or gap > max_gap_s:
             return self._initial(), (f"memory started afresh: the frame at {stamp_s:.3f} s is {gap:+.3f} s from the "
-                                     f"previous one of its stream (beyond 0 .. memory.max_gap_s={self.max_gap_s:g})")
+                                     f"previous one of its stream (beyond 0 .. memory.max_gap_s={max_gap_s:g})")
         return last.memory, ""
 
     def store(self, stream: str, memory: Any, stamp_s: float) -> None:

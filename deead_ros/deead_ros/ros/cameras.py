@@ -40,7 +40,9 @@ class Cameras:
     """Subscriptions and synchronisation of the node's camera(s), and the assembly of what they deliver."""
 
     def __init__(self, config: NodeConfig, runner: Runner, inputs: LatestInputs, stats: FrameStats,
-                 deliver: Store, logger: Any) -> None:
+                 deliver: Store, logger: Any, sync_tolerance_s: Callable[[], float]) -> None:
+        """config: the snapshot at configure, for the read-only parameters (camera_format, cameras, camera_mountings,
+        camera_mismatch); sync_tolerance_s: where the live io.camera_sync_tolerance_s is read at each image."""
         self.config, self.inputs, self.stats = config, inputs, stats
         self._deliver, self._logger = deliver, logger
         sensors = runner.chain.manifest.sensors
@@ -50,7 +52,7 @@ class Cameras:
         several = len(sensors.cameras) > 1
         self.cameras = sensors.cameras if several else ()
         self.names: tuple[str, ...] = sensors.camera_names if several else (config.cameras[:1] or ("",))
-        self.sync = CameraSync(self.names, config.io.camera_sync_tolerance_s) if several else None
+        self.sync = CameraSync(self.names, sync_tolerance_s) if several else None
         self.mountings = mountings_by_camera(config)
         self.contract = CameraContract(model_cameras(sensors, self.image_hw, self.names[0]), config.camera_mismatch,
                                        lambda text, _stretched: logger.warning(
@@ -86,17 +88,18 @@ class Cameras:
             self.stats.note_input("image")
             self._deliver(complete)
 
-    def assemble(self, item: Any, max_input_age_s: float, use_external: bool) -> AssembledFrame:
-        """The frame of a delivered message or set (BadInputError for an unusable image, CameraMismatchError for
-        a stretched one with camera_mismatch: refuse)."""
-        raw = self.config.camera_format == "raw"
+    def assemble(self, item: Any, config: NodeConfig) -> AssembledFrame:
+        """The frame of a delivered message or set with this frame's settings snapshot (BadInputError for an unusable
+        image, CameraMismatchError for a stretched one with camera_mismatch: refuse)."""
+        raw, use_external = self.config.camera_format == "raw", config.prior.source == "external"
+        max_input_age_s = config.io.max_input_age_s
         if isinstance(item, CameraSet):
             for camera, msg in item.messages:
                 self.contract.check_image(camera, msg, raw)
             return self.inputs.assemble_set(item.stamp_s, item.messages, raw, max_input_age_s, use_external,
-                                            self.cameras, self.mountings)
+                                            self.cameras, self.mountings, config.inputs)
         self.contract.check_image(self.names[0], item, raw)
-        return self.inputs.assemble(item, raw, max_input_age_s, use_external, self.image_hw)
+        return self.inputs.assemble(item, raw, max_input_age_s, use_external, self.image_hw, config.inputs)
 
     def clear(self) -> None:
         """Forget open sets (deactivation)."""

@@ -28,8 +28,7 @@ from std_msgs.msg import Float64, String
 
 from deead_ros.engines import make_engine
 from deead_ros.errors import BadInputError, ConfigError, DeeadError
-from deead_ros.frame_assembly import (PATH_HISTORY, AssembledFrame, CameraStampGuard, InputSettings, LatestInputs,
-                                      stamp_s)
+from deead_ros.frame_assembly import PATH_HISTORY, AssembledFrame, CameraStampGuard, LatestInputs, stamp_s
 from deead_ros.parameter_files import check_params_files, params_file_paths
 from deead_ros.paths import demo_manifest_path
 from deead_ros.health import FrameStats, assess, lifecycle_status
@@ -127,14 +126,14 @@ class DeeadNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         # rclpy's parameter services raise inside the executor on a malformed request: ours refuse it.
         super().__init__("deead_node", **{**kwargs, "start_parameter_services": False})
-        self._values = declare_all(self)          # ConfigError on a start-up value of the wrong type or range
-        self._config = config_from_values(self._values)
+        # The one settings snapshot (frozen): swapped whole on a parameter change, read once per frame by the worker.
+        self._config = config_from_values(declare_all(self))   # ConfigError: a start-up value's type or range
         self._runner: Runner | None = None        # the engines: loaded at configure, released at cleanup
         self._inputs: LatestInputs | None = None
         self._failure = ""                        # why the last transition failed ("" after one that succeeded)
         self.add_pre_set_parameters_callback(with_declared_types)     # an integer for a double: that double
         self.add_on_set_parameters_callback(self._on_set_parameters)  # validates only
-        self.add_post_set_parameters_callback(self._after_set_parameters)   # applies what was accepted
+        self.add_post_set_parameters_callback(self._after_set_parameters)   # swaps in the new snapshot
         self._parameter_service = GuardedParameterService(self)
         guard_change_state(self)
 
@@ -192,11 +191,11 @@ class DeeadNode(LifecycleNode):
             if not self._starting:
                 log.error(f"configure failed, the node stays unconfigured: {self._failure}")
             return TransitionCallbackReturn.FAILURE
-        self._inputs = LatestInputs(frame_id=config.io.frame_id, on_rejected=self._reject_input,
-                                    on_notice=self._input_notice, accel_window_s=runner.encoder.accel_window_s,
-                                    settings=InputSettings.from_values(self._values),
+        self._inputs = LatestInputs(on_rejected=self._reject_input, on_notice=self._input_notice,
+                                    accel_window_s=runner.encoder.accel_window_s, source=lambda: self._config.inputs,
                                     decode_threads=config.decode_threads)
-        self._cameras = Cameras(config, runner, self._inputs, self.stats, self._mailbox_put, self.get_logger())
+        self._cameras = Cameras(config, runner, self._inputs, self.stats, self._mailbox_put, self.get_logger(),
+                                lambda: self._config.io.camera_sync_tolerance_s)
         self._manifest = runner.chain.manifest
         self._failure = ""
         return super().on_configure(state)
@@ -294,23 +293,14 @@ class DeeadNode(LifecycleNode):
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         """Validate the candidate configuration as a whole; change nothing (the post-set callback applies)."""
         runner = self._runner
-        problem = config_from_values(candidate_values(self._values, params)).problem(
+        problem = config_from_values(candidate_values(self._config.values, params)).problem(
             runner.num_layers if runner is not None else None)
         return SetParametersResult(successful=problem is None, reason=problem or "")
 
     def _after_set_parameters(self, params: list) -> None:
-        """Apply parameters rclpy has accepted and stored: swap in the new settings, one assignment each."""
-        values = candidate_values(self._values, params)
-        config = config_from_values(values)
-        runner, inputs = self._runner, self._inputs
-        if runner is not None:
-            runner.configure(config.exit, config.prior, config.validation, config.memory_max_gap_s)
-        if inputs is not None:
-            inputs.frame_id = config.io.frame_id
-            inputs.settings = InputSettings.from_values(values)
-            if self._cameras.sync is not None:
-                self._cameras.sync.tolerance_s = config.io.camera_sync_tolerance_s
-        self._values, self._config = values, config
+        """Apply parameters rclpy has accepted and stored: a new snapshot, swapped in one assignment (a frame in
+        flight keeps the one it read; the input callbacks read the new one from their next message)."""
+        self._config = config_from_values(candidate_values(self._config.values, params))
 
     # -- inputs: store the newest message, nothing else --------------------------------------------
     def _counted(self, topic: str, store: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -364,9 +354,8 @@ class DeeadNode(LifecycleNode):
 
     def _plan(self, item: Any, runner: Runner, inputs: LatestInputs) -> None:
         """Plan a camera message, or a set of several cameras' (stamped as its first camera)."""
-        taken = time.perf_counter()
+        taken, config = time.perf_counter(), self._config        # this frame's settings: read once, passed down
         msg = frame_message(item)
-        config = self._config
         now_s = self.get_clock().now().nanoseconds * 1e-9
         refusal = self._stamps.refuse(stamp_s(msg.header.stamp), now_s, config.io.max_frame_age_s,
                                       config.io.max_future_s)
@@ -376,11 +365,11 @@ class DeeadNode(LifecycleNode):
             self.get_logger().warning(f"camera frame dropped: {message}", throttle_duration_sec=_THROTTLE_S)
             return
         assembling = time.perf_counter()
-        inputs.wait_for_instant(stamp_s(msg.header.stamp))   # odometry and a due route; bounded: io.odometry_wait_s
-        frame = self._cameras.assemble(item, config.io.max_input_age_s, config.prior.source == "external")
+        inputs.wait_for_instant(stamp_s(msg.header.stamp), settings=config.inputs)   # odometry, a due route: bounded
+        frame = self._cameras.assemble(item, config)
         assembly_ms = (time.perf_counter() - assembling) * 1e3 - frame.decode_ms
         result = runner.plan(frame.inputs, ego_motion_known=frame.ego_motion_known,
-                             external_ego_m=frame.external_ego_m, ego_pose=_ego_pose(frame))
+                             external_ego_m=frame.external_ego_m, ego_pose=_ego_pose(frame), settings=config.runner)
         if result.memory_reset:                              # a model with memory started afresh: counted
             self._input_notice("memory_reset", result.memory_reset)
         if result.fallback:

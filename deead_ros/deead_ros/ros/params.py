@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
@@ -27,7 +28,9 @@ from deead_ros.engines.manifest import SensorContract
 from deead_ros.errors import ConfigError
 from deead_ros.exit import ExitSettings, PriorSettings
 from deead_ros.exit.validation import ValidationLimits
+from deead_ros.frame_assembly import InputSettings
 from deead_ros.parameters import PARAMETERS, SPECS, Spec, choice_problem, default
+from deead_ros.runner import RunnerSettings
 
 T = ParameterType
 
@@ -93,7 +96,9 @@ class DebugSettings:
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    """Everything the node reads from its parameters, as plain values (no rclpy types)."""
+    """Everything the node reads from its parameters, as plain frozen values (no rclpy types): the node's one
+    settings snapshot. A parameter change builds a new one and swaps the node's reference; the planning thread
+    reads that reference once per frame and passes this frame's settings down (`runner`, `inputs`)."""
 
     backend: str
     model_file_path: str
@@ -109,13 +114,19 @@ class NodeConfig:
     prior: PriorSettings
     io: IoSettings
     validation: ValidationLimits = field(default_factory=ValidationLimits)
-    values: Mapping[str, Any] = field(default_factory=dict)    # every parameter by name, as set
+    values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))   # every parameter, read-only
     debug: DebugSettings = field(default_factory=DebugSettings)
     cameras: tuple[str, ...] = ()                 # () : one camera on ~/input/image
     camera_mountings: tuple[float, ...] = ()      # 6 per camera; (): the manifest's
     decode_threads: int = default("decode_threads")
     memory_max_gap_s: float = default("memory.max_gap_s")
     camera_mismatch: str = default("camera_mismatch")    # warn | refuse (deead_ros.sensor_contract)
+    inputs: InputSettings = InputSettings()                # frame assembly's (io.odometry_*, input_limits.*, ...)
+
+    @property
+    def runner(self) -> RunnerSettings:
+        """What Runner.plan reads for a frame."""
+        return RunnerSettings(self.exit, self.prior, self.validation, self.memory_max_gap_s)
 
     def problem(self, num_layers: int | None) -> str | None:
         """Return why this configuration cannot run a model of num_layers layers, or None.
@@ -159,7 +170,7 @@ _DEBUG_FIELDS = {
 }
 
 
-def config_from_values(values: dict[str, Any]) -> NodeConfig:
+def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     """Build a NodeConfig from {parameter name: value} (every name in PARAMETERS present)."""
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTION_FIELDS}
     for name, value in values.items():
@@ -172,10 +183,10 @@ def config_from_values(values: dict[str, Any]) -> NodeConfig:
                       values["camera_format"],
                       values["executor"], values["autostart"],
                       ExitSettings(**sections["exit"]), PriorSettings(**sections["prior"]), io,
-                      ValidationLimits(**sections["validation"]), dict(values),
+                      ValidationLimits(**sections["validation"]), MappingProxyType(dict(values)),
                       DebugSettings(**{field: values[name] for name, field in _DEBUG_FIELDS.items()}),
                       tuple(values["cameras"]), tuple(values["camera_mountings"]), values["decode_threads"],
-                      values["memory.max_gap_s"], values["camera_mismatch"])
+                      values["memory.max_gap_s"], values["camera_mismatch"], InputSettings.from_values(values))
 
 
 def sensor_problem(config: NodeConfig, sensors: SensorContract) -> str | None:
@@ -331,7 +342,7 @@ def with_declared_types(params: list[Parameter]) -> list[Parameter]:
     return converted
 
 
-def candidate_values(current: dict[str, Any], changes: list[Parameter]) -> dict[str, Any]:
+def candidate_values(current: Mapping[str, Any], changes: list[Parameter]) -> dict[str, Any]:
     """Return the current {name: value} with this batch of parameter changes applied."""
     values = dict(current)
     for param in changes:
