@@ -279,6 +279,8 @@ def test_a_budget_that_runs_out_publishes_the_deepest_plan_reached_flagged(small
         assert not unbounded[0].over_budget and unbounded[0].exit_layer == NUM_LAYERS
     finally:
         node.shutdown()
+        node.destroy_node()
+        driver.node.destroy_node()      # its latched route must not reach the nodes of later tests
 
 
 def test_every_parameter_refuses_invalid_values_atomically(small_model, ros_context):

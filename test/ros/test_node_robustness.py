@@ -30,9 +30,9 @@ from test.ros.test_node import NUM_LAYERS, Driver, jpeg, plan_frames  # noqa: E4
 LEVEL = {b"\x00": "OK", b"\x01": "WARN", b"\x02": "ERROR"}
 
 
-def make_node(context, small_model, *overrides):
+def make_node(context, small_model, *overrides, namespace=""):
     from deead_ros.ros.node import DeeadNode
-    return DeeadNode(context=context, parameter_overrides=[
+    return DeeadNode(context=context, namespace=namespace, parameter_overrides=[
         Parameter("model_file_path", value=str(small_model)), Parameter("exit.first_checkpoint", value=2),
         *overrides])
 
@@ -224,9 +224,12 @@ def _message(driver, name):
 
 
 def test_health_tells_the_truth_about_a_latched_route_and_stale_odometry(small_model, ros_context):
+    # its own namespace: a latched (transient local) route that an earlier test's publisher still holds on
+    # /deead_node/input/route would reach this node too, stamped, and make the route look stale
     node = make_node(ros_context, small_model, Parameter("diagnostics.period_s", value=0.2),
-                     Parameter("diagnostics.window_s", value=1.0), Parameter("io.max_input_age_s", value=0.5))
-    driver = Driver(ros_context)
+                     Parameter("diagnostics.window_s", value=1.0), Parameter("io.max_input_age_s", value=0.5),
+                     namespace="latched")
+    driver = Driver(ros_context, node_name="latched/deead_node")
     driver.executor.add_node(node)
     try:
         driver.wait_for_node()
