@@ -282,3 +282,26 @@ def test_budget_that_is_not_reached_changes_nothing():
                           deadline_s=time.perf_counter() + 60.0)
     reference, _ = run(np.full(32, 3.0))
     assert not trace.over_budget and checked_layers(trace) == checked_layers(reference)
+
+
+def test_a_budget_that_ends_right_after_a_look_ends_the_frame_on_that_look(monkeypatch):
+    # a clock that only the chain moves: a layer takes 1 s, a look 0.6 s; after the look at layer 13 (13.6 s) the
+    # next layer and a look (15.2 s) do not fit before 14.5 s
+    clock = [0.0]
+    monkeypatch.setattr("deead_ros.exit.controller.time.perf_counter", lambda: clock[0])
+
+    @dataclass
+    class TimedChain(TraceChain):
+        def run_layers(self, state: int, start: int, stop: int) -> int:
+            clock[0] += stop - start
+            return super().run_layers(state, start, stop)
+
+        def head(self, state: int) -> np.ndarray:
+            clock[0] += 0.6
+            return super().head(state)
+
+    chain = TimedChain(np.full(32, 3.0, np.float32))
+    trace = run_with_exit(chain, 0, PAPER.build_policy(), FrameContext(32, chain.prior_m, DT_S), deadline_s=14.5)
+    assert checked_layers(trace) == [13], "one look at layer 13, not a second one at the same layer"
+    assert trace.over_budget and trace.exit_layer == 13 and chain.computed == list(range(13))
+    assert [c.next_stride for c in trace.checkpoints] == [0]

@@ -243,7 +243,11 @@ def run_with_exit(chain: LayerChainLike, state: Any, policy: ExitPolicy, ctx: Fr
         layers_ms += (t1 - t0) * 1e3
         out_of_time = layer < target
 
-        trajectory = np.array(chain.head(state), dtype=np.float32, copy=True)
+        if out_of_time and checkpoints and checkpoints[-1].layer == layer:
+            # no layer ran since the last look: its plan is the deepest reached; it ends the frame in its place
+            trajectory = checkpoints.pop().trajectory_m
+        else:
+            trajectory = np.array(chain.head(state), dtype=np.float32, copy=True)
         previous = checkpoints[-1] if checkpoints else None
         verdict = policy.judge(layer, trajectory, previous, ctx)
         if out_of_time and not verdict.should_exit:
