@@ -56,23 +56,21 @@ if ! up_to_date interfaces "$h"; then
   mark_done interfaces "$h"
 fi
 
-h=$(inputs_hash $(cd "$ROOT" && git ls-files -co --exclude-standard deead_ros | sort))
-if ! up_to_date package "$h"; then
-  log "installing deead_ros (the runtime) into $VENV"
-  rm -rf "$ROOT/deead_ros/build" "$ROOT"/deead_ros/*.egg-info
-  "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT/deead_ros"
-  rm -rf "$ROOT/deead_ros/build" "$ROOT"/deead_ros/*.egg-info
-  mark_done package "$h"
-fi
-
-h=$(inputs_hash $(cd "$ROOT" && git ls-files -co --exclude-standard deead_lab | sort))
-if ! up_to_date lab "$h"; then
-  log "installing deead_lab (the workstation's tools) into $VENV"
-  rm -rf "$ROOT/deead_lab/build" "$ROOT"/deead_lab/*.egg-info
-  "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT/deead_lab"
-  rm -rf "$ROOT/deead_lab/build" "$ROOT"/deead_lab/*.egg-info
-  mark_done lab "$h"
-fi
+# install_package STAMP FOLDER WHAT: pip-install one of the repository's Python packages (non-editable, so its
+# share/ files exist) when its files changed, leaving no build folder behind.
+install_package() {
+  local h
+  h=$(inputs_hash $(cd "$ROOT" && git ls-files -co --exclude-standard "$2" | sort))
+  if ! up_to_date "$1" "$h"; then
+    log "installing $2 ($3) into $VENV"
+    rm -rf "$ROOT/$2/build" "$ROOT/$2"/*.egg-info
+    "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT/$2"
+    rm -rf "$ROOT/$2/build" "$ROOT/$2"/*.egg-info
+    mark_done "$1" "$h"
+  fi
+}
+install_package package deead_ros "the runtime"
+install_package lab deead_lab "the workstation's tools"
 
 if [ -f "$ROOT/deead_ros/models/demo/vla.safetensors" ]; then
   h=$(inputs_hash deead_ros/models/demo/vla.safetensors deead_ros/models/demo/config.json deead_ros/deead_ros/model/*.py deead_lab/deead_lab/model/*.py deead_ros/deead_ros/engines/*.py)
