@@ -50,6 +50,8 @@ NOT_SCORED = (SPAWN_BLOCKED, SIM_FAILURE)
 # non-inferiority margins, declared before the run: (metric, margin, higher_is_worse)
 MARGINS = (("collision", 0.05, True), ("at_fault", 0.05, True), ("completion", 0.05, False),
            ("score", 0.05, False))
+# The headline names the four endpoints as the issue and the README do (the comparisons keep the metric names).
+HEADLINE_METRICS = {"collision": "collisions", "at_fault": "at_fault", "completion": "completion", "score": "score"}
 MIN_SEEDS_FOR_VERDICT = 30                 # no non-inferiority verdict on fewer paired seeds
 PROTOCOL_SEEDS = 200                       # paired seeds per setting the protocol asks for
 DENSE_SPLIT_SEEDS = 30                     # ... and its secondary dense split (declared in the protocol)
@@ -359,7 +361,8 @@ def confirmation_headline(summary: dict[str, Any], setting: str = CONFIRMED_SETT
             "mean_exit_layer": rows["mean_exit_layer"],
             "plan_ms_mean_ratio": rows["plan_ms_mean"] / full["plan_ms_mean"],
             "plan_ms_p95_ratio": rows["plan_ms_p95"] / full["plan_ms_p95"],
-            "non_inferior": {metric: verdicts[metric]["verdict"] == "non-inferior" for metric, _, _ in MARGINS},
-            "verdicts": {metric: verdicts[metric]["verdict"] for metric, _, _ in MARGINS},   # "too few seeds", ...
+            "non_inferior": {HEADLINE_METRICS[metric]: verdicts[metric]["verdict"] == "non-inferior"
+                             for metric, _, _ in MARGINS},
+            "verdicts": {HEADLINE_METRICS[metric]: verdicts[metric]["verdict"] for metric, _, _ in MARGINS},
             "matched_fixed_setting": fixed,
             "matched_fixed_worse": "its driving score is lower" in worse.get("worse_because", [])}

@@ -122,7 +122,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval always holds p; the clamp keeps rounding (1e-17 above 0 at k = 0) from putting p outside it.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def mcnemar_exact(b: int, c: int) -> float:

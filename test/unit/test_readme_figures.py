@@ -1,10 +1,12 @@
-"""The README's headline figures are the committed JSON's: each figure the README states for `make demo` and for
-the open-loop benchmark is formatted here from docs/demo.json (what `make demo` wrote) and docs/bench_exit.json
-(what bench/bench_exit.py wrote) and must appear in the README's paragraph on it."""
+"""The README's headline figures are the committed JSON's: each figure the README states for the closed-loop
+confirmation, for `make demo` and for the open-loop benchmark is formatted here from docs/closed_loop.json's
+headline (what bench/closed_loop.py --confirm wrote), docs/demo.json (what `make demo` wrote) and
+docs/bench_exit.json (what bench/bench_exit.py wrote) and must appear in the README's paragraph on it."""
 import json
 
 import pytest
 
+from deead_lab.closed_loop import PROTOCOL_SEEDS
 from test.conftest import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
@@ -73,3 +75,20 @@ def test_the_readme_states_the_open_loop_figures_of_docs_bench_exit_json():
     missing = [figure for figure in figures if figure not in text]
     assert not missing, (f"the README's open-loop figures differ from docs/bench_exit.json: {missing} not in:\n{text}\n"
                          "re-run bench/bench_exit.py and copy its figures")
+
+
+def test_the_readme_states_the_closed_loop_headline_of_docs_closed_loop_json():
+    head = json.loads((REPO_ROOT / "docs" / "closed_loop.json").read_text())["headline"]
+    layers = json.loads((REPO_ROOT / "docs" / "bench_exit.json").read_text())["num_layers"]
+    mean, p95, seeds = head["plan_ms_mean_ratio"], head["plan_ms_p95_ratio"], head["seeds"]
+    figures = [f"mean planning time {mean:.2f}x full depth",
+               f"(target <= 0.70: {'met' if mean <= 0.70 else 'missed'}",
+               f"p95 {p95:.2f}x (target <= 1.00: {'met' if p95 <= 1.0 else 'missed'}",
+               f"mean exit layer {head['mean_exit_layer']:.1f} of {layers}",
+               f"`{head['setting']}`", f"`{head['matched_fixed_setting']}`",
+               *sorted(set(head["verdicts"].values()))]
+    figures.append(f"provisional at {seeds} of {PROTOCOL_SEEDS} seeds" if seeds < PROTOCOL_SEEDS else f"{seeds} seeds")
+    text = paragraph("- **Closed loop, planning time (the headline).**")
+    missing = [figure for figure in figures if figure not in text]
+    assert not missing, (f"the README's closed-loop headline differs from docs/closed_loop.json: {missing} not in:\n"
+                         f"{text}\nrun `bench/closed_loop.py --confirm --report-only` and copy its figures")
