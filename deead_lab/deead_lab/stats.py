@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TypedDict
 
 import numpy as np
 
@@ -136,8 +137,16 @@ def mcnemar_exact(b: int, c: int) -> float:
     return float(min(1.0, 2.0 * tail))
 
 
+class PairedBootstrap(TypedDict):
+    """paired_bootstrap's result, JSON-ready: the mean difference and its [low, high] intervals."""
+
+    diff: float
+    ci90: list[float]
+    ci95: list[float]
+
+
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
-                     seed: int = 0) -> dict[str, float | list[float]]:
+                     seed: int = 0) -> PairedBootstrap:
     """Mean difference a - b over paired values and its 90% / 95% percentile intervals (seeds resampled)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.size == 0:

@@ -27,9 +27,11 @@ def test_bag_round_trip_gives_consistent_frames(tmp_path, storage, raw):
         assert frame.inputs.image_rgb.shape == episode["images"][i].shape
         if raw:
             np.testing.assert_array_equal(frame.inputs.image_rgb, episode["images"][i])
+        assert frame.truth_m is not None, f"frame {i}: the bag's ground truth did not reach the frame"
         np.testing.assert_allclose(frame.truth_m, episode["future_ego"][i], atol=1e-4)
         assert frame.inputs.command == episode["command"][i]
         route = frame.inputs.route_ego_m
+        assert route is not None, f"frame {i}: no route in the ego frame"
         nearest = np.min(np.linalg.norm(route, axis=1))
         assert nearest < 2.5, f"frame {i}: the route in the ego frame passes {nearest:.1f} m from the ego"
 
@@ -87,7 +89,9 @@ def test_odometry_at_half_the_camera_rate_is_interpolated(tmp_path):
     for i in range(1, 39, 2):                                         # frames between two odometry samples
         expected = (episode["speed"][i - 1] + episode["speed"][i + 1]) / 2
         assert frames[i].inputs.speed_mps == pytest.approx(expected, abs=1e-5)
-        nearest = np.min(np.linalg.norm(frames[i].inputs.route_ego_m, axis=1))
+        route = frames[i].inputs.route_ego_m
+        assert route is not None, f"frame {i}: no route in the ego frame"
+        nearest = np.min(np.linalg.norm(route, axis=1))
         assert nearest < 2.5, f"frame {i}: the route passes {nearest:.1f} m from the interpolated ego"
 
 
@@ -98,7 +102,7 @@ def test_a_bag_with_a_pose_jump_plans_the_frame_after_it_with_the_new_pose(tmp_p
     from deead_lab.dataset_format import save_episode
     episode = load_episode(EPISODE)
     moved = dict(episode, pose=episode["pose"] + [5000.0, 0.0, 0.0],
-                 route_world=episode["route_world"] + np.float32([5000.0, 0.0]))
+                 route_world=episode["route_world"] + np.array([5000.0, 0.0], np.float32))
     save_episode(tmp_path / "moved.npz", moved)
     write_bag([EPISODE, tmp_path / "moved.npz"], tmp_path / "bag")
     frames = list(bag_frames(tmp_path / "bag", 0.5))
@@ -110,6 +114,9 @@ def test_a_bag_with_a_pose_jump_plans_the_frame_after_it_with_the_new_pose(tmp_p
         route = settings.route_ahead(frame.inputs.route_ego_m)
         assert not isinstance(route, str), f"frame {i}: {route}"
         prior = select_prior(settings, times, frame.inputs.speed_mps, frame.inputs.yaw_rate_rps, route)
-        assert prior.source == "route" and np.abs(prior.trajectory_m).max() < 30.0, prior.trajectory_m
+        assert prior.source == "route" and prior.trajectory_m is not None, prior.detail
+        assert np.abs(prior.trajectory_m).max() < 30.0, prior.trajectory_m
     assert frames[40].inputs.accel_mps2 == 0.0, "the acceleration starts over with the new drive"
-    np.testing.assert_allclose(frames[40].inputs.route_ego_m, frames[0].inputs.route_ego_m, atol=1e-3)
+    after_jump, first = frames[40].inputs.route_ego_m, frames[0].inputs.route_ego_m
+    assert after_jump is not None and first is not None, "both drives' first frames have a route"
+    np.testing.assert_allclose(after_jump, first, atol=1e-3)

@@ -317,6 +317,7 @@ def closed_loop_bench():
     from pathlib import Path
     spec = importlib.util.spec_from_file_location(
         "closed_loop_bench", Path(__file__).resolve().parents[2] / "bench" / "closed_loop.py")
+    assert spec is not None and spec.loader is not None, "bench/closed_loop.py cannot be loaded as a module"
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench                    # its dataclasses look their module up
     spec.loader.exec_module(bench)

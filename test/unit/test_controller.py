@@ -9,7 +9,8 @@ from deead_ros.exit import (ExitReason, ExitSettings, FixedPolicy, FrameContext,
                             PatiencePolicy, StrideTable, run_with_exit)
 from deead_ros.exit.settings import named_settings, parse_setting_name, setting_name
 from deead_ros.exit.controller import checked_layers
-from deead_ros.exit.validation import validate
+from deead_ros.exit.validation import Validation, validate
+from test.expect import reported
 from test.strategies import DT_S, HORIZON, TraceChain
 
 
@@ -128,7 +129,7 @@ def test_stride_table_parameter_is_pairs_then_the_final_stride():
     ({"patience_stride": 0}, ">= 1"),
 ])
 def test_settings_problems(updates, message):
-    assert message in ExitSettings().with_updates(updates).problem(num_layers=32)
+    assert message in reported(ExitSettings().with_updates(updates).problem(num_layers=32))
 
 
 def test_default_settings_are_valid():
@@ -152,7 +153,7 @@ def test_a_setting_name_round_trips_to_the_policy_it_names():
 
 def test_fixed_exit_layer_only_matters_to_the_fixed_policy():
     assert ExitSettings(fixed_exit_layer=24).problem(num_layers=16) is None
-    assert "fixed_exit_layer=24" in ExitSettings(policy="fixed", fixed_exit_layer=24).problem(num_layers=16)
+    assert "fixed_exit_layer=24" in reported(ExitSettings(policy="fixed", fixed_exit_layer=24).problem(num_layers=16))
 
 
 # -- validation: an implausible early exit is refused, the chain goes deeper -------------------------------------
@@ -218,11 +219,17 @@ def test_a_non_finite_exit_is_refused_even_where_the_policy_ignores_the_deviatio
 
 
 def test_a_valid_frame_is_validated_once_at_its_exit():
-    calls = []
+    validated: list[np.ndarray] = []
+
+    def counting_validate(trajectory_m: np.ndarray) -> Validation:
+        validated.append(trajectory_m)
+        return validate(trajectory_m, DT_S, 10.0)
+
     chain = PoisonedChain(np.zeros(32, np.float32), prior_m=straight_prior())
     ctx = FrameContext(32, chain.prior_m, DT_S)
-    trace = run_with_exit(chain, 0, PAPER.build_policy(), ctx, lambda t: calls.append(1) or validate(t, DT_S, 10.0))
-    assert trace.exit_layer == 13 and trace.validation.ok and len(calls) == 1
+    trace = run_with_exit(chain, 0, PAPER.build_policy(), ctx, counting_validate)
+    assert trace.validation is not None, "the exit's trajectory was never validated"
+    assert trace.exit_layer == 13 and trace.validation.ok and len(validated) == 1
 
 
 def test_bounded_tail_runs_straight_to_the_last_layer_after_max_checks():

@@ -9,6 +9,7 @@ from deead_ros.debug_view import (FALLBACK_RGB, PUBLISHED_RGB, TRUTH_RGB, Camera
 from deead_ros.exit import Checkpoint, ExitReason, ExitTrace, Prior
 from deead_ros.exit.validation import Validation
 from deead_ros.runner import PlanResult
+from test.expect import reported
 
 W, H = 640, 360
 LEVEL = CameraMounting(height_m=1.5, pitch_rad=0.0, forward_m=0.0)
@@ -87,12 +88,14 @@ def test_a_camera_model_projects_a_ground_point_to_the_expected_pixel():
     np.testing.assert_allclose(camera.project(np.array([[10.0, 0.0]]), W // 2, H // 2), [[160.0, 127.5]],
                                err_msg="K scales with the image")
     pitched = CameraModel.from_intrinsics(K, W, H, CameraMounting(1.5, math.radians(10), forward_m=2.0))
+    assert isinstance(pitched, CameraModel), pitched
     axis_hits_ground_m = 2.0 + 1.5 / math.tan(math.radians(10))
     np.testing.assert_allclose(pitched.project(np.array([[axis_hits_ground_m, 0.0]]), W, H), [[320.0, 180.0]])
 
 
 def test_the_debug_image_draws_the_projection_where_the_camera_says():
     camera = CameraModel.from_intrinsics(K, W, H, LEVEL)
+    assert isinstance(camera, CameraModel), camera
     image = render_debug_image(black(), plan(line(30.0)), 2.0, camera=camera)
     assert at(image, (320, 180 + 500 * 1.5 / 20)) == PUBLISHED_RGB, "20 m ahead on the image"
     assert at(image, (420, 180 + 500 * 1.5 / 20)) == (0, 0, 0)
@@ -131,13 +134,14 @@ def test_the_inset_draws_without_a_camera_and_when_the_camera_does_not_fit_the_i
     assert np.array_equal(plain[box], refused[box]), "the inset is drawn as without a camera"
     below_caption = refused[H // 2:, :inset.left_px]
     assert not (below_caption == PUBLISHED_RGB).all(axis=2).any(), "nothing projected with a refused camera"
-    assert "does not match" in wrong_aspect.problem_for(W, H)
+    assert "does not match" in reported(wrong_aspect.problem_for(W, H))
 
 
 def test_implausible_trajectories_draw_without_error():
     wild = np.array([[1e12, -1e12], [np.nan, 1.0], [np.inf, 0.0], [3.0, 0.0]])
     checkpoints = (Checkpoint(10, wild, math.nan, 1, 0.1),)
     camera = CameraModel.from_intrinsics(K, W, H, LEVEL)
+    assert isinstance(camera, CameraModel), camera
     image = render_debug_image(black(), plan(wild, checkpoints, fallback_m=line(5.0)), 2.0, camera=camera)
     inset = Inset.top_right(W, H)
     col0, row0 = inset.ego_px
@@ -173,6 +177,8 @@ def test_markers_one_strip_per_checkpoint_coloured_by_layer_and_the_exit_as_text
 
     fallback = trajectory_markers(plan(line(10.0), fallback_m=line(5.0)))
     assert [m.ns for m in fallback] == ["trajectory", "exit"], "no prior, no truth, no checkpoint: none drawn"
-    assert fallback[0].rgba[:3] == pytest.approx([c / 255 for c in FALLBACK_RGB])
-    assert "FALLBACK stop" in fallback[1].text
-    assert fallback[0].points_m[-1, 0] == pytest.approx(5.0), "the published (fallback) trajectory"
+    fallback_strip, exit_text = fallback
+    assert isinstance(fallback_strip, LineStrip) and isinstance(exit_text, Text), fallback
+    assert fallback_strip.rgba[:3] == pytest.approx([c / 255 for c in FALLBACK_RGB])
+    assert "FALLBACK stop" in exit_text.text
+    assert fallback_strip.points_m[-1, 0] == pytest.approx(5.0), "the published (fallback) trajectory"

@@ -101,6 +101,7 @@ def test_timed_route_tokens_equal_the_route_prior():
     for settings in (PRIOR, PriorSettings(min_speed_mps=9.0)):    # a live prior change moves both alike
         points, _ = tokens(route, 6.0, settings)
         prior = route_prior(route, 6.0, 0.5 * np.arange(1, 7), min_speed_mps=settings.min_speed_mps).trajectory_m
+        assert prior is not None, "this curve must give a route prior"
         np.testing.assert_allclose(points[:6] * SPEC.route_scale_m, prior, atol=1e-4)
 
 
@@ -184,7 +185,8 @@ def test_the_encoder_declares_exactly_what_it_writes():
     out = encoder.encode(frame(), None)
     assert {(t.name, t.shape, t.dtype) for t in encoder.outputs()} == {
         (k, v.shape, v.dtype.name) for k, v in out.items()}
-    assert load_encoder("driving_frame", encoder.to_config()).spec == SPEC
+    loaded = load_encoder("driving_frame", encoder.to_config())
+    assert isinstance(loaded, DrivingFrameEncoder) and loaded.spec == SPEC
 
 
 def test_unknown_encoders_and_bad_configs_are_refused_with_the_field():

@@ -159,6 +159,7 @@ def test_route_in_the_odometry_frame_is_moved_into_the_ego_frame():
     inputs.set_route(path_msg([[10.0, 0.0], [20.0, 0.0], [30.0, 0.0]], "map"))
     frame = inputs.assemble(camera(), raw_image=False, max_input_age_s=0.5, use_external=False)
     assert frame.ego_motion_known and frame.inputs.speed_mps == 4.0 and frame.prior_age_s == 0.0
+    assert frame.inputs.route_ego_m is not None, "a route in the odometry frame is used"
     np.testing.assert_allclose(frame.inputs.route_ego_m, [[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]], atol=1e-9)
 
 
@@ -191,20 +192,29 @@ def test_route_in_the_ego_frame_is_used_as_is_and_static_routes_never_expire():
     inputs = fa.LatestInputs()
     inputs.set_route(path_msg([[0.0, 0.0], [5.0, 1.0]], "base_link", sec=0))
     frame = inputs.assemble(camera(sec=1000), raw_image=False, max_input_age_s=0.5, use_external=False)
+    assert frame.inputs.route_ego_m is not None, "a route in the ego frame is used"
     np.testing.assert_allclose(frame.inputs.route_ego_m, [[0.0, 0.0], [5.0, 1.0]])
 
 
 def test_camera_stamps_backwards_future_or_late_are_refused_once_with_a_reason():
     guard = fa.CameraStampGuard()
-    refuse = lambda camera_s, now_s=52.0: guard.refuse(camera_s, now_s, max_frame_age_s=5.0, max_future_s=0.5)  # noqa: E731
+
+    def refuse(camera_s: float, now_s: float = 52.0) -> tuple[str, str] | None:
+        return guard.refuse(camera_s, now_s, max_frame_age_s=5.0, max_future_s=0.5)
+
+    def refused(camera_s: float, now_s: float = 52.0) -> tuple[str, str]:
+        refusal = refuse(camera_s, now_s)
+        assert refusal is not None, f"a camera stamp of {camera_s} s at {now_s} s must be refused"
+        return refusal
+
     assert refuse(50.0) is None and refuse(50.1) is None
-    code, message = refuse(10.0)
+    code, message = refused(10.0)
     assert code == "stamp_backwards" and "went back 40.100 s" in message
     assert refuse(10.1, now_s=14.0) is None, "the frame after a jump back is planned"
-    code, message = refuse(20.0, now_s=14.0)
+    code, message = refused(20.0, now_s=14.0)
     assert code == "stamp_future" and "io.max_future_s" in message
     assert refuse(10.2, now_s=14.0) is None, "a stamp from the future is not taken as the newest"
-    code, message = refuse(20.1, now_s=30.0)
+    code, message = refused(20.1, now_s=30.0)
     assert code == "stale_frame" and "9900 ms old" in message
     assert refuse(29.0, now_s=30.0) is None
 
@@ -223,7 +233,7 @@ def camera_at(t_s, pixels=None, fmt="jpeg"):
 
 def recording(**settings):
     """LatestInputs that records what it refuses and notices."""
-    log = {"rejected": [], "notices": []}
+    log: dict[str, list[tuple[str, str]]] = {"rejected": [], "notices": []}
     inputs = fa.LatestInputs(on_rejected=lambda topic, reason: log["rejected"].append((topic, reason)),
                              on_notice=lambda key, reason: log["notices"].append((key, reason)),
                              settings=fa.InputSettings(**settings))
@@ -334,16 +344,21 @@ def test_acceleration_matches_what_the_trainer_computes():
 
 
 def test_route_is_taken_at_the_camera_instant_and_converted_once(monkeypatch):
-    calls = []
+    converted: list[Path] = []
     real = fa.path_points
-    monkeypatch.setattr(fa, "path_points", lambda msg: calls.append(1) or real(msg))
+
+    def counting_path_points(msg: Path) -> np.ndarray:
+        converted.append(msg)
+        return real(msg)
+
+    monkeypatch.setattr(fa, "path_points", counting_path_points)
     inputs, _ = recording()
     drive(inputs, np.round(np.arange(0.0, 1.01, 0.1), 6))
     inputs.set_route(straight_route(0.0, 60.0, t_s=0.5))
     inputs.set_route(straight_route(500.0, 560.0, t_s=0.8))              # arrived, but for a later instant
-    assert len(calls) == 2, "converted when it arrives"
+    assert len(converted) == 2, "converted when it arrives"
     early = [assemble(inputs, t) for t in (0.5, 0.6, 0.7)]
-    assert len(calls) == 2, "never again per frame"
+    assert len(converted) == 2, "never again per frame"
     for t, frame in zip((0.5, 0.6, 0.7), early):
         assert frame.inputs.route_ego_m[0, 0] == pytest.approx(-10.0 * t), "the route of 0.5 s"
     assert assemble(inputs, 0.9).inputs.route_ego_m[0, 0] == pytest.approx(500.0 - 9.0)
@@ -471,7 +486,7 @@ def test_a_large_jpeg_is_decoded_straight_to_the_model_scale():
     from deead_ros.model.encoding import resize_rgb
     rng = np.random.default_rng(0)
     coarse = PilImage.fromarray(rng.integers(0, 255, (27, 48, 3), dtype=np.uint8))
-    smooth = np.asarray(coarse.resize((1920, 1080), PilImage.BICUBIC))     # a 1080p camera's smooth shapes
+    smooth = np.asarray(coarse.resize((1920, 1080), PilImage.Resampling.BICUBIC))     # a 1080p camera's smooth shapes
     msg = CompressedImage(format="jpeg", data=jpeg_bytes(smooth))
     full = fa.decode_compressed(msg)
     small = fa.decode_compressed(msg, target_hw=(96, 160))

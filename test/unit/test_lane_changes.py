@@ -57,12 +57,19 @@ def on(lanes: list[StraightLane], i: int, x: float) -> Vehicle:
     return Vehicle(Navigation(lanes[i], lanes), np.array([x, lanes[i].y0]))
 
 
+def commanded_change(lc: sim_commander.LaneChangeCommander) -> tuple[object, float]:
+    """(target lane, jump arc length) of the lane change that must be commanded by now."""
+    hint = lc.route_hint()
+    assert hint is not None, "no lane change commanded"
+    return hint
+
+
 def test_command_comes_after_first_s_and_the_route_jumps_ahead_at_speed():
     lanes, lc = road(), commander()
     car = on(lanes, 1, 10.0)
     assert lc.update(car, 2.9, []) is None and lc.route_hint() is None
     assert lc.update(car, 3.0, []) is None                 # commanded now, steering later
-    target, s_jump = lc.route_hint()
+    target, s_jump = commanded_change(lc)
     assert target is lanes[0]                              # preferred side: left
     lead_m = max(sim_commander.LANE_CHANGE_LEAD_M, sim_commander.LANE_CHANGE_LEAD_S * 10.0)
     assert s_jump == pytest.approx(10.0 + lead_m)
@@ -72,7 +79,7 @@ def test_expert_steers_over_from_the_jump_once_the_target_lane_is_clear():
     lanes, lc = road(), commander()
     car = on(lanes, 1, 10.0)
     lc.update(car, 3.0, [])
-    _, s_jump = lc.route_hint()
+    _, s_jump = commanded_change(lc)
     car.position = np.array([s_jump - 1.0, lanes[1].y0])
     assert lc.update(car, 4.0, []) is None                 # before the jump: keep the lane
     car.position = np.array([s_jump + 0.5, lanes[1].y0])
@@ -96,7 +103,7 @@ def test_change_ends_when_the_ego_is_in_the_target_lane_and_the_next_waits_a_gap
 def test_other_side_when_the_preferred_lane_does_not_exist():
     lanes, lc = road(), commander(prefer="left")
     lc.update(on(lanes, 0, 10.0), 3.0, [])
-    assert lc.route_hint()[0] is lanes[1]
+    assert commanded_change(lc)[0] is lanes[1]
 
 
 @pytest.mark.parametrize("lanes", [road(1), road(3, block="X"), road(3, length=40.0)],
@@ -161,9 +168,8 @@ class RouteNavigation(Navigation):
 @pytest.mark.parametrize("target, side", [(0, "left"), (2, "right")])
 def test_route_jumps_to_the_target_lane_and_the_command_names_the_side(target, side):
     # MetaDrive's frame is left-handed: its lane 0 (leftmost) lies at the smallest y before the y flip
-    lanes = [MapLane(i * LANE_W, index=("a", "b", i)) for i in range(3)]
+    lanes: list[StraightLane] = [MapLane(i * LANE_W, index=("a", "b", i)) for i in range(3)]
     car = Vehicle(RouteNavigation(lanes[1], lanes), np.array([10.0, lanes[1].y0]))
-    car.heading_theta = 0.0
     route = sim_labels.route_ahead(car, 80.0, (lanes[target], 30.0))
     first, jump = route["pieces"]
     assert not first["jump"] and first["s_b"] == pytest.approx(20.0, abs=0.6)      # the ego's lane up to the jump

@@ -12,9 +12,11 @@ def calls(tree: ast.AST, name: str) -> list[ast.Call]:
 
 def test_it_declares_the_topics_the_params_file_and_the_model():
     tree = ast.parse(LAUNCH.read_text())
-    topics = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == "TOPICS")
-    names = {k.value for k in topics.keys} | {c.args[0].value for c in calls(tree, "DeclareLaunchArgument")
-                                              if isinstance(c.args[0], ast.Constant)}
+    topics = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                  and isinstance(n.targets[0], ast.Name) and n.targets[0].id == "TOPICS")
+    assert isinstance(topics, ast.Dict), "TOPICS must be a dict literal"
+    names = {k.value for k in topics.keys if isinstance(k, ast.Constant)}
+    names |= {c.args[0].value for c in calls(tree, "DeclareLaunchArgument") if isinstance(c.args[0], ast.Constant)}
     assert {"image", "route", "odometry", "command", "external_prior", "params_file", "model_file_path",
             "localhost_dds"} <= names
 
@@ -57,11 +59,13 @@ def launch_description(monkeypatch, share):
             setattr(stub, name, _LaunchConfiguration if name == "LaunchConfiguration" else
                     type(name, (_Recorded,), {}))
         monkeypatch.setitem(sys.modules, module, stub)
-    sys.modules["ament_index_python.packages"].get_package_share_directory = lambda package: str(share)
+    monkeypatch.setattr(sys.modules["ament_index_python.packages"], "get_package_share_directory",
+                        lambda package: str(share), raising=False)
     spec = importlib.util.spec_from_file_location("deead_launch", LAUNCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.generate_launch_description()
+    assert spec is not None and spec.loader is not None, f"{LAUNCH} cannot be loaded as a module"
+    launch_file = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_file)
+    return launch_file.generate_launch_description()
 
 
 def effective_parameters(monkeypatch, tmp_path, params: dict, **arguments) -> dict:

@@ -9,6 +9,7 @@ import torch
 
 from deead_ros.model.encoding import ACCEL_FEATURE, EGO_FEATURES, InputSpec
 from deead_ros.errors import ModelFileError
+from deead_lab.model.llama_vla import LlamaVLA
 from deead_lab.model.vla import DeeadVLA, VLAConfig
 from deead_lab.model.weights import CONFIG_FILE, WEIGHTS_FILE, check_compatible, load_pretrained, save_pretrained
 from deead_ros.model.encoding import FrameInputs
@@ -144,7 +145,8 @@ def test_trainer_trains_the_llama_vla_with_the_early_exit_loss(tmp_path):
             "--threads", "1"]
     assert train_main(args) == 0
     loaded = load_pretrained(out)
-    assert loaded.arch == "llama_vla" and loaded.model.cfg.num_hidden_layers == 3
+    assert loaded.arch == "llama_vla" and isinstance(loaded.model, LlamaVLA)
+    assert loaded.model.cfg.num_hidden_layers == 3
     assert "llama-vla-1" in loaded.model_version
     per_layer = json.loads((run / "val_per_layer_ade.json").read_text())
     assert len(per_layer) == 3 and all(np.isfinite(per_layer))

@@ -5,6 +5,7 @@ import yaml
 from deead_ros.exit import ExitSettings, PriorSettings
 from deead_ros.ros.params import PARAMETERS, SPECS, config_from_values
 from test.conftest import RUNTIME_ROOT
+from test.expect import reported
 
 
 def flatten(tree, prefix=""):
@@ -46,7 +47,7 @@ def test_defaults_build_a_valid_config_for_24_layers():
     config = config_from_values({spec.name: spec.default for spec in PARAMETERS})
     assert config.problem(num_layers=24) is None
     assert config.exit.stride_table == (8.0, 8.0, 4.0, 4.0, 2.0, 2.0, 1.0) and config.exit.first_checkpoint == 13
-    assert "outside the model's layers" in config.problem(num_layers=8)
+    assert "outside the model's layers" in reported(config.problem(num_layers=8))
 
 
 def test_every_validation_limit_is_a_parameter_and_reaches_the_config():
@@ -84,7 +85,7 @@ def test_frame_id_is_checked(frame_id, message):
 ])
 def test_config_problems_name_the_parameter(name, value, message):
     values = {spec.name: spec.default for spec in PARAMETERS}
-    assert message in config_from_values({**values, name: value}).problem(num_layers=24)
+    assert message in reported(config_from_values({**values, name: value}).problem(num_layers=24))
 
 
 def test_integers_are_taken_for_doubles_and_nothing_else_is_converted():
@@ -123,7 +124,7 @@ def test_a_malformed_parameter_message_is_refused_with_a_reason():
     assert param is None and "cannot be unset" in reason
     param, reason = parameter_from_msg(ParameterMsg(name="exit.delta_m", value=ParameterValue(
         type=ParameterType.PARAMETER_DOUBLE, double_value=1.5)))
-    assert param.value == 1.5 and reason == ""
+    assert param is not None and param.value == 1.5 and reason == ""
 
 
 def test_cameras_and_their_mountings_are_checked_against_each_other_and_the_model():
@@ -134,10 +135,11 @@ def test_cameras_and_their_mountings_are_checked_against_each_other_and_the_mode
     model = SensorContract(tuple(CameraSpec(name, (48, 80)) for name in six), imu=True, memory=True)
     single = config_from_values(defaults)
     assert sensor_problem(single, SensorContract()) is None
-    assert "set the parameter cameras" in sensor_problem(single, model)
+    assert "set the parameter cameras" in reported(sensor_problem(single, model))
     config = config_from_values({**defaults, "cameras": six[::-1], "camera_mountings": [0.5] * 36})
     assert config.problem(24) is None and sensor_problem(config, model) is None
     assert mountings_by_camera(config)["back_right"] == (0.5,) * 6
-    assert "name those" in sensor_problem(config_from_values({**defaults, "cameras": six[:5]}), model)
-    assert "6 per camera" in config_from_values({**defaults, "cameras": six, "camera_mountings": [0.0] * 6}).problem(24)
-    assert "each camera once" in config_from_values({**defaults, "cameras": ["front", "front"]}).problem(24)
+    assert "name those" in reported(sensor_problem(config_from_values({**defaults, "cameras": six[:5]}), model))
+    too_few_mountings = config_from_values({**defaults, "cameras": six, "camera_mountings": [0.0] * 6})
+    assert "6 per camera" in reported(too_few_mountings.problem(24))
+    assert "each camera once" in reported(config_from_values({**defaults, "cameras": ["front", "front"]}).problem(24))

@@ -2,10 +2,16 @@
 import numpy as np
 import pytest
 
-from deead_ros.exit.prior import PriorSettings, constant_turn_rate_prior, route_prior, select_prior
+from deead_ros.exit.prior import Prior, PriorSettings, constant_turn_rate_prior, route_prior, select_prior
 from deead_ros.geometry import to_ego_frame, yaw_from_quaternion
 
 TIMES = np.arange(1, 7) * 0.5
+
+
+def trajectory(prior: Prior) -> np.ndarray:
+    """The prior's trajectory, which these inputs must produce."""
+    assert prior.trajectory_m is not None, f"no prior: {prior.detail}"
+    return prior.trajectory_m
 
 
 def straight_route(start=-20.0, stop=100.0, n=61):
@@ -14,13 +20,13 @@ def straight_route(start=-20.0, stop=100.0, n=61):
 
 def test_straight_route_at_10_mps_gives_points_5_m_apart():
     prior = route_prior(straight_route(), 10.0, TIMES)
-    np.testing.assert_allclose(prior.trajectory_m, np.stack([5.0 * np.arange(1, 7), np.zeros(6)], 1), atol=1e-5)
+    np.testing.assert_allclose(trajectory(prior), np.stack([5.0 * np.arange(1, 7), np.zeros(6)], 1), atol=1e-5)
     assert prior.source == "route"
 
 
 def test_min_speed_applies_when_standing_still():
     prior = route_prior(straight_route(), 0.0, TIMES, min_speed_mps=2.0)
-    np.testing.assert_allclose(prior.trajectory_m[:, 0], 2.0 * TIMES, atol=1e-5)
+    np.testing.assert_allclose(trajectory(prior)[:, 0], 2.0 * TIMES, atol=1e-5)
 
 
 def test_world_route_rotated_and_translated_into_ego_frame():
@@ -28,7 +34,7 @@ def test_world_route_rotated_and_translated_into_ego_frame():
     world = np.stack([np.full(50, 10.0), np.linspace(0, 100, 50)], axis=1)
     ego = to_ego_frame(world, 10.0, 5.0, yaw)
     prior = route_prior(ego, 4.0, TIMES)
-    np.testing.assert_allclose(prior.trajectory_m, np.stack([4.0 * TIMES, np.zeros(6)], 1), atol=1e-4)
+    np.testing.assert_allclose(trajectory(prior), np.stack([4.0 * TIMES, np.zeros(6)], 1), atol=1e-4)
     left = to_ego_frame(np.array([[9.0, 5.0]]), 10.0, 5.0, yaw)   # west of a north-facing ego is its left
     np.testing.assert_allclose(left, [[0.0, 1.0]], atol=1e-9)
 
@@ -40,19 +46,19 @@ def test_quaternion_yaw():
 
 def test_route_behind_the_ego_is_skipped():
     prior = route_prior(straight_route(-50.0, 50.0), 10.0, TIMES)
-    assert prior.trajectory_m[0, 0] == pytest.approx(5.0, abs=1e-5)
+    assert trajectory(prior)[0, 0] == pytest.approx(5.0, abs=1e-5)
 
 
 def test_duplicate_points_are_merged():
     route = np.repeat(straight_route(), 3, axis=0)
-    np.testing.assert_allclose(route_prior(route, 10.0, TIMES).trajectory_m[:, 0], 10.0 * TIMES, atol=1e-5)
+    np.testing.assert_allclose(trajectory(route_prior(route, 10.0, TIMES))[:, 0], 10.0 * TIMES, atol=1e-5)
 
 
 def test_short_route_is_extended_straight_and_says_so():
     route = np.array([[0.0, 0.0], [5.0, 5.0]])
     prior = route_prior(route, 10.0, TIMES)
     expected = (10.0 * TIMES)[:, None] * np.array([1.0, 1.0]) / np.sqrt(2)
-    np.testing.assert_allclose(prior.trajectory_m, expected, atol=1e-4)
+    np.testing.assert_allclose(trajectory(prior), expected, atol=1e-4)
     assert "extended" in prior.detail
 
 
@@ -60,9 +66,9 @@ def test_curved_route_keeps_arc_length():
     theta = np.linspace(0, np.pi / 2, 200)                 # quarter circle of radius 20 m, turning left
     route = np.stack([20 * np.sin(theta), 20 - 20 * np.cos(theta)], axis=1)
     prior = route_prior(route, 5.0, TIMES)
-    radius = np.linalg.norm(prior.trajectory_m - [0.0, 20.0], axis=1)
+    radius = np.linalg.norm(trajectory(prior) - [0.0, 20.0], axis=1)
     np.testing.assert_allclose(radius, 20.0, atol=0.05)
-    assert np.all(prior.trajectory_m[:, 1] > 0), "a left turn must bend to +y"
+    assert np.all(trajectory(prior)[:, 1] > 0), "a left turn must bend to +y"
 
 
 @pytest.mark.parametrize("route, reason", [
@@ -81,9 +87,9 @@ def test_degenerate_routes_give_a_reason_never_nan(route, reason):
 
 
 def test_constant_turn_rate_rollout():
-    straight = constant_turn_rate_prior(8.0, 0.0, TIMES).trajectory_m
+    straight = trajectory(constant_turn_rate_prior(8.0, 0.0, TIMES))
     np.testing.assert_allclose(straight, np.stack([8.0 * TIMES, np.zeros(6)], 1), atol=1e-6)
-    turning = constant_turn_rate_prior(10.0, 0.5, TIMES).trajectory_m   # circle of radius 20 m, left
+    turning = trajectory(constant_turn_rate_prior(10.0, 0.5, TIMES))  # circle of radius 20 m, left
     np.testing.assert_allclose(np.linalg.norm(turning - [0.0, 20.0], axis=1), 20.0, atol=1e-4)
 
 

@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, SupportsFloat
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class StrideTable:
     strides: tuple[int, ...] = (8, 4, 2, 1)
 
     @classmethod
-    def from_flat(cls, values: Sequence[float]) -> "StrideTable":
+    def from_flat(cls, values: Sequence[SupportsFloat | str]) -> "StrideTable":
         """Build a table from (multiple, stride) pairs followed by the final stride.
 
         [8, 8, 4, 4, 2, 2, 1]: 8 layers when deviation > 8 x delta, 4 when > 4 x delta, 2 when
