@@ -6,6 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image as PilImage
 from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys.stores.ros2_jazzy import builtin_interfaces__msg__Time as Time
+from rosbags.typesys.stores.ros2_jazzy import sensor_msgs__msg__Image as RawImage
+from rosbags.typesys.stores.ros2_jazzy import std_msgs__msg__Header as Header
 
 from deead_ros.errors import BadInputError
 from deead_ros.frame_assembly import CameraStampGuard, LatestInputs, decode_compressed, decode_image
@@ -13,16 +16,16 @@ from deead_ros.frame_assembly import CameraStampGuard, LatestInputs, decode_comp
 T = get_typestore(Stores.ROS2_JAZZY).types
 
 
-def header(sec=10):
-    return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=0), frame_id="camera")
+def header(sec: int = 10) -> Header:
+    return Header(stamp=Time(sec=sec, nanosec=0), frame_id="camera")
 
 
 @given(encoding=st.sampled_from(["rgb8", "bgr8", "mono8", "rgba8", "yuv422", "16UC1", ""]),
        height=st.integers(-2, 70), width=st.integers(-2, 70), step=st.integers(-5, 300),
        size=st.integers(0, 20000))
 def test_raw_images_decode_or_say_why(encoding, height, width, step, size):
-    msg = T["sensor_msgs/msg/Image"](header=header(), height=max(height, 0), width=max(width, 0), encoding=encoding,
-                                     is_bigendian=0, step=max(step, 0), data=np.zeros(size, np.uint8))
+    msg = RawImage(header=header(), height=max(height, 0), width=max(width, 0), encoding=encoding,
+                   is_bigendian=0, step=max(step, 0), data=np.zeros(size, np.uint8))
     try:
         image = decode_image(msg)
     except BadInputError as err:

@@ -47,7 +47,8 @@ class DebugListener:
     """Subscribes to the node's debug topics and keeps what arrives by camera stamp (seconds)."""
 
     def __init__(self, driver):
-        self.images, self.markers = {}, {}
+        self.images: dict[int, CompressedImage] = {}
+        self.markers: dict[int, MarkerArray] = {}
         driver.node.create_subscription(CompressedImage, f"{NODE}/debug/image",
                                         lambda m: self.images.__setitem__(m.header.stamp.sec, m), 10)
         driver.node.create_subscription(MarkerArray, f"{NODE}/debug/markers",
@@ -207,12 +208,13 @@ def pose_xy(pose: bytes) -> tuple[float, float]:
 
 def test_the_foxglove_server_serves_the_plan_to_a_websocket_client(small_model, ros_context):
     from websockets.sync.client import connect
+    from websockets.typing import Subprotocol
 
     port = free_port()
     node, driver = start_node(small_model, ros_context, foxglove__port=port)
     try:
-        with connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"], open_timeout=10) as ws:
-            channels = {}
+        with connect(f"ws://127.0.0.1:{port}", subprotocols=[Subprotocol("foxglove.sdk.v1")], open_timeout=10) as ws:
+            channels: dict[str, dict[str, object]] = {}
             deadline = time.monotonic() + 10
             while len(channels) < 4 and time.monotonic() < deadline:
                 msg = json.loads(ws.recv(timeout=10))

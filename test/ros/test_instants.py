@@ -17,6 +17,7 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Path  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
 
 from deead_ros.frame_assembly import model_image_hw, path_points, stamp_s  # noqa: E402
 from deead_ros import bags as topics  # noqa: E402
@@ -35,6 +36,17 @@ def node_command(model) -> list[str]:
                         "command": topics.COMMAND}.items():
         command += ["-r", f"~/input/{name}:={topic}"]
     return command
+
+
+def published_plans(listener: Node) -> dict[float, np.ndarray]:
+    """{camera stamp: trajectory} of the node's plans, filled as the listener spins."""
+    plans: dict[float, np.ndarray] = {}
+
+    def record(msg: Path) -> None:
+        plans[stamp_s(msg.header.stamp)] = path_points(msg)
+
+    listener.create_subscription(Path, "/deead_node/output/trajectory", record, 50)
+    return plans
 
 
 def replay(executor, bag, plans: dict, rate: float) -> dict:
@@ -70,9 +82,7 @@ def offline_plans(model, bag) -> dict:
 def test_two_replays_publish_the_same_plans_and_agree_with_deead_eval(small_model, fixture_bag, ros_context):
     node = subprocess.Popen(node_command(small_model), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     listener = rclpy.create_node("instants_listener", context=ros_context)
-    plans: dict[float, np.ndarray] = {}
-    listener.create_subscription(Path, "/deead_node/output/trajectory",
-                                 lambda m: plans.__setitem__(stamp_s(m.header.stamp), path_points(m)), 50)
+    plans = published_plans(listener)
     spinning: list[DiagnosticArray] = []          # the node's /diagnostics timer fires only once its executor spins
     listener.create_subscription(DiagnosticArray, "/diagnostics", spinning.append, 10)
     executor = SingleThreadedExecutor(context=ros_context)
@@ -110,9 +120,7 @@ def test_a_route_recorded_after_its_camera_frame_is_waited_for_live_as_offline(s
     write_bag([episode], route_first)
     node = subprocess.Popen(node_command(small_model), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     listener = rclpy.create_node("route_after_listener", context=ros_context)
-    plans: dict[float, np.ndarray] = {}
-    listener.create_subscription(Path, "/deead_node/output/trajectory",
-                                 lambda m: plans.__setitem__(stamp_s(m.header.stamp), path_points(m)), 50)
+    plans = published_plans(listener)
     spinning: list[DiagnosticArray] = []
     listener.create_subscription(DiagnosticArray, "/diagnostics", spinning.append, 10)
     executor = SingleThreadedExecutor(context=ros_context)

@@ -35,10 +35,11 @@ def test_exit_diagnostics_between_two_processes(ros_context):
     import rclpy
     from deead_ros_msgs.msg import ExitDiagnostics
     node = rclpy.create_node("exit_diag_listener", context=ros_context)
-    received = []
+    received: list[ExitDiagnostics] = []
     node.create_subscription(ExitDiagnostics, "exit_diagnostics", received.append, 10)
     publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, "20"], stderr=subprocess.PIPE, text=True)
     try:
+        assert publisher.stderr is not None, "stderr=PIPE gives the publisher's stderr"
         executor = rclpy.executors.SingleThreadedExecutor(context=ros_context)
         executor.add_node(node)
         deadline = time.time() + 20

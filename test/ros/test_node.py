@@ -48,7 +48,9 @@ class Driver:
         self.camera = self.node.create_publisher(CompressedImage, f"/{node_name}/input/image", 10)
         self.odometry = self.node.create_publisher(Odometry, f"/{node_name}/input/odometry", 10)
         self.route = self.node.create_publisher(Path, f"/{node_name}/input/route", latched)
-        self.trajectories, self.exits, self.diagnostics = {}, {}, []
+        self.trajectories: dict[tuple[int, int], Path] = {}
+        self.exits: dict[tuple[int, int], ExitDiagnostics] = {}
+        self.diagnostics: list[DiagnosticArray] = []
         stamp = lambda m: (m.header.stamp.sec, m.header.stamp.nanosec)  # noqa: E731
         self.node.create_subscription(Path, f"/{node_name}/output/trajectory",
                                       lambda m: self.trajectories.__setitem__(stamp(m), m), 50)
@@ -239,7 +241,7 @@ def invalid_values(spec):
     return values
 
 
-CROSS_FIELD = [
+CROSS_FIELD: list[tuple[dict[str, str | float | list[float]], str]] = [
     ({"exit.stride_table": [8.0, 1.0, 4.0, 2.0, 2.0, 4.0, 8.0]}, "must not increase"),
     ({"exit.stride_table": [8.0, 8.0, 4.0, 4.0, 2.0, 2.0]}, "odd number of entries"),
     ({"exit.stride_table": [2.0, 8.0, 4.0, 4.0, 8.0, 2.0, 1.0]}, "strictly decrease"),

@@ -283,10 +283,10 @@ def test_exit_diagnostics_carry_validation_fields():
     plan = np.zeros((6, 2), np.float32)
     checkpoints = (Checkpoint(2, plan, 0.5, 1, 0.1, "speed: speed 90 m/s between the ego and waypoint 0 > ..."),
                    Checkpoint(3, plan, 0.4, 0, 0.1))
-    trace = ExitTrace(plan, 3, 6, ExitReason.LAST_LAYER, "text", checkpoints, 1.0, 0.2, "deead",
-                      Validation(False, "waypoint 0 is NaN or inf (6 of 6)", "non_finite"))
+    verdict = Validation(False, "waypoint 0 is NaN or inf (6 of 6)", "non_finite")
+    trace = ExitTrace(plan, 3, 6, ExitReason.LAST_LAYER, "text", checkpoints, 1.0, 0.2, "deead", verdict)
     prior = Prior(None, "none", "no prior")
-    result = PlanResult(trace, prior, 1.0, 2.0, trace.validation, "stop", plan)
+    result = PlanResult(trace, prior, 1.0, 2.0, verdict, "stop", plan)
     msg = ros_io.exit_diagnostics(result, rclpy.time.Time().to_msg(), "base_link", 2.0, -1.0, "onnxruntime", "v")
     assert not msg.valid and msg.fallback == "stop" and msg.refused_exits == 1
     assert msg.validation == "non_finite: waypoint 0 is NaN or inf (6 of 6)"

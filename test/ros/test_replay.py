@@ -34,12 +34,17 @@ def test_replayed_bag_is_planned_frame_by_frame(small_model, fixture_bag, ros_co
         command += ["-r", f"~/input/{name}:={topic}"]
     node_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     listener = rclpy.create_node("replay_listener", context=ros_context)
-    exits = {}
-    listener.create_subscription(ExitDiagnostics, "/deead_node/output/exit_diagnostics",
-                                 lambda m: exits.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec), m), 50)
-    counters = {}
-    listener.create_subscription(DiagnosticArray, "/diagnostics", lambda m: counters.update(
-        {kv.key: kv.value for status in m.status for kv in status.values}), 10)
+    exits: dict[tuple[int, int], ExitDiagnostics] = {}
+    counters: dict[str, str] = {}
+
+    def record_exit(msg: ExitDiagnostics) -> None:
+        exits[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
+
+    def record_counters(msg: DiagnosticArray) -> None:
+        counters.update({kv.key: kv.value for status in msg.status for kv in status.values})
+
+    listener.create_subscription(ExitDiagnostics, "/deead_node/output/exit_diagnostics", record_exit, 50)
+    listener.create_subscription(DiagnosticArray, "/diagnostics", record_counters, 10)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(listener)
     try:
@@ -58,6 +63,7 @@ def test_replayed_bag_is_planned_frame_by_frame(small_model, fixture_bag, ros_co
                 break
             executor.spin_once(timeout_sec=0.05)
         assert replay.wait(timeout=5) == 0
+        assert replay.stdout is not None, "stdout=PIPE gives the replay's output"
         assert "published 200 messages" in replay.stdout.read()
     finally:
         node_process.terminate()
