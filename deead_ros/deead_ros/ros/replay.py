@@ -14,6 +14,7 @@ from pathlib import Path
 
 import rclpy
 from rclpy.duration import Duration
+from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--remap", nargs="*", default=[], help="topic remaps OLD:=NEW")
     parser.add_argument("--clock", action="store_true", help="publish /clock with the bag's time (use_sim_time)")
     parser.add_argument("--wait-for-subscribers", type=float, default=0.0,
-                        help="wait up to this many seconds for a subscriber on the camera topics before playing")
+                        help="wait up to this many seconds for a subscriber on the camera topics, and for every "
+                             "subscriber the ROS graph shows on the other topics, before playing")
     return parser
 
 
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 publishers[c.id] = node.create_publisher(message_class(c.msgtype), remaps.get(c.topic, c.topic), qos)
             clock_pub = node.create_publisher(Clock, "/clock", 10) if args.clock else None
             cameras = [publishers[c.id] for c in connections if c.msgtype in CAMERA_TYPES]
-            _wait_for_subscribers(cameras or list(publishers.values()), args.wait_for_subscribers)
+            _wait_for_subscribers(node, cameras or list(publishers.values()), list(publishers.values()),
+                                  args.wait_for_subscribers)
             count = _play(reader, connections, publishers, clock_pub, args)
             for publisher in publishers.values():     # deliver the last messages before the writers go away
                 publisher.wait_for_all_acked(Duration(seconds=2.0))
@@ -86,9 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _wait_for_subscribers(publishers: list, timeout_s: float) -> None:
+def _wait_for_subscribers(node: Node, cameras: list, publishers: list, timeout_s: float) -> None:
+    """Until a subscriber on each camera topic is matched, and so is each subscriber the graph shows on the other
+    topics: a node's odometry reader (volatile) can match a moment after its camera's, and loses the samples sent
+    before, so its first frames would be planned from another history than the same bag's next replay."""
+    def ready() -> bool:
+        return (all(node.count_subscribers(p.topic_name) > 0 and p.get_subscription_count() > 0 for p in cameras)
+                and all(p.get_subscription_count() >= node.count_subscribers(p.topic_name) for p in publishers))
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(p.get_subscription_count() == 0 for p in publishers):
+    while time.monotonic() < deadline and not ready():
         time.sleep(0.05)
 
 
