@@ -16,9 +16,11 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from deead_ros.ros.dds import FAST_DDS_2_PROFILE_VARIABLE, FAST_DDS_3_PROFILE_VARIABLE, fast_dds_profile_variable
+
 TOPICS = {"image": "/camera/image/compressed", "route": "/planning/route", "odometry": "/localization/odometry",
           "command": "/planning/command", "external_prior": "/planning/reference_path"}
-DDS_SETTINGS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "CYCLONEDDS_URI",
+DDS_SETTINGS = (FAST_DDS_2_PROFILE_VARIABLE, FAST_DDS_3_PROFILE_VARIABLE, "CYCLONEDDS_URI",
                 "RMW_FASTRTPS_USE_QOS_FROM_XML")
 
 
@@ -39,8 +41,7 @@ def generate_launch_description() -> LaunchDescription:
     ]
     return LaunchDescription([
         *arguments,
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE",
-                               os.path.join(share, "config", "fastdds_localhost_shm.xml"),
+        SetEnvironmentVariable(fast_dds_profile_variable(), os.path.join(share, "config", "fastdds_localhost_shm.xml"),
                                condition=IfCondition(LaunchConfiguration("localhost_dds"))),
         OpaqueFunction(function=deead_node),
     ])

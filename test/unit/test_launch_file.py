@@ -94,3 +94,13 @@ def test_a_model_given_on_the_command_line_wins_over_the_params_file(monkeypatch
     values = effective_parameters(monkeypatch, tmp_path, {"model_file_path": "/in/the/file.json"},
                                   model_file_path="/on/the/command/line.json")
     assert values["model_file_path"] == "/on/the/command/line.json"
+
+
+def test_the_localhost_profile_is_set_where_this_distros_fast_dds_reads_it(monkeypatch, tmp_path):
+    from deead_ros.ros import dds
+    for rclpy_version, variable in (("7.1.6", "FASTRTPS_DEFAULT_PROFILES_FILE"),      # Jazzy: Fast DDS 2
+                                    ("9.1.2", "FASTDDS_DEFAULT_PROFILES_FILE")):      # Kilted: Fast DDS 3
+        monkeypatch.setattr(dds.importlib.metadata, "version", lambda name, v=rclpy_version: v)
+        entities = launch_description(monkeypatch, tmp_path).args[0]
+        settings = [e.args for e in entities if type(e).__name__ == "SetEnvironmentVariable"]
+        assert settings == [(variable, str(tmp_path / "config" / "fastdds_localhost_shm.xml"))]
