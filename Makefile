@@ -1,12 +1,16 @@
 # make setup: the environment alone; make lint: ruff + mypy; make test: set-up + lint + the whole suite;
-# make demo: set-up + the demo (its figures: docs/demo.json).
+# make demo: set-up + the demo (its figures: docs/demo.json); make test-kilted: the same set-up on ROS 2 Kilted in
+# build/kilted_venv (requirements-kilted.txt), then the ROS tests there (not part of `make test`).
 VENV ?= $(CURDIR)/.venv
+KILTED_VENV := $(CURDIR)/build/kilted_venv
 PY := $(VENV)/bin/python
 export AMENT_PREFIX_PATH := $(VENV)
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+# the localhost profile where Jazzy's Fast DDS 2 reads it (Kilted's Fast DDS 3: FASTDDS_..., as test-kilted sets it;
+# deead_ros/ros/dds.py)
 export FASTRTPS_DEFAULT_PROFILES_FILE := $(CURDIR)/deead_ros/config/fastdds_localhost_shm.xml
 
-.PHONY: setup lint test test-slow demo metadrive closed-loop clean
+.PHONY: setup lint test test-slow test-kilted demo metadrive closed-loop clean
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
 
@@ -19,6 +23,11 @@ test: setup lint
 
 test-slow: setup
 	$(PY) -m pytest -m "slow or not slow"
+
+test-kilted:
+	@VENV=$(KILTED_VENV) DISTRO=kilted DEEAD_SKIP_CHROMIUM=1 bash scripts/setup.sh
+	env -u FASTRTPS_DEFAULT_PROFILES_FILE FASTDDS_DEFAULT_PROFILES_FILE=$(FASTRTPS_DEFAULT_PROFILES_FILE) \
+	  AMENT_PREFIX_PATH=$(KILTED_VENV) $(KILTED_VENV)/bin/python -m pytest -m ros test/ros
 
 demo: setup
 	@if [ ! -f deead_ros/models/demo/vla.safetensors ]; then \

@@ -4,10 +4,16 @@
 # made parseable in build/stubs), the deead_ros_msgs interfaces built with CMake into the venv,
 # the runtime deead_ros and the lab deead_lab installed (non-editable, so their share/ files exist),
 # and the demo model exported to per-layer ONNX (deead_export, from the lab).
+# DISTRO=kilted (make test-kilted, with VENV=build/kilted_venv) sets up the same on ROS 2 Kilted: its
+# requirements are requirements-kilted.txt (and -runtime-kilted), its messages build in build/deead_ros_msgs-kilted.
 # Each step is skipped when the hash of its inputs matches the last run: a second run takes seconds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${VENV:-$ROOT/.venv}
+DISTRO=${DISTRO:-jazzy}
+SUFFIX=$([ "$DISTRO" = jazzy ] || echo "-$DISTRO")   # Jazzy's files carry no distro name (the default environment)
+REQUIREMENTS="requirements$SUFFIX.txt requirements-runtime$SUFFIX.txt requirements-lab.txt"
+[ -f "$ROOT/requirements$SUFFIX.txt" ] || { echo "no requirements$SUFFIX.txt: DISTRO is jazzy or kilted"; exit 1; }
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 STAMPS="$VENV/.deead_stamps"
@@ -23,11 +29,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
-h=$(inputs_hash requirements.txt requirements-runtime.txt)
+h=$(inputs_hash $REQUIREMENTS)
 if ! up_to_date requirements "$h"; then
-  log "installing pinned requirements (ROS 2 Jazzy wheels, torch CPU, onnxruntime, rosbags, ...)"
+  log "installing pinned requirements (ROS 2 $DISTRO wheels, torch CPU, onnxruntime, rosbags, ...)"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt"
+  "$VENV/bin/pip" install -q -r "$ROOT/requirements$SUFFIX.txt"
   mark_done requirements "$h"
 fi
 
@@ -40,19 +46,19 @@ if ! up_to_date lint "$h" || [ ! -f "$ROOT/build/stubs/tensorrt/__init__.pyi" ];
   mark_done lint "$h"
 fi
 
-h=$(inputs_hash requirements.txt requirements-runtime.txt deead_ros_msgs/msg/*.msg deead_ros_msgs/CMakeLists.txt deead_ros_msgs/package.xml)
+h=$(inputs_hash $REQUIREMENTS deead_ros_msgs/msg/*.msg deead_ros_msgs/CMakeLists.txt deead_ros_msgs/package.xml)
 if ! up_to_date interfaces "$h"; then
   log "building deead_ros_msgs (rosidl, CMake) into $VENV"
-  BUILD="$ROOT/build/deead_ros_msgs"
-  rm -rf "$BUILD"; mkdir -p "$ROOT/build"
+  BUILD="build/deead_ros_msgs$SUFFIX"
+  rm -rf "${ROOT:?}/$BUILD"; mkdir -p "$ROOT/build"
   export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV"
-  cmake -S "$ROOT/deead_ros_msgs" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+  cmake -S "$ROOT/deead_ros_msgs" -B "$ROOT/$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
     -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
-    -DPython3_EXECUTABLE="$VENV/bin/python" > "$ROOT/build/deead_ros_msgs.configure.log" 2>&1 \
-    || { echo "interface configure failed: see build/deead_ros_msgs.configure.log"; exit 1; }
-  cmake --build "$BUILD" -j"$(nproc)" > "$ROOT/build/deead_ros_msgs.build.log" 2>&1 \
-    || { echo "interface build failed: see build/deead_ros_msgs.build.log"; exit 1; }
-  cmake --install "$BUILD" > /dev/null
+    -DPython3_EXECUTABLE="$VENV/bin/python" > "$ROOT/$BUILD.configure.log" 2>&1 \
+    || { echo "interface configure failed: see $BUILD.configure.log"; exit 1; }
+  cmake --build "$ROOT/$BUILD" -j"$(nproc)" > "$ROOT/$BUILD.build.log" 2>&1 \
+    || { echo "interface build failed: see $BUILD.build.log"; exit 1; }
+  cmake --install "$ROOT/$BUILD" > /dev/null
   mark_done interfaces "$h"
 fi
 

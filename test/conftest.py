@@ -1,4 +1,5 @@
-"""Shared test set-up: Hypothesis profiles and the repository paths."""
+"""Shared test set-up: Hypothesis profiles, the repository paths and the ROS 2 distro under test."""
+import importlib.metadata
 import os
 from pathlib import Path
 
@@ -14,6 +15,28 @@ RUNTIME_ROOT = REPO_ROOT / "deead_ros"        # the runtime package: package.xml
 # The checkout's source, as pytest.ini's pythonpath gives this process, for the processes tests start too.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(RUNTIME_ROOT), str(REPO_ROOT / "deead_lab"),
                                             *filter(None, [os.environ.get("PYTHONPATH")])])
+
+# The tested ROS 2 distros: Jazzy in .venv (`make test`), Kilted in build/kilted_venv (`make test-kilted`).
+ROS_DISTROS = ("jazzy", "kilted")
+
+
+def ros_distro() -> str:
+    """The tested distro whose rclpy wheel (ros-<distro>-rclpy) this interpreter has; Jazzy where there is none."""
+    for distro in ROS_DISTROS:
+        try:
+            importlib.metadata.version(f"ros-{distro}-rclpy")
+            return distro
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "jazzy"
+
+
+def distro_suffix() -> str:
+    """What this distro's files and build folders carry after their name, as scripts/setup.sh names them: nothing on
+    Jazzy (requirements-runtime.txt, build/deead_ros_msgs), `-kilted` on Kilted (requirements-runtime-kilted.txt)."""
+    distro = ros_distro()
+    return "" if distro == "jazzy" else f"-{distro}"
+
 
 SMALL_MODEL_LAYERS = 6
 

@@ -1,8 +1,8 @@
 """The repository as a colcon workspace source: colcon finds and builds every package from a clean copy (what a
 clone holds), and deead_node runs from that install, not from this checkout or its venv.
 
-The build (~40 s, mostly rosidl) is cached in build/colcon_ws under a digest of every file a clone would hold,
-so it runs again only when one of them changed.
+The build (~40 s, mostly rosidl) is cached in build/colcon_ws (build/colcon_ws-kilted on Kilted) under a digest of
+every file a clone would hold, so it runs again only when one of them changed.
 """
 import hashlib
 import os
@@ -15,12 +15,12 @@ import pytest
 
 pytestmark = pytest.mark.ros
 
-from test.conftest import REPO_ROOT  # noqa: E402
+from test.conftest import REPO_ROOT, distro_suffix  # noqa: E402
 from test.ros.test_node import FIRST_CHECKPOINT, Driver, check_plans, plan_frames  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 COLCON = VENV_BIN / "colcon"
-WORKSPACE = REPO_ROOT / "build" / "colcon_ws"
+WORKSPACE = REPO_ROOT / "build" / f"colcon_ws{distro_suffix()}"
 PACKAGES = {"deead_ros_msgs", "deead_ros", "deead_lab"}
 
 

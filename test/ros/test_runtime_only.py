@@ -6,6 +6,8 @@ takes a minute or two from the local wheels; later runs reuse it). deead_ros is 
 would (non-editable, with its share/ files); the messages are the ones `make setup` built, copied file by file
 from .venv as their install manifest lists them; the model is the one `make setup` exported on this workstation,
 read from .venv's share/ (a vehicle receives those files, never the code that made them).
+Run by Kilted's interpreter (`make test-kilted`), the same on Kilted: requirements-runtime-kilted.txt,
+build/runtime_venv-kilted, the messages build/kilted_venv was set up with.
 """
 import hashlib
 import json
@@ -17,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from test.conftest import REPO_ROOT
+from test.conftest import REPO_ROOT, distro_suffix
 
 pytestmark = pytest.mark.ros
 
 MAIN_VENV = Path(sys.prefix)
-VENV = REPO_ROOT / "build" / "runtime_venv"
+VENV = REPO_ROOT / "build" / f"runtime_venv{distro_suffix()}"
 PYTHON = VENV / "bin" / "python"
-REQUIREMENTS = REPO_ROOT / "requirements-runtime.txt"
-MSGS_MANIFEST = REPO_ROOT / "build" / "deead_ros_msgs" / "install_manifest.txt"
+REQUIREMENTS = REPO_ROOT / f"requirements-runtime{distro_suffix()}.txt"
+MSGS_MANIFEST = REPO_ROOT / "build" / f"deead_ros_msgs{distro_suffix()}" / "install_manifest.txt"
 EXPORTED = MAIN_VENV / "share" / "deead_ros" / "models" / "demo" / "onnx" / "manifest.json"
 LAB_ONLY = ("torch", "transformers", "matplotlib", "ray", "deead_lab")
 
