@@ -193,7 +193,7 @@ def _run_ray(job: BagJob, bags: list[str], workers: int, address: str, progress:
         from ray.exceptions import RayActorError
     except ImportError as err:
         raise ScaleOutError("--workers > 1 and --ray-address need Ray: `pip install ray==2.60.0` (in "
-                            "requirements.txt; `make setup` installs it), or run with --workers 1") from err
+                            "requirements-lab.txt; `make setup` installs it), or run with --workers 1") from err
     start = time.perf_counter()
     owns = not ray.is_initialized()
     if owns:

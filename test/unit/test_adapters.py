@@ -12,7 +12,7 @@ from deead_lab.model.adapters import LayerRange, VLAAdapter
 from deead_lab.model.export_onnx import export_chain
 from deead_lab.model.vla import DeeadVLA, VLAConfig
 
-transformers = pytest.importorskip("transformers", reason="transformers is pinned in requirements.txt")
+transformers = pytest.importorskip("transformers", reason="transformers is pinned in requirements-lab.txt")
 ort = pytest.importorskip("onnxruntime")
 from deead_lab.model.adapters import LlamaAdapter  # noqa: E402  (after the skip)
 

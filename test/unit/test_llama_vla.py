@@ -11,7 +11,7 @@ import torch
 from deead_ros.engines.manifest import HIDDEN_IN, HIDDEN_OUT, TRAJECTORY
 from deead_lab.model.export_onnx import export_chain
 
-pytest.importorskip("transformers", reason="transformers is pinned in requirements.txt")
+pytest.importorskip("transformers", reason="transformers is pinned in requirements-lab.txt")
 ort = pytest.importorskip("onnxruntime")
 from deead_lab.model.llama_vla import LlamaVLA, LlamaVLAAdapter, LlamaVLAConfig  # noqa: E402  (after the skip)
 

@@ -62,7 +62,7 @@ def test_a_failing_setup_is_reported_for_every_bag():
 @pytest.fixture(scope="module")
 def ray_local():
     """One local Ray instance (2 CPUs) for this module's tests: run_bags joins it rather than starting its own."""
-    ray = pytest.importorskip("ray", reason="Ray is installed by `make setup` (requirements.txt)")
+    ray = pytest.importorskip("ray", reason="Ray is installed by `make setup` (requirements-lab.txt)")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
     yield ray
     ray.shutdown()

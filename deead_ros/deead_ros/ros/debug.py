@@ -271,7 +271,7 @@ def _start_foxglove(settings: DebugSettings, name: str, topics: dict[str, str]) 
         from deead_ros.ros.foxglove_bridge import FoxgloveServer
     except ImportError as err:
         raise ConfigError(f"foxglove.port={settings.foxglove_port} needs foxglove-sdk ({err}); install it "
-                          "(`pip install foxglove-sdk==0.30.3`, pinned in requirements.txt) or set foxglove.port "
+                          "(`pip install foxglove-sdk==0.30.3`, pinned in requirements-lab.txt) or set foxglove.port "
                           "to 0") from err
     from deead_ros_msgs.msg import ExitDiagnostics
     return FoxgloveServer(settings.foxglove_host, settings.foxglove_port, name, topics, ExitDiagnostics)
