@@ -46,7 +46,7 @@ if ! up_to_date lint "$h" || [ ! -f "$ROOT/build/stubs/tensorrt/__init__.pyi" ];
   mark_done lint "$h"
 fi
 
-h=$(inputs_hash $REQUIREMENTS deead_ros_msgs/msg/*.msg deead_ros_msgs/CMakeLists.txt deead_ros_msgs/package.xml)
+h=$(inputs_hash $REQUIREMENTS deead_ros_msgs/msg/*.msg deead_ros_msgs/CMakeLists.txt deead_ros_msgs/cmake/*.cmake deead_ros_msgs/package.xml)
 if ! up_to_date interfaces "$h"; then
   log "building deead_ros_msgs (rosidl, CMake) into $VENV"
   BUILD="build/deead_ros_msgs$SUFFIX"

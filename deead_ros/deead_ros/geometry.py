@@ -69,6 +69,25 @@ def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
     return float(np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)))
 
 
+def quaternion_from_yaw(yaw_rad: np.ndarray) -> np.ndarray:
+    """Unit quaternions (..., 4) as x, y, z, w of rotations by yaw about z (inverse of yaw_from_quaternion)."""
+    half = 0.5 * np.asarray(yaw_rad, dtype=np.float64)
+    zeros = np.zeros_like(half)
+    return np.stack([zeros, zeros, np.sin(half), np.cos(half)], axis=-1)
+
+
+def path_headings(points_m: np.ndarray) -> np.ndarray:
+    """Yaw (T,) of each waypoint of an ego-frame plan (T, 2), facing along the path: the step to it, from the ego
+    (at the origin, facing x) for the first. A step shorter than DUPLICATE_M (a plan that stands still) keeps the
+    heading before it, so a stop neither turns the car back to the ego's heading nor spins it."""
+    points_m = np.asarray(points_m, dtype=np.float64).reshape(-1, 2)
+    steps = np.diff(points_m, axis=0, prepend=np.zeros((1, 2)))
+    moves = np.linalg.norm(steps, axis=1) >= DUPLICATE_M
+    yaw = np.where(moves, np.arctan2(steps[:, 1], steps[:, 0]), 0.0)
+    last_move = np.maximum.accumulate(np.where(moves, np.arange(len(yaw)), -1))   # -1: none yet, the ego's 0
+    return np.where(last_move >= 0, yaw[np.maximum(last_move, 0)], 0.0)
+
+
 # --------------------------------------------------------------------------- polylines
 def distinct_points(points_m: np.ndarray) -> np.ndarray:
     """Drop points that repeat their predecessor (within DUPLICATE_M)."""

@@ -73,6 +73,10 @@ PARAMETERS: tuple[Spec, ...] = (
          "transitions: `ros2 lifecycle set /deead_node configure`, then `activate`)", read_only=True),
     # outputs
     Spec("output.frame_id", "string", "base_link", "frame of the published trajectory (the ego frame)"),
+    Spec("output.autoware_trajectory", "bool", False,
+         "also publish each plan as autoware_planning_msgs/Trajectory on ~/output/autoware_trajectory (Autoware's "
+         "planning -> control interface; needs Autoware's autoware_planning_msgs: source its workspace first)",
+         read_only=True),
     # exit controller (live)
     Spec("exit.policy", "string", "deead", "the exit rule",
          choices=("deead", "full", "fixed", "patience", "deead_or_patience")),

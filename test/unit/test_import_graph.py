@@ -20,7 +20,7 @@ BASE = {"deead_ros", "deead_ros.errors", "deead_ros.files", "deead_ros.geometry"
         "deead_ros.parameter_files", "deead_ros.paths"}
 APP = {"deead_ros.runner", "deead_ros.frame_assembly", "deead_ros.health", "deead_ros.odometry_history",
        "deead_ros.imu_history", "deead_ros.camera_sync", "deead_ros.debug_view", "deead_ros.diagnostics",
-       "deead_ros.bags", "deead_ros.sensor_contract"}
+       "deead_ros.bags", "deead_ros.sensor_contract", "deead_ros.trajectory_kinematics"}
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -34,6 +34,7 @@ RUNTIME_OPTIONAL = {
     "torch": "the torch reference backend (engine.backend: torch; extra 'torch')",
     "foxglove": "the Foxglove WebSocket server (foxglove.port; extra 'foxglove')",
     "onnx": "fp16 engines on TensorRT 11 (an fp16 copy of each graph; extra 'tensorrt')",
+    "autoware_planning_msgs": "the Autoware trajectory (output.autoware_trajectory): the vehicle's Autoware install",
 }
 # What a vehicle must never be asked to install: the lab's research stack.
 LAB_ONLY = ("python3-torch-pip", "python3-transformers-pip", "python3-matplotlib", "python3-safetensors-pip",

@@ -33,11 +33,13 @@ from deead_ros.parameter_files import check_params_files, params_file_paths
 from deead_ros.paths import demo_manifest_path
 from deead_ros.health import FrameStats, assess, lifecycle_status
 from deead_ros.ros import ros_io
+from deead_ros.ros.autoware import AutowareTrajectoryOutput
 from deead_ros.ros.cameras import Cameras, frame_message
 from deead_ros.ros.debug import DebugOutput
 from deead_ros.ros.params import (GuardedParameterService, NodeConfig, candidate_values, config_from_values,
                                   declare_all, sensor_problem, with_declared_types)
 from deead_ros.runner import EgoPose, Runner
+from deead_ros.trajectory_kinematics import trajectory_kinematics
 from deead_ros_msgs.msg import ExitDiagnostics
 
 INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -148,6 +150,7 @@ class DeeadNode(LifecycleNode):
         self._exit_pub = self.create_lifecycle_publisher(ExitDiagnostics, "~/output/exit_diagnostics", OUTPUT_QOS)
         self._prior_pub = self.create_lifecycle_publisher(Path, "~/debug/prior", OUTPUT_QOS)
         self._time_pub = self.create_lifecycle_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
+        self._autoware: AutowareTrajectoryOutput | None = None   # made at configure (output.autoware_trajectory)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)   # in every state
         # ~/debug/image and ~/debug/markers (drawn only while subscribed), and the optional Foxglove server
         self.debug = DebugOutput(self, lambda: self._config.debug, self.stats.note_rejected_input,
@@ -175,6 +178,8 @@ class DeeadNode(LifecycleNode):
             problem = config.problem(None)
             if problem:
                 raise ConfigError(problem)
+            if config.autoware_trajectory and self._autoware is None:
+                self._autoware = AutowareTrajectoryOutput(self, OUTPUT_QOS)   # imports autoware_planning_msgs
             model = config.model_file_path or demo_manifest_path()
             log.info(f"configuring: opening {model} on {config.backend} (a TensorRT build can take minutes)")
             opened = time.perf_counter()
@@ -379,6 +384,8 @@ class DeeadNode(LifecycleNode):
         frame_id, stamp = config.io.frame_id, msg.header.stamp
         path = self._trajectory_msg.fill(result.trajectory_m, stamp, frame_id, runner.times_s)   # each pose when due
         self._trajectory_pub.publish(path)
+        if self._autoware is not None:     # the same plan, as Autoware's Trajectory (output.autoware_trajectory)
+            self._autoware.publish(path, trajectory_kinematics(result.trajectory_m, runner.times_s))
         node_ms = (time.perf_counter() - taken) * 1e3
         exit_msg = ros_io.exit_diagnostics(
             result, stamp, frame_id, config.exit.delta_m, frame.prior_age_s, runner.chain.backend,

@@ -122,6 +122,7 @@ class NodeConfig:
     memory_max_gap_s: float = default("memory.max_gap_s")
     camera_mismatch: str = default("camera_mismatch")    # warn | refuse (deead_ros.sensor_contract)
     inputs: InputSettings = InputSettings()                # frame assembly's (io.odometry_*, input_limits.*, ...)
+    autoware_trajectory: bool = default("output.autoware_trajectory")   # also ~/output/autoware_trajectory
 
     @property
     def runner(self) -> RunnerSettings:
@@ -186,7 +187,8 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
                       ValidationLimits(**sections["validation"]), MappingProxyType(dict(values)),
                       DebugSettings(**{field: values[name] for name, field in _DEBUG_FIELDS.items()}),
                       tuple(values["cameras"]), tuple(values["camera_mountings"]), values["decode_threads"],
-                      values["memory.max_gap_s"], values["camera_mismatch"], InputSettings.from_values(values))
+                      values["memory.max_gap_s"], values["camera_mismatch"], InputSettings.from_values(values),
+                      values["output.autoware_trajectory"])
 
 
 def sensor_problem(config: NodeConfig, sensors: SensorContract) -> str | None:

@@ -13,12 +13,18 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 
 from deead_ros.diagnostics import exit_diagnostics_fields
+from deead_ros.geometry import path_headings, quaternion_from_yaw
 from deead_ros.health import Status
 from deead_ros.runner import PlanResult
 from deead_ros_msgs.msg import ExitCheckpoint, ExitDiagnostics
 
 
 Times = np.ndarray | Sequence[float] | None     # waypoint times after the camera stamp, s
+
+
+def nanoseconds(times_s: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Times in seconds as whole nanoseconds (int64), rounded: what stamps and durations carry."""
+    return np.round(np.asarray(times_s, dtype=np.float64) * 1e9).astype(np.int64)
 
 
 class PathWriter:
@@ -42,12 +48,10 @@ class PathWriter:
             path.poses = [PoseStamped() for _ in range(len(points))]
         header = path.header
         header.stamp, header.frame_id = stamp, frame_id
-        steps = np.diff(points, axis=0, prepend=np.zeros((1, 2)))       # from the ego, then point to point
-        half_yaw = 0.5 * np.arctan2(steps[:, 1], steps[:, 0])
-        values = np.column_stack([points, np.sin(half_yaw), np.cos(half_yaw)]).tolist()   # floats for rclpy
+        quaternions = quaternion_from_yaw(path_headings(points))        # from the ego, then point to point
+        values = np.column_stack([points, quaternions[:, 2:]]).tolist()   # x, y, qz, qw: floats for rclpy
         due_ns = (stamp.sec * 1_000_000_000 + stamp.nanosec
-                  + np.round(np.asarray(times_s if times_s is not None else np.zeros(len(points))) * 1e9)
-                  .astype(np.int64)).tolist()
+                  + nanoseconds(times_s if times_s is not None else np.zeros(len(points)))).tolist()
         for pose, (x, y, qz, qw), due in zip(path.poses, values, due_ns):
             pose.header.frame_id = frame_id
             pose.header.stamp.sec, pose.header.stamp.nanosec = divmod(due, 1_000_000_000)
