@@ -82,7 +82,7 @@ def path_headings(points_m: np.ndarray) -> np.ndarray:
     heading before it, so a stop neither turns the car back to the ego's heading nor spins it."""
     points_m = np.asarray(points_m, dtype=np.float64).reshape(-1, 2)
     steps = np.diff(points_m, axis=0, prepend=np.zeros((1, 2)))
-    moves = np.linalg.norm(steps, axis=1) >= DUPLICATE_M
+    moves = np.hypot(steps[:, 0], steps[:, 1]) >= DUPLICATE_M     # hypot: no overflow on absurd (1e300 m) input
     yaw = np.where(moves, np.arctan2(steps[:, 1], steps[:, 0]), 0.0)
     last_move = np.maximum.accumulate(np.where(moves, np.arange(len(yaw)), -1))   # -1: none yet, the ego's 0
     return np.where(last_move >= 0, yaw[np.maximum(last_move, 0)], 0.0)
