@@ -21,14 +21,17 @@ ROS_DISTROS = ("jazzy", "kilted")
 
 
 def ros_distro() -> str:
-    """The tested distro whose rclpy wheel (ros-<distro>-rclpy) this interpreter has; Jazzy where there is none."""
-    for distro in ROS_DISTROS:
-        try:
-            importlib.metadata.version(f"ros-{distro}-rclpy")
-            return distro
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "jazzy"
+    """The distro of this interpreter's rclpy (deead_ros.ros.dds, as the launch file tells it); Jazzy where there is
+    no rclpy (the tests that need one are skipped there)."""
+    from deead_ros.ros.dds import ros_distro as rclpy_distro
+    try:
+        distro = rclpy_distro()
+    except importlib.metadata.PackageNotFoundError:
+        return "jazzy"
+    if distro not in ROS_DISTROS:
+        raise RuntimeError(f"this interpreter's ROS 2 is {distro}; the tests know {', '.join(ROS_DISTROS)}: run them "
+                           "with .venv (`make test`) or build/kilted_venv (`make test-kilted`)")
+    return distro
 
 
 def distro_suffix() -> str:

@@ -6,7 +6,6 @@ a digest of its files, the recipe and the interpreter, like the other builds in 
 process in the environment a sourced Autoware workspace gives; without the package it refuses to start, saying so.
 """
 import ctypes
-import hashlib
 import os
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ pytestmark = pytest.mark.ros
 
 from deead_ros.paths import demo_manifest_path  # noqa: E402
 from deead_ros.trajectory_kinematics import trajectory_kinematics  # noqa: E402
+from test.cached_build import BuildStamp, digest, run  # noqa: E402
 from test.conftest import REPO_ROOT, RUNTIME_ROOT, distro_suffix  # noqa: E402
 from test.ros.test_node import Driver, plan_frames  # noqa: E402
 
@@ -36,21 +36,14 @@ NODE_ARGS = ["--ros-args", "--params-file", str(RUNTIME_ROOT / "config" / "deead
              "-p", "output.autoware_trajectory:=true"]
 
 
-def run(command: list, timeout: float, **kwargs) -> None:
-    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=timeout, **kwargs)
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-
-
 @pytest.fixture(scope="module")
 def autoware_msgs() -> Path:
     """The fixture package built and installed into build/autoware_planning_msgs/install (once per change)."""
     if not shutil.which("cmake"):
         pytest.skip("cmake is not installed (the interface build needs it, as `make setup` does)")
-    digest = hashlib.sha256(f"{sys.executable}\0{sys.version}".encode())
-    for path in sorted(p for p in FIXTURE.rglob("*") if p.is_file()) + [RECIPE]:
-        digest.update(str(path.relative_to(REPO_ROOT)).encode() + hashlib.sha256(path.read_bytes()).digest())
-    key, stamp = digest.hexdigest(), BUILD / "built_from"
-    if stamp.exists() and stamp.read_text() == key:
+    inputs = sorted(p for p in FIXTURE.rglob("*") if p.is_file()) + [RECIPE]
+    key, stamp = digest(inputs, sys.executable, sys.version), BuildStamp(BUILD / "built_from")
+    if stamp.holds(key):
         return INSTALL
     shutil.rmtree(BUILD, ignore_errors=True)
     venv = Path(sys.prefix)
@@ -61,7 +54,7 @@ def autoware_msgs() -> Path:
     run(["cmake", "--build", BUILD / "build", f"-j{os.cpu_count() or 1}"], 900, env=env)
     run(["cmake", "--install", BUILD / "build"], 120, env=env)
     (BUILD / "COLCON_IGNORE").touch()      # its install holds a package.xml: no package of this workspace
-    stamp.write_text(key)
+    stamp.mark(key)
     return INSTALL
 
 

@@ -4,7 +4,6 @@ clone holds), and deead_node runs from that install, not from this checkout or i
 The build (~40 s, mostly rosidl) is cached in build/colcon_ws (build/colcon_ws-kilted on Kilted) under a digest of
 every file a clone would hold, so it runs again only when one of them changed.
 """
-import hashlib
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.ros
 
+from test.cached_build import BuildStamp, clone_files, digest, run  # noqa: E402
 from test.conftest import REPO_ROOT, distro_suffix  # noqa: E402
 from test.ros.test_node import FIRST_CHECKPOINT, Driver, check_plans, plan_frames  # noqa: E402
 
@@ -31,24 +31,14 @@ def clean_env() -> dict[str, str]:
             "CMAKE_PREFIX_PATH": str(VENV_BIN.parent)}
 
 
-def run(command: list, timeout: float, **kwargs) -> str:
-    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=timeout, **kwargs)
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def workspace() -> Path:
     """build/colcon_ws: src/deead_ros a copy of the files a clone holds, built by `colcon build`."""
     if not COLCON.exists():
         pytest.skip("colcon is not installed: `make setup` installs it (requirements-dev.txt)")
-    files = run(["git", "ls-files", "-co", "--exclude-standard"], 60, cwd=REPO_ROOT).split("\n")
-    files = sorted(f for f in files if f and (REPO_ROOT / f).is_file())
-    digest = hashlib.sha256()
-    for name in files:
-        digest.update(name.encode() + hashlib.sha256((REPO_ROOT / name).read_bytes()).digest())
-    key, stamp = digest.hexdigest(), WORKSPACE / "built_from"
-    if stamp.exists() and stamp.read_text() == key:
+    files = clone_files()
+    key, stamp = digest(REPO_ROOT / name for name in files), BuildStamp(WORKSPACE / "built_from")
+    if stamp.holds(key):
         return WORKSPACE
     shutil.rmtree(WORKSPACE, ignore_errors=True)
     for name in files:
@@ -57,7 +47,7 @@ def workspace() -> Path:
         shutil.copy2(REPO_ROOT / name, target)
     run([COLCON, "build", "--event-handlers", "console_direct-", "--cmake-args", "-DBUILD_TESTING=OFF",
          f"-DPython3_EXECUTABLE={sys.executable}"], 900, cwd=WORKSPACE, env=clean_env())
-    stamp.write_text(key)
+    stamp.mark(key)
     return WORKSPACE
 
 

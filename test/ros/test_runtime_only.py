@@ -9,16 +9,15 @@ read from .venv's share/ (a vehicle receives those files, never the code that ma
 Run by Kilted's interpreter (`make test-kilted`), the same on Kilted: requirements-runtime-kilted.txt,
 build/runtime_venv-kilted, the messages build/kilted_venv was set up with.
 """
-import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from test.cached_build import BuildStamp, clone_files, digest, run
 from test.conftest import REPO_ROOT, distro_suffix
 
 pytestmark = pytest.mark.ros
@@ -32,55 +31,30 @@ EXPORTED = MAIN_VENV / "share" / "deead_ros" / "models" / "demo" / "onnx" / "man
 LAB_ONLY = ("torch", "transformers", "matplotlib", "ray", "deead_lab")
 
 
-def digest(*parts: bytes) -> str:
-    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-
-
-def up_to_date(name: str, key: str) -> bool:
-    stamp = VENV / f".stamp_{name}"
-    return stamp.exists() and stamp.read_text() == key
-
-
-def mark(name: str, key: str) -> None:
-    (VENV / f".stamp_{name}").write_text(key)
-
-
-def run(command: list, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, **kwargs)
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-def runtime_files_key() -> str:
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "deead_ros"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split()
-    return digest(*(f.encode() + (REPO_ROOT / f).read_bytes() for f in sorted(listed) if (REPO_ROOT / f).is_file()))
-
-
 @pytest.fixture(scope="module")
 def runtime_venv() -> Path:
     """build/runtime_venv with the runtime's requirements, deead_ros and the messages, and nothing else."""
     if not MSGS_MANIFEST.exists() or not EXPORTED.exists():
         pytest.skip("run `make setup` first: it builds the messages and exports the demo model")
-    key = digest(REQUIREMENTS.read_bytes(), sys.version.encode())
-    if not up_to_date("requirements", key):
+    stamps = {name: BuildStamp(VENV / f".stamp_{name}") for name in ("requirements", "messages", "deead_ros")}
+    key = digest([REQUIREMENTS], sys.version)
+    if not stamps["requirements"].holds(key):
         shutil.rmtree(VENV, ignore_errors=True)
-        run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", VENV], timeout=120)
-        run([PYTHON, "-m", "pip", "install", "-q", "-r", REQUIREMENTS], timeout=900)
-        mark("requirements", key)
-    msgs = MSGS_MANIFEST.read_text().split()
-    key = digest(*(Path(f).read_bytes() for f in msgs))
-    if not up_to_date("messages", key):
-        for source in map(Path, msgs):
+        run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", VENV], 120)
+        run([PYTHON, "-m", "pip", "install", "-q", "-r", REQUIREMENTS], 900)
+        stamps["requirements"].mark(key)
+    msgs = list(map(Path, MSGS_MANIFEST.read_text().split()))
+    key = digest(msgs)
+    if not stamps["messages"].holds(key):
+        for source in msgs:
             target = VENV / source.relative_to(MAIN_VENV)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
-        mark("messages", key)
-    key = runtime_files_key()
-    if not up_to_date("deead_ros", key):
-        run([PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", REPO_ROOT / "deead_ros"],
-            timeout=300)
-        mark("deead_ros", key)
+        stamps["messages"].mark(key)
+    key = digest(REPO_ROOT / name for name in clone_files("deead_ros"))
+    if not stamps["deead_ros"].holds(key):
+        run([PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", REPO_ROOT / "deead_ros"], 300)
+        stamps["deead_ros"].mark(key)
     return VENV
 
 
@@ -93,7 +67,7 @@ def runtime_env() -> dict[str, str]:
 def test_the_runtime_venv_lacks_the_labs_research_stack(runtime_venv, tmp_path):
     code = ("import importlib.util as u; import deead_ros.ros.node, deead_ros_msgs.msg; "
             f"print(','.join(m for m in {LAB_ONLY!r} if u.find_spec(m)))")
-    found = run([PYTHON, "-c", code], cwd=tmp_path, env=runtime_env(), timeout=120).stdout.strip()
+    found = run([PYTHON, "-c", code], 120, cwd=tmp_path, env=runtime_env()).strip()
     assert found == "", f"the runtime's requirements pulled in {found}"
 
 
@@ -103,14 +77,14 @@ def test_the_torch_backend_says_what_to_install(runtime_venv, tmp_path):
             f"    make_engine('torch', {str(EXPORTED)!r})\n"
             "except BackendUnavailableError as err:\n"
             "    print(err)\n")
-    message = run([PYTHON, "-c", code], cwd=tmp_path, env=runtime_env(), timeout=120).stdout
+    message = run([PYTHON, "-c", code], 120, cwd=tmp_path, env=runtime_env())
     assert "pip install torch" in message and "onnxruntime" in message, message
 
 
 def test_the_node_plans_the_demo_bag_on_onnxruntime_without_the_lab(runtime_venv, tmp_path):
     out = tmp_path / "demo.json"
     run([PYTHON, "-m", "deead_ros.ros.demo", "--rate", "8", "--model", EXPORTED, "--out", out, "--timeout", "180"],
-        cwd=tmp_path, env=runtime_env(), timeout=600)
+        600, cwd=tmp_path, env=runtime_env())
     demo = json.loads(out.read_text())
     full, deead = demo["passes"]["full"], demo["passes"]["deead"]
     assert demo["backend"] == "onnxruntime"

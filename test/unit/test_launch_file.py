@@ -104,3 +104,10 @@ def test_the_localhost_profile_is_set_where_this_distros_fast_dds_reads_it(monke
         entities = launch_description(monkeypatch, tmp_path).args[0]
         settings = [e.args for e in entities if type(e).__name__ == "SetEnvironmentVariable"]
         assert settings == [(variable, str(tmp_path / "config" / "fastdds_localhost_shm.xml"))]
+
+
+def test_the_distro_is_told_by_rclpys_major_version(monkeypatch):
+    from deead_ros.ros import dds
+    for rclpy_version, distro in (("7.1.6", "jazzy"), ("9.1.2", "kilted"), ("10.0.1", "rclpy 10")):
+        monkeypatch.setattr(dds.importlib.metadata, "version", lambda name, v=rclpy_version: v)
+        assert dds.ros_distro() == distro

@@ -1,8 +1,9 @@
 """The plan as Autoware's autoware_planning_msgs/Trajectory (its planning -> control interface), optional.
 
 autoware_planning_msgs is imported only when the output is made (`output.autoware_trajectory` true): a vehicle
-without Autoware never needs it, and one that asks for it without it is told what to do. The numbers come from
-deead_ros.trajectory_kinematics; this module only copies them into the messages.
+without Autoware never needs it, and one that asks for it without it is told what to do. The poses are the
+nav_msgs/Path's, the motion (speed, acceleration, heading rate) deead_ros.trajectory_kinematics'; this module only
+copies them into the messages.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from rclpy.lifecycle import LifecycleNode
 from rclpy.qos import QoSProfile
 
 from deead_ros.errors import ConfigError
-from deead_ros.geometry import quaternion_from_yaw
 from deead_ros.ros.ros_io import nanoseconds
 from deead_ros.trajectory_kinematics import TrajectoryKinematics
 
@@ -40,17 +40,17 @@ class AutowareTrajectoryOutput:
 
     def message(self, path: Path, kinematics: TrajectoryKinematics) -> Any:
         """One frame's plan -> autoware_planning_msgs/Trajectory with the nav_msgs/Path's header (camera stamp,
-        output frame): per point time_from_start (k x dt), pose (heading as orientation), longitudinal speed,
-        acceleration and heading rate; lateral speed and the front and rear wheel angles stay 0."""
-        quaternions = quaternion_from_yaw(kinematics.yaw_rad).tolist()      # floats for rclpy
-        rows = zip(nanoseconds(kinematics.times_s).tolist(), kinematics.points_m.tolist(), quaternions,
-                   kinematics.speed_mps.tolist(), kinematics.accel_mps2.tolist(), kinematics.yaw_rate_rps.tolist())
+        output frame) and its poses (the Path's numbers, not computed twice: both outputs face the same way); per
+        point time_from_start (k x dt), longitudinal speed, acceleration and heading rate; lateral speed and the
+        front and rear wheel angles stay 0. The points hold the Path's pose messages: publish before the Path is
+        refilled, as publish() does (rclpy serialises inside publish)."""
+        rows = zip(path.poses, nanoseconds(kinematics.times_s).tolist(), kinematics.speed_mps.tolist(),
+                   kinematics.accel_mps2.tolist(), kinematics.yaw_rate_rps.tolist())
         points = []
-        for due_ns, (x, y), (_, _, qz, qw), speed, accel, yaw_rate in rows:
-            point = self._point(longitudinal_velocity_mps=speed, acceleration_mps2=accel, heading_rate_rps=yaw_rate)
+        for stamped, due_ns, speed, accel, yaw_rate in rows:
+            point = self._point(pose=stamped.pose, longitudinal_velocity_mps=speed, acceleration_mps2=accel,
+                                heading_rate_rps=yaw_rate)
             point.time_from_start.sec, point.time_from_start.nanosec = divmod(due_ns, 1_000_000_000)
-            position, orientation = point.pose.position, point.pose.orientation
-            position.x, position.y, orientation.z, orientation.w = x, y, qz, qw
             points.append(point)
         return self._trajectory(header=path.header, points=points)
 
