@@ -80,6 +80,7 @@ from deead_ros.errors import ModelFileError  # noqa: E402
 from deead_ros.exit.metrics import l2_at_m  # noqa: E402
 from deead_ros.parameters import default  # noqa: E402
 from deead_ros.paths import share_dir, source_commit  # noqa: E402
+from deead_ros.ros.dds import use_localhost_profile  # noqa: E402
 from deead_ros.ros.demo import NODE, node_command, node_statuses, private_domain  # noqa: E402
 from deead_ros import bags as topics  # noqa: E402
 from deead_ros_msgs.msg import ExitDiagnostics  # noqa: E402
@@ -567,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", default=default("executor"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     private_domain()    # other ROS processes on the machine must not cross-talk; inherited by node, camera, echo
+    # as the launch file does: images over shared memory, unless the caller configured DDS (then theirs is measured)
+    profile = use_localhost_profile(share_dir() / "config")
+    dds = f"localhost profile {profile}" if profile else "the caller's DDS configuration"
     if args.stress:
         return stress(args.bag, args.seconds or 0.0, args.out)
     if args.echo:
@@ -620,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         several = several_camera_part(path) if name == "bench_ros" else {"rows": [], "floors": []}
         path.write_text(json.dumps(
             {"model": model or "demo", "parameters": extra, "seconds": args.seconds, "commit": source_commit(),
+             "dds": dds,
              **({"note": args.note} if args.note else {}),
              "rows": rows + several.pop("rows"), "floors": list(floors.values()) + several.pop("floors"),
              "by_camera": table, **({"before": before} if before else {}), **several}, indent=1))

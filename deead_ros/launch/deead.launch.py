@@ -16,17 +16,15 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from deead_ros.ros.dds import FAST_DDS_2_PROFILE_VARIABLE, FAST_DDS_3_PROFILE_VARIABLE, fast_dds_profile_variable
+from deead_ros.ros.dds import LOCALHOST_PROFILE, dds_configured, fast_dds_profile_variable
 
 TOPICS = {"image": "/camera/image/compressed", "route": "/planning/route", "odometry": "/localization/odometry",
           "command": "/planning/command", "external_prior": "/planning/reference_path"}
-DDS_SETTINGS = (FAST_DDS_2_PROFILE_VARIABLE, FAST_DDS_3_PROFILE_VARIABLE, "CYCLONEDDS_URI",
-                "RMW_FASTRTPS_USE_QOS_FROM_XML")
 
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory("deead_ros")
-    nothing_set = not any(os.environ.get(name) for name in DDS_SETTINGS)
+    nothing_set = not dds_configured()
     arguments = [DeclareLaunchArgument(name, default_value=topic, description=f"~/input/{name} source")
                  for name, topic in TOPICS.items()]
     arguments += [
@@ -41,7 +39,7 @@ def generate_launch_description() -> LaunchDescription:
     ]
     return LaunchDescription([
         *arguments,
-        SetEnvironmentVariable(fast_dds_profile_variable(), os.path.join(share, "config", "fastdds_localhost_shm.xml"),
+        SetEnvironmentVariable(fast_dds_profile_variable(), os.path.join(share, "config", LOCALHOST_PROFILE),
                                condition=IfCondition(LaunchConfiguration("localhost_dds"))),
         OpaqueFunction(function=deead_node),
     ])

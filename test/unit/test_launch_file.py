@@ -111,3 +111,13 @@ def test_the_distro_is_told_by_rclpys_major_version(monkeypatch):
     for rclpy_version, distro in (("7.1.6", "jazzy"), ("9.1.2", "kilted"), ("10.0.1", "rclpy 10")):
         monkeypatch.setattr(dds.importlib.metadata, "version", lambda name, v=rclpy_version: v)
         assert dds.ros_distro() == distro
+
+
+def test_the_localhost_profile_is_put_in_force_only_where_dds_is_not_configured(tmp_path):
+    from deead_ros.ros import dds
+    environ: dict[str, str] = {}
+    assert dds.use_localhost_profile(tmp_path, environ) == str(tmp_path / dds.LOCALHOST_PROFILE)
+    assert environ == {dds.fast_dds_profile_variable(): str(tmp_path / dds.LOCALHOST_PROFILE)}
+    for setting in dds.DDS_SETTINGS:                  # the user's own configuration wins, whichever it is
+        environ = {setting: "theirs"}
+        assert dds.use_localhost_profile(tmp_path, environ) is None and environ == {setting: "theirs"}

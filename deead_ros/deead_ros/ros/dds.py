@@ -1,5 +1,5 @@
-"""Which ROS 2 distro this is, and which environment variable names its Fast DDS profile file: the one place that
-knows the distros differ.
+"""Which ROS 2 distro this is, which environment variable names its Fast DDS profile file (the one place that knows
+the distros differ), and when this package's localhost profile is put in force.
 
 Fast DDS 2 (Humble, Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE only. Fast DDS 3 (Kilted on) reads
 FASTDDS_DEFAULT_PROFILES_FILE; its rmw_fastrtps still takes the old name, but warns on every start that it will stop.
@@ -8,11 +8,20 @@ The distro is told by rclpy's version: Kilted's is 9, Jazzy's 7 (the pip wheels 
 from __future__ import annotations
 
 import importlib.metadata
+import os
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 
 FAST_DDS_2_PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 FAST_DDS_3_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 FIRST_RCLPY_WITH_FAST_DDS_3 = 9          # ROS 2 Kilted
 DISTRO_OF_RCLPY_MAJOR = {3: "humble", 7: "jazzy", 9: "kilted"}
+# One machine, large images over a 16 MB shared-memory segment (the default 512 KB sends a camera image over UDP,
+# where raw frames are lost and the reliable odometry behind them waits for a resend), no network.
+LOCALHOST_PROFILE = "fastdds_localhost_shm.xml"          # in the package's config/
+# Any of these set: the user configured the middleware, and this package leaves it alone.
+DDS_SETTINGS = (FAST_DDS_2_PROFILE_VARIABLE, FAST_DDS_3_PROFILE_VARIABLE, "CYCLONEDDS_URI",
+                "RMW_FASTRTPS_USE_QOS_FROM_XML")
 
 
 def rclpy_major() -> int:
@@ -29,3 +38,19 @@ def ros_distro() -> str:
 def fast_dds_profile_variable() -> str:
     """The variable this distro's Fast DDS reads its XML profile from (without a deprecation warning)."""
     return FAST_DDS_3_PROFILE_VARIABLE if rclpy_major() >= FIRST_RCLPY_WITH_FAST_DDS_3 else FAST_DDS_2_PROFILE_VARIABLE
+
+
+def dds_configured(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the environment already configures the middleware (a profile file, Cyclone's URI, QoS from XML)."""
+    return any(environ.get(name) for name in DDS_SETTINGS)
+
+
+def use_localhost_profile(config_dir: Path, environ: MutableMapping[str, str] = os.environ) -> str | None:
+    """Put the localhost profile in config_dir in force for this process's participants and the processes it starts
+    (set before rclpy creates one), as the launch file does by default; leave a configured middleware alone.
+    Returns the profile's path, or None where it was left alone."""
+    if dds_configured(environ):
+        return None
+    profile = str(Path(config_dir) / LOCALHOST_PROFILE)
+    environ[fast_dds_profile_variable()] = profile
+    return profile

@@ -34,6 +34,7 @@ from deead_ros.frame_assembly import path_points, stamp_s
 from deead_ros.engines.manifest import load_manifest
 from deead_ros.parameters import default
 from deead_ros.paths import demo_manifest_path, share_dir, source_commit
+from deead_ros.ros.dds import use_localhost_profile
 from deead_ros import bags as topics
 from deead_ros_msgs.msg import ExitDiagnostics
 
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = args.model or demo_manifest_path()
     command = node_command({"camera_format": "compressed", "exit.policy": "full", "model_file_path": manifest})
     domain = private_domain()
+    use_localhost_profile(share_dir() / "config")     # as the launch file: camera images over shared memory
     print(f"[demo] starting {NODE} (onnxruntime, the committed demo model) on ROS domain {domain}; replaying "
           f"{args.bag} ({frames} frames) twice: full depth, then early exit", flush=True)
     node_process = subprocess.Popen(command, env=os.environ.copy())
