@@ -563,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
                              "CameraInfo; rows with \"cameras\": N replace those of bench_ros.json")
     parser.add_argument("--decode-threads", type=int, nargs="+", default=[default("decode_threads")],
                         help="with --cameras: the node's decode_threads, one run each")
+    parser.add_argument("--tail", type=int, default=0, metavar="PAIRS",
+                        help="the bounded tail over ROS: PAIRS alternating runs of exit.policy full and deead on the "
+                             "first camera (640x360 jpeg by default), p95 deead / full per pair; bench_ros_tail.json")
     parser.add_argument("--publish-camera", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--echo", default="", help=argparse.SUPPRESS)
     parser.add_argument("--executor", default=default("executor"), help=argparse.SUPPRESS)
@@ -590,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         return debug_costs(args, cameras, model, extra)
     if args.cameras > 1:
         return several_cameras(args, cameras, model or str(multi_view_model()), extra)
+    if args.tail:
+        return tail_over_ros(args, cameras[0] if args.sizes != DEFAULT_SIZES else ((640, 360), "jpeg"), model, extra,
+                             dds)
     before_tree, before_commit = checkout_at(args.before) if args.before else (None, "")
     rows, before_rows, floors = [], [], {}
     for i, (size, fmt) in enumerate(cameras):
@@ -705,6 +711,33 @@ def several_cameras(args: argparse.Namespace, cameras: list, model: str, extra: 
         args.out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1))
     print(json.dumps({"several_cameras": table, "frames_unaccounted": sum(r["unaccounted"] for r in rows)}))
+    return 0
+
+
+def tail_over_ros(args: argparse.Namespace, camera: tuple, model: str, extra: dict[str, str], dds: str) -> int:
+    """Issue 37's check over ROS: the camera stamp to trajectory p95 of deead (the bounded tail, default delta)
+    against full depth, in alternating runs so that both see the same machine."""
+    (size, fmt), runs = camera, []
+    for pair in range(args.tail):
+        for policy in (("full", "deead") if pair % 2 == 0 else ("deead", "full")):
+            row = measure(args.bag, args.rates[0], args.seconds, model, {**extra, "exit.policy": policy}, size, fmt)
+            runs.append({"policy": policy, "pair": pair, **{k: row[k] for k in (
+                "planned", "latency_p50_ms", "latency_p95_ms", "runner_p50_ms", "load_average_1min")}})
+            print(f"[bench_ros] tail pair {pair + 1}/{args.tail} {policy}: latency p50 {row['latency_p50_ms']:.2f} ms, "
+                  f"p95 {row['latency_p95_ms']:.2f} ms, runner {row['runner_p50_ms']:.2f} ms", flush=True)
+    rclpy.try_shutdown()
+    p95 = {(r["pair"], r["policy"]): r["latency_p95_ms"] for r in runs}
+    ratios = [round(p95[(i, "deead")] / p95[(i, "full")], 3) for i in range(args.tail)]
+    result = {"what": f"camera stamp to trajectory arrival over ROS, {size[0]}x{size[1]} {fmt} at "
+                      f"{args.rates[0]:g} Hz: exit.policy full against deead (the parameter file's delta and "
+                      "max_checks), alternating runs on one machine",
+              "command": f"python bench/bench_ros.py --tail {args.tail} --seconds {args.seconds:g} --out docs",
+              "commit": source_commit(), "dds": dds, **({"note": args.note} if args.note else {}),
+              "parameters": extra, "runs": runs, "p95_ratio_deead_over_full": ratios}
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_ros_tail.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({"p95_ratio_deead_over_full": ratios}))
     return 0
 
 
