@@ -65,6 +65,7 @@ def test_the_readme_states_the_open_loop_figures_of_docs_bench_exit_json():
                f"({deead['layer_sparsity']:.0%} sparsity)",
                f"median latency {deead['latency_ratio_vs_full']:.2f}x full depth",
                f"L2 at 3 s {deead['l2_3s_change_vs_full']:+.1%}",
+               f"p95 latency {head['latency_p95_ratio_recommended']:.2f}x full depth's",
                f"layer {paper['mean_exit_layer']:.1f}, {head['latency_ratio_delta2']:.2f}x",
                f"{head['l2_3s_change_delta2']:+.0%}",
                f"fixed exit at layer 13 {s['fixed_13']['l2_3s_change_vs_full']:+.0%}",
