@@ -27,6 +27,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "deead_lab"))    # 
 from deead_ros.exit.settings import matched_fixed_setting, parse_setting_name, setting_name  # noqa: E402
 from deead_lab.closed_loop import (MIN_SEEDS_FOR_VERDICT, PROTOCOL_SEEDS, is_main_split, report_name,  # noqa: E402
                                    split_seeds)
+from deead_lab.driving.rules import SCORE_OBJECT, SCORE_OUT_OF_ROAD, SCORE_VEHICLE  # noqa: E402
 from deead_lab.sim.scenario import DENSE_TRAFFIC_DENSITY, TRAFFIC_DENSITY  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -142,7 +143,7 @@ def open_loop(bench: dict | None) -> str:
     return text
 
 
-def headline(loop: dict | None, bench: dict | None, confirmation: dict | None) -> str:
+def headline(loop: dict | None, bench: dict | None) -> str:
     """What the package buys in the closed loop, first: planning time (mean, p95) against full depth beside DeeAD's
     29%, and the driving verdicts, from the confirmation on fresh seeds (docs/closed_loop.json `headline`), then
     every setting of the confirmation run (its report) as the other closed-loop splits are shown."""
@@ -150,6 +151,7 @@ def headline(loop: dict | None, bench: dict | None, confirmation: dict | None) -
     if head is None:
         return missing("closed_loop.json with a confirmation headline",
                        ".venv-metadrive/bin/python bench/closed_loop.py --confirm --report-only")
+    confirmation = load(Path(head["report"]).name)              # the confirmation run's own report, in docs/
     seeds, target = head["seeds"], PROTOCOL_SEEDS
     status = "complete" if seeds >= target else f"**provisional: {seeds} of {target} seeds so far**, the run goes on"
     verdicts = head["non_inferior"]
@@ -196,9 +198,9 @@ def headline(loop: dict | None, bench: dict | None, confirmation: dict | None) -
                  f"less often: it arrives on {matched['success_rate']:.0%} of the seeds (full depth "
                  f"{full['success_rate']:.0%}, `{head['setting']}` {rule['success_rate']:.0%}) and runs out of time "
                  f"on {matched['timeout_rate']:.0%} (full depth {full['timeout_rate']:.0%}). The score multiplies "
-                 f"the completion by 0.6 for a collision and charges an unfinished route only its remaining "
-                 f"share, so its score is {score['diff']:+.3f} against full "
-                 f"depth, inside the protocol's -{score['margin']:.2f} margin: not worse by the declared test.\n")
+                 f"the completion by {SCORE_VEHICLE:g} for a collision and charges an unfinished route only its "
+                 f"remaining share, so its score is {score['diff']:+.3f} against full depth, inside the protocol's "
+                 f"-{score['margin']:.2f} margin: not worse by the declared test.\n")
     if confirmation is not None:
         text += ("\n### The confirmation run, setting by setting\n\n"
                  + closed_loop_protocol(confirmation, Path(head["report"]).with_suffix(".png").name))
@@ -263,7 +265,8 @@ def closed_loop_protocol(result: dict, figure: str | None = None) -> str:
             f"records the data set. Model `{result.get('model_version', '?')}` (sha256 "
             f"{str(result.get('model_sha256', '?'))[:12]}). Rates with 95% Wilson intervals, completion and "
             "score with 95% seed-bootstrap intervals; at fault under the protocol's written rule; score = "
-            "completion x 0.6 (vehicle collision) x 0.65 (object) x 0.7 (out of road).\n\n")
+            f"completion x {SCORE_VEHICLE:g} (vehicle collision) x {SCORE_OBJECT:g} (object) x "
+            f"{SCORE_OUT_OF_ROAD:g} (out of road).\n\n")
     skipped = result.get("not_scored") or {}
     if skipped:
         text += ("Not scored, for every setting: " + "; ".join(
@@ -800,8 +803,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({(bench or {}).get('model_version', 'see docs/model_report.md')}, "
         f"{(bench or {}).get('num_layers', '?')} layers; docs/model_report.md)."
         + previous_model_note((bench or {}).get("model_version")) + "\n",
-        "## Headline: planning time in the closed loop\n",
-        headline(loop, bench, load(Path(loop["headline"]["report"]).name) if loop and "headline" in loop else None),
+        "## Headline: planning time in the closed loop\n", headline(loop, bench),
         "## The chain of engines\n", chain(),
         "## Open-loop sweep\n", open_loop(bench),
         "## Closed-loop safety\n", closed_loop(loop, dense, earlier),
