@@ -56,6 +56,7 @@ import atexit
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -594,8 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cameras > 1:
         return several_cameras(args, cameras, model or str(multi_view_model()), extra)
     if args.tail:
+        command = shlex.join(["python", "bench/bench_ros.py", *(sys.argv[1:] if argv is None else argv)])
         return tail_over_ros(args, cameras[0] if args.sizes != DEFAULT_SIZES else ((640, 360), "jpeg"), model, extra,
-                             dds)
+                             dds, command)
     before_tree, before_commit = checkout_at(args.before) if args.before else (None, "")
     rows, before_rows, floors = [], [], {}
     for i, (size, fmt) in enumerate(cameras):
@@ -714,7 +716,8 @@ def several_cameras(args: argparse.Namespace, cameras: list, model: str, extra: 
     return 0
 
 
-def tail_over_ros(args: argparse.Namespace, camera: tuple, model: str, extra: dict[str, str], dds: str) -> int:
+def tail_over_ros(args: argparse.Namespace, camera: tuple, model: str, extra: dict[str, str], dds: str,
+                  command: str) -> int:
     """Issue 37's check over ROS: the camera stamp to trajectory p95 of deead (the bounded tail, default delta)
     against full depth, in alternating runs so that both see the same machine."""
     (size, fmt), runs = camera, []
@@ -731,7 +734,7 @@ def tail_over_ros(args: argparse.Namespace, camera: tuple, model: str, extra: di
     result = {"what": f"camera stamp to trajectory arrival over ROS, {size[0]}x{size[1]} {fmt} at "
                       f"{args.rates[0]:g} Hz: exit.policy full against deead (the parameter file's delta and "
                       "max_checks), alternating runs on one machine",
-              "command": f"python bench/bench_ros.py --tail {args.tail} --seconds {args.seconds:g} --out docs",
+              "command": command,
               "commit": source_commit(), "dds": dds, **({"note": args.note} if args.note else {}),
               "parameters": extra, "runs": runs, "p95_ratio_deead_over_full": ratios}
     if args.out:
