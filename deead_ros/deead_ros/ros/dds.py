@@ -18,7 +18,7 @@ FIRST_RCLPY_WITH_FAST_DDS_3 = 9          # ROS 2 Kilted
 DISTRO_OF_RCLPY_MAJOR = {3: "humble", 7: "jazzy", 9: "kilted"}
 # One machine, large images over a 16 MB shared-memory segment, no network. The default 512 KB sends a larger camera
 # image over UDP: measured with raw 640x360 frames, 80 of 200 planned, and the node's wait for each frame's odometry
-# ran to its io.odometry_wait_s limit (docs/results.md, "End to end over ROS").
+# ran to its io.odometry_wait_s limit (README, "Measured here": the Over ROS bullet).
 LOCALHOST_PROFILE = "fastdds_localhost_shm.xml"          # in the package's config/
 # Any of these set: the user configured the middleware, and this package leaves it alone.
 DDS_SETTINGS = (FAST_DDS_2_PROFILE_VARIABLE, FAST_DDS_3_PROFILE_VARIABLE, "CYCLONEDDS_URI",
